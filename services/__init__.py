@@ -1,0 +1,8 @@
+"""selfimprove: a closed loop in which a language model improves itself.
+
+The import package ``selfimprove`` lives in ``services/``: the shared core in ``core``, the
+generated contracts in ``v1``, the model runtime in ``runtime``, one folder per stage service,
+and the command line in ``cli``.
+"""
+
+__version__ = "0.1.0"

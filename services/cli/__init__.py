@@ -1,0 +1,1 @@
+"""The ``selfimprove`` command line."""

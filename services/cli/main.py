@@ -1,0 +1,20 @@
+"""Entry point of the ``selfimprove`` command. Commands live in their own modules and import
+heavy libraries (torch, transformers) only when they run, so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="A language model that improves itself.")
+
+
+def _register() -> None:
+    from selfimprove.cli import up as up_cmd
+
+    app.command("up")(up_cmd.up)
+
+
+_register()
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""The shared core every service imports: settings, bus, artifact store, metrics, runner, local stack."""

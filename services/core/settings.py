@@ -1,0 +1,100 @@
+"""Settings for every process, read from the environment first (prefix ``SELFIMPROVE_``).
+
+Each group is a pydantic-settings class. ``load`` builds one and turns a validation error into a
+``SettingsError`` that names every bad variable, so a service fails fast at start-up.
+Secrets are ``SecretStr``: they never print, and may come from ``*_FILE`` mounted files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PREFIX = "SELFIMPROVE_"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names the environment variable."""
+
+
+class KafkaSettings(BaseSettings):
+    """How to reach the bus."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX + "KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(None, description="CA bundle for SSL and SASL_SSL.")
+    topic_prefix: str = Field("selfimprove", description="Prefix of every topic name.")
+    partitions: int = Field(4, ge=1, description="Partitions of topics the project creates.")
+    replication_factor: int = Field(1, ge=1)
+    request_timeout_ms: int = Field(30_000, ge=1000)
+    max_poll_interval_ms: int = Field(300_000, ge=1000, description="Consumer liveness bound.")
+    session_timeout_ms: int = Field(30_000, ge=1000)
+
+
+class StoreSettings(BaseSettings):
+    """How to reach the S3-compatible artifact store."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX + "S3_", extra="ignore")
+
+    endpoint: str = Field("127.0.0.1:9000", description="host:port of the S3 endpoint, no scheme.")
+    access_key: SecretStr = Field(SecretStr("selfimprove"), description="Access key id.")
+    secret_key: SecretStr = Field(SecretStr("selfimprove-secret"), description="Secret key.")
+    bucket: str = Field("selfimprove", min_length=3, max_length=63)
+    secure: bool = Field(False, description="Use https.")
+    region: str = "us-east-1"
+
+
+class ServiceSettings(BaseSettings):
+    """What every service process shares."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
+
+    instance: str = Field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(0, ge=0, le=65535, description="Port of /metrics and /health; 0 picks one.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = True
+    threads: int = Field(1, ge=1, le=256, description="torch and BLAS threads of this process.")
+    cache_dir: Path = Field(Path.home() / ".cache" / "selfimprove", description="Local model cache.")
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def _read_secret_files(prefix: str) -> dict[str, str]:
+    """Values of ``<VAR>_FILE`` variables (mounted secrets), keyed by field name."""
+    out: dict[str, str] = {}
+    for key, path in os.environ.items():
+        if key.startswith(prefix) and key.endswith("_FILE"):
+            name = key[len(prefix) : -len("_FILE")].lower()
+            try:
+                out[name] = Path(path).read_text().strip()
+            except OSError as exc:
+                raise SettingsError(f"{key}: cannot read secret file {path!r}: {exc.strerror}") from exc
+    return out
+
+
+def load(cls: type[S], **overrides: object) -> S:
+    """Build settings from the environment (and ``*_FILE`` secrets); explain every bad value."""
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    values = {**_read_secret_files(prefix), **overrides}
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            var = prefix + field.upper()
+            got = os.environ.get(var)
+            shown = "" if got is None or "secret" in field or "password" in field else f" (got {got!r})"
+            problems.append(f"{var}{shown}: {err['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
