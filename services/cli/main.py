@@ -9,9 +9,11 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="A language m
 
 
 def _register() -> None:
+    from selfimprove.cli import evalcmd
     from selfimprove.cli import up as up_cmd
 
     app.command("up")(up_cmd.up)
+    app.command("eval")(evalcmd.eval_cmd)
 
 
 _register()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,7 +37,9 @@ class KafkaSettings(BaseSettings):
     replication_factor: int = Field(1, ge=1)
     request_timeout_ms: int = Field(30_000, ge=1000)
     max_poll_interval_ms: int = Field(300_000, ge=1000, description="Consumer liveness bound.")
-    session_timeout_ms: int = Field(30_000, ge=1000)
+    session_timeout_ms: int = Field(
+        10_000, ge=1000, description="Heartbeat liveness; a new member's join waits about half of it."
+    )
 
 
 class StoreSettings(BaseSettings):
@@ -86,7 +88,7 @@ def _read_secret_files(prefix: str) -> dict[str, str]:
 def load(cls: type[S], **overrides: object) -> S:
     """Build settings from the environment (and ``*_FILE`` secrets); explain every bad value."""
     prefix = str(cls.model_config.get("env_prefix", ""))
-    values = {**_read_secret_files(prefix), **overrides}
+    values: dict[str, Any] = {**_read_secret_files(prefix), **overrides}
     try:
         return cls(**values)
     except ValidationError as exc:

@@ -1,0 +1,138 @@
+"""Publishing envelopes to the bus, and creating topics (aiokafka; Tansu locally, Kafka deployed).
+
+Delivery is at least once: every send waits for ``acks=all`` and is retried with backoff on broker
+errors. Idempotent and transactional producers are not used (Tansu rejects them); consumers
+deduplicate by event id instead (see ``consumer.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from selfimprove.core import envelope as envelopes
+from selfimprove.core.kafka_config import client_kwargs
+from selfimprove.core.metrics import Metrics
+from selfimprove.core.retry import retrying
+from selfimprove.core.settings import KafkaSettings
+from selfimprove.core.topics import Topics
+from selfimprove.v1.envelope_pb2 import Envelope
+
+log = logging.getLogger(__name__)
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An event a handler wants published. The bus publishes it before committing the input."""
+
+    topic: str
+    envelope: Envelope
+    key: str = ""
+
+
+class Bus:
+    """A producer plus topic administration for one process."""
+
+    def __init__(self, settings: KafkaSettings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_prefix)
+        self.metrics = metrics
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> Bus:
+        async def connect() -> AIOKafkaProducer:
+            producer = AIOKafkaProducer(
+                **client_kwargs(self.settings),
+                acks="all",
+                enable_idempotence=False,
+                linger_ms=0,
+                max_request_size=MAX_MESSAGE_BYTES,
+            )
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            return producer
+
+        self._producer = await retrying(
+            connect, retry_on=(KafkaError, OSError), what="producer start", attempts=30
+        )
+        return self
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def __aenter__(self) -> Bus:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def send_raw(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """Send bytes and wait for the broker's acknowledgement, retrying broker errors."""
+        if self._producer is None:
+            raise RuntimeError("Bus.start() was not awaited")
+        producer = self._producer
+
+        async def send() -> None:
+            await producer.send_and_wait(topic, value, key=key, headers=list(headers))
+
+        def count_retry() -> None:
+            if self.metrics:
+                self.metrics.broker_retries.labels("publish").inc()
+
+        await retrying(send, retry_on=(KafkaError,), what=f"publish to {topic}", on_retry=count_retry)
+        if self.metrics:
+            self.metrics.published.labels(topic).inc()
+
+    async def publish(self, topic: str, env: Envelope, key: str = "") -> None:
+        """Publish one envelope; the run id is the default key so a run's events stay in order."""
+        data = envelopes.encode(env)
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise ValueError(
+                f"envelope {env.event_id} is {len(data)} bytes: large data belongs in the artifact store"
+            )
+        await self.send_raw(topic, data, key=(key or env.run_id).encode())
+
+    async def publish_all(self, outgoing: Iterable[Outgoing]) -> None:
+        for out in outgoing:
+            await self.publish(out.topic, out.envelope, out.key)
+
+    async def ensure_topics(
+        self, names: Iterable[str], partitions: int | None = None, dlq: bool = True
+    ) -> None:
+        """Create topics (and their ``.dlq`` twins) that do not exist yet."""
+        wanted = list(dict.fromkeys(names))
+        if dlq:
+            wanted += [Topics.dlq(n) for n in wanted if not n.endswith(".dlq")]
+        admin = AIOKafkaAdminClient(**client_kwargs(self.settings))
+        await retrying(admin.start, retry_on=(KafkaError, OSError), what="admin start", attempts=30)
+        try:
+            existing = set(await admin.list_topics())
+            new = [
+                NewTopic(n, partitions or self.settings.partitions, self.settings.replication_factor)
+                for n in wanted
+                if n not in existing
+            ]
+            if new:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics(new)
+                log.info("created topics %s", [t.name for t in new])
+        finally:
+            await admin.close()

@@ -1,0 +1,141 @@
+"""Procedural arithmetic: add, subtract, multiply and three-operand expressions, with a verifier.
+
+Categories are an operation and a digit count: ``add2`` (two 2-digit numbers), ``sub3``, ``mul1``,
+``chain1`` (three 1-digit numbers and two operations, e.g. ``(4 - 7) * 3`` or ``4 + 7 - 3``).
+Operands are drawn from ``0 .. 10**digits - 1``. Train and dev are disjoint by a hash of each
+problem's canonical key: keys in the dev bucket (1 in 10) never appear in train. Prompts are plain
+questions ("What is 48 + 27?"). The GPT-3 arithmetic sets are never used here; pass their keys as
+``exclude`` to keep them out of every stream.
+
+>>> task = ArithmeticTask(categories=("add2",))
+>>> [item] = task.items("train", 1, seed=0)
+>>> task.verify(item, f"The answer is {item.answer}.")
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Collection, Sequence
+
+from selfimprove.runtime.extract import last_integer
+from selfimprove.runtime.tasks.base import Item, Split, Task
+
+OPS = {"add": "+", "sub": "-", "mul": "*"}
+DEFAULT_CATEGORIES = ("add1", "add2", "add3", "sub2", "sub3", "mul1", "mul2", "chain1")
+DEV_BUCKETS = 10  # one key in DEV_BUCKETS is dev
+_TEMPLATES = ("What is {e}?", "What is {w}?", "Compute {e}.", "Calculate {e}.", "What is the value of {e}?")
+_WORDS = {"+": "plus", "-": "minus", "*": "times"}
+Key = tuple[str, tuple[int, ...]]
+
+
+def canonical_key(expression: str) -> Key:
+    """``(operator, operands)`` of an expression: the operator alone for one operation, else the
+    expression's shape with ``_`` for numbers.
+
+    >>> canonical_key("48 + 27")
+    ('+', (48, 27))
+    >>> canonical_key("(9 + 8) * 2")
+    ('(_+_)*_', (9, 8, 2))
+    """
+    compact = expression.replace(" ", "")
+    operands = tuple(int(x) for x in re.findall(r"\d+", compact))
+    shape = re.sub(r"\d+", "_", compact)
+    return (shape[1] if shape in ("_+_", "_-_", "_*_") else shape), operands
+
+
+def split_of(key: Key) -> Split:
+    """The split a problem belongs to, fixed by the hash of its canonical key."""
+    digest = hashlib.sha256(repr(key).encode()).digest()
+    return "dev" if int.from_bytes(digest[:8], "big") % DEV_BUCKETS == 0 else "train"
+
+
+def parse_category(category: str) -> tuple[str, int]:
+    """``"add2"`` -> ``("add", 2)``; raises ``ValueError`` for unknown names."""
+    m = re.fullmatch(r"(add|sub|mul|chain)([1-9])", category)
+    if not m:
+        raise ValueError(f"unknown arithmetic category {category!r}: expected add|sub|mul|chain + digits 1-9")
+    return m.group(1), int(m.group(2))
+
+
+def make_expression(category: str, rng: random.Random) -> str:
+    """A random problem of ``category`` as an expression string."""
+    op, digits = parse_category(category)
+    top = 10**digits - 1
+
+    def num() -> int:
+        return rng.randint(0, top)
+
+    if op != "chain":
+        return f"{num()} {OPS[op]} {num()}"
+    o1, o2 = rng.choice("+-*"), rng.choice("+-*")
+    a, b, c = num(), num(), num()
+    return f"({a} {o1} {b}) {o2} {c}" if rng.random() < 0.5 else f"{a} {o1} {b} {o2} {c}"
+
+
+def evaluate(expression: str) -> int:
+    """The value of an expression of integers, ``+ - *`` and parentheses.
+
+    >>> evaluate("(4 - 7) * 3"), evaluate("4 + 7 * 3")
+    (-9, 25)
+    """
+    if not re.fullmatch(r"[\d\s+\-*()]+", expression):
+        raise ValueError(f"not an arithmetic expression: {expression!r}")
+    return int(eval(expression, {"__builtins__": {}}))  # noqa: S307 - digits, operators, parentheses only
+
+
+class ArithmeticTask(Task):
+    """The built-in arithmetic family (task name ``"arithmetic"``)."""
+
+    name = "arithmetic"
+
+    def __init__(self, categories: Sequence[str] = DEFAULT_CATEGORIES, exclude: Collection[Key] = ()) -> None:
+        for c in categories:
+            parse_category(c)
+        self._categories = tuple(categories)
+        self.exclude = frozenset(exclude)
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return self._categories
+
+    def items(self, split: Split, n: int, seed: int = 0, difficulty: int | None = None) -> list[Item]:
+        """``n`` distinct problems of ``split``, cycling over the categories (only those with
+        ``difficulty`` digits when given)."""
+        cats = [c for c in self._categories if difficulty is None or parse_category(c)[1] == difficulty]
+        if not cats:
+            raise ValueError(f"no category of {self._categories} has difficulty {difficulty}")
+        rngs = {c: random.Random(f"{seed}:{split}:{c}") for c in cats}
+        seen: set[Key] = set()
+        out: list[Item] = []
+        for i in range(n):
+            cat = cats[i % len(cats)]
+            for _attempt in range(10_000):
+                expr = make_expression(cat, rngs[cat])
+                key = canonical_key(expr)
+                if split_of(key) == split and key not in self.exclude and key not in seen:
+                    break
+            else:
+                raise ValueError(f"category {cat!r} has too few distinct {split} problems for n={n}")
+            seen.add(key)
+            out.append(self._item(expr, key, cat, rngs[cat]))
+        return out
+
+    def _item(self, expr: str, key: Key, category: str, rng: random.Random) -> Item:
+        template = rng.choice(_TEMPLATES)
+        words = re.sub(r"[+\-*]", lambda m: _WORDS[m.group(0)], expr)
+        prompt = template.format(e=expr, w=words) if "(" not in expr else f"What is {expr}?"
+        return Item(
+            id=hashlib.sha256(repr(key).encode()).hexdigest()[:16],
+            prompt=prompt,
+            category=category,
+            difficulty=parse_category(category)[1],
+            answer=str(evaluate(expr)),
+            meta={"operator": key[0], "operands": key[1], "key": key, "expression": expr},
+        )
+
+    def extract(self, reply: str) -> str | None:
+        value = last_integer(reply)
+        return None if value is None else str(value)

@@ -1,0 +1,55 @@
+"""The task interface: where prompts come from and how an answer is judged.
+
+A task generates :class:`Item` prompts from a seed for a split (``"train"`` or ``"dev"``, disjoint
+streams) at a difficulty, extracts an answer from a reply, and verifies it. Users implement their
+own by subclassing :class:`Task` and naming it in a run config as ``"package.module:Class"``
+(see :func:`selfimprove.runtime.tasks.load_task`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Split = Literal["train", "dev"]
+SPLITS: tuple[Split, ...] = ("train", "dev")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One prompt. ``answer`` is the reference when the task has one; ``meta`` holds task data
+    (arithmetic: ``operands``, ``operator``, ``key``) that selection can use."""
+
+    id: str
+    prompt: str
+    category: str
+    difficulty: int
+    answer: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Task(ABC):
+    """A source of prompts with an optional programmatic verifier."""
+
+    name: str = "task"
+
+    @property
+    @abstractmethod
+    def categories(self) -> tuple[str, ...]:
+        """Category names, for balancing and per-category reports."""
+
+    @abstractmethod
+    def items(self, split: Split, n: int, seed: int = 0, difficulty: int | None = None) -> list[Item]:
+        """``n`` prompts of ``split``, the same for the same arguments; train and dev never share one."""
+
+    @abstractmethod
+    def extract(self, reply: str) -> str | None:
+        """The answer in a model reply, or ``None`` when there is none."""
+
+    def verify(self, item: Item, reply: str) -> bool | None:
+        """Whether ``reply`` answers ``item`` correctly; ``None`` when the task cannot tell."""
+        if item.answer is None:
+            return None
+        return self.extract(reply) == item.answer

@@ -1,0 +1,1 @@
+"""Generated contracts of selfimprove (``make protos``). Do not edit."""

@@ -1,0 +1,131 @@
+"""Helpers for bus tests: settings for the local stack, reading a topic, service processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer
+
+from selfimprove.core.settings import KafkaSettings, StoreSettings
+from selfimprove.core.store import ArtifactStore
+
+HERE = Path(__file__).parent
+
+
+def kafka_settings(stack, prefix: str, **overrides) -> KafkaSettings:
+    return KafkaSettings(
+        bootstrap_servers=stack.kafka_bootstrap, topic_prefix=prefix, partitions=1, **overrides
+    )
+
+
+def artifact_store(stack) -> ArtifactStore:
+    store = ArtifactStore.from_settings(
+        StoreSettings(
+            endpoint=stack.s3_endpoint,
+            access_key=stack.access_key,
+            secret_key=stack.secret_key,
+            bucket=stack.bucket,
+        )
+    )
+    store.ensure_bucket()
+    return store
+
+
+async def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 20.0):
+    """Every record of ``topic`` from the start, waiting until ``expect`` arrived or ``timeout``."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    records = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and len(records) < expect:
+            batch = await consumer.getmany(timeout_ms=300)
+            for recs in batch.values():
+                records.extend(recs)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServiceProcess:
+    """A service started as its own process with the stack's environment."""
+
+    def __init__(self, script: str, stack, prefix: str, log: Path, **env: str) -> None:
+        self.port = free_port()
+        full = {
+            **os.environ,
+            **stack.env(),
+            "SELFIMPROVE_KAFKA_TOPIC_PREFIX": prefix,
+            "SELFIMPROVE_METRICS_PORT": str(self.port),
+            **env,
+        }
+        self.log = log
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / script)], env=full, stdout=log.open("ab"), stderr=subprocess.STDOUT
+        )
+
+    def metrics(self) -> str:
+        return urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
+
+    def counter(self, name: str, **labels: str) -> float:
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"service exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2).status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"service not ready: {self.log.read_text()[-3000:]}")
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+async def eventually(check, timeout: float = 30.0, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(every)
+
+
+def header(record, name: str) -> str:
+    return dict(record.headers)[name].decode()

@@ -1,0 +1,65 @@
+"""Settings come from the environment; a bad value is named; secrets never print."""
+
+import pytest
+
+from selfimprove.core.kafka_config import client_kwargs
+from selfimprove.core.settings import KafkaSettings, SettingsError, StoreSettings, load
+
+pytestmark = pytest.mark.unit
+
+
+def test_environment_first(monkeypatch):
+    monkeypatch.setenv("SELFIMPROVE_KAFKA_BOOTSTRAP_SERVERS", "a:1,b:2")
+    monkeypatch.setenv("SELFIMPROVE_KAFKA_PARTITIONS", "8")
+    kafka = load(KafkaSettings)
+    assert kafka.partitions == 8
+    assert client_kwargs(kafka)["bootstrap_servers"] == ["a:1", "b:2"]
+
+
+def test_bad_value_names_the_variable(monkeypatch):
+    monkeypatch.setenv("SELFIMPROVE_KAFKA_PARTITIONS", "many")
+    with pytest.raises(SettingsError, match=r"SELFIMPROVE_KAFKA_PARTITIONS \(got 'many'\)"):
+        load(KafkaSettings)
+
+
+def test_secret_values_are_not_echoed(monkeypatch):
+    monkeypatch.setenv("SELFIMPROVE_S3_SECRET_KEY", "hunter2-very-secret")
+    monkeypatch.setenv("SELFIMPROVE_S3_BUCKET", "x")  # too short: triggers an error message
+    with pytest.raises(SettingsError) as info:
+        load(StoreSettings)
+    assert "SELFIMPROVE_S3_BUCKET" in str(info.value)
+    store = StoreSettings(bucket="okay")
+    assert "hunter2" not in repr(store) and "hunter2" not in str(info.value)
+
+
+def test_secret_from_mounted_file(monkeypatch, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("from-file\n")
+    monkeypatch.setenv("SELFIMPROVE_S3_SECRET_KEY_FILE", str(secret))
+    assert load(StoreSettings).secret_key.get_secret_value() == "from-file"
+    monkeypatch.setenv("SELFIMPROVE_S3_SECRET_KEY_FILE", str(tmp_path / "missing"))
+    with pytest.raises(SettingsError, match="SELFIMPROVE_S3_SECRET_KEY_FILE"):
+        load(StoreSettings)
+
+
+def test_sasl_and_tls_settings_reach_the_client(monkeypatch, tmp_path):
+    import ssl
+
+    monkeypatch.setenv("SELFIMPROVE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("SELFIMPROVE_KAFKA_SASL_MECHANISM", "SCRAM-SHA-256")
+    monkeypatch.setenv("SELFIMPROVE_KAFKA_SASL_USERNAME", "loop")
+    monkeypatch.setenv("SELFIMPROVE_KAFKA_SASL_PASSWORD", "pw")
+    kwargs = client_kwargs(load(KafkaSettings))
+    assert kwargs["security_protocol"] == "SASL_SSL"
+    assert (kwargs["sasl_mechanism"], kwargs["sasl_plain_username"], kwargs["sasl_plain_password"]) == (
+        "SCRAM-SHA-256",
+        "loop",
+        "pw",
+    )
+    assert isinstance(kwargs["ssl_context"], ssl.SSLContext)
+
+
+def test_sasl_without_credentials_is_refused(monkeypatch):
+    monkeypatch.setenv("SELFIMPROVE_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    with pytest.raises(SettingsError, match="SELFIMPROVE_KAFKA_SASL_USERNAME"):
+        client_kwargs(load(KafkaSettings))
