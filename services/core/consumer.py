@@ -64,6 +64,7 @@ class Consumer:
         max_handler_seconds: float = 3600.0,
         shutdown_grace_s: float = 5.0,
         poll_ms: int = 200,
+        fetch_max_wait_ms: int = 50,
     ) -> None:
         self.bus = bus
         self.topics = list(topics)
@@ -74,6 +75,7 @@ class Consumer:
         self.max_handler_seconds = max_handler_seconds
         self.shutdown_grace_s = shutdown_grace_s
         self.poll_ms = poll_ms
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         self.metrics = bus.metrics
         self._consumer: AIOKafkaConsumer | None = None
         self._inflight: _InFlight | None = None
@@ -93,6 +95,7 @@ class Consumer:
             heartbeat_interval_ms=max(1000, settings.session_timeout_ms // 3),
             rebalance_timeout_ms=int(self.max_handler_seconds * 1000),
             fetch_max_bytes=64 * 1024 * 1024,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
             max_partition_fetch_bytes=16 * 1024 * 1024,
         )
         consumer.subscribe(self.topics, listener=_Listener(self))
@@ -138,11 +141,14 @@ class Consumer:
     async def _dispatch(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, record, stop: asyncio.Event
     ) -> None:
-        consumer.pause(*consumer.assignment())
         task = asyncio.create_task(self._process(tp, record))
         inflight = self._inflight = _InFlight(tp, record.offset, task)
         stopping = asyncio.create_task(stop.wait())
         try:
+            # Most handlers finish quickly; only a slow one needs its partitions paused.
+            await asyncio.wait({task}, timeout=self.poll_ms / 1000)
+            if not task.done():
+                consumer.pause(*consumer.assignment())
             while not task.done():
                 await asyncio.wait(
                     {task, stopping}, timeout=self.poll_ms / 1000, return_when=asyncio.FIRST_COMPLETED
@@ -169,8 +175,9 @@ class Consumer:
         finally:
             stopping.cancel()
             self._inflight = None
-            with contextlib.suppress(IllegalStateError):
-                consumer.resume(*consumer.assignment())
+            if consumer.paused():
+                with contextlib.suppress(IllegalStateError):
+                    consumer.resume(*consumer.paused())
 
     async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
         try:
