@@ -75,8 +75,10 @@ class ServiceProcess:
             **env,
         }
         self.log = log
+        # A script beside this file, or a module: "-m selfimprove.acquisition".
+        command = script.split() if script.startswith("-m ") else [str(HERE / script)]
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / script)], env=full, stdout=log.open("ab"), stderr=subprocess.STDOUT
+            [sys.executable, *command], env=full, stdout=log.open("ab"), stderr=subprocess.STDOUT
         )
 
     def metrics(self) -> str:
