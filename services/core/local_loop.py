@@ -1,0 +1,120 @@
+"""The whole system on one machine: the local stack plus every service as its own process.
+
+Used by ``selfimprove run --local``, ``selfimprove up --services``, the end-to-end test and the chaos
+suite. Each service gets the stack's addresses, its own metrics port and a thread budget; its log is
+``<root>/logs/<service>.log``. ``kill`` and ``restart`` exist for fault injection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from selfimprove.core.procs import Proc, free_ports, http_ok
+from selfimprove.core.stack import LocalStack
+
+# name -> module; the evaluator's workers run the model, the controller does not.
+SERVICES: dict[str, str] = {
+    "evaluator": "selfimprove.evaluator",
+    "evaluator-worker": "selfimprove.evaluator.worker",
+    "acquisition": "selfimprove.acquisition",
+    "selection": "selfimprove.selection",
+    "trainer": "selfimprove.trainer",
+    "refinement": "selfimprove.refinement",
+}
+
+
+@dataclass
+class LocalLoop:
+    """A ``LocalStack`` and the service processes on it."""
+
+    stack: LocalStack
+    services: Mapping[str, str] = field(default_factory=lambda: dict(SERVICES))
+    env: Mapping[str, str] = field(default_factory=dict)
+    threads: int = 1
+    ready_timeout: float = 180.0
+    procs: dict[str, Proc] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def service_env(self, name: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            **self.stack.env(),
+            "SELFIMPROVE_METRICS_PORT": str(self.ports[name]),
+            "SELFIMPROVE_THREADS": str(self.threads),
+            "SELFIMPROVE_INSTANCE": f"{name}-local",
+            "OMP_NUM_THREADS": str(self.threads),
+            "TOKENIZERS_PARALLELISM": "false",
+            "HF_HUB_OFFLINE": "1",
+            **self.env,
+        }
+
+    def start(self) -> LocalLoop:
+        if not self.stack.kafka_bootstrap:
+            self.stack.start()
+        missing = [n for n in self.services if n not in self.ports]
+        for name, port in zip(missing, free_ports(len(missing)), strict=True):
+            self.ports[name] = port
+        for name in self.services:
+            self.start_service(name)
+        for name in self.services:
+            self.wait_ready(name)
+        if self.stack.prometheus_url:
+            self.stack.set_prometheus_targets([f"127.0.0.1:{p}" for p in self.ports.values()])
+        return self
+
+    def start_service(self, name: str) -> None:
+        log = self.stack.root / "logs" / f"{name}.log"
+        proc = Proc(name, [sys.executable, "-m", self.services[name]], log, self.service_env(name))
+        proc.start()
+        self.procs[name] = proc
+
+    def wait_ready(self, name: str) -> None:
+        self.procs[name].wait_ready(lambda: http_ok(self.health_url(name)), self.ready_timeout)
+
+    def health_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}/health"
+
+    def health(self, name: str) -> dict:
+        with urllib.request.urlopen(self.health_url(name), timeout=5) as response:
+            return json.load(response)
+
+    def grpc_address(self, name: str) -> str:
+        """The gRPC address a service reported in its health details."""
+        return f"127.0.0.1:{self.health(name)['grpc_port']}"
+
+    def metrics_text(self, name: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[name]}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        if proc.popen is not None and proc.popen.poll() is None:
+            os.killpg(proc.popen.pid, sig)
+            proc.popen.wait()
+
+    def restart(self, name: str, wait: bool = True) -> None:
+        self.kill(name)
+        self.procs[name].popen = None
+        self.start_service(name)
+        if wait:
+            self.wait_ready(name)
+
+    def dead(self) -> list[str]:
+        return [n for n, p in self.procs.items() if not p.alive()] + self.stack.dead()
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            proc.stop()
+        self.stack.stop()
+
+    def __enter__(self) -> LocalLoop:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

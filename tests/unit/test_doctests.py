@@ -1,0 +1,25 @@
+"""Run the doctests of the pure modules (the examples in docstrings are tests too)."""
+
+import doctest
+import importlib
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+MODULES = [
+    "selfimprove.core.envelope",
+    "selfimprove.core.keys",
+    "selfimprove.core.kafka_config",
+    "selfimprove.core.retry",
+    "selfimprove.core.topics",
+    "selfimprove.runtime.policy",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_doctests(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0, f"{name} has no doctests"
+    assert result.failed == 0
