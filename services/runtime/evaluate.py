@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from selfimprove.runtime.benchmarks import BenchItem, score
-from selfimprove.runtime.engine import Engine, GenerationRequest, SamplingParams
+from selfimprove.runtime.engine import Engine
 from selfimprove.runtime.stats import Accuracy, accuracy
 
-STRATEGIES = ("greedy",)
+STRATEGIES = ("greedy", "self_consistency@k", "best_of_n@n", "self_refine@r")
 EVAL_MAX_NEW_TOKENS = 128
 
 
@@ -24,11 +24,10 @@ class SetResult:
 
 
 def check_strategy(strategy: str) -> None:
-    if strategy not in STRATEGIES:
-        raise ValueError(
-            f"unknown strategy {strategy!r}: only {', '.join(STRATEGIES)} is available now "
-            "(sampling strategies come with the refinement service)"
-        )
+    """Evaluation answers as serving would: strategies that need a verifier are refused."""
+    from selfimprove.runtime.strategies import parse
+
+    parse(strategy, serving=True)
 
 
 def evaluate_set(
@@ -38,15 +37,20 @@ def evaluate_set(
     strategy: str = "greedy",
     max_new_tokens: int = EVAL_MAX_NEW_TOKENS,
 ) -> SetResult:
-    """Greedy answers to every item, scored by exact match of the last signed integer."""
-    import time
+    """Answers to every item under ``strategy`` (see :mod:`.strategies`), scored by exact match of
+    the last signed integer."""
+    from selfimprove.runtime.extract import last_integer
+    from selfimprove.runtime.strategies import Settings, run
 
     check_strategy(strategy)
-    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
-    start = time.perf_counter()
-    results = engine.generate(GenerationRequest([it.prompt for it in items], params))
-    seconds = time.perf_counter() - start
-    replies = tuple(r.samples[0].text for r in results)
+
+    def extract(reply: str) -> str | None:
+        value = last_integer(reply)
+        return None if value is None else str(value)
+
+    done = run(
+        engine, strategy, [it.prompt for it in items], extract, Settings(max_new_tokens=max_new_tokens)
+    )
+    replies = tuple(a.text for a in done.answers)
     outcomes = tuple(score(reply, item) for reply, item in zip(replies, items, strict=True))
-    tokens = sum(r.samples[0].tokens for r in results)
-    return SetResult(set_name, accuracy(outcomes), outcomes, replies, tokens, seconds)
+    return SetResult(set_name, accuracy(outcomes), outcomes, replies, done.tokens, done.seconds)
