@@ -62,7 +62,7 @@ test-integration: $(STAMP) system-deps
 	$(BIN)/pytest -m integration --timeout=300 -q
 
 test-e2e: $(STAMP) system-deps
-	$(BIN)/pytest -m e2e --timeout=1200 -q
+	$(BIN)/pytest -m "e2e and not gpu" --timeout=1200 -q
 
 test: $(STAMP) system-deps protos-check lint
 	$(BIN)/pytest -m "not gpu" --timeout=1200 -q

@@ -9,11 +9,16 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="A language m
 
 
 def _register() -> None:
-    from selfimprove.cli import evalcmd
+    from selfimprove.cli import evalcmd, generate
     from selfimprove.cli import up as up_cmd
 
     app.command("up")(up_cmd.up)
     app.command("eval")(evalcmd.eval_cmd)
+    __import__("selfimprove.cli.status", fromlist=["register"]).register(app)  # status and gc
+    app.command("generate")(generate.generate_cmd)
+    from selfimprove.cli import run as run_cmd
+
+    app.command("run")(run_cmd.run_cmd)
 
 
 _register()

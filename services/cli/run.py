@@ -1,0 +1,175 @@
+"""``selfimprove run``: start (or resume) a run and follow it live until it ends.
+
+    selfimprove run --local                        # local stack + all services, default demo config
+    selfimprove run --config configs/small.yaml --iterations 2 --label-mode label-free --local
+    selfimprove run --address evaluator:50052      # a deployed loop
+    selfimprove run --local --run-id run-1a2b      # resume that run (same --data-dir)
+
+Ctrl-C stops following (and, with ``--local``, the processes): the run's state is durable, so the
+same command with ``--run-id`` resumes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from selfimprove.cli.status import DEFAULT_ADDRESS
+
+FINAL = ("completed", "stopped", "failed")
+
+
+def prepare_config(path: Path, iterations: int | None, label_mode: str | None, run_id: str | None) -> str:
+    """The config file with the command-line overrides applied, validated (clear error on a bad field)."""
+    import yaml
+
+    from selfimprove.evaluator.config import dump_config, load_config
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot read run config {path}: {exc.strerror}", param_hint="--config"
+        ) from None
+    if not isinstance(data, dict):
+        raise typer.BadParameter(f"{path} is not a YAML mapping", param_hint="--config")
+    if iterations is not None:
+        data.setdefault("budget", {})["iterations"] = iterations
+    if label_mode is not None:
+        data["label_mode"] = label_mode
+    if run_id is not None:
+        data["run_id"] = run_id
+    return dump_config(load_config(yaml.safe_dump(data)))
+
+
+def run_cmd(
+    config: Annotated[Path, typer.Option(help="Run config YAML.")] = Path("configs/demo.yaml"),
+    iterations: Annotated[int | None, typer.Option(min=1, help="Override budget.iterations.")] = None,
+    label_mode: Annotated[
+        str | None, typer.Option(help="verified | label-free (overrides the config).")
+    ] = None,
+    local: Annotated[bool, typer.Option("--local", help="Bring up the local stack and services.")] = False,
+    run_id: Annotated[str | None, typer.Option(help="Resume this run, or name a new one.")] = None,
+    address: Annotated[str | None, typer.Option(help="Evaluator control plane host:port.")] = None,
+    data_dir: Annotated[Path, typer.Option(help="Local stack data and logs (--local).")] = Path(".stack"),
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary at the end.")] = False,
+    report: Annotated[bool, typer.Option(help="Write the report when the run ends.")] = True,
+    report_limit: Annotated[int, typer.Option(help="Items per GPT-3 set in the report (0: all).")] = 200,
+) -> None:
+    """Start a run and follow it: iteration, stage, dev accuracy and decisions, then a summary."""
+    if label_mode not in (None, "verified", "label-free"):
+        raise typer.BadParameter("choose verified or label-free", param_hint="--label-mode")
+    from selfimprove.evaluator.config import ConfigError
+
+    try:
+        config_yaml = prepare_config(config, iterations, label_mode, run_id)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--config") from None
+    loop = None
+    if local:
+        from selfimprove.core.local_loop import LocalLoop
+        from selfimprove.core.stack import LocalStack
+
+        typer.echo(f"starting the local stack and services in {data_dir.resolve()} ...", err=True)
+        loop = LocalLoop(LocalStack(root=data_dir), threads=int(os.environ.get("SELFIMPROVE_THREADS", "1")))
+        try:
+            loop.start()
+        except Exception as exc:
+            loop.stop()
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        address = loop.grpc_address("evaluator")
+    target = address or os.environ.get("SELFIMPROVE_EVALUATOR_ADDRESS", DEFAULT_ADDRESS)
+    try:
+        summary = follow(target, config_yaml, run_id, quiet=json_out)
+        if report and summary["state"] in FINAL:
+            from selfimprove.cli.report import write_report
+
+            summary["report"] = str(write_report(summary["run_id"], target, limit=report_limit or None))
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted: the run is durable; resume with --run-id", err=True)
+        raise typer.Exit(130) from None
+    finally:
+        if loop is not None:
+            loop.stop()
+    if json_out:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        typer.echo(f"\nrun {summary['run_id']}: {summary['state']} ({summary.get('stop_reason', '')})")
+        typer.echo(f"dev accuracy per iteration: {summary['accuracy']}")
+        if "report" in summary:
+            typer.echo(f"report: {summary['report']}")
+
+
+def follow(
+    target: str, config_yaml: str, run_id: str | None, quiet: bool = False, poll_s: float = 2.0
+) -> dict:
+    """Start or resume the run, print its progress until it ends, return the summary."""
+    import grpc
+    from rich.console import Console
+
+    from selfimprove.v1 import control_pb2, control_pb2_grpc
+
+    console = Console(stderr=True, quiet=quiet)
+    stub = control_pb2_grpc.ControlPlaneServiceStub(grpc.insecure_channel(target))
+    started = stub.StartRun(
+        control_pb2.StartRunRequest(config_yaml=config_yaml, run_id=run_id or ""), timeout=60
+    )
+    console.print(f"[bold]{'resumed' if started.resumed else 'started'} run {started.run_id}[/] via {target}")
+    seen_decisions = 0
+    last = None
+    with console.status("") as spinner:
+        while True:
+            status = stub.GetRunStatus(
+                control_pb2.GetRunStatusRequest(run_id=started.run_id), timeout=30
+            ).status
+            for decision in status.decisions[seen_decisions:]:
+                console.print(f"  decision: {_decision_line(decision)}")
+            seen_decisions = len(status.decisions)
+            spinner.update(_progress_line(status))
+            last = status
+            if status.state in FINAL:
+                break
+            time.sleep(poll_s)
+    return summarize(last)
+
+
+def _progress_line(status) -> str:
+    from selfimprove.v1.common_pb2 import Stage
+
+    stage = Stage.Name(status.stage).removeprefix("STAGE_").lower() if status.stage else "-"
+    acc = ", ".join(f"{a:.3f}" for a in status.accuracy) or "-"
+    return f"iteration {status.iteration} · {stage} · dev accuracy {acc}"
+
+
+def _decision_line(decision) -> str:
+    from selfimprove.v1.stages_pb2 import Decision
+
+    kind = Decision.Kind.Name(decision.kind).removeprefix("KIND_").lower()
+    scores = "; ".join(
+        f"{s.name} {s.incumbent_accuracy:.3f}→{s.candidate_accuracy:.3f} (p={s.p_value:.3g})"
+        for s in decision.evidence
+    )
+    return f"{kind}: {decision.reason}" + (f" [{scores}]" if scores else "")
+
+
+def summarize(status) -> dict:
+    """The machine-readable summary of ``run --json`` and ``status --json``."""
+    from google.protobuf import json_format
+
+    lineage = json.loads(status.lineage_json or "{}")
+    return {
+        "run_id": status.run_id,
+        "state": status.state,
+        "stop_reason": status.stop_reason,
+        "iteration": status.iteration,
+        "incumbent": json_format.MessageToDict(status.incumbent, preserving_proto_field_name=True),
+        "accuracy": list(status.accuracy),
+        "decisions": [_decision_line(d) for d in status.decisions],
+        "lineage": lineage,
+    }
