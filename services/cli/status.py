@@ -1,0 +1,74 @@
+"""``selfimprove status RUN``: a run's state, decisions and lineage, from the evaluator's control plane.
+
+selfimprove status run-1a2b3c4d
+selfimprove status run-1a2b3c4d --json --address evaluator:50052
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated
+
+import typer
+
+DEFAULT_ADDRESS = "127.0.0.1:50052"
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``status`` and ``gc`` to the ``selfimprove`` command."""
+    from selfimprove.cli.gc import gc_cmd
+
+    app.command("status")(status_cmd)
+    app.command("gc")(gc_cmd)
+
+
+def status_cmd(
+    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+    address: Annotated[
+        str | None, typer.Option(help="Control plane host:port (env SELFIMPROVE_EVALUATOR_ADDRESS).")
+    ] = None,
+) -> None:
+    """Show a run: state, iteration, stage, incumbent, accuracy per iteration, decisions and lineage."""
+    import grpc
+    from google.protobuf import json_format
+
+    from selfimprove.v1 import control_pb2, control_pb2_grpc
+
+    target = address or os.environ.get("SELFIMPROVE_EVALUATOR_ADDRESS", DEFAULT_ADDRESS)
+    stub = control_pb2_grpc.ControlPlaneServiceStub(grpc.insecure_channel(target))
+    try:
+        status = stub.GetRunStatus(control_pb2.GetRunStatusRequest(run_id=run_id), timeout=10).status
+    except grpc.RpcError as exc:
+        typer.echo(f"status of {run_id} from {target}: {exc.code().name}: {exc.details()}", err=True)
+        raise typer.Exit(1) from None
+    lineage = json.loads(status.lineage_json or "{}")
+    if json_out:
+        body = json_format.MessageToDict(status, preserving_proto_field_name=True)
+        body["lineage"] = lineage
+        body.pop("lineage_json", None)
+        typer.echo(json.dumps(body, indent=2))
+        return
+    _print(status, lineage)
+
+
+def _print(status, lineage: dict) -> None:
+    from selfimprove.v1.common_pb2 import Stage
+    from selfimprove.v1.stages_pb2 import Decision
+
+    echo = typer.echo
+    echo(f"run {status.run_id}: {status.state}" + (f" ({status.stop_reason})" if status.stop_reason else ""))
+    echo(f"  iteration {status.iteration}, stage {Stage.Name(status.stage).removeprefix('STAGE_').lower()}")
+    echo(f"  incumbent {status.incumbent.version or status.incumbent.base}")
+    echo("  accuracy per iteration: " + ", ".join(f"{a:.3f}" for a in status.accuracy))
+    echo(f"  code {lineage.get('code_version', '?')}, tokens used {lineage.get('tokens_used', 0):.0f}")
+    echo("decisions:")
+    for d in status.decisions:
+        echo(f"  {Decision.Kind.Name(d.kind).removeprefix('KIND_').lower():8} {d.reason}")
+    echo("models:")
+    for m in lineage.get("models", []):
+        mark = "promoted" if m.get("promoted") else "candidate"
+        echo(
+            f"  {m.get('version')} [{mark}] adapter={m.get('adapter', {}).get('uri', '-')} from={m.get('trained_from', [])}"
+        )

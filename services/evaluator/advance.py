@@ -1,0 +1,223 @@
+"""How a run moves on once a stage is complete: judge it, decide, command the next stage.
+
+acquire (all shards) -> select -> train -> evaluate -> refine -> next iteration or stop. Too little
+data after acquisition or selection re-acquires with more prompts and another seed (a new round,
+``max_data_retries`` times) or stops; an unhealthy training or a rejected candidate keeps the
+incumbent; the stopping rules run at the end of each iteration (collapse also after selection).
+"""
+
+from __future__ import annotations
+
+from selfimprove.evaluator import judge
+from selfimprove.evaluator.state import COMPLETED, slot_name
+from selfimprove.evaluator.step import Step
+
+
+def begin_iteration(step: Step) -> None:
+    s, cfg = step.state, step.cfg
+    s.slots, s.accepted, s.data_retries = {}, {}, 0
+    s.prompts_per_shard = cfg.acquisition.prompts_per_shard
+    _acquire_round(step)
+
+
+def _acquire_round(step: Step) -> None:
+    for shard in range(step.cfg.acquisition.shards):
+        step.command(slot_name("acquire", shard), new_round=True)
+
+
+def _stage_done(step: Step, stage: str) -> None:
+    starts = [v.started_at for k, v in step.state.slots.items() if k.split("/")[0] == stage]
+    step.signal("stage_done", stage, step.now - min(starts) if starts else 0.0)
+
+
+def _row(step: Step) -> dict:
+    s = step.state
+    for row in s.history:
+        if row["iteration"] == s.iteration:
+            return row
+    row = {"iteration": s.iteration, "accuracy": s.incumbent_accuracy}
+    s.history.append(row)
+    return row
+
+
+def after_accept(step: Step, stage: str) -> None:
+    s = step.state
+    open_slots = [k for k in s.slots if k.split("/")[0] == stage and k not in s.accepted]
+    if open_slots:
+        return
+    _stage_done(step, stage)
+    {
+        "acquire": _acquired,
+        "select": _selected,
+        "train": _trained,
+        "evaluate": _evaluated,
+        "refine": _refined,
+    }[stage](step)
+
+
+def _too_little_data(step: Step, verdict: judge.Verdict) -> None:
+    s, a = step.state, step.cfg.acquisition
+    if s.data_retries < a.max_data_retries:
+        s.data_retries += 1
+        s.prompts_per_shard = max(s.prompts_per_shard + 1, int(s.prompts_per_shard * a.more_prompts_factor))
+        step.decide(
+            "retry",
+            f"{verdict.reason}: acquiring again with {s.prompts_per_shard} prompts per shard and another seed",
+            stats=verdict.stats,
+        )
+        _acquire_round(step)
+    else:
+        step.finish(COMPLETED, f"{verdict.reason} after {s.data_retries} data retries", verdict.stats)
+
+
+def _acquired(step: Step) -> None:
+    s, a = step.state, step.cfg.acquisition
+    shards = [s.accepted[k]["stats"] for k in sorted(s.accepted) if k.startswith("acquire/")]
+    verdict = judge.data_verdict(shards, a.min_samples, a.min_yield)
+    row = _row(step)
+    row.update(samples=verdict.stats["samples"], **{"yield": verdict.stats["yield"]})
+    row["agreement"] = (
+        judge._weighted(shards, "agreement_mean") if any("agreement_mean" in x for x in shards) else 0.0
+    )
+    if not verdict.ok:
+        _too_little_data(step, verdict)
+        return
+    step.decide("continue", verdict.reason, stats={**verdict.stats, "agreement_mean": row["agreement"]})
+    step.command("select", new_round=True)
+
+
+def _selected(step: Step) -> None:
+    s, cfg = step.state, step.cfg
+    stats = s.accepted["select"]["stats"]
+    verdict = judge.selection_verdict(stats, cfg.selection.min_kept)
+    row = _row(step)
+    row.update(kept=verdict.stats["kept"], diversity=verdict.stats["diversity"])
+    if not verdict.ok:
+        _too_little_data(step, verdict)
+        return
+    c = cfg.stopping.collapse
+    collapse = judge.collapse_verdict(
+        s.history, c.window, c.diversity_drop, c.agreement_rise, c.accuracy_gain, c.min_diversity
+    )
+    if not collapse.ok:
+        step.signal("collapse")
+        step.finish(COMPLETED, collapse.reason, collapse.stats)
+        return
+    step.decide("continue", verdict.reason, stats=verdict.stats)
+    step.command("train", new_round=True)
+
+
+def _trained(step: Step) -> None:
+    s, cfg = step.state, step.cfg
+    rec = s.accepted["train"]
+    candidate = dict(rec["candidate"])
+    candidate["version"] = candidate.get("version") or f"{s.run_id}/iter-{s.iteration:03d}"
+    s.candidate = candidate
+    s.lineage.setdefault("models", []).append(
+        {
+            **candidate,
+            "iteration": s.iteration,
+            "parent": s.incumbent.get("version", ""),
+            "trained_from": [s.accepted["select"]["sft_set"].get("uri", "")],
+            "train_event_id": rec["event_id"],
+            "promoted": False,
+        }
+    )
+    verdict = judge.training_verdict(rec["stats"], cfg.training.require_loss_drop)
+    if not verdict.ok:
+        step.decide("reject", verdict.reason, model=candidate, stats=verdict.stats)
+        step.signal("reject")
+        _row(step)["promoted"] = False
+        if s.incumbent_accuracy is not None:
+            s.accuracy.append(s.incumbent_accuracy)
+        _refine_or_next(step)
+        return
+    step.decide("continue", verdict.reason, model=candidate, stats=verdict.stats)
+    step.command("evaluate", new_round=True)
+
+
+def _evaluated(step: Step) -> None:
+    s, e = step.state, step.cfg.evaluation
+    rec = s.accepted["evaluate"]
+    suites = rec["suites"]
+    verdict = judge.evaluation_verdict(suites, e.alpha, e.regression_margin)
+    main = suites[0] if suites else {}
+    cand_acc = float(main.get("candidate_accuracy", 0.0))
+    inc_acc = float(main.get("incumbent_accuracy", 0.0))
+    step.signal("accuracy", inc_acc, cand_acc)
+    already = any(p["evaluation_event_id"] == rec["event_id"] for p in s.promotions)
+    row = _row(step)
+    row.update(
+        candidate_accuracy=cand_acc, incumbent_accuracy=inc_acc, p_value=verdict.stats.get("p_value", 1.0)
+    )
+    if verdict.ok and not already:
+        decision_id = step.decide(
+            "promote", verdict.reason, model=s.candidate, evidence=suites, stats=verdict.stats
+        )
+        s.promotions.append(
+            {
+                "iteration": s.iteration,
+                "version": s.candidate.get("version", ""),
+                "evaluation_event_id": rec["event_id"],
+                "decision_event_id": decision_id,
+                "time": step.now,
+                "previous": s.incumbent.get("version", ""),
+            }
+        )
+        for m in s.lineage.get("models", []):
+            if m.get("version") == s.candidate.get("version"):
+                m.update(promoted=True, promoted_at=step.now, promoted_by=rec["event_id"])
+        s.incumbent, s.incumbent_accuracy = dict(s.candidate), cand_acc
+        step.signal("promote", cand_acc)
+        row["promoted"] = True
+    else:
+        step.decide("reject", verdict.reason, model=s.candidate, evidence=suites, stats=verdict.stats)
+        s.incumbent_accuracy = inc_acc
+        step.signal("reject", inc_acc)
+        row["promoted"] = False
+    s.accuracy.append(float(s.incumbent_accuracy or 0.0))
+    _refine_or_next(step)
+
+
+def _refine_or_next(step: Step) -> None:
+    s, r = step.state, step.cfg.refinement
+    if r.enabled and s.refined_for != s.incumbent.get("version", ""):
+        step.command("refine", new_round=True)
+    else:
+        end_iteration(step)
+
+
+def _refined(step: Step) -> None:
+    s = step.state
+    rec = s.accepted["refine"]
+    s.refined_for = s.incumbent.get("version", "")
+    s.refined_targets = rec.get("targets") or {}
+    end_iteration(step)
+
+
+def end_iteration(step: Step) -> None:
+    """Stop (target, plateau, budgets) or begin the next iteration."""
+    s, cfg = step.state, step.cfg
+    promoted = [bool(r.get("promoted")) for r in s.history if "promoted" in r]
+    stats = {"iteration": float(s.iteration), "tokens_used": s.tokens_used}
+    if s.incumbent_accuracy is not None:
+        stats["incumbent_accuracy"] = s.incumbent_accuracy
+    target = cfg.stopping.target_accuracy
+    reason = ""
+    if target is not None and s.incumbent_accuracy is not None and s.incumbent_accuracy >= target:
+        reason = f"target reached: accuracy {s.incumbent_accuracy:.3f} >= {target}"
+    elif judge.plateau(promoted, cfg.stopping.plateau_patience):
+        reason = f"plateau: no promotion in the last {cfg.stopping.plateau_patience} iterations"
+    elif s.iteration >= cfg.budget.iterations:
+        reason = f"budget spent: {s.iteration} iterations"
+    elif s.tokens_used >= cfg.budget.tokens:
+        reason = f"budget spent: {s.tokens_used:.0f} tokens >= {cfg.budget.tokens}"
+    elif step.now - s.started_at >= cfg.budget.wall_time_s:
+        reason = f"budget spent: wall time over {cfg.budget.wall_time_s:.0f}s"
+    if reason:
+        step.finish(COMPLETED, reason, stats)
+        return
+    step.decide("continue", f"iteration {s.iteration} done: next iteration {s.iteration + 1}", stats=stats)
+    s.iteration += 1
+    step.signal("iteration", s.iteration)
+    begin_iteration(step)

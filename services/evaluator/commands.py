@@ -1,0 +1,173 @@
+"""The commands the controller sends, built from a run's state and config. Pure.
+
+Command event ids are derived from what the command is (run, iteration, slot, attempt), so a
+controller that re-sends a command after a crash repeats its id and the stage drops the repeat.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+import zlib
+
+from selfimprove.core import envelope as envelopes
+from selfimprove.core.bus import Outgoing
+from selfimprove.core.topics import Topics
+from selfimprove.evaluator.config import RunConfig
+from selfimprove.evaluator.refs import to_model, to_ref
+from selfimprove.evaluator.state import RunState, slot_shard, slot_stage
+from selfimprove.v1.common_pb2 import SamplingParams, Stage, TaskSpec
+from selfimprove.v1.stages_pb2 import (
+    AcquireCommand,
+    EvaluateCommand,
+    LabelMode,
+    RefineCommand,
+    SelectCommand,
+    TrainCommand,
+    TrainMethod,
+)
+
+PRODUCER = "evaluator"
+STAGE_ENUM = {
+    "acquire": Stage.STAGE_ACQUIRE,
+    "select": Stage.STAGE_SELECT,
+    "train": Stage.STAGE_TRAIN,
+    "evaluate": Stage.STAGE_EVALUATE,
+    "refine": Stage.STAGE_REFINE,
+}
+STAGE_NAME = {v: k for k, v in STAGE_ENUM.items()}
+METHODS = {
+    "sft": TrainMethod.TRAIN_METHOD_SFT,
+    "dpo": TrainMethod.TRAIN_METHOD_DPO,
+    "full": TrainMethod.TRAIN_METHOD_FULL_SFT,
+}
+LABEL_MODES = {"verified": LabelMode.LABEL_MODE_VERIFIED, "label-free": LabelMode.LABEL_MODE_LABEL_FREE}
+
+
+def command_id(run_id: str, iteration: int, slot: str, attempt: int) -> str:
+    """The same command always gets the same id.
+
+    >>> command_id("r", 1, "train", 2) == command_id("r", 1, "train", 2)
+    True
+    """
+    return str(uuid.uuid5(envelopes.NAMESPACE, f"cmd/{run_id}/{iteration}/{slot}/{attempt}"))
+
+
+def stage_seed(cfg: RunConfig, iteration: int, slot: str, attempt: int) -> int:
+    """A seed per run seed, iteration, slot and attempt (another attempt samples other data).
+
+    >>> stage_seed(RunConfig(), 1, "acquire/0", 1) != stage_seed(RunConfig(), 1, "acquire/0", 2)
+    True
+    """
+    return zlib.crc32(f"{cfg.seed}/{iteration}/{slot}/{attempt}".encode())
+
+
+def task_spec(name: str, params: dict, **extra: object) -> TaskSpec:
+    return TaskSpec(name=name, params_json=json.dumps({**params, **extra}, sort_keys=True))
+
+
+def main_task(cfg: RunConfig) -> TaskSpec:
+    return task_spec(cfg.task.name, cfg.task.params)
+
+
+def command(topics: Topics, state: RunState, cfg: RunConfig, slot: str, attempt: int, cause: str) -> Outgoing:
+    """The command for ``slot`` of the current iteration at ``attempt``."""
+    stage = slot_stage(slot)
+    shard = slot_shard(slot)
+    payload = _payload(state, cfg, slot, attempt)
+    env = envelopes.make(
+        run_id=state.run_id,
+        iteration=state.iteration,
+        stage=STAGE_ENUM[stage],
+        producer=PRODUCER,
+        attempt=attempt,
+        shard=shard,
+        causation_id=cause,
+        event_id=command_id(state.run_id, state.iteration, slot, attempt),
+        **{f"{stage}_command": payload},
+    )
+    key = f"{state.run_id}/{shard}" if stage == "acquire" else state.run_id
+    return Outgoing(topics.command(STAGE_ENUM[stage]), env, key)
+
+
+def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
+    stage, seed = slot_stage(slot), stage_seed(cfg, state.iteration, slot, attempt)
+    incumbent = to_model(state.incumbent)
+    if stage == "acquire":
+        a = cfg.acquisition
+        return AcquireCommand(
+            policy=incumbent,
+            task=main_task(cfg),
+            shard=slot_shard(slot),
+            num_shards=a.shards,
+            num_prompts=state.prompts_per_shard or a.prompts_per_shard,
+            sampling=SamplingParams(
+                temperature=a.temperature,
+                top_p=a.top_p,
+                max_new_tokens=a.max_new_tokens,
+                n=a.samples_per_prompt,
+                seed=seed,
+            ),
+            seed=seed,
+            self_judge=a.self_judge,
+            self_instruct=a.self_instruct,
+        )
+    if stage == "select":
+        shards = [
+            to_ref(state.accepted[k]["samples"])
+            for k in sorted(state.accepted, key=_shard_order)
+            if k.startswith("acquire/")
+        ]
+        targets = to_ref(state.refined_targets) if cfg.refinement.write_targets else to_ref(None)
+        return SelectCommand(
+            shards=shards,
+            label_mode=LABEL_MODES[cfg.label_mode],
+            params_json=json.dumps(cfg.selection.params, sort_keys=True),
+            refined_targets=targets,
+            policy=incumbent,
+        )
+    if stage == "train":
+        return TrainCommand(
+            policy=incumbent,
+            datasets=[to_ref(state.accepted["select"]["sft_set"])],
+            method=METHODS[cfg.training.method],
+            hparams_json=json.dumps(cfg.training.hparams, sort_keys=True),
+            seed=seed,
+        )
+    if stage == "evaluate":
+        e = cfg.evaluation
+        suites = [
+            task_spec(
+                s.name,
+                s.params,
+                _suite=s.label,
+                _dev_size=s.dev_size or cfg.task.dev_size,
+                _max_new_tokens=e.max_new_tokens,
+            )
+            for s in cfg.task.regression_suites
+        ]
+        return EvaluateCommand(
+            candidate=to_model(state.candidate),
+            incumbent=incumbent,
+            task=task_spec(cfg.task.name, cfg.task.params, _suite="dev", _max_new_tokens=e.max_new_tokens),
+            dev_size=e.dev_size or cfg.task.dev_size,
+            seed=e.seed,
+            regression_suites=suites,
+        )
+    if stage == "refine":
+        r = cfg.refinement
+        return RefineCommand(
+            incumbent=incumbent,
+            task=main_task(cfg),
+            dev_size=r.dev_size or cfg.task.dev_size,
+            seed=cfg.evaluation.seed,
+            strategies=list(r.strategies),
+            token_budget=r.token_budget,
+            write_targets=r.write_targets,
+            target_prompts=r.target_prompts,
+        )
+    raise ValueError(f"no command for slot {slot!r}")
+
+
+def _shard_order(slot: str) -> tuple[int, str]:
+    return (slot_shard(slot), slot)

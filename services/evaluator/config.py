@@ -1,0 +1,164 @@
+"""The run config: a YAML document validated by pydantic models (unknown fields are refused).
+
+``load_config(text)`` returns a :class:`RunConfig` or raises :class:`ConfigError` naming every bad
+field, e.g. ``acquisition.shards: Input should be greater than or equal to 1 (got 0)``. The schema is
+documented in ``docs/run-config.md``; defaults live in ``configs/``.
+
+>>> cfg = load_config("base_model: smollm2-135m-instruct\\nbudget: {iterations: 2}")
+>>> cfg.budget.iterations, cfg.acquisition.shards
+(2, 2)
+>>> load_config("acquisition: {shard: 3}")
+Traceback (most recent call last):
+...
+selfimprove.evaluator.config.ConfigError: invalid run config: acquisition.shard: Extra inputs are not permitted
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+STAGE_NAMES = ("acquire", "select", "train", "evaluate", "refine")
+
+
+class ConfigError(ValueError):
+    """A run config that does not validate; the message names each bad field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SuiteConfig(_Strict):
+    """A regression suite: an earlier skill that must not get worse."""
+
+    label: str = Field(description="Name shown in evaluation evidence, e.g. 'add1'.")
+    name: str = Field("arithmetic", description="Task name or 'package.module:Class'.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Task parameters.")
+    dev_size: int | None = Field(None, ge=1, description="Dev items; default: the task's dev_size.")
+
+
+class TaskConfig(_Strict):
+    name: str = Field("arithmetic", description="Task name or 'package.module:Class'.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Task parameters (JSON object).")
+    dev_size: int = Field(100, ge=1, description="Held-out dev items (the task's dev split).")
+    regression_suites: list[SuiteConfig] = Field(default_factory=list)
+
+
+class BudgetConfig(_Strict):
+    iterations: int = Field(3, ge=1, description="Most iterations of the loop.")
+    wall_time_s: float = Field(3600.0, gt=0, description="Most seconds from the run's start.")
+    tokens: int = Field(10_000_000, ge=1, description="Most tokens generated or trained on, all stages.")
+
+
+class AcquisitionConfig(_Strict):
+    shards: int = Field(2, ge=1, le=256)
+    prompts_per_shard: int = Field(32, ge=1)
+    samples_per_prompt: int = Field(4, ge=1, description="K samples per prompt.")
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(64, ge=1)
+    self_judge: bool = False
+    self_instruct: bool = False
+    min_samples: int = Field(1, ge=0, description="Fewer samples over all shards is too little data.")
+    min_yield: float = Field(0.0, ge=0, le=1, description="Lower mean yield is too little data.")
+    more_prompts_factor: float = Field(2.0, ge=1, description="Prompts grow by this on a data retry.")
+    max_data_retries: int = Field(1, ge=0, description="Re-acquisitions for too little data, then stop.")
+
+
+class SelectionConfig(_Strict):
+    params: dict[str, Any] = Field(default_factory=dict, description="Sent as params_json.")
+    min_kept: int = Field(1, ge=0, description="Fewer kept examples is too little data.")
+
+
+class TrainingConfig(_Strict):
+    method: Literal["sft", "dpo", "full"] = "sft"
+    hparams: dict[str, Any] = Field(default_factory=dict, description="Sent as hparams_json.")
+    require_loss_drop: bool = Field(True, description="Reject a candidate whose loss did not fall.")
+
+
+class EvaluationConfig(_Strict):
+    dev_size: int | None = Field(None, ge=1, description="Overrides task.dev_size for evaluation.")
+    seed: int = Field(1234, ge=0, description="Dev seed: the same dev items every iteration.")
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the paired test.")
+    regression_margin: float = Field(0.05, ge=0, le=1, description="Largest allowed accuracy drop.")
+    max_new_tokens: int = Field(64, ge=1, description="Greedy answer length on dev items.")
+
+
+class RefinementConfig(_Strict):
+    enabled: bool = True
+    strategies: list[str] = Field(default_factory=lambda: ["greedy", "self_consistency@5"])
+    token_budget: float = Field(512.0, gt=0, description="Generated tokens per problem.")
+    dev_size: int | None = Field(None, ge=1, description="Default: task.dev_size.")
+    write_targets: bool = Field(False, description="Refine-then-distill: targets for the next select.")
+    target_prompts: int = Field(64, ge=0)
+
+
+class CollapseConfig(_Strict):
+    window: int = Field(2, ge=1, description="Iterations compared.")
+    diversity_drop: float = Field(0.1, ge=0, description="Fall of selection diversity over the window.")
+    agreement_rise: float = Field(0.1, ge=0, description="Rise of self-agreement over the window.")
+    accuracy_gain: float = Field(0.01, ge=0, description="Gain that counts as 'with accuracy'.")
+    min_diversity: float = Field(0.0, ge=0, description="Diversity below this is collapse by itself.")
+
+
+class StoppingConfig(_Strict):
+    target_accuracy: float | None = Field(None, ge=0, le=1)
+    plateau_patience: int = Field(2, ge=2, description="Stop after P iterations without promotion.")
+    collapse: CollapseConfig = Field(default_factory=CollapseConfig)
+
+
+class StageConfig(_Strict):
+    timeout_s: float = Field(1800.0, gt=0, description="Re-command after this long without a result.")
+    max_attempts: int = Field(3, ge=1)
+
+
+def _stages() -> dict[str, StageConfig]:
+    return {name: StageConfig() for name in STAGE_NAMES}
+
+
+class RunConfig(_Strict):
+    run_id: str | None = Field(None, description="Optional; assigned when empty.")
+    seed: int = Field(0, ge=0)
+    base_model: str = "smollm2-135m-instruct"
+    engine_backend: Literal["transformers", "vllm"] = "transformers"
+    label_mode: Literal["verified", "label-free"] = "verified"
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    acquisition: AcquisitionConfig = Field(default_factory=AcquisitionConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    refinement: RefinementConfig = Field(default_factory=RefinementConfig)
+    stopping: StoppingConfig = Field(default_factory=StoppingConfig)
+    stages: dict[Literal["acquire", "select", "train", "evaluate", "refine"], StageConfig] = Field(
+        default_factory=_stages
+    )
+
+    def stage(self, name: str) -> StageConfig:
+        return self.stages.get(name) or StageConfig()  # type: ignore[call-overload]
+
+
+def load_config(text: str) -> RunConfig:
+    """Parse and validate a YAML run config."""
+    try:
+        data = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"run config is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("run config must be a YAML mapping of fields")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top)"
+            got = "" if err["type"] == "extra_forbidden" else f" (got {err.get('input')!r})"
+            problems.append(f"{where}: {err['msg']}{got}")
+        raise ConfigError("invalid run config: " + "; ".join(problems)) from None
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

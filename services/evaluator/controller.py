@@ -1,0 +1,181 @@
+"""The controller's I/O around the pure decisions: runs in memory, the handler of every stage
+result and run-control event, the timer, publishing, snapshots and metrics.
+
+Order for every input: decide (pure) -> publish every output (acks=all) -> write the snapshot ->
+return (the consumer then marks the input handled and commits it). A crash before the snapshot
+leaves the input uncommitted: it is redelivered and decided again, producing the same event ids
+(commands by what they are, decisions by their cause), so stages and this controller drop the
+repeats. A crash after the snapshot finds the input in ``state.applied`` and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from selfimprove.core.bus import Bus, Outgoing
+from selfimprove.core.logs import fields
+from selfimprove.core.store import ArtifactStore
+from selfimprove.evaluator import decide, snapshot
+from selfimprove.evaluator.config import RunConfig, load_config
+from selfimprove.evaluator.crash import CrashHooks
+from selfimprove.evaluator.loopmetrics import LoopMetrics
+from selfimprove.evaluator.state import RunState
+from selfimprove.evaluator.step import Step
+from selfimprove.v1.envelope_pb2 import Envelope
+from selfimprove.v1.stages_pb2 import Decision, RunControl
+
+log = logging.getLogger(__name__)
+RESULTS = {
+    "acquire_result",
+    "select_result",
+    "train_result",
+    "evaluate_result",
+    "refine_result",
+    "stage_failure",
+}
+
+
+class Controller:
+    def __init__(
+        self,
+        bus: Bus,
+        store: ArtifactStore,
+        metrics: LoopMetrics,
+        environment: dict,
+        crash: CrashHooks | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.bus, self.store, self.metrics = bus, store, metrics
+        self.environment = environment
+        self.crash = crash or CrashHooks()
+        self.clock = clock
+        self.runs: dict[str, RunState] = {}
+        self._configs: dict[str, RunConfig] = {}
+        self.lock = asyncio.Lock()
+        self.latencies: list[float] = []  # seconds from consumed to last command acknowledged
+
+    async def load(self) -> None:
+        for state in await asyncio.to_thread(snapshot.load_all, self.store):
+            if state.topic_prefix == self.bus.topics.prefix:  # runs of other deployments sharing the bucket
+                self.runs[state.run_id] = state
+        self.metrics.count_runs(list(self.runs.values()))
+        log.info("loaded %d run snapshots", len(self.runs))
+
+    def config(self, state: RunState) -> RunConfig:
+        key = f"{state.run_id}/{hash(state.config_yaml)}"
+        if key not in self._configs:
+            self._configs[key] = load_config(state.config_yaml)
+        return self._configs[key]
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    async def handle(self, env: Envelope) -> list[Outgoing]:
+        consumed = time.perf_counter()
+        payload = env.WhichOneof("payload") or ""
+        if payload == "decision":
+            return []  # our own decisions: the run's log, already applied
+        if payload not in RESULTS and payload != "run_control":
+            raise ValueError(f"the controller does not handle {payload!r} events")
+        async with self.lock:
+            state = self.runs.get(env.run_id)
+            if state is not None and env.event_id in state.applied:
+                return []
+            now = self.clock()
+            if payload == "run_control":
+                step = self._control(env, state, now)
+            elif state is None:
+                log.warning(
+                    "result for unknown run %s ignored", env.run_id, extra=fields(event_id=env.event_id)
+                )
+                return []
+            else:
+                step = decide.on_result(self.bus.topics, state, self.config(state), env, now)
+            if step is None:
+                return []
+            self.crash.at("after_consume", payload)
+            await self._commit(step, env.event_id, consumed)
+        self.crash.at("before_commit", payload)
+        return []
+
+    def _control(self, env: Envelope, state: RunState | None, now: float) -> Step | None:
+        rc = env.run_control
+        topics = self.bus.topics
+        if rc.action == RunControl.ACTION_STOP:
+            return (
+                decide.stop(topics, state, self.config(state), rc.reason, now, env.event_id)
+                if state
+                else None
+            )
+        if state is not None:
+            return decide.resume(topics, state, self.config(state), now, env.event_id)
+        cfg = load_config(rc.config_yaml)
+        return decide.start(
+            topics,
+            cfg,
+            rc.config_yaml,
+            env.run_id,
+            now,
+            env.event_id,
+            dict(self.environment, config=rc.config_yaml),
+        )
+
+    async def tick(self) -> None:
+        """Timeouts and wall-time budgets of every active run."""
+        async with self.lock:
+            for run_id in list(self.runs):
+                state = self.runs[run_id]
+                if not state.active:
+                    continue
+                step = decide.on_tick(self.bus.topics, state, self.config(state), self.clock())
+                if step.out:
+                    await self._commit(step, "", time.perf_counter())
+
+    async def tick_loop(self, stop: asyncio.Event, every: float, grace: float) -> None:
+        await asyncio.sleep(grace)
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("timer tick failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=every)
+
+    # -- outputs --------------------------------------------------------------------------------
+
+    async def _commit(self, step: Step, cause: str, consumed: float) -> None:
+        # All outputs in flight at once (one round trip); per partition the producer keeps their order.
+        await asyncio.gather(*(self.bus.publish(o.topic, o.envelope, o.key) for o in step.out))
+        acked = (
+            time.perf_counter()
+            if any(o.envelope.WhichOneof("payload") != "decision" for o in step.out)
+            else None
+        )
+        if any(
+            o.envelope.HasField("decision") and o.envelope.decision.kind == Decision.KIND_PROMOTE
+            for o in step.out
+        ):
+            self.crash.at("after_promote", "decision")
+        if acked is not None and cause:
+            self.latencies.append(acked - consumed)
+            self.metrics.control_latency.observe(acked - consumed)
+        state = step.state
+        state.mark_applied(cause)
+        self.runs[state.run_id] = state
+        await asyncio.to_thread(snapshot.save, self.store, state)
+        self.metrics.apply(state, step.signals)
+        self.metrics.count_runs(list(self.runs.values()))
+        for d in state.decisions[
+            len(state.decisions) - sum(1 for o in step.out if o.envelope.HasField("decision")) :
+        ]:
+            log.info(
+                "decision %s: %s",
+                d["kind"],
+                d["reason"],
+                extra=fields(
+                    run_id=state.run_id, iteration=d["iteration"], stage=d["stage"], event_id=d["event_id"]
+                ),
+            )

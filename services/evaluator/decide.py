@@ -1,0 +1,208 @@
+"""The controller's decisions as pure functions: (state, config, input, clock) -> Step.
+
+Inputs are a run start, a resume, a stop, a stage result (or failure), and a timer tick. Every
+result is first checked against the run's open slots: the first complete result of a slot is
+accepted, anything else (another attempt, a duplicate, a late result of an earlier stage or an
+abandoned round) is ignored. An accepted result that completes a stage is judged (``judge``) and
+the run advances (``advance``).
+"""
+
+from __future__ import annotations
+
+import copy
+
+from selfimprove.core.topics import Topics
+from selfimprove.evaluator import advance
+from selfimprove.evaluator.commands import STAGE_NAME
+from selfimprove.evaluator.config import RunConfig
+from selfimprove.evaluator.refs import model_dict, ref_dict, stats_dict, suite_dict
+from selfimprove.evaluator.state import COMPLETED, FAILED, RUNNING, STOPPED, RunState, slot_name
+from selfimprove.evaluator.step import Step
+from selfimprove.v1.common_pb2 import ModelRef
+from selfimprove.v1.envelope_pb2 import Envelope
+
+IGNORED_KEEP = 512
+
+
+def start(
+    topics: Topics, cfg: RunConfig, config_yaml: str, run_id: str, now: float, cause: str, lineage: dict
+) -> Step:
+    """A new run: iteration 1 acquires with the base model."""
+    state = RunState(
+        run_id=run_id, config_yaml=config_yaml, started_at=now, last_progress=now, topic_prefix=topics.prefix
+    )
+    state.incumbent = model_dict(ModelRef(base=cfg.base_model, version=f"{run_id}/base"))
+    state.prompts_per_shard = cfg.acquisition.prompts_per_shard
+    state.lineage = {
+        **lineage,
+        "artifacts": [],
+        "models": [dict(state.incumbent, iteration=0, promoted=True)],
+    }
+    step = Step(topics, state, cfg, cause, now)
+    step.decide("continue", f"run started: iteration 1 of at most {cfg.budget.iterations}")
+    advance.begin_iteration(step)
+    return step
+
+
+def resume(topics: Topics, state: RunState, cfg: RunConfig, now: float, cause: str) -> Step:
+    """Continue a stopped (or running) run: re-command every open slot with its next attempt."""
+    step = Step(topics, copy.deepcopy(state), cfg, cause, now)
+    s = step.state
+    if s.status == COMPLETED:
+        return step
+    s.status, s.stop_reason = RUNNING, ""
+    open_slots = [k for k in s.slots if k not in s.accepted and k.split("/")[0] == s.stage]
+    step.decide("continue", f"run resumed at iteration {s.iteration}, stage {s.stage}")
+    for slot in sorted(open_slots):
+        step.command(slot)
+    return step
+
+
+def stop(topics: Topics, state: RunState, cfg: RunConfig, reason: str, now: float, cause: str) -> Step:
+    step = Step(topics, copy.deepcopy(state), cfg, cause, now)
+    if step.state.active:
+        step.finish(STOPPED, reason or "stopped through the control plane")
+    return step
+
+
+def on_result(topics: Topics, state: RunState, cfg: RunConfig, env: Envelope, now: float) -> Step:
+    """Apply a stage's result or failure event to the run."""
+    step = Step(topics, copy.deepcopy(state), cfg, env.event_id, now)
+    s = step.state
+    stage = STAGE_NAME.get(env.stage, "")
+    slot = slot_name(stage, env.shard if stage == "acquire" else None)
+    current = s.slots.get(slot)
+    why = ""
+    if not s.active:
+        why = f"run is {s.status}"
+    elif env.iteration != s.iteration or stage != s.stage or current is None:
+        why = f"late result of iteration {env.iteration} {stage} (now iteration {s.iteration} {s.stage})"
+    elif slot in s.accepted:
+        why = f"{slot} already has an accepted result"
+    elif env.attempt < current.floor:
+        why = f"attempt {env.attempt} of {slot} belongs to an abandoned round"
+    elif env.event_id in s.accepted_ids:
+        why = "already accepted"
+    if why:
+        s.ignored_ids.append(env.event_id)
+        del s.ignored_ids[:-IGNORED_KEEP]
+        step.signal("ignored", stage, why)
+        return step
+    assert current is not None
+    if env.WhichOneof("payload") == "stage_failure":
+        _failure(step, slot, env)
+        return step
+    record = _record(env, stage)
+    s.accepted[slot] = record
+    s.accepted_ids.append(env.event_id)
+    s.tokens_used += float(record["stats"].get("tokens", 0.0))
+    s.last_progress = now
+    s.lineage.setdefault("artifacts", []).append(
+        {
+            "iteration": s.iteration,
+            "stage": stage,
+            "shard": env.shard,
+            "attempt": env.attempt,
+            "event_id": env.event_id,
+            "refs": {k: v for k, v in record.items() if isinstance(v, dict) and "uri" in v},
+        }
+    )
+    step.signal("accepted", stage)
+    advance.after_accept(step, stage)
+    return step
+
+
+def on_tick(topics: Topics, state: RunState, cfg: RunConfig, now: float) -> Step:
+    """Budgets that run out with time, and slots that did not report within their timeout."""
+    s = state
+    if not s.active:
+        return Step(topics, s, cfg, "", now)
+    if now - s.started_at > cfg.budget.wall_time_s:
+        step = Step(topics, copy.deepcopy(state), cfg, f"tick/{s.run_id}/wall-time", now)
+        step.finish(COMPLETED, f"budget spent: wall time over {cfg.budget.wall_time_s:.0f}s")
+        return step
+    late = [
+        k
+        for k, v in sorted(s.slots.items())
+        if k not in s.accepted
+        and k.split("/")[0] == s.stage
+        and now - v.commanded_at > cfg.stage(s.stage).timeout_s
+    ]
+    if not late:
+        return Step(topics, s, cfg, "", now)
+    first = s.slots[late[0]]
+    step = Step(
+        topics, copy.deepcopy(state), cfg, f"tick/{s.run_id}/{s.iteration}/{late[0]}/{first.attempt}", now
+    )
+    limit = cfg.stage(s.stage)
+    for slot in late:
+        attempt = step.state.slots[slot].attempt
+        if attempt >= limit.max_attempts:
+            step.signal("failure", s.stage)
+            step.finish(
+                FAILED, f"{slot} did not report within {limit.timeout_s:.0f}s after {attempt} attempts"
+            )
+            return step
+        step.decide("retry", f"{slot} attempt {attempt} did not report within {limit.timeout_s:.0f}s")
+        step.command(slot)
+    return step
+
+
+def _failure(step: Step, slot: str, env: Envelope) -> None:
+    s = step.state
+    f = env.stage_failure
+    current = s.slots[slot]
+    current.failures += 1
+    step.signal("failure", slot.split("/")[0])
+    if env.attempt < current.attempt:
+        return  # a newer attempt is already out
+    limit = step.cfg.stage(s.stage).max_attempts
+    what = f"{slot} attempt {env.attempt} failed: {f.error_type}: {f.message}"
+    if f.retryable and current.attempt < limit:
+        step.decide("retry", what)
+        step.command(slot)
+    else:
+        step.finish(FAILED, what if not f.retryable else f"{what} (after {current.attempt} attempts)")
+
+
+def _record(env: Envelope, stage: str) -> dict:
+    """What a result says, as plain data."""
+    rec: dict = {"event_id": env.event_id, "attempt": env.attempt}
+    if stage == "acquire":
+        r = env.acquire_result
+        rec.update(samples=ref_dict(r.samples), stats=stats_dict(r.stats))
+    elif stage == "select":
+        r = env.select_result
+        rec.update(
+            sft_set=ref_dict(r.sft_set),
+            preference_pairs=ref_dict(r.preference_pairs),
+            data_card=ref_dict(r.data_card),
+            stats=stats_dict(r.stats),
+        )
+    elif stage == "train":
+        r = env.train_result
+        rec.update(
+            candidate=model_dict(r.candidate), loss_curve=ref_dict(r.loss_curve), stats=stats_dict(r.stats)
+        )
+    elif stage == "evaluate":
+        r = env.evaluate_result
+        rec.update(
+            suites=[suite_dict(x) for x in r.suites], details=ref_dict(r.details), stats=stats_dict(r.stats)
+        )
+    elif stage == "refine":
+        r = env.refine_result
+        rec.update(
+            table=[
+                {
+                    "strategy": t.strategy,
+                    "accuracy": t.accuracy,
+                    "tokens_per_problem": t.tokens_per_problem,
+                    "n": t.n,
+                }
+                for t in r.table
+            ],
+            chosen=r.chosen,
+            targets=ref_dict(r.targets),
+            stats=stats_dict(r.stats),
+        )
+    return rec

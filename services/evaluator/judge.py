@@ -1,0 +1,167 @@
+"""Pure judgements of each stage's output, and the stopping rules. No I/O, no clocks.
+
+Each returns a :class:`Verdict`: ``ok`` plus the reason and the numbers it was based on, which
+become a decision event's evidence.
+
+>>> data_verdict([{"samples": 40, "yield": 0.5}, {"samples": 0, "yield": 0.0}], min_samples=10, min_yield=0.1)
+Verdict(ok=True, reason='acquired 40 samples, mean yield 0.500', stats={'samples': 40.0, 'yield': 0.5, 'shards': 2.0})
+>>> training_verdict({"initial_loss": 2.0, "final_loss": float("nan")}).reason
+'training unhealthy: final loss is not finite (nan)'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    reason: str
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def _weighted(rows: Sequence[Mapping[str, float]], key: str, weight: str = "samples") -> float:
+    """Mean of ``key`` over shards weighted by ``weight`` (plain mean when no weights).
+
+    >>> _weighted([{"a": 1.0, "samples": 3}, {"a": 0.0, "samples": 1}], "a")
+    0.75
+    """
+    pairs = [(float(r.get(key, 0.0)), float(r.get(weight, 0.0))) for r in rows if key in r]
+    if not pairs:
+        return 0.0
+    total = sum(w for _, w in pairs)
+    if total <= 0:
+        return sum(v for v, _ in pairs) / len(pairs)
+    return sum(v * w for v, w in pairs) / total
+
+
+def data_verdict(shards: Sequence[Mapping[str, float]], min_samples: int, min_yield: float) -> Verdict:
+    """Enough data after acquisition: total samples and mean yield over every shard."""
+    samples = sum(float(s.get("samples", 0.0)) for s in shards)
+    yld = _weighted(shards, "yield") if any("yield" in s for s in shards) else 1.0
+    stats = {"samples": samples, "yield": yld, "shards": float(len(shards))}
+    if samples < max(1, min_samples):
+        return Verdict(False, f"too little data: {samples:.0f} samples < {max(1, min_samples)}", stats)
+    if yld < min_yield:
+        return Verdict(False, f"too little data: yield {yld:.3f} < {min_yield}", stats)
+    return Verdict(True, f"acquired {samples:.0f} samples, mean yield {yld:.3f}", stats)
+
+
+def selection_verdict(stats: Mapping[str, float], min_kept: int) -> Verdict:
+    """Enough data after selection: examples kept (SFT rows, or pairs for preference training).
+
+    >>> selection_verdict({"kept": 0, "pairs": 0, "diversity": 0.3}, 1).ok
+    False
+    """
+    kept = float(stats.get("kept", 0.0))
+    pairs = float(stats.get("pairs", 0.0))
+    out = {"kept": kept, "pairs": pairs, "diversity": float(stats.get("diversity", 0.0))}
+    if max(kept, pairs) < max(1, min_kept):
+        return Verdict(
+            False, f"too little data: selection kept {kept:.0f} examples and {pairs:.0f} pairs", out
+        )
+    return Verdict(True, f"selection kept {kept:.0f} examples and {pairs:.0f} pairs", out)
+
+
+def training_verdict(stats: Mapping[str, float], require_loss_drop: bool = True) -> Verdict:
+    """Training health: losses are finite and the final loss is below the initial one.
+
+    >>> training_verdict({"initial_loss": 2.0, "final_loss": 1.5}).ok
+    True
+    >>> training_verdict({"initial_loss": 2.0, "final_loss": 2.5}).reason
+    'training unhealthy: loss did not fall (2.5000 >= 2.0000)'
+    """
+    out = {k: float(stats[k]) for k in ("initial_loss", "final_loss", "steps", "tokens") if k in stats}
+    final = float(stats.get("final_loss", math.nan))
+    initial = float(stats.get("initial_loss", math.nan))
+    if not math.isfinite(final):
+        return Verdict(False, f"training unhealthy: final loss is not finite ({final})", out)
+    if not math.isfinite(initial):
+        return Verdict(False, f"training unhealthy: initial loss is not finite ({initial})", out)
+    if require_loss_drop and final >= initial:
+        return Verdict(False, f"training unhealthy: loss did not fall ({final:.4f} >= {initial:.4f})", out)
+    return Verdict(True, f"training healthy: loss {initial:.4f} -> {final:.4f}", out)
+
+
+def evaluation_verdict(suites: Sequence[Mapping[str, Any]], alpha: float, margin: float) -> Verdict:
+    """Promote only a significant gain on the main suite (the first) with no regression beyond
+    ``margin`` on any other suite.
+
+    >>> main = {"name": "dev", "candidate_accuracy": 0.6, "incumbent_accuracy": 0.4, "p_value": 0.01, "n": 100}
+    >>> evaluation_verdict([main], 0.05, 0.05).ok
+    True
+    >>> reg = {"name": "add1", "candidate_accuracy": 0.7, "incumbent_accuracy": 0.9, "p_value": 0.02, "n": 50}
+    >>> evaluation_verdict([main, reg], 0.05, 0.05).reason
+    'regression on add1: 0.700 < 0.900 - margin 0.05'
+    """
+    if not suites:
+        return Verdict(False, "evaluation returned no suites")
+    main = suites[0]
+    cand, inc = float(main.get("candidate_accuracy", 0)), float(main.get("incumbent_accuracy", 0))
+    p = float(main.get("p_value", 1.0))
+    stats = {"candidate_accuracy": cand, "incumbent_accuracy": inc, "delta": cand - inc, "p_value": p}
+    for s in suites[1:]:
+        c, i = float(s.get("candidate_accuracy", 0)), float(s.get("incumbent_accuracy", 0))
+        if c < i - margin - 1e-12:
+            return Verdict(
+                False, f"regression on {s.get('name')}: {c:.3f} < {i:.3f} - margin {margin}", stats
+            )
+    if cand <= inc:
+        return Verdict(False, f"no gain: candidate {cand:.3f} <= incumbent {inc:.3f}", stats)
+    if p >= alpha:
+        return Verdict(False, f"gain {cand - inc:+.3f} not significant (p={p:.4f} >= alpha {alpha})", stats)
+    return Verdict(True, f"significant gain {cand - inc:+.3f} (p={p:.4f} < alpha {alpha})", stats)
+
+
+def collapse_verdict(
+    history: Sequence[Mapping[str, Any]],
+    window: int,
+    diversity_drop: float,
+    agreement_rise: float,
+    accuracy_gain: float,
+    min_diversity: float = 0.0,
+) -> Verdict:
+    """Collapse: over the last ``window`` iterations diversity fell and self-agreement rose while
+    accuracy did not, or diversity fell below ``min_diversity``. ``history`` rows have ``diversity``,
+    ``agreement`` and ``accuracy`` (the incumbent's accuracy when that iteration's data was made).
+
+    >>> h = [{"diversity": 0.8, "agreement": 0.5, "accuracy": 0.3}, {"diversity": 0.7, "agreement": 0.6, "accuracy": 0.3},
+    ...      {"diversity": 0.5, "agreement": 0.8, "accuracy": 0.3}]
+    >>> collapse_verdict(h, 2, 0.1, 0.1, 0.01).ok
+    False
+    >>> collapse_verdict(h[:2], 2, 0.1, 0.1, 0.01).ok
+    True
+    """
+    rows = [r for r in history if "diversity" in r and "agreement" in r]
+    if rows and min_diversity > 0 and float(rows[-1]["diversity"]) < min_diversity:
+        d = float(rows[-1]["diversity"])
+        return Verdict(False, f"collapse: diversity {d:.3f} < {min_diversity}", {"diversity": d})
+    if len(rows) < window + 1:
+        return Verdict(True, "not enough iterations to judge collapse")
+    then, now = rows[-window - 1], rows[-1]
+    dd = float(then["diversity"]) - float(now["diversity"])
+    da = float(now["agreement"]) - float(then["agreement"])
+    acc_then, acc_now = then.get("accuracy"), now.get("accuracy")
+    gain = (float(acc_now) - float(acc_then)) if acc_then is not None and acc_now is not None else 0.0
+    stats = {"diversity_drop": dd, "agreement_rise": da, "accuracy_gain": gain}
+    if dd >= diversity_drop and da >= agreement_rise and gain < accuracy_gain:
+        return Verdict(
+            False,
+            f"collapse: over {window} iterations diversity fell {dd:.3f} and self-agreement rose "
+            f"{da:.3f} while accuracy changed {gain:+.3f}",
+            stats,
+        )
+    return Verdict(True, "no collapse", stats)
+
+
+def plateau(promoted: Sequence[bool], patience: int) -> bool:
+    """True when none of the last ``patience`` iterations promoted.
+
+    >>> plateau([True, False, False], 2), plateau([False, True], 2), plateau([False], 2)
+    (True, False, False)
+    """
+    return len(promoted) >= patience and not any(promoted[-patience:])

@@ -1,0 +1,41 @@
+"""Paired scoring of a candidate against the incumbent on the same dev items. Pure (stdlib).
+
+>>> s = suite_score("dev", [True] * 10 + [False] * 10, [True] * 10 + [True] * 8 + [False] * 2)
+>>> s["incumbent_accuracy"], s["candidate_accuracy"], s["n"], round(s["p_value"], 4)
+(0.5, 0.9, 20, 0.0078)
+>>> split_spec('{"categories": ["add1"], "_suite": "add1", "_dev_size": 5}')
+({'categories': ['add1']}, {'_suite': 'add1', '_dev_size': 5})
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from selfimprove.runtime.stats import mcnemar
+
+
+def suite_score(name: str, incumbent: Sequence[bool], candidate: Sequence[bool]) -> dict[str, Any]:
+    """A ``SuiteScore`` as a dict: accuracies, the paired delta's 95 % interval, exact McNemar p."""
+    r = mcnemar(incumbent, candidate)
+    n = len(incumbent)
+    return {
+        "name": name,
+        "candidate_accuracy": sum(map(bool, candidate)) / n if n else 0.0,
+        "incumbent_accuracy": sum(map(bool, incumbent)) / n if n else 0.0,
+        "n": n,
+        "delta_low": r.low,
+        "delta_high": r.high,
+        "p_value": r.p_value,
+    }
+
+
+def split_spec(params_json: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Task parameters, and the evaluator's own options (keys starting with ``_``)."""
+    params = json.loads(params_json or "{}")
+    if not isinstance(params, dict):
+        raise ValueError(f"task params_json must be a JSON object, got {params_json!r}")
+    return {k: v for k, v in params.items() if not k.startswith("_")}, {
+        k: v for k, v in params.items() if k.startswith("_")
+    }

@@ -1,0 +1,56 @@
+"""A run's public view: ``RunStatus`` for the control plane, with the lineage record as JSON."""
+
+from __future__ import annotations
+
+import json
+
+from selfimprove.evaluator.commands import STAGE_ENUM
+from selfimprove.evaluator.refs import to_model, to_suite
+from selfimprove.evaluator.state import RunState
+from selfimprove.evaluator.step import KINDS
+from selfimprove.v1.common_pb2 import Stats
+from selfimprove.v1.control_pb2 import RunStatus
+from selfimprove.v1.stages_pb2 import Decision
+
+
+def lineage(state: RunState) -> dict:
+    """Every artifact and model version of the run, what trained what, promotions, code and config."""
+    return {
+        "run_id": state.run_id,
+        "code_version": state.lineage.get("code_version", ""),
+        "packages": state.lineage.get("packages", {}),
+        "config": state.config_yaml,
+        "artifacts": state.lineage.get("artifacts", []),
+        "models": state.lineage.get("models", []),
+        "promotions": state.promotions,
+        "incumbent": state.incumbent,
+        "history": state.history,
+        "tokens_used": state.tokens_used,
+        "started_at": state.started_at,
+    }
+
+
+def run_status(state: RunState) -> RunStatus:
+    decisions = [
+        Decision(
+            kind=KINDS.get(d["kind"], 0),
+            reason=d["reason"],
+            evidence=[to_suite(e) for e in d.get("evidence", [])],
+            stats=Stats(values={k: float(v) for k, v in d.get("stats", {}).items()}),
+        )
+        for d in state.decisions
+    ]
+    for proto, d in zip(decisions, state.decisions, strict=True):
+        if d.get("model"):
+            proto.model.version = d["model"]
+    return RunStatus(
+        run_id=state.run_id,
+        state=state.status,
+        iteration=state.iteration,
+        stage=STAGE_ENUM.get(state.stage, 0),
+        incumbent=to_model(state.incumbent),
+        decisions=decisions,
+        stop_reason=state.stop_reason,
+        accuracy=list(state.accuracy),
+        lineage_json=json.dumps(lineage(state), sort_keys=True, default=str),
+    )

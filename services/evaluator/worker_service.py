@@ -1,0 +1,142 @@
+"""Evaluation workers: run candidate and incumbent greedily on the same held-out dev items (the task's
+dev split, never the training stream) and publish paired scores per suite.
+
+The first suite is the command's task; the others are its regression suites. Suite names and sizes
+ride in ``params_json`` keys the evaluator adds (``_suite``, ``_dev_size``, ``_max_new_tokens``).
+Per-item results of each model version are cached in the store (``evalcache``), so an incumbent is
+evaluated once per (version, suite, dev seed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from selfimprove.core import stage as stages
+from selfimprove.core.runner import Context, Runnable
+from selfimprove.core.settings import load
+from selfimprove.core.store import ArtifactError
+from selfimprove.core.topics import Topics
+from selfimprove.evaluator import evalcache
+from selfimprove.evaluator.refs import to_suite
+from selfimprove.evaluator.scoring import split_spec, suite_score
+from selfimprove.evaluator.settings import WorkerSettings
+from selfimprove.v1.common_pb2 import Stage
+from selfimprove.v1.envelope_pb2 import Envelope
+from selfimprove.v1.stages_pb2 import EvaluateResult
+
+log = logging.getLogger(__name__)
+
+
+class Evaluation:
+    """The model side: engines by version, dev items by suite, cached outcomes."""
+
+    def __init__(self, store, settings: WorkerSettings, threads: int, cache_dir) -> None:
+        from selfimprove.runtime.policy import PolicyCache
+
+        self.store, self.settings = store, settings
+        self.policies = PolicyCache(
+            store,
+            settings.backend,
+            keep=2,
+            cache_dir=cache_dir,
+            threads=threads,
+            batch_size=settings.batch_size,
+        )
+
+    def outcomes(
+        self, model, task, items, suite_key: str, seed: int, max_new_tokens: int
+    ) -> tuple[dict, bool]:
+        from selfimprove.runtime.engine import GenerationRequest, SamplingParams
+        from selfimprove.runtime.policy import version_key
+
+        prefix = evalcache.cache_prefix(version_key(model), suite_key, seed, len(items))
+        cached = evalcache.get(self.store, prefix)
+        if cached is not None and cached.get("ids") == [it.id for it in items]:
+            return cached, True
+        engine = self.policies.engine(model)
+        params = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
+        results = engine.generate(GenerationRequest([it.prompt for it in items], params))
+        replies = [r.samples[0].text for r in results]
+        out = {
+            "ids": [it.id for it in items],
+            "replies": replies,
+            "ok": [bool(task.verify(it, reply)) for it, reply in zip(items, replies, strict=True)],
+            "tokens": sum(r.samples[0].tokens for r in results),
+        }
+        evalcache.put(self.store, prefix, out)
+        return out, False
+
+    def run(self, cmd) -> tuple[dict, dict]:
+        """Every suite of ``cmd``: (files, meta) for ``run_once``."""
+        from selfimprove.runtime.tasks import load_task
+
+        specs = [(cmd.task, cmd.dev_size)] + [(s, 0) for s in cmd.regression_suites]
+        suites, lines, tokens, hits = [], [], 0, 0
+        start = time.perf_counter()
+        for spec, size in specs:
+            params, options = split_spec(spec.params_json)
+            name = options.get("_suite") or spec.name
+            n = int(size or options.get("_dev_size") or cmd.dev_size)
+            max_new = int(options.get("_max_new_tokens") or self.settings.max_new_tokens)
+            task = load_task(spec.name, params)
+            items = task.items("dev", n, seed=cmd.seed)
+            suite_key = json.dumps(
+                {"task": spec.name, "params": params, "max_new_tokens": max_new}, sort_keys=True
+            )
+            inc, hit_i = self.outcomes(cmd.incumbent, task, items, suite_key, cmd.seed, max_new)
+            cand, hit_c = self.outcomes(cmd.candidate, task, items, suite_key, cmd.seed, max_new)
+            hits += hit_i + hit_c
+            tokens += (0 if hit_i else inc["tokens"]) + (0 if hit_c else cand["tokens"])
+            suites.append(suite_score(name, inc["ok"], cand["ok"]))
+            for i, it in enumerate(items):
+                lines.append(
+                    {
+                        "suite": name,
+                        "id": it.id,
+                        "prompt": it.prompt,
+                        "answer": it.answer,
+                        "incumbent_reply": inc["replies"][i],
+                        "incumbent_ok": inc["ok"][i],
+                        "candidate_reply": cand["replies"][i],
+                        "candidate_ok": cand["ok"][i],
+                    }
+                )
+        details = "\n".join(json.dumps(x) for x in lines).encode() + b"\n"
+        stats = {
+            "tokens": tokens,
+            "cache_hits": hits,
+            "seconds": time.perf_counter() - start,
+            "items": len(lines),
+        }
+        return {"details.jsonl": details, "suites.json": json.dumps(suites).encode()}, {
+            "suites": suites,
+            "stats": stats,
+        }
+
+
+async def setup(ctx: Context) -> list[Runnable]:
+    settings = load(WorkerSettings)
+    evaluation = Evaluation(ctx.store, settings, ctx.settings.threads, ctx.settings.cache_dir)
+    topics: Topics = ctx.bus.topics
+    producer = f"evaluator-worker/{ctx.settings.instance}"
+
+    async def handle(env: Envelope):
+        if env.WhichOneof("payload") != "evaluate_command":
+            raise ValueError(f"evaluation workers take evaluate_command, got {env.WhichOneof('payload')!r}")
+        cmd = env.evaluate_command
+        try:
+            ref, meta = await stages.run_once(ctx.store, env, lambda: evaluation.run(cmd))
+        except (stages.StageInputError, ArtifactError, FileNotFoundError, ValueError) as exc:
+            log.warning("evaluation failed: %s", exc)
+            return [stages.failure(topics, env, producer, exc)]
+        result = EvaluateResult(
+            suites=[to_suite(s) for s in meta["suites"]], details=ref, stats=stages.stats(meta["stats"])
+        )
+        return [stages.result(topics, env, producer, evaluate_result=result)]
+
+    consumer = ctx.consumer(
+        [topics.command(Stage.STAGE_EVALUATE)], handle, max_handler_seconds=settings.max_handler_seconds
+    )
+    return [consumer.run]

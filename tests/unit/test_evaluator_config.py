@@ -1,0 +1,71 @@
+"""Run configs, the evaluator's pure helpers and their doctests."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+from pathlib import Path
+
+import pytest
+
+from selfimprove.evaluator.config import ConfigError, RunConfig, dump_config, load_config
+from selfimprove.evaluator.crash import CrashHooks
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[2]
+PURE = ["config", "state", "refs", "judge", "commands", "snapshot", "scoring", "evalcache"]
+
+
+@pytest.mark.parametrize("name", PURE)
+def test_doctests(name):
+    module = importlib.import_module(f"selfimprove.evaluator.{name}")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.IGNORE_EXCEPTION_DETAIL)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_gc_plan_doctests():
+    import selfimprove.cli.gc as gc
+
+    assert doctest.testmod(gc).failed == 0
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "small.yaml"])
+def test_shipped_configs_validate(name):
+    cfg = load_config((ROOT / "configs" / name).read_text())
+    assert load_config(dump_config(cfg)) == cfg
+
+
+def test_errors_name_the_field():
+    with pytest.raises(
+        ConfigError, match=r"acquisition.shards: Input should be greater than or equal to 1 \(got 0\)"
+    ):
+        load_config("acquisition: {shards: 0}")
+    with pytest.raises(ConfigError, match="stopping.plateau_patience"):
+        load_config("stopping: {plateau_patience: 1}")
+    with pytest.raises(ConfigError, match="training.method"):
+        load_config("training: {method: rl}")
+    with pytest.raises(ConfigError, match="stages.deploy"):
+        load_config("stages: {deploy: {timeout_s: 1}}")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config("a: [")
+
+
+def test_defaults_are_complete():
+    cfg = RunConfig()
+    assert set(cfg.stages) == {"acquire", "select", "train", "evaluate", "refine"}
+    assert cfg.stopping.plateau_patience >= 2
+
+
+def test_crash_hook_names_are_checked():
+    with pytest.raises(ValueError, match="unknown point"):
+        CrashHooks("after_lunch")
+    CrashHooks("after_consume:evaluate_result").at("before_commit", "evaluate_result")  # other point: no exit
+
+
+def test_controller_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, selfimprove.evaluator.service, selfimprove.cli.status; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

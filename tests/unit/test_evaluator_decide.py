@@ -1,0 +1,161 @@
+"""The controller's pure decisions, driven by the fake stages' answers without a broker."""
+
+from __future__ import annotations
+
+import pytest
+
+from selfimprove.core.topics import Topics
+from selfimprove.evaluator import decide
+from selfimprove.evaluator.config import dump_config, load_config
+from selfimprove.evaluator.state import COMPLETED, FAILED, RunState
+from tests.integration.fake_stages import respond
+
+pytestmark = pytest.mark.unit
+TOPICS = Topics("t")
+BASE = """
+run_id: r1
+budget: {iterations: 3}
+acquisition: {shards: 2}
+stages: {train: {timeout_s: 10, max_attempts: 2}}
+"""
+
+
+def run(config: str, script: dict, max_steps: int = 200, now: float = 1000.0):
+    cfg = load_config(config)
+    step = decide.start(TOPICS, cfg, dump_config(cfg), "r1", now, "start", {"code_version": "x"})
+    state, queue, log = step.state, list(step.out), list(step.out)
+    for _ in range(max_steps):
+        if not queue:
+            break
+        out = queue.pop(0)
+        if out.envelope.WhichOneof("payload") == "decision":
+            continue
+        for result in respond(out.envelope, script):
+            now += 1
+            step = decide.on_result(TOPICS, state, cfg, result, now)
+            state = step.state
+            queue += step.out
+            log += step.out
+    return state, log
+
+
+def kinds(state: RunState) -> list[str]:
+    return [d["kind"] for d in state.decisions]
+
+
+def test_whole_iterations_promote_then_budget():
+    state, log = run(BASE, {"eval": [[0.6, 0.4, 0.01], [0.5, 0.6, 0.5]]})
+    assert state.status == COMPLETED
+    assert "promote" in kinds(state) and kinds(state).count("promote") == 1
+    assert len(state.promotions) == 1 and state.promotions[0]["iteration"] == 1
+    assert state.incumbent["version"] == "r1/iter-001"
+    # iteration 2 was rejected: no refine (incumbent unchanged), iteration 3 too
+    assert state.stop_reason in (
+        "budget spent: 3 iterations",
+        "plateau: no promotion in the last 2 iterations",
+    )
+    commands = [o.envelope for o in log if o.envelope.WhichOneof("payload") != "decision"]
+    assert [c.WhichOneof("payload") for c in commands[:6]] == [
+        "acquire_command",
+        "acquire_command",
+        "select_command",
+        "train_command",
+        "evaluate_command",
+        "refine_command",
+    ]
+    assert len({c.event_id for c in commands}) == len(commands)
+    assert all(c.attempt == 1 for c in commands)
+    assert len(state.accepted_ids) == len(set(state.accepted_ids))
+
+
+def test_worse_candidate_rejected():
+    state, _ = run(BASE, {"eval": [[0.3, 0.5, 0.01]]})
+    assert "promote" not in kinds(state)
+    assert any(d["kind"] == "reject" and "no gain" in d["reason"] for d in state.decisions)
+    assert state.incumbent["version"] == "r1/base"
+
+
+def test_regression_blocks_promotion():
+    cfg = BASE + "task: {regression_suites: [{label: add1, params: {categories: [add1]}}]}\n"
+    state, _ = run(cfg, {"eval": [[0.7, 0.4, 0.001, {"add1": [0.6, 0.9]}]]})
+    rejects = [d for d in state.decisions if d["kind"] == "reject"]
+    assert rejects and rejects[0]["reason"].startswith("regression on add1")
+    assert [e["name"] for e in rejects[0]["evidence"]] == ["dev", "add1"]
+    assert not state.promotions
+
+
+def test_plateau_stops():
+    cfg = BASE.replace("iterations: 3", "iterations: 10")
+    state, _ = run(cfg, {"eval": [[0.5, 0.5, 1.0]]})
+    assert state.stop_reason == "plateau: no promotion in the last 2 iterations"
+    assert state.iteration == 2
+
+
+def test_collapse_stops():
+    cfg = BASE.replace("iterations: 3", "iterations: 10") + "stopping: {plateau_patience: 9}\n"
+    script = {"eval": [[0.5, 0.5, 1.0]], "agreement": [0.5, 0.7, 0.9], "diversity": [0.8, 0.6, 0.4]}
+    state, _ = run(cfg, script)
+    assert state.stop_reason.startswith("collapse")
+    assert state.iteration == 3 and state.stage == "select"
+
+
+def test_unhealthy_training_is_rejected():
+    state, _ = run(BASE, {"loss": [[2.0, float("nan")]]})
+    assert any(d["kind"] == "reject" and "not finite" in d["reason"] for d in state.decisions)
+    assert not state.promotions
+
+
+def test_too_little_data_reacquires_then_stops():
+    cfg = BASE + "selection: {min_kept: 5}\n"
+    state, log = run(cfg, {"kept": [0]})
+    assert state.status == COMPLETED and state.stop_reason.startswith("too little data")
+    acquires = [o.envelope for o in log if o.envelope.WhichOneof("payload") == "acquire_command"]
+    assert [a.attempt for a in acquires] == [1, 1, 2, 2]
+    assert acquires[2].acquire_command.num_prompts == 2 * acquires[0].acquire_command.num_prompts
+    assert acquires[2].acquire_command.seed != acquires[0].acquire_command.seed
+
+
+def test_duplicates_and_late_results_are_ignored():
+    state, _ = run(BASE, {"duplicate": ["acquire", "evaluate"], "eval": [[0.6, 0.4, 0.01], [0.5, 0.6, 0.5]]})
+    assert len(state.promotions) == 1
+    assert len(state.ignored_ids) >= 2
+
+
+def test_timeout_recommands_with_next_attempt_then_fails():
+    cfg = load_config(BASE)
+    state = run(BASE, {"drop": ["train:1", "train:2"]}, max_steps=5)[0]
+    assert state.stage == "train" and state.slots["train"].attempt == 1
+    now = state.slots["train"].commanded_at
+    assert not decide.on_tick(TOPICS, state, cfg, now + 5).out
+    step = decide.on_tick(TOPICS, state, cfg, now + 11)
+    retried = [o.envelope for o in step.out if o.envelope.WhichOneof("payload") == "train_command"]
+    assert [e.attempt for e in retried] == [2]
+    # a repeated tick re-sends the same command id (idempotent), a later one gives up
+    again = decide.on_tick(TOPICS, state, cfg, now + 11)
+    assert [o.envelope.event_id for o in again.out] == [o.envelope.event_id for o in step.out]
+    final = decide.on_tick(TOPICS, step.state, cfg, now + 30)
+    assert final.state.status == FAILED and "after 2 attempts" in final.state.stop_reason
+
+
+def test_retryable_failure_retries():
+    state, log = run(BASE, {"fail": ["select:1"]})
+    selects = [o.envelope.attempt for o in log if o.envelope.WhichOneof("payload") == "select_command"]
+    assert selects[:2] == [1, 2]
+    assert state.status == COMPLETED
+
+
+def test_redelivered_result_gives_the_same_outputs():
+    cfg = load_config(BASE)
+    step = decide.start(TOPICS, cfg, dump_config(cfg), "r1", 0.0, "start", {})
+    [first] = respond(step.out[1].envelope, {})
+    [last] = respond(step.out[2].envelope, {})
+    state = decide.on_result(TOPICS, step.state, cfg, first, 5.0).state
+    a = decide.on_result(TOPICS, state, cfg, last, 6.0)
+    b = decide.on_result(TOPICS, state, cfg, last, 7.0)
+    assert len(a.out) == 2  # the decision and the select command
+    assert [o.envelope.event_id for o in a.out] == [o.envelope.event_id for o in b.out]
+
+
+def test_state_survives_its_snapshot_format():
+    state, _ = run(BASE, {"eval": [[0.6, 0.4, 0.01]]})
+    assert RunState.from_json(state.to_json()) == state
