@@ -16,7 +16,10 @@ import typer
 
 def eval_cmd(
     model: Annotated[
-        str, typer.Option(help="Base model: 'smollm2-135m-instruct' or a model folder.")
+        str,
+        typer.Option(
+            help="'smollm2-135m-instruct', a model folder, run:RUN_ID (incumbent) or run:RUN_ID@ITER."
+        ),
     ] = "smollm2-135m-instruct",
     benchmark: Annotated[
         str, typer.Option(help="'gpt3' (all six sets), a set name, or a JSONL path.")
@@ -31,15 +34,18 @@ def eval_cmd(
     threads: Annotated[int, typer.Option(help="torch threads.")] = max(1, os.cpu_count() or 1),
     backend: Annotated[str, typer.Option(help="Engine backend: transformers or vllm.")] = "transformers",
     benchmarks_dir: Annotated[Path | None, typer.Option(help="Folder of the GPT-3 JSONL files.")] = None,
+    address: Annotated[str | None, typer.Option(help="Evaluator control plane, for run: references.")] = None,
 ) -> None:
     """Evaluate a model on the GPT-3 arithmetic sets (greedy, last signed integer, exact match)."""
+    from selfimprove.cli.modelref import ModelRefError, resolve
     from selfimprove.runtime.benchmarks import BenchmarkNotFoundError, load_set, resolve_sets
     from selfimprove.runtime.evaluate import check_strategy
 
-    if ":" in model and not Path(model).exists():
-        raise typer.BadParameter(
-            f"model reference {model!r} is not supported yet; give a base name or a folder"
-        )
+    try:
+        model, run_adapter = resolve(model, address)
+    except ModelRefError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model") from None
+    adapter = adapter or run_adapter
     try:
         check_strategy(strategy)
         sets = resolve_sets(benchmark, benchmarks_dir)

@@ -19,6 +19,9 @@ def _register() -> None:
     from selfimprove.cli import run as run_cmd
 
     app.command("run")(run_cmd.run_cmd)
+    from selfimprove.cli import report as report_cmd
+
+    app.command("report")(report_cmd.report_cmd)
 
 
 _register()

@@ -84,9 +84,12 @@ def run_cmd(
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
         address = loop.grpc_address("evaluator")
+        os.environ.update(loop.stack.env())  # the report reads artifacts from this stack
     target = address or os.environ.get("SELFIMPROVE_EVALUATOR_ADDRESS", DEFAULT_ADDRESS)
     try:
         summary = follow(target, config_yaml, run_id, quiet=json_out)
+        if loop is not None:
+            loop.stop_services()  # free the CPU for the report's evaluation; the stack stays up
         if report and summary["state"] in FINAL:
             from selfimprove.cli.report import write_report
 

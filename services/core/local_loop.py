@@ -108,9 +108,12 @@ class LocalLoop:
     def dead(self) -> list[str]:
         return [n for n, p in self.procs.items() if not p.alive()] + self.stack.dead()
 
-    def stop(self) -> None:
+    def stop_services(self) -> None:
         for proc in reversed(list(self.procs.values())):
             proc.stop()
+
+    def stop(self) -> None:
+        self.stop_services()
         self.stack.stop()
 
     def __enter__(self) -> LocalLoop:

@@ -14,6 +14,8 @@ MODULES = [
     "selfimprove.core.retry",
     "selfimprove.core.topics",
     "selfimprove.runtime.policy",
+    "selfimprove.cli.report",
+    "selfimprove.cli.modelref",
 ]
 
 

@@ -1,0 +1,177 @@
+"""Render ``RunFacts`` as ``report.md`` plus PNG plots in one folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from selfimprove.report.collect import RunFacts
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * float(value):.1f} %"
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.3g}"
+
+
+def _plot_accuracy(facts: RunFacts, out: Path) -> str | None:
+    rows = [r for r in facts.lineage.get("history", []) if r.get("candidate_accuracy") is not None]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    its = [r["iteration"] for r in rows]
+    ax.plot(its, [r.get("incumbent_accuracy") for r in rows], "o-", label="incumbent")
+    ax.plot(its, [r.get("candidate_accuracy") for r in rows], "s--", label="candidate")
+    ax.set(xlabel="iteration", ylabel="dev accuracy", ylim=(0, 1), title="Dev accuracy per iteration")
+    ax.set_xticks(its)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "accuracy.png", dpi=110)
+    plt.close(fig)
+    return "accuracy.png"
+
+
+def _plot_benchmark(facts: RunFacts, out: Path) -> str | None:
+    if not facts.benchmark:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(facts.benchmark)
+    sets = list(next(iter(facts.benchmark.values())))
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    width = 0.8 / len(labels)
+    for i, label in enumerate(labels):
+        xs = [j + i * width for j in range(len(sets))]
+        accs = [facts.benchmark[label][s]["accuracy"] for s in sets]
+        low = [a - facts.benchmark[label][s]["low"] for a, s in zip(accs, sets, strict=True)]
+        high = [facts.benchmark[label][s]["high"] - a for a, s in zip(accs, sets, strict=True)]
+        ax.bar(xs, accs, width, yerr=[low, high], capsize=3, label=label)
+    ax.set_xticks([j + width * (len(labels) - 1) / 2 for j in range(len(sets))])
+    ax.set_xticklabels([s.replace("_", "\n") for s in sets], fontsize=7)
+    ax.set(ylabel="accuracy (95 % CI)", ylim=(0, 1), title="GPT-3 arithmetic (greedy)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "benchmark.png", dpi=110)
+    plt.close(fig)
+    return "benchmark.png"
+
+
+def _plot_losses(facts: RunFacts, out: Path) -> str | None:
+    if not facts.losses:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for iteration, points in sorted(facts.losses.items()):
+        ax.plot(
+            [p.get("step", i) for i, p in enumerate(points)],
+            [p.get("loss") for p in points],
+            label=f"iter {iteration}",
+        )
+    ax.set(xlabel="step", ylabel="training loss", title="Training loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "loss.png", dpi=110)
+    plt.close(fig)
+    return "loss.png"
+
+
+def render(facts: RunFacts, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [f"# Run {facts.run_id}", "", f"State: **{facts.state}**. {facts.stop_reason}", ""]
+    lines += [f"Code: `{facts.lineage.get('code_version', '')}`", ""]
+    lines += [
+        "## Dev accuracy per iteration",
+        "",
+        "| iteration | incumbent | candidate | p-value | promoted |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in facts.lineage.get("history", []):
+        lines.append(
+            f"| {r.get('iteration')} | {_pct(r.get('incumbent_accuracy'))} | {_pct(r.get('candidate_accuracy'))} "
+            f"| {_num(r.get('p_value'))} | {r.get('promoted', '-')} |"
+        )
+    if plot := _plot_accuracy(facts, out):
+        lines += ["", f"![dev accuracy]({plot})"]
+    if facts.benchmark:
+        labels = list(facts.benchmark)
+        lines += [
+            "",
+            "## GPT-3 arithmetic sets",
+            "",
+            "Greedy; the last signed integer of the reply; exact match; 95 % Wilson intervals.",
+            "",
+        ]
+        lines += ["| set | " + " | ".join(labels) + " |", "| --- |" + " --- |" * len(labels)]
+        for name in next(iter(facts.benchmark.values())):
+            cells = [
+                f"{_pct(facts.benchmark[m][name]['accuracy'])} ({_pct(facts.benchmark[m][name]['low'])}-"
+                f"{_pct(facts.benchmark[m][name]['high'])}, n={facts.benchmark[m][name]['n']})"
+                for m in labels
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        if plot := _plot_benchmark(facts, out):
+            lines += ["", f"![benchmark]({plot})"]
+    lines += [
+        "",
+        "## Data per iteration",
+        "",
+        "| iteration | samples | yield | kept | diversity | drops per filter |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in facts.lineage.get("history", []):
+        card = facts.cards.get(r.get("iteration"), {})
+        drops = card.get("drops") or card.get("dropped") or {}
+        drop_text = ", ".join(f"{k} {v}" for k, v in drops.items()) if isinstance(drops, dict) else str(drops)
+        lines.append(
+            f"| {r.get('iteration')} | {r.get('samples', '-')} | {_pct(r.get('yield'))} | {r.get('kept', '-')} "
+            f"| {r.get('diversity', '-')} | {drop_text or '-'} |"
+        )
+    if plot := _plot_losses(facts, out):
+        lines += ["", "## Training", "", f"![loss]({plot})"]
+    if facts.refine_tables:
+        lines += [
+            "",
+            "## Refinement (calibration on the dev set)",
+            "",
+            "| iteration | strategy | accuracy | tokens/problem | s/problem |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for iteration, table in sorted(facts.refine_tables.items()):
+            for row in table:
+                lines.append(
+                    f"| {iteration} | {row.get('strategy')} | {_pct(row.get('accuracy'))} "
+                    f"| {float(row.get('tokens_per_problem', 0)):.1f} | {float(row.get('seconds_per_problem', 0)):.3f} |"
+                )
+    lines += ["", "## Decisions", ""] + [f"{i + 1}. {d['line']}" for i, d in enumerate(facts.decisions)]
+    if facts.stage_seconds:
+        stages = ("acquire", "select", "train", "evaluate", "refine")
+        lines += [
+            "",
+            "## Wall time per stage (s)",
+            "",
+            "| iteration | " + " | ".join(stages) + " |",
+            "| --- |" + " --- |" * len(stages),
+        ]
+        for iteration, secs in sorted(facts.stage_seconds.items()):
+            lines.append(
+                f"| {iteration} | "
+                + " | ".join(f"{secs[s]:.0f}" if s in secs else "-" for s in stages)
+                + " |"
+            )
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
