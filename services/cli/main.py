@@ -22,6 +22,9 @@ def _register() -> None:
     from selfimprove.cli import report as report_cmd
 
     app.command("report")(report_cmd.report_cmd)
+    from selfimprove.cli import export
+
+    app.command("export")(export.export_cmd)
 
 
 _register()
