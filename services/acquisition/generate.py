@@ -1,0 +1,72 @@
+"""The model-facing part of a shard: self-instruct prompts, K samples per prompt, self-judge scores.
+
+Everything here runs in a worker thread (it is CPU-bound); the rows are built by :mod:`.shard`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from selfimprove.acquisition import prompts
+from selfimprove.acquisition.scoring import judge_prompt, judge_score
+from selfimprove.acquisition.shard import Row, make_row
+from selfimprove.runtime.engine import Engine, GenerationRequest, SamplingParams
+from selfimprove.runtime.tasks.base import Item, Task
+from selfimprove.runtime.tasks.seedset import SeedExample
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """What one shard asks for, with defaults already applied."""
+
+    items: Sequence[Item]
+    sampling: SamplingParams
+    self_judge: bool = False
+    judge_max_new_tokens: int = 4
+
+
+def self_instruct(
+    engine: Engine, seed_set: Sequence[SeedExample], n: int, seed: int, max_new_tokens: int, shots: int = 3
+) -> list[Item]:
+    """``n`` attempts at new problems written by the model from the seed set (repeats dropped)."""
+    demos = prompts.demos_for(seed_set, n, shots, seed)
+    request = GenerationRequest(
+        [prompts.instruct_prompt(d) for d in demos],
+        SamplingParams(n=1, temperature=0.9, top_p=0.95, max_new_tokens=max_new_tokens, seed=seed),
+    )
+    results = engine.generate(request)
+    return prompts.instruct_items([r.samples[0].text for r in results], demos)
+
+
+def judge_all(
+    engine: Engine, items: Sequence[Item], texts: Sequence[Sequence[str]], max_new_tokens: int
+) -> list[list[float]]:
+    """The model's P(correct) for each sample, from a greedy Yes/No verdict; one call per distinct reply."""
+    pairs = sorted({(i, t) for i, ts in enumerate(texts) for t in ts})
+    request = GenerationRequest(
+        [judge_prompt(items[i].prompt, t) for i, t in pairs],
+        SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens, logprobs=True),
+    )
+    results = engine.generate(request) if pairs else []
+    score = {
+        p: judge_score(r.samples[0].text, r.samples[0].logprobs) for p, r in zip(pairs, results, strict=True)
+    }
+    return [[score[(i, t)] for t in ts] for i, ts in enumerate(texts)]
+
+
+def run_shard(engine: Engine, task: Task, job: ShardJob) -> tuple[list[Row], float, float]:
+    """Rows of the shard, seconds spent sampling the answers, and seconds in total."""
+    started = time.perf_counter()
+    results = engine.generate(GenerationRequest([i.prompt for i in job.items], job.sampling))
+    sampling_seconds = time.perf_counter() - started
+    judges: list[list[float]] | list[None] = [None] * len(job.items)
+    if job.self_judge:
+        texts = [[s.text for s in r.samples] for r in results]
+        judges = judge_all(engine, job.items, texts, job.judge_max_new_tokens)
+    rows = [
+        make_row(item, r.samples, task.extract, task.verify, j)
+        for item, r, j in zip(job.items, results, judges, strict=True)
+    ]
+    return rows, sampling_seconds, time.perf_counter() - started

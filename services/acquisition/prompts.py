@@ -1,0 +1,116 @@
+"""Where a shard's prompts come from: the task's train stream, or self-instruct from a seed set.
+
+Task prompts are the slice ``[shard * n, (shard + 1) * n)`` of one stream of ``n * num_shards``
+distinct train items drawn with a seed fixed by ``(seed, iteration)``, so the shards of an iteration
+never overlap and a redelivered shard gets the same prompts. Self-instruct prompts are written by the
+model from a few seed examples; they have no reference answer (no verifier).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+
+from selfimprove.runtime.tasks.base import Item, Task
+from selfimprove.runtime.tasks.seedset import SeedExample
+
+
+def stream_seed(seed: int, iteration: int) -> int:
+    """The task-stream seed of an iteration.
+
+    >>> stream_seed(7, 1) == stream_seed(7, 1) != stream_seed(7, 2)
+    True
+    """
+    digest = hashlib.sha256(f"{seed}/{iteration}".encode()).digest()
+    return int.from_bytes(digest[:6], "big")
+
+
+def sample_seed(seed: int, iteration: int, shard: int) -> int:
+    """The sampling seed of one shard.
+
+    >>> sample_seed(7, 1, 0) != sample_seed(7, 1, 1)
+    True
+    """
+    digest = hashlib.sha256(f"{seed}/{iteration}/{shard}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def shard_bounds(shard: int, num_prompts: int) -> tuple[int, int]:
+    """``[start, stop)`` of a shard in the iteration's stream.
+
+    >>> shard_bounds(0, 3), shard_bounds(2, 3)
+    ((0, 3), (6, 9))
+    """
+    return shard * num_prompts, (shard + 1) * num_prompts
+
+
+def shard_items(
+    task: Task, seed: int, iteration: int, shard: int, num_shards: int, num_prompts: int
+) -> list[Item]:
+    """The task prompts of one shard (see the module docstring)."""
+    if not 0 <= shard < max(1, num_shards):
+        raise ValueError(f"shard {shard} is outside 0..{num_shards - 1}")
+    start, stop = shard_bounds(shard, num_prompts)
+    return task.items("train", stop, seed=stream_seed(seed, iteration))[start:stop]
+
+
+def instruct_prompt(examples: Sequence[SeedExample]) -> str:
+    """The request for one new problem in the style of ``examples``.
+
+    >>> print(instruct_prompt([SeedExample("What is 2 + 3?")]))
+    Here are examples of tasks:
+    Task 1: What is 2 + 3?
+    Write one new task of the same kind. Reply with the task only.
+    """
+    lines = [f"Task {i}: {ex.prompt}" for i, ex in enumerate(examples, start=1)]
+    return (
+        "Here are examples of tasks:\n"
+        + "\n".join(lines)
+        + "\nWrite one new task of the same kind. Reply with the task only."
+    )
+
+
+def demos_for(seed_set: Sequence[SeedExample], count: int, k: int, seed: int) -> list[list[SeedExample]]:
+    """``count`` draws of ``k`` seed examples each, deterministic from ``seed``.
+
+    >>> ex = [SeedExample(str(i)) for i in range(5)]
+    >>> demos_for(ex, 2, 2, 0) == demos_for(ex, 2, 2, 0)
+    True
+    """
+    rng = random.Random(seed)
+    k = min(k, len(seed_set))
+    return [rng.sample(list(seed_set), k) for _ in range(count)]
+
+
+def clean_instruction(text: str) -> str:
+    """The problem in a self-instruct reply: the first non-empty line, without a ``Task N:`` label.
+
+    >>> clean_instruction("Task 3: What is 12 + 9?\\nSure!")
+    'What is 12 + 9?'
+    """
+    for line in text.strip().splitlines():
+        line = line.strip()
+        if line:
+            head, sep, rest = line.partition(":")
+            return rest.strip() if sep and head.lower().startswith("task") else line
+    return ""
+
+
+def instruct_items(texts: Sequence[str], demos: Sequence[Sequence[SeedExample]]) -> list[Item]:
+    """Items from self-instruct replies, dropping empty ones and repeats (category of the first demo).
+
+    >>> [i.prompt for i in instruct_items(["Task: A?", "A?", ""], [[SeedExample("x", category="c")]] * 3)]
+    ['A?']
+    """
+    seen: set[str] = set()
+    out = []
+    for text, demo in zip(texts, demos, strict=True):
+        prompt = clean_instruction(text)
+        if not prompt or prompt in seen:
+            continue
+        seen.add(prompt)
+        category = demo[0].category if demo else "general"
+        digest = hashlib.sha256(prompt.encode()).hexdigest()[:16]
+        out.append(Item(id=f"si-{digest}", prompt=prompt, category=category, difficulty=0))
+    return out

@@ -1,0 +1,110 @@
+"""A shard's rows and statistics from generated samples (pure), and the ``samples.jsonl`` format.
+
+One row per prompt::
+
+    {"id", "prompt", "category", "difficulty", "meta", "answer",
+     "samples": [{"text", "tokens", "finish_reason", "extracted", "verified", "agrees", "judge"}],
+     "majority", "agreement", "pass_rate"}
+
+``answer`` is the task's reference, stored for reporting only (label-free selection never reads it);
+``verified`` and ``pass_rate`` are ``null`` when the task has no verifier, ``judge`` when self-judge is off.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from selfimprove.acquisition.scoring import PASS_RATE_BUCKETS, agreement, bucket, majority, pass_rate
+from selfimprove.runtime.tasks.base import Item
+
+Row = dict[str, Any]
+
+
+def jsonable(value: Any) -> Any:
+    """Tuples become lists (JSON has no tuples); mappings become dicts.
+
+    >>> jsonable({"key": ("+", (1, 2))})
+    {'key': ['+', [1, 2]]}
+    """
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def make_row(
+    item: Item,
+    samples: Sequence[Any],
+    extract: Callable[[str], str | None],
+    verify: Callable[[Item, str], bool | None],
+    judges: Sequence[float | None] | None = None,
+) -> Row:
+    """The row of one prompt from its engine samples (``text``, ``tokens``, ``finish_reason``)."""
+    extracted = [extract(s.text) for s in samples]
+    verified = [verify(item, s.text) for s in samples]
+    label = majority(extracted)
+    judges = judges or [None] * len(samples)
+    return {
+        "id": item.id,
+        "prompt": item.prompt,
+        "category": item.category,
+        "difficulty": item.difficulty,
+        "meta": jsonable(item.meta),
+        "answer": item.answer,
+        "samples": [
+            {
+                "text": s.text,
+                "tokens": s.tokens,
+                "finish_reason": s.finish_reason,
+                "extracted": x,
+                "verified": v,
+                "agrees": label is not None and x == label,
+                "judge": j,
+            }
+            for s, x, v, j in zip(samples, extracted, verified, judges, strict=True)
+        ],
+        "majority": label,
+        "agreement": agreement(extracted, label),
+        "pass_rate": pass_rate(verified),
+    }
+
+
+def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
+    """Result statistics: counts, tokens/s, pass-rate histogram (prompt counts), yield, agreement.
+
+    ``yield`` is the fraction of prompts with at least one verified sample (0 without a verifier).
+
+    >>> row = {"samples": [{"tokens": 5, "verified": True}, {"tokens": 3, "verified": False}],
+    ...        "pass_rate": 0.5, "agreement": 0.5}
+    >>> s = shard_stats([row], 2.0)
+    >>> s["tokens"], s["tokens_per_second"], s["yield"], s["pass_rate_0_50"]
+    (8, 4.0, 1.0, 1)
+    """
+    samples = [s for r in rows for s in r["samples"]]
+    tokens = sum(s["tokens"] for s in samples)
+    rates = [r["pass_rate"] for r in rows if r["pass_rate"] is not None]
+    out: dict[str, float] = {
+        "prompts": len(rows),
+        "samples": len(samples),
+        "tokens": tokens,
+        "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
+        "duration_seconds": seconds,
+        "pass_rate_mean": sum(rates) / len(rates) if rates else 0.0,
+        "yield": sum(any(s["verified"] for s in r["samples"]) for r in rows) / len(rows) if rows else 0.0,
+        "agreement_mean": sum(r["agreement"] for r in rows) / len(rows) if rows else 0.0,
+    }
+    out.update(dict.fromkeys(PASS_RATE_BUCKETS, 0))
+    for rate in rates:
+        out[bucket(rate)] += 1
+    return out
+
+
+def to_jsonl(rows: Sequence[Row]) -> bytes:
+    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
+
+
+def from_jsonl(data: bytes) -> list[Row]:
+    return [json.loads(line) for line in data.decode().splitlines() if line.strip()]

@@ -1,0 +1,91 @@
+"""Which samples of a prompt count as right: by the verifier, or by the majority pseudo-label.
+
+The label-free path works on :func:`blind` rows, which hold no reference answer and no verifier
+verdict, so no ground truth can reach it. :func:`precision` compares labels with the truth
+afterwards, for the data card only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from selfimprove.acquisition.scoring import agreement, majority
+
+VERIFIED, LABEL_FREE = "verified", "label_free"
+Row = dict[str, Any]
+
+
+def blind(rows: Sequence[Row]) -> list[Row]:
+    """Copies of ``rows`` without ground truth: no ``answer``, ``pass_rate`` or sample ``verified``.
+
+    >>> blind([{"id": "a", "answer": "5", "pass_rate": 1.0, "samples": [{"text": "5", "verified": True}]}])
+    [{'id': 'a', 'samples': [{'text': '5'}]}]
+    """
+    hidden = {"answer", "pass_rate"}
+    return [
+        {
+            **{k: v for k, v in r.items() if k not in hidden and k != "samples"},
+            "samples": [{k: v for k, v in s.items() if k != "verified"} for s in r["samples"]],
+        }
+        for r in rows
+    ]
+
+
+def label_of(row: Row, mode: str, threshold: float) -> str | None:
+    """The answer a sample must give to count as right (label-free: the majority answer when its
+    share reaches ``threshold``; verified: unused, ``None``).
+
+    >>> row = {"samples": [{"extracted": "7"}, {"extracted": "7"}, {"extracted": "8"}, {"extracted": None}]}
+    >>> label_of(row, LABEL_FREE, 0.5), label_of(row, LABEL_FREE, 0.75)
+    ('7', None)
+    """
+    if mode != LABEL_FREE:
+        return None
+    answers = [s.get("extracted") for s in row["samples"]]
+    label = majority(answers)
+    return label if label is not None and agreement(answers, label) >= threshold else None
+
+
+def rate(row: Row, mode: str) -> float:
+    """Per-prompt rate for the difficulty band: verified fraction, or majority agreement.
+
+    >>> row = {"samples": [{"extracted": "7", "verified": True}, {"extracted": "7", "verified": False}]}
+    >>> rate(row, VERIFIED), rate(row, LABEL_FREE)
+    (0.5, 1.0)
+    """
+    samples = row["samples"]
+    if not samples:
+        return 0.0
+    if mode == VERIFIED:
+        return sum(bool(s.get("verified")) for s in samples) / len(samples)
+    answers = [s.get("extracted") for s in samples]
+    return agreement(answers, majority(answers))
+
+
+def split(row: Row, mode: str, label: str | None) -> tuple[list[dict], list[dict]]:
+    """``(right, wrong)`` samples of a row under the mode's labels.
+
+    >>> row = {"samples": [{"extracted": "7", "verified": False}, {"extracted": "8", "verified": True}]}
+    >>> [len(x) for x in split(row, VERIFIED, None)], [len(x) for x in split(row, LABEL_FREE, "7")]
+    ([1, 1], [1, 1])
+    """
+    if mode == VERIFIED:
+        right = [s for s in row["samples"] if s.get("verified") is True]
+        wrong = [s for s in row["samples"] if s.get("verified") is False]
+        return right, wrong
+    if label is None:
+        return [], list(row["samples"])
+    return [s for s in row["samples"] if s.get("extracted") == label], [
+        s for s in row["samples"] if s.get("extracted") != label
+    ]
+
+
+def precision(labels: Mapping[str, str | None], truth: Mapping[str, str | None]) -> float | None:
+    """Fraction of labelled prompts whose label equals the truth (``None`` when nothing to compare).
+
+    >>> precision({"a": "1", "b": "2", "c": "3"}, {"a": "1", "b": "5", "c": None})
+    0.5
+    """
+    pairs = [(labels[k], truth.get(k)) for k in labels if truth.get(k) is not None]
+    return sum(a == b for a, b in pairs) / len(pairs) if pairs else None

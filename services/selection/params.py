@@ -1,0 +1,46 @@
+"""Selection parameters, read from ``SelectCommand.params_json`` (every key optional).
+
+>>> SelectParams.from_json('{"band": [0.1, 0.9], "max_per_prompt": 1}').band
+(0.1, 0.9)
+>>> SelectParams.from_json('{"nope": 1}')
+Traceback (most recent call last):
+...
+ValueError: unknown selection parameters ['nope']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SelectParams:
+    agreement_threshold: float = 0.5  # label-free: least majority share for a pseudo-label
+    band: tuple[float, float] = (0.0, 1.0)  # keep prompts with low < rate < high
+    max_per_prompt: int = 2  # distinct kept responses per prompt
+    max_tokens: int = 256  # longest kept response, in tokens
+    max_chars: int = 2000
+    near_duplicate: float = 0.85  # MinHash Jaccard above which two responses of a prompt are one
+    prompt_duplicate: float = 0.95  # ... and two prompts are one
+    num_perm: int = 64
+    diversity_threshold: float = 0.985  # cosine above which an item repeats a kept one
+    embed: bool = True
+    category_cap: int | None = None  # prompts per category; None: balance_ratio x the mean
+    balance_ratio: float = 2.0
+    pairs_per_prompt: int = 2
+
+    @classmethod
+    def from_json(cls, text: str) -> SelectParams:
+        raw = json.loads(text or "{}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - names)
+        if unknown:
+            raise ValueError(f"unknown selection parameters {unknown}")
+        if "band" in raw:
+            raw["band"] = tuple(float(x) for x in raw["band"])
+        return cls(**raw)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)

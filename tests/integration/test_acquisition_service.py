@@ -1,0 +1,160 @@
+"""The acquisition service as its own process against the real stack, with a tiny random Llama."""
+
+import asyncio
+import json
+
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+
+from selfimprove.core import envelope as envelopes
+from selfimprove.v1.common_pb2 import ModelRef, SamplingParams, Stage, TaskSpec
+from selfimprove.v1.stages_pb2 import AcquireCommand
+
+from .buskit import ServiceProcess, artifact_store, read_topic
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
+PARTITIONS = 4
+SERVICE_ENV = dict(
+    SELFIMPROVE_KAFKA_SESSION_TIMEOUT_MS="6000",
+    SELFIMPROVE_KAFKA_PARTITIONS=str(PARTITIONS),
+    SELFIMPROVE_THREADS="1",
+    SELFIMPROVE_ACQUISITION_BATCH_SIZE="32",
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory):
+    """A tiny random Llama with the real tokenizer, saved as a Hugging Face folder."""
+    from selfimprove.runtime.tiny import tiny_llama
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    model, tokenizer = tiny_llama()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def acquire(run_id, shard, base, num_shards=4, prompts=6):
+    return envelopes.make(
+        run_id=run_id,
+        iteration=1,
+        stage=Stage.STAGE_ACQUIRE,
+        shard=shard,
+        producer="test",
+        acquire_command=AcquireCommand(
+            policy=ModelRef(base=base, version="tiny"),
+            task=TaskSpec(name="arithmetic", params_json=json.dumps({"categories": ["add1", "add2"]})),
+            shard=shard,
+            num_shards=num_shards,
+            num_prompts=prompts,
+            sampling=SamplingParams(n=2, temperature=0.7, top_p=0.95, max_new_tokens=12),
+            seed=11,
+            self_judge=True,
+        ),
+    )
+
+
+def metric(service, name):
+    """The value of an unlabelled metric of a service process."""
+    for line in service.metrics().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not exported")
+
+
+def spread_run_id(prefix, shards=4):
+    """A run id whose ``<run>/<shard>`` keys land on distinct partitions (so replicas share them)."""
+    partitioner = DefaultPartitioner()
+    for i in range(1000):
+        run = f"{prefix}-{i}"
+        parts = {
+            partitioner(f"{run}/{s}".encode(), list(range(PARTITIONS)), list(range(PARTITIONS)))
+            for s in range(shards)
+        }
+        if len(parts) == shards:
+            return run
+    raise AssertionError("no spreading run id")
+
+
+async def publish(stack, prefix, envs):
+    from selfimprove.core.bus import Bus
+
+    from .buskit import kafka_settings
+
+    async with Bus(kafka_settings(stack, prefix)) as bus:
+        topic = bus.topics.command(Stage.STAGE_ACQUIRE)
+        await bus.ensure_topics([topic], partitions=PARTITIONS)
+        for env in envs:
+            await bus.publish(topic, env, key=f"{env.run_id}/{env.acquire_command.shard}")
+    return f"{prefix}.evt.acquire"
+
+
+async def test_one_shard_in_artifact_and_result_out(stack, unique_name, tmp_path, tiny_base):
+    service = ServiceProcess(
+        "-m selfimprove.acquisition", stack, unique_name, tmp_path / "a.log", **SERVICE_ENV
+    )
+    try:
+        service.wait_ready()
+        results_topic = await publish(stack, unique_name, [acquire(unique_name, 2, tiny_base)])
+        [record] = await read_topic(stack.kafka_bootstrap, results_topic, expect=1, timeout=120)
+        assert metric(service, "selfimprove_acquisition_prompts_total") == 6
+        assert metric(service, "selfimprove_generation_tokens_per_second") > 0
+    finally:
+        assert service.stop() == 0
+    env = envelopes.decode(record.value)
+    assert env.WhichOneof("payload") == "acquire_result", env
+    res = env.acquire_result
+    assert res.shard == 2 and env.shard == 2
+    assert "/iter-001/acquire/shard-002/attempt-1/" in res.samples.uri
+    store = artifact_store(stack)
+    manifest = store.verify(res.samples)
+    assert manifest.meta["shard"] == 2 and manifest.meta["model_version"] == "tiny"
+    rows = [json.loads(x) for x in store.read_file(res.samples, "samples.jsonl").decode().splitlines()]
+    assert len(rows) == 6 and all(len(r["samples"]) == 2 for r in rows)
+    sample_keys = {"text", "tokens", "finish_reason", "extracted", "verified", "agrees", "judge"}
+    assert all(set(s) == sample_keys and 0 <= s["judge"] <= 1 for r in rows for s in r["samples"])
+    stats = res.stats.values
+    for key in (
+        "prompts",
+        "samples",
+        "tokens",
+        "tokens_per_second",
+        "duration_seconds",
+        "yield",
+        "pass_rate_0",
+    ):
+        assert key in stats
+    assert stats["prompts"] == 6 and stats["samples"] == 12
+
+
+async def test_two_replicas_split_a_four_shard_iteration(stack, unique_name, tmp_path, tiny_base):
+    run_id = spread_run_id(unique_name)
+    replicas = [
+        ServiceProcess("-m selfimprove.acquisition", stack, unique_name, tmp_path / f"{i}.log", **SERVICE_ENV)
+        for i in range(2)
+    ]
+    try:
+        for r in replicas:
+            r.wait_ready()
+        await asyncio.sleep(8)  # both members joined and the partitions were split between them
+        envs = [acquire(run_id, shard, tiny_base, prompts=8) for shard in range(4)]
+        results_topic = await publish(stack, unique_name, envs)
+        records = await read_topic(stack.kafka_bootstrap, results_topic, expect=4, timeout=180)
+        await asyncio.sleep(3)
+        handled = [r.counter("selfimprove_messages_consumed_total", outcome="handled") for r in replicas]
+    finally:
+        for r in replicas:
+            r.stop()
+    results = [envelopes.decode(r.value) for r in records]
+    assert sorted(e.acquire_result.shard for e in results) == [0, 1, 2, 3]
+    assert all(h >= 1 for h in handled) and sum(handled) == 4, handled
+    store = artifact_store(stack)
+    producers = {e.producer for e in results}
+    assert len(producers) == 2
+    prompts = set()
+    for e in results:
+        store.verify(e.acquire_result.samples)
+        rows = store.read_file(e.acquire_result.samples, "samples.jsonl").decode().splitlines()
+        prompts |= {json.loads(x)["id"] for x in rows}
+        assert "attempt-1/" in e.acquire_result.samples.uri
+    assert len(prompts) == 32  # no prompt in two shards

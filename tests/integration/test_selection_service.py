@@ -1,0 +1,84 @@
+"""The selection service as its own process against the real stack: shards in, SFT set, pairs and card out."""
+
+import json
+
+import pytest
+
+from selfimprove.acquisition.shard import to_jsonl
+from selfimprove.core import envelope as envelopes
+from selfimprove.core.bus import Bus
+from selfimprove.core.keys import attempt_prefix
+from selfimprove.v1.common_pb2 import Stage
+from selfimprove.v1.stages_pb2 import LabelMode, SelectCommand
+from tests.unit.test_selection_pipeline import synthetic_rows
+
+from .buskit import ServiceProcess, artifact_store, kafka_settings, read_topic
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
+SERVICE_ENV = dict(SELFIMPROVE_KAFKA_SESSION_TIMEOUT_MS="6000", SELFIMPROVE_THREADS="1")
+
+
+def publish_shards(store, run_id, rows, shards=2):
+    meta = {"task": {"name": "arithmetic", "params_json": "{}"}, "model_version": "test"}
+    return [
+        store.publish(
+            attempt_prefix(run_id, 1, "acquire", s, 1),
+            {"samples.jsonl": to_jsonl(rows[s::shards])},
+            {**meta, "shard": s},
+        )
+        for s in range(shards)
+    ]
+
+
+def select_command(run_id, iteration, shards, mode):
+    return envelopes.make(
+        run_id=run_id,
+        iteration=iteration,
+        stage=Stage.STAGE_SELECT,
+        producer="test",
+        select_command=SelectCommand(
+            shards=shards, label_mode=mode, params_json=json.dumps({"max_per_prompt": 2})
+        ),
+    )
+
+
+async def test_selection_in_both_modes(stack, unique_name, tmp_path):
+    store = artifact_store(stack)
+    shards = publish_shards(store, unique_name, synthetic_rows(36))
+    service = ServiceProcess(
+        "-m selfimprove.selection", stack, unique_name, tmp_path / "s.log", **SERVICE_ENV
+    )
+    try:
+        service.wait_ready()
+        async with Bus(kafka_settings(stack, unique_name)) as bus:
+            topic = bus.topics.command(Stage.STAGE_SELECT)
+            await bus.ensure_topics([topic])
+            await bus.publish(topic, select_command(unique_name, 1, shards, LabelMode.LABEL_MODE_VERIFIED))
+            await bus.publish(topic, select_command(unique_name, 2, shards, LabelMode.LABEL_MODE_LABEL_FREE))
+            await bus.publish(topic, select_command(unique_name, 3, [], LabelMode.LABEL_MODE_VERIFIED))
+        records = await read_topic(stack.kafka_bootstrap, f"{unique_name}.evt.select", expect=3, timeout=180)
+        dropped = service.counter("selfimprove_selection_dropped_total", filter="difficulty")
+        metrics = service.metrics()
+    finally:
+        assert service.stop() == 0
+    by_iter = {e.iteration: e for e in (envelopes.decode(r.value) for r in records)}
+    assert by_iter[3].WhichOneof("payload") == "stage_failure"
+    assert "no shards" in by_iter[3].stage_failure.message
+    assert dropped > 0 and "selfimprove_data_yield" in metrics
+    for iteration, mode in ((1, "verified"), (2, "label_free")):
+        res = by_iter[iteration].select_result
+        assert res.sft_set == res.preference_pairs == res.data_card
+        manifest = store.verify(res.sft_set)
+        assert sorted(f.path for f in manifest.files) == ["card.json", "pairs.jsonl", "sft.jsonl"]
+        sft = [json.loads(x) for x in store.read_file(res.sft_set, "sft.jsonl").decode().splitlines()]
+        pairs = [json.loads(x) for x in store.read_file(res.sft_set, "pairs.jsonl").decode().splitlines()]
+        card = json.loads(store.read_file(res.sft_set, "card.json"))
+        assert sft and pairs and card["label_mode"] == mode
+        assert set(sft[0]) == {"prompt", "response", "id", "category"}
+        assert set(pairs[0]) == {"prompt", "chosen", "rejected", "id", "category"}
+        assert card["counts"]["sft"] == len(sft) and 0 < card["diversity"] <= 2
+        stats = res.stats.values
+        assert stats["kept"] == len(sft) and stats["pairs"] == len(pairs)
+        assert {f"dropped_{k}" for k in card["dropped"]} <= set(stats)
+        assert "yield" in stats and "diversity" in stats
+    assert "pseudo_label_precision" in by_iter[2].select_result.stats.values

@@ -1,0 +1,70 @@
+"""Acquisition's pure logic: shard prompts, rows and statistics, sampling defaults, doctests."""
+
+import doctest
+import importlib
+
+import pytest
+
+from selfimprove.acquisition import prompts
+from selfimprove.acquisition.service import sampling_params
+from selfimprove.acquisition.shard import from_jsonl, make_row, shard_stats, to_jsonl
+from selfimprove.runtime.engine import Sample
+from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
+from selfimprove.v1.common_pb2 import SamplingParams
+from selfimprove.v1.stages_pb2 import AcquireCommand
+
+pytestmark = pytest.mark.unit
+MODULES = ["scoring", "prompts", "shard"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_doctests(name):
+    module = importlib.import_module(f"selfimprove.acquisition.{name}")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_shards_are_disjoint_deterministic_and_change_with_iteration():
+    task = ArithmeticTask()
+    shards = [prompts.shard_items(task, 7, 1, s, 4, 10) for s in range(4)]
+    ids = [i.id for shard in shards for i in shard]
+    assert len(ids) == len(set(ids)) == 40
+    assert [i.id for i in prompts.shard_items(task, 7, 1, 2, 4, 10)] == [i.id for i in shards[2]]
+    assert {i.id for i in prompts.shard_items(task, 7, 2, 0, 4, 10)} != {i.id for i in shards[0]}
+    with pytest.raises(ValueError, match="outside"):
+        prompts.shard_items(task, 7, 1, 4, 4, 10)
+
+
+def test_rows_score_every_sample_and_round_trip():
+    task = ArithmeticTask(categories=("add2",))
+    [item] = task.items("train", 1, seed=0)
+    wrong = str(int(item.answer) + 1)
+    samples = [
+        Sample(f"It is {item.answer}.", 5, "stop"),
+        Sample(f"{item.answer}", 2, "stop"),
+        Sample(f"maybe {wrong}", 4, "stop"),
+        Sample("I do not know", 9, "length"),
+    ]
+    row = make_row(item, samples, task.extract, task.verify, [0.9, 0.8, 0.2, 0.5])
+    assert row["majority"] == item.answer and row["agreement"] == 0.5 and row["pass_rate"] == 0.5
+    assert [s["verified"] for s in row["samples"]] == [True, True, False, False]
+    assert [s["agrees"] for s in row["samples"]] == [True, True, False, False]
+    assert row["samples"][3]["extracted"] is None and row["samples"][0]["judge"] == 0.9
+    assert row["meta"]["key"] == ["+", list(item.meta["operands"])]
+    assert from_jsonl(to_jsonl([row])) == [row]
+    stats = shard_stats([row], 4.0)
+    assert stats["samples"] == 4 and stats["tokens"] == 20 and stats["tokens_per_second"] == 5.0
+    assert stats["yield"] == 1.0 and stats["pass_rate_0_50"] == 1 and stats["agreement_mean"] == 0.5
+
+
+def test_sampling_defaults_and_per_shard_seed():
+    cmd = AcquireCommand(shard=1, seed=3, sampling=SamplingParams(temperature=0.7))
+    params = sampling_params(cmd, iteration=2)
+    assert (params.n, params.top_p, params.max_new_tokens, params.temperature) == (
+        4,
+        1.0,
+        128,
+        pytest.approx(0.7),
+    )
+    cmd.shard = 2
+    assert sampling_params(cmd, 2).seed != params.seed

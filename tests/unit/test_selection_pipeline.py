@@ -1,0 +1,122 @@
+"""Selection's pure logic: labels, filters, the label-free path blind to the truth, outputs, doctests."""
+
+import doctest
+import importlib
+import json
+
+import numpy as np
+import pytest
+
+from selfimprove.acquisition.shard import make_row
+from selfimprove.runtime.engine import Sample
+from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
+from selfimprove.selection.labels import LABEL_FREE, VERIFIED
+from selfimprove.selection.params import SelectParams
+from selfimprove.selection.pipeline import select
+
+pytestmark = pytest.mark.unit
+MODULES = ["filters", "dedup", "diversity", "labels", "params"]
+TASK = ArithmeticTask(categories=("add2", "sub2", "mul1"))
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_doctests(name):
+    module = importlib.import_module(f"selfimprove.selection.{name}")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def hash_embed(texts):
+    """Deterministic stand-in vectors (one random direction per text) for the pure pipeline."""
+    out = np.stack([np.random.default_rng(abs(hash(t)) % 2**32).normal(size=16) for t in texts])
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def synthetic_rows(n=30):
+    """Rows with a mix of all-right, all-wrong, majority-right and majority-wrong prompts."""
+    rows = []
+    for i, item in enumerate(TASK.items("train", n, seed=5)):
+        right, wrong = int(item.answer), int(item.answer) + 1 + i % 3
+        pattern = ["rrrr", "wwww", "rrrw", "wwwr", "rrww", "rwx-"][i % 6]
+        texts = {
+            "r": [f"{item.prompt[:-1]} equals {right}.", f"The answer is {right}", f"So we get {right}!"],
+            "w": [f"I think it is {wrong}.", f"It is {wrong}", f"{wrong} is the result"],
+            "x": ["no idea"],
+            "-": [f"cut off at {right} and"],
+        }
+        samples = []
+        for k, c in enumerate(pattern):
+            options = texts[c]
+            samples.append(Sample(options[k % len(options)], 8 + k, "length" if c == "-" else "stop"))
+        rows.append(make_row(item, samples, TASK.extract, TASK.verify))
+    return rows
+
+
+def with_wrong_truth(rows):
+    """Every reference replaced by a wrong one, and every verdict recomputed against it."""
+    out = json.loads(json.dumps(rows))
+    for row in out:
+        row["answer"] = str(int(row["answer"]) + 1000)
+        for s in row["samples"]:
+            s["verified"] = s["extracted"] == row["answer"]
+        row["pass_rate"] = 0.0
+    return out
+
+
+def test_label_free_output_is_identical_with_wrong_truth():
+    rows = synthetic_rows()
+    params = SelectParams(band=(0.0, 1.01))
+    a = select(rows, LABEL_FREE, params, embed=hash_embed, extract=TASK.extract)
+    b = select(with_wrong_truth(rows), LABEL_FREE, params, embed=hash_embed, extract=TASK.extract)
+    assert a.sft and a.pairs
+    assert a.sft == b.sft and a.pairs == b.pairs
+    report = {"pseudo_label_precision", "sft_answer_precision"}
+    assert {k: v for k, v in a.card.items() if k not in report} == {
+        k: v for k, v in b.card.items() if k not in report
+    }
+    assert a.card["pseudo_label_precision"] > 0.5 and b.card["pseudo_label_precision"] == 0.0
+
+
+def test_verified_keeps_only_verified_own_samples_and_pairs_them_with_wrong_ones():
+    rows = synthetic_rows()
+    chosen = select(rows, VERIFIED, SelectParams(), embed=hash_embed, extract=TASK.extract)
+    own = {(r["prompt"], s["text"]) for r in rows for s in r["samples"]}
+    truth = {r["prompt"]: r["answer"] for r in rows}
+    assert chosen.sft and all((x["prompt"], x["response"]) in own for x in chosen.sft)
+    assert all(TASK.extract(x["response"]) == truth[x["prompt"]] for x in chosen.sft)
+    assert chosen.card["sft_answer_precision"] == 1.0
+    for pair in chosen.pairs:
+        assert TASK.extract(pair["chosen"]) == truth[pair["prompt"]] != TASK.extract(pair["rejected"])
+    per_prompt = {}
+    for x in chosen.sft:
+        per_prompt[x["prompt"]] = per_prompt.get(x["prompt"], 0) + 1
+    assert max(per_prompt.values()) <= 2
+    assert set(chosen.sft[0]) == {"prompt", "response", "id", "category"}
+    assert set(chosen.pairs[0]) == {"prompt", "chosen", "rejected", "id", "category"}
+    dropped = chosen.card["dropped"]
+    assert dropped["difficulty"] > 0  # all-right and all-wrong prompts
+    assert chosen.card["counts"]["sft"] == len(chosen.sft) and 0 < chosen.card["yield"] < 1
+
+
+def test_filters_report_their_drops():
+    rows = synthetic_rows(12)
+    rows.append({**json.loads(json.dumps(rows[2])), "id": "copy"})  # same prompt, other id
+    keys = {tuple([rows[3]["meta"]["key"][0], tuple(rows[3]["meta"]["key"][1])])}
+    chosen = select(
+        rows, VERIFIED, SelectParams(category_cap=1, max_per_prompt=1), keys, hash_embed, TASK.extract
+    )
+    d = chosen.card["dropped"]
+    assert d["duplicate_prompt"] == 1 and d["decontamination"] == 1
+    assert d["per_prompt_cap"] > 0 and d["balance"] > 0
+    assert max(chosen.card["category_mix"].values()) <= 1
+
+
+def test_refined_targets_become_the_first_response():
+    rows = synthetic_rows(12)
+    row = rows[2]  # majority right
+    target = {"prompt": row["prompt"], "response": f"Refined: the result is {row['answer']}."}
+    chosen = select(
+        rows, LABEL_FREE, SelectParams(), embed=hash_embed, extract=TASK.extract, refined=[target]
+    )
+    mine = [x for x in chosen.sft if x["prompt"] == row["prompt"]]
+    assert mine[0]["response"] == target["response"]
