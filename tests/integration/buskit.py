@@ -87,7 +87,9 @@ class ServiceProcess:
     def counter(self, name: str, **labels: str) -> float:
         total = 0.0
         for line in self.metrics().splitlines():
-            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            labelled = line.startswith(name + "{")
+            plain = line.startswith(name + " ") and not labels
+            if (labelled or plain) and all(f'{k}="{v}"' in line for k, v in labels.items()):
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
