@@ -25,6 +25,7 @@ def _register() -> None:
     from selfimprove.cli import export
 
     app.command("export")(export.export_cmd)
+    app.add_typer(__import__("selfimprove.cli.dlq", fromlist=["app"]).app, name="dlq")
 
 
 _register()

@@ -1,0 +1,313 @@
+"""Chaos suite: SIGKILL services at random moments of a real run, restart the broker once, then check
+that the run completed and nothing was lost or done twice.
+
+    .venv/bin/python benchmarks/chaos.py --kills 20 --seed 1                   # make chaos
+    .venv/bin/python benchmarks/chaos.py --kills 6 --config configs/small.yaml --no-require-promotion
+
+``random.Random(seed)`` picks every victim and every delay, and when the broker restarts, so a seed
+replays the same schedule (the run's own timing still varies with the machine). Each killed service is
+restarted at once. Checks: the run completes; no promotion is decided twice (decision events on the
+control topic) or lost (the run's state); every manifest under ``runs/<run>/`` verifies; every result
+the evaluator accepted (lineage ``artifacts``) is one event of one attempt whose artifact lives under
+that attempt, and no attempt published two different artifacts. Figures: kills, retries (commands
+with attempt > 1 on the bus; the evaluator's ``selfimprove_stage_retries_total`` since its last
+restart), service downtime and the run's duration (with ``--baseline``: the same run without faults).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import grpc
+from suitekit import make_loop, read_topics, snapshot, total
+
+from selfimprove.core import envelope as envelopes
+from selfimprove.core.topics import STAGES, Topics
+from selfimprove.v1 import control_pb2, control_pb2_grpc
+from selfimprove.v1.stages_pb2 import Decision
+
+CONFIG = """
+base_model: smollm2-135m-instruct
+label_mode: verified
+seed: 3
+task: {name: arithmetic, params: {categories: [add1]}, dev_size: 32}
+budget: {iterations: 1, wall_time_s: 3000}
+acquisition: {shards: 2, prompts_per_shard: 16, samples_per_prompt: 4, max_new_tokens: 24}
+training: {method: sft, hparams: {epochs: 2}}
+evaluation: {max_new_tokens: 24, alpha: 0.5}
+refinement: {strategies: [greedy], dev_size: 8, token_budget: 64}
+stages:
+  acquire: {timeout_s: 300, max_attempts: 4}
+  select: {timeout_s: 180, max_attempts: 4}
+  train: {timeout_s: 400, max_attempts: 4}
+  evaluate: {timeout_s: 300, max_attempts: 4}
+  refine: {timeout_s: 300, max_attempts: 4}
+"""
+FINAL = ("completed", "stopped", "failed")
+
+
+class Control:
+    """The control plane at a fixed address, tolerant of the evaluator being down for a moment."""
+
+    def __init__(self, address: str) -> None:
+        self.stub = control_pb2_grpc.ControlPlaneServiceStub(grpc.insecure_channel(address))
+
+    def start(self, config: str, run_id: str) -> None:
+        for _ in range(30):
+            try:
+                self.stub.StartRun(control_pb2.StartRunRequest(config_yaml=config, run_id=run_id), timeout=60)
+                return
+            except grpc.RpcError:
+                time.sleep(2)
+        raise RuntimeError("StartRun failed 30 times")
+
+    def status(self, run_id: str):
+        try:
+            return self.stub.GetRunStatus(control_pb2.GetRunStatusRequest(run_id=run_id), timeout=10).status
+        except grpc.RpcError:
+            return None
+
+    def wait(self, run_id: str, timeout: float):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.status(run_id)
+            if status is not None and status.state in FINAL:
+                return status
+            time.sleep(3)
+        return self.status(run_id)
+
+
+def inject(loop, control: Control, run_id: str, rng: random.Random, args) -> list[dict]:
+    """Kill and restart services at seeded random moments while the run is active."""
+    victims = sorted(loop.services)
+    broker_at = rng.randrange(args.kills)
+    log = []
+    for i in range(args.kills):
+        delay = rng.uniform(args.min_delay, args.max_delay)
+        victim = rng.choice(victims)
+        time.sleep(delay)
+        status = control.status(run_id)
+        if status is not None and status.state in FINAL:
+            log.append({"kill": i, "skipped": "run already ended"})
+            break
+        t = time.monotonic()
+        loop.kill(victim)
+        loop.restart(victim, wait=False)
+        entry = {
+            "kill": i,
+            "victim": victim,
+            "after_s": round(delay, 1),
+            "stage": status.stage if status else -1,
+        }
+        if i == broker_at:
+            loop.stack.restart_broker()
+            entry["broker_restart_s"] = round(time.monotonic() - t, 1)
+        log.append(entry)
+        print(
+            f"kill {i}: {victim} (+{delay:.1f} s){' + broker restart' if i == broker_at else ''}", flush=True
+        )
+    for name in victims:
+        loop.wait_ready(name)
+    return log
+
+
+def check(loop, prefix: str, run_id: str, status, fail) -> dict:
+    """Promotions, manifests and accepted attempts of the finished run."""
+    from selfimprove.core.settings import StoreSettings
+    from selfimprove.core.store import ArtifactStore
+
+    topics = Topics(prefix)
+    names = [topics.control] + [topics.command(s) for s in STAGES] + [topics.result(s) for s in STAGES]
+    records = read_topics(loop.stack.kafka_bootstrap, names)
+    events = {
+        t: [e for r in rs if (e := _decode(r.value)) is not None and e.run_id == run_id]
+        for t, rs in records.items()
+    }
+    out: dict = {}
+    # Promotions: each decided once, none lost.
+    promote = {
+        e.event_id: e
+        for e in events[topics.control]
+        if e.HasField("decision") and e.decision.kind == Decision.KIND_PROMOTE
+    }
+    per_iteration = Counter(e.iteration for e in promote.values())
+    lineage = json.loads(status.lineage_json or "{}")
+    out["promotions"] = {
+        "events": len(promote),
+        "per_iteration": dict(per_iteration),
+        "in_state": len(lineage.get("promotions", [])),
+    }
+    out["promotion_event_copies"] = sum(1 for e in events[topics.control] if e.event_id in promote)
+    if any(n > 1 for n in per_iteration.values()):
+        fail(f"an iteration promoted twice: {dict(per_iteration)}")
+    if len(promote) != len(lineage.get("promotions", [])):
+        fail(f"{len(promote)} promotion events but {len(lineage.get('promotions', []))} in the run's state")
+    # Retries: commands of a later attempt.
+    commands = {(e.iteration, e.stage, e.shard, e.attempt) for s in STAGES for e in events[topics.command(s)]}
+    out["commands"] = len(commands)
+    out["retried_commands"] = sorted(
+        f"iter {i} {STAGES[s]}/{sh} attempt {a}" for i, s, sh, a in commands if a > 1
+    )
+    # Every manifest of the run verifies.
+    store = ArtifactStore.from_settings(StoreSettings(**_store_env(loop)))
+    manifests = [k for k in store.list_keys(f"runs/{run_id}/") if k.endswith("/manifest.json")]
+    bad = []
+    for key in manifests:
+        try:
+            store.verify(store.find_manifest(key[: -len("manifest.json")]))
+        except Exception as exc:  # noqa: BLE001 (any failure is a finding)
+            bad.append(f"{key}: {exc}")
+    out["manifests"] = {"verified": len(manifests) - len(bad), "bad": bad}
+    if bad or not manifests:
+        fail(f"manifests: {len(manifests)} found, bad: {bad[:3]}")
+    # Accepted results: one event of one attempt each, its artifacts under that attempt.
+    results = defaultdict(set)  # (iteration, stage, shard, attempt) -> artifact shas
+    by_id = {}
+    for s in STAGES:
+        for e in events[topics.result(s)]:
+            by_id[e.event_id] = e
+            if not e.HasField("stage_failure"):
+                results[(e.iteration, e.stage, e.shard, e.attempt)].add(_refs(e))
+    twice = [k for k, shas in results.items() if len(shas) > 1]
+    if twice:
+        fail(f"attempts that published two different artifacts: {twice}")
+    accepted = lineage.get("artifacts", [])
+    slots = Counter((a["iteration"], a["stage"], a["shard"]) for a in accepted)
+    out["accepted_results"] = len(accepted)
+    for a in accepted:
+        e = by_id.get(a["event_id"])
+        if e is None or e.attempt != a["attempt"]:
+            fail(
+                f"accepted result {a['event_id']} ({a['stage']}) is not on the bus as attempt {a['attempt']}"
+            )
+        for ref in a["refs"].values():
+            if f"/attempt-{a['attempt']}/" not in ref["uri"] and "/runs/" in ref["uri"]:
+                fail(f"accepted {a['stage']} attempt {a['attempt']} points at another attempt: {ref['uri']}")
+    if any(n > 1 for n in slots.values()) and not lineage.get("history"):
+        fail(f"a slot accepted twice: {slots}")
+    out["slots_accepted_more_than_once"] = [f"{k}" for k, n in slots.items() if n > 1]
+    return out
+
+
+def _decode(value):
+    try:
+        return envelopes.decode(value)
+    except envelopes.EnvelopeError:
+        return None
+
+
+def _refs(env) -> str:
+    """The sha256 of every artifact a result names (its identity for the idempotency check)."""
+    payload = getattr(env, env.WhichOneof("payload"))
+    shas = [
+        getattr(payload, f.name).sha256
+        for f in payload.DESCRIPTOR.fields
+        if f.message_type is not None and f.message_type.name == "ArtifactRef" and f.label != f.LABEL_REPEATED
+    ]
+    if env.HasField("train_result"):
+        shas.append(env.train_result.candidate.adapter.sha256)
+    return ",".join(shas)
+
+
+def _store_env(loop) -> dict:
+    env = loop.stack.env()
+    return {
+        "endpoint": env["SELFIMPROVE_S3_ENDPOINT"],
+        "access_key": env["SELFIMPROVE_S3_ACCESS_KEY"],
+        "secret_key": env["SELFIMPROVE_S3_SECRET_KEY"],
+        "bucket": env["SELFIMPROVE_S3_BUCKET"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--kills", type=int, default=20)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--min-delay", type=float, default=5.0)
+    p.add_argument("--max-delay", type=float, default=25.0)
+    p.add_argument("--config", type=Path, help="Run config (default: the suite's, 1 iteration on add1).")
+    p.add_argument("--require-promotion", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--baseline", action="store_true", help="First run the same config without faults.")
+    p.add_argument("--timeout", type=float, default=3600.0)
+    p.add_argument("--root", type=Path, default=Path(".chaos"))
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    config = args.config.read_text() if args.config else CONFIG
+    rng = random.Random(args.seed)
+    loop, prefix = make_loop(args.root / f"seed-{args.seed}")
+    figures: dict = {"seed": args.seed, "prefix": prefix, "failures": []}
+    fail = figures["failures"].append
+    t0 = time.monotonic()
+    with loop:
+        figures["startup_seconds"] = round(time.monotonic() - t0, 1)
+        control = Control(loop.grpc_address("evaluator"))
+        if args.baseline:
+            t = time.monotonic()
+            control.start(config, f"calm-{prefix}")
+            calm = control.wait(f"calm-{prefix}", args.timeout)
+            figures["baseline"] = {"state": calm.state, "seconds": round(time.monotonic() - t, 1)}
+        run_id = f"chaos-{prefix}"
+        t1 = time.monotonic()
+        control.start(config, run_id)
+        figures["kills"] = inject(loop, control, run_id, rng, args)
+        status = control.wait(run_id, args.timeout)
+        figures["run_seconds"] = round(time.monotonic() - t1, 1)
+        if status is None or status.state != "completed":
+            fail(f"run ended {status.state if status else 'unknown'}: {status.stop_reason if status else ''}")
+        kills = [k for k in figures["kills"] if "victim" in k]
+        figures["kill_count"] = len(kills)
+        figures["kills_per_service"] = dict(Counter(k["victim"] for k in kills))
+        figures["broker_restarts"] = sum(1 for k in kills if "broker_restart_s" in k)
+        if len(kills) < args.kills:
+            fail(f"only {len(kills)} kills happened before the run ended")
+        if status is not None:
+            figures["run"] = {
+                "state": status.state,
+                "stop_reason": status.stop_reason,
+                "accuracy": list(status.accuracy),
+            }
+            figures.update(check(loop, prefix, run_id, status, fail))
+            if args.require_promotion and not figures["promotions"]["events"]:
+                fail("no promotion happened in the run")
+        after = snapshot(loop)
+        figures["evaluator_stage_retries_since_last_restart"] = total(
+            after.get("evaluator", {}), "selfimprove_stage_retries_total"
+        )
+        if "baseline" in figures:
+            figures["time_lost_seconds"] = round(figures["run_seconds"] - figures["baseline"]["seconds"], 1)
+        figures["dead_at_end"] = loop.dead()
+        if loop.dead():
+            fail(f"dead at the end: {loop.dead()}")
+    figures["total_seconds"] = round(time.monotonic() - t0, 1)
+    print_figures(figures)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2, default=str))
+    return 1 if figures["failures"] else 0
+
+
+def print_figures(f: dict) -> None:
+    print(
+        f"chaos seed {f['seed']}: {f.get('kill_count')} kills {f.get('kills_per_service')}, broker restarts {f.get('broker_restarts')}"
+    )
+    print(
+        f"run: {f.get('run')} in {f.get('run_seconds')} s (baseline {f.get('baseline')}, time lost {f.get('time_lost_seconds')})"
+    )
+    print(
+        f"retried commands: {f.get('retried_commands')}; evaluator retries counter: {f.get('evaluator_stage_retries_since_last_restart')}"
+    )
+    print(f"promotions: {f.get('promotions')} (event copies on the bus: {f.get('promotion_event_copies')})")
+    print(
+        f"manifests verified: {f.get('manifests', {}).get('verified')}; accepted results: {f.get('accepted_results')}"
+    )
+    print(f"dead at the end: {f.get('dead_at_end')}; total {f.get('total_seconds')} s")
+    print("FAILURES: " + "; ".join(f["failures"]) if f["failures"] else "OK")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

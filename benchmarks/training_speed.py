@@ -1,0 +1,138 @@
+"""Training throughput: our LoRA SFT loop next to TRL's ``SFTTrainer``, same model, LoRA and data.
+
+Both train one epoch over the same chat examples (loss on the assistant turn only), batch size 8,
+LoRA r=16, alpha=32, dropout 0.05 on every linear projection, AdamW, on CPU with the same torch
+threads. Tokens are the examples' non-padding tokens, identical for both; tokens/s = tokens /
+seconds in ``train``. Examples are arithmetic questions with template answers (speed only: the
+text does not matter here, and no model quality is claimed from it).
+
+Run: ``.venv/bin/python benchmarks/training_speed.py [--examples 160] [--threads 2] [--base PATH]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def rows(n: int) -> list[dict]:
+    from selfimprove.runtime.tasks import load_task
+
+    items = load_task("arithmetic").items("train", n, seed=3)
+    return [{"prompt": i.prompt, "response": f"Let me compute it. The result is {i.answer}."} for i in items]
+
+
+def lora():
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
+
+
+def ours(base: str, data: list[dict], batch: int) -> tuple[float, int]:
+    from peft import get_peft_model
+
+    from selfimprove.runtime.models import load_model
+    from selfimprove.trainer.batches import encode
+    from selfimprove.trainer.hparams import Hparams
+    from selfimprove.trainer.sft import train_sft
+
+    model, tok = load_model(base, merge=False)
+    torch.manual_seed(0)
+    model = get_peft_model(model, lora())
+    hp = Hparams(epochs=1, batch_size=batch, grad_accum=1)
+    examples = [encode(tok, r["prompt"], r["response"], hp.max_length) for r in data]
+    with tempfile.TemporaryDirectory() as work:
+        out = train_sft(
+            model,
+            examples,
+            hp,
+            seed=0,
+            lr=hp.lr,
+            pad_id=tok.pad_token_id,
+            work=Path(work),
+            sync=None,
+            checkpoint_every=10**9,
+        )
+    return out.seconds, out.tokens_run
+
+
+def trl(base: str, data: list[dict], batch: int) -> tuple[float, int]:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from selfimprove.runtime.models import load_model
+
+    model, tok = load_model(base, merge=False)
+    tok.padding_side = "right"
+    ds = Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "user", "content": r["prompt"]}],
+                "completion": [{"role": "assistant", "content": r["response"]}],
+            }
+            for r in data
+        ]
+    )
+    with tempfile.TemporaryDirectory() as work:
+        args = SFTConfig(
+            output_dir=work,
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=1,
+            num_train_epochs=1,
+            learning_rate=2e-4,
+            lr_scheduler_type="cosine",
+            logging_steps=5,
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            seed=0,
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+            packing=False,
+            max_length=512,
+        )
+        torch.manual_seed(0)
+        trainer = SFTTrainer(
+            model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora()
+        )
+        tokens = sum(len(x) for x in trainer.train_dataset["input_ids"])
+        start = time.perf_counter()
+        trainer.train()
+        return time.perf_counter() - start, tokens
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--examples", type=int, default=160)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--base", default="smollm2-135m-instruct")
+    a = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(a.threads)
+    data = rows(a.examples)
+    print(f"command: {' '.join([sys.executable, *sys.argv])}")
+    print(
+        f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}, "
+        f"{a.threads} threads, load average {os.getloadavg()[0]:.2f} (shared machine)"
+    )
+    t_ours, n_ours = ours(a.base, data, a.batch)
+    t_trl, n_trl = trl(a.base, data, a.batch)
+    r_ours, r_trl = n_ours / t_ours, n_trl / t_trl
+    print(f"model {a.base}, {a.examples} examples, batch {a.batch}, 1 epoch, LoRA r16 all-linear")
+    print(f"ours          {n_ours:7d} tokens {t_ours:7.1f} s {r_ours:7.1f} tokens/s")
+    print(f"trl SFTTrainer {n_trl:6d} tokens {t_trl:7.1f} s {r_trl:7.1f} tokens/s")
+    print(f"ratio ours/trl: {r_ours / r_trl:.2f}x (goal >= 1.5x); load average now {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

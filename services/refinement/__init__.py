@@ -1,0 +1,1 @@
+"""The refinement stage: inference-time strategies measured on the dev set and served over gRPC."""

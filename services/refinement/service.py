@@ -1,0 +1,165 @@
+"""The refinement service: calibrates strategies on refine commands and serves the incumbent on gRPC.
+
+- ``<prefix>.cmd.refine`` (group ``<prefix>.refinement``): measure the strategies on the task's dev
+  split, choose one within the token budget, write ``table.json`` (and, with ``write_targets``,
+  ``targets.jsonl`` of refined answers on train prompts) as the attempt's artifact, answer
+  ``refine_result``; the server then serves the chosen strategy.
+- ``<prefix>.evt.control`` (group ``<prefix>.refinement-serving-<instance>``, so every replica sees
+  every decision): a PROMOTE decision loads its model and swaps it in without a restart.
+- gRPC ``selfimprove.v1.RefinementService`` and the standard health service; the bound port is in
+  ``/health`` as ``grpc_port``.
+
+Run it: ``python -m selfimprove.refinement``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from selfimprove.core.bus import Outgoing
+from selfimprove.core.runner import Context, Runnable
+from selfimprove.core.settings import load
+from selfimprove.core.stage import StageInputError, failure, result, run_once
+from selfimprove.core.store import ArtifactError
+from selfimprove.refinement import artifacts, calibration
+from selfimprove.refinement.metrics import RefinementMetrics
+from selfimprove.refinement.served import LockedEngine, Served, ServedModel, model_version
+from selfimprove.refinement.settings import RefinementSettings
+from selfimprove.runtime import strategies
+from selfimprove.v1.common_pb2 import ModelRef, Stage
+from selfimprove.v1.envelope_pb2 import Envelope
+from selfimprove.v1.stages_pb2 import Decision
+
+log = logging.getLogger(__name__)
+
+
+def targets_seed(seed: int, iteration: int) -> int:
+    """The train-prompt seed of an iteration's targets (new prompts every iteration).
+
+    >>> targets_seed(7, 2) != targets_seed(7, 3)
+    True
+    """
+    return seed * 100_003 + iteration
+
+
+class Refiner:
+    def __init__(
+        self, ctx: Context, settings: RefinementSettings, model: ServedModel, policies, lock
+    ) -> None:
+        self.ctx, self.settings, self.model, self.policies, self.lock = ctx, settings, model, policies, lock
+        self.metrics = RefinementMetrics(ctx.metrics)
+        self.producer = f"refinement/{ctx.settings.instance}"
+
+    def engine(self, ref: ModelRef) -> LockedEngine:
+        return LockedEngine(self.policies.engine(ref), self.lock)
+
+    def build(self, env: Envelope) -> tuple[dict[str, bytes], dict[str, Any]]:
+        from selfimprove.runtime.models import ModelNotFoundError
+        from selfimprove.runtime.tasks import load_task
+
+        cmd = env.refine_command
+        try:
+            if cmd.dev_size < 1:
+                raise StageInputError(f"dev_size must be at least 1, got {cmd.dev_size}")
+            if cmd.write_targets and cmd.target_prompts < 1:
+                raise StageInputError(f"write_targets needs target_prompts >= 1, got {cmd.target_prompts}")
+            specs = calibration.with_greedy(cmd.strategies)
+            task = load_task(cmd.task.name or "arithmetic", json.loads(cmd.task.params_json or "{}"))
+            items = task.items("dev", cmd.dev_size, seed=cmd.seed)
+            engine = self.engine(cmd.incumbent)
+        except (ValueError, FileNotFoundError, ModelNotFoundError, ArtifactError) as exc:
+            raise StageInputError(f"{type(exc).__name__}: {exc}") from exc
+        start = time.perf_counter()
+        s = self.settings
+        sampling = strategies.Settings(s.temperature, s.top_p, s.calibration_max_new_tokens, cmd.seed)
+        rows = calibration.measure(engine, task, items, specs, sampling)
+        chosen = calibration.choose(rows, cmd.token_budget)
+        files = {"table.json": b""}
+        targets = 0
+        if cmd.write_targets:
+            train = task.items("train", cmd.target_prompts, seed=targets_seed(cmd.seed, env.iteration))
+            done = strategies.run(engine, chosen, [it.prompt for it in train], task.extract, sampling)
+            files["targets.jsonl"] = artifacts.targets_jsonl(train, done.answers)
+            targets = len(train)
+        values = artifacts.result_stats(rows, chosen, time.perf_counter() - start, targets)
+        meta = {
+            "model_version": model_version(cmd.incumbent),
+            "task": {"name": cmd.task.name or "arithmetic", "params_json": cmd.task.params_json or "{}"},
+            "dev_size": cmd.dev_size,
+            "seed": cmd.seed,
+            "token_budget": cmd.token_budget,
+            "chosen": chosen,
+            "table": artifacts.table_records(rows),
+            "stats": values,
+            "targets_written": bool(cmd.write_targets),
+        }
+        files["table.json"] = json.dumps(meta, indent=1).encode()
+        log.info("calibrated %s: chose %s (%s)", meta["model_version"], chosen, values)
+        return files, meta
+
+    async def on_refine(self, env: Envelope) -> list[Outgoing]:
+        if env.WhichOneof("payload") != "refine_command":
+            raise ValueError(f"refinement expects refine_command, got {env.WhichOneof('payload')}")
+        topics = self.ctx.bus.topics
+        try:
+            ref, meta = await run_once(self.ctx.store, env, lambda: self.build(env))
+        except StageInputError as exc:
+            log.warning("refine command %s refused: %s", env.event_id, exc)
+            return [failure(topics, env, self.producer, exc)]
+        self.metrics.calibrated((r["strategy"], r["accuracy"]) for r in meta["table"])
+        served = self.model.use_strategy(meta["chosen"])
+        self.metrics.serving(served.strategy, served.version)
+        return [result(topics, env, self.producer, refine_result=artifacts.refine_result(meta, ref))]
+
+    async def on_control(self, env: Envelope) -> list[Outgoing]:
+        """Swap in a promoted model; every other control event is ignored."""
+        import asyncio
+
+        if env.WhichOneof("payload") != "decision" or env.decision.kind != Decision.KIND_PROMOTE:
+            return []
+        ref = env.decision.model
+        if model_version(ref) == self.model.current().version:
+            return []
+        engine = await asyncio.to_thread(self.engine, ref)
+        served = self.model.use_model(ref, engine)
+        self.metrics.swaps.inc()
+        self.metrics.serving(served.strategy, served.version)
+        log.info(
+            "now serving %s (promoted in run %s iteration %d)", served.version, env.run_id, env.iteration
+        )
+        return []
+
+
+async def setup(ctx: Context) -> list[Runnable]:
+    import asyncio
+
+    from selfimprove.refinement.grpc_runner import grpc_runnable
+    from selfimprove.runtime.policy import PolicyCache
+    from selfimprove.runtime.tasks import load_task
+
+    s = load(RefinementSettings)
+    strategies.parse(s.strategy, serving=True)
+    options = (
+        {"threads": ctx.settings.threads, "batch_size": s.batch_size} if s.backend == "transformers" else {}
+    )
+    policies = PolicyCache(ctx.store, s.backend, keep=2, cache_dir=ctx.settings.cache_dir, **options)
+    lock = threading.Lock()
+    task = load_task(s.task, json.loads(s.task_params_json))
+    ref = ModelRef(base=s.base)
+    engine = LockedEngine(await asyncio.to_thread(policies.engine, ref), lock)
+    model = ServedModel(Served(ref, engine, s.strategy, task.extract))
+    refiner = Refiner(ctx, s, model, policies, lock)
+    refiner.metrics.serving(s.strategy, model.current().version)
+    topics, prefix = ctx.bus.topics, ctx.kafka.topic_prefix
+    calibrate = ctx.consumer(
+        [topics.command(Stage.STAGE_REFINE)], refiner.on_refine, max_handler_seconds=s.max_handler_seconds
+    )
+    promotions = ctx.consumer(
+        [topics.control], refiner.on_control, group=f"{prefix}.refinement-serving-{ctx.settings.instance}"
+    )
+    serve = await grpc_runnable(ctx, s, model, refiner.metrics)
+    return [calibrate.run, promotions.run, serve]

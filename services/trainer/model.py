@@ -1,0 +1,103 @@
+"""The model a train command starts from: the policy's base, its adapter made trainable or a new LoRA.
+
+A candidate is again base + one adapter: with ``policy.adapter`` set, that adapter is fetched from
+the store (verified by sha256) and trained further; otherwise a fresh LoRA is added. The base's
+identity is the sha256 of its weight files; a command or an adapter that names another base is
+refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from selfimprove.core.stage import StageInputError
+from selfimprove.core.store import ArtifactError, ArtifactStore
+from selfimprove.runtime.models import DEFAULT_BASE, ModelNotFoundError, resolve_base
+from selfimprove.trainer.hparams import Hparams
+from selfimprove.v1.common_pb2 import ModelRef
+
+TRAINING_CONFIG = "training_config.json"
+_sha_cache: dict[tuple[str, float, int], str] = {}
+
+
+def weights_sha256(folder: Path) -> str:
+    """sha256 of a model folder's weights: the one safetensors file's hash, or a hash over all of them."""
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    if not files:
+        raise StageInputError(f"base model folder {folder} has no weight files")
+    digests = []
+    for f in files:
+        st = f.stat()
+        key = (str(f), st.st_mtime, st.st_size)
+        if key not in _sha_cache:
+            h = hashlib.sha256()
+            with f.open("rb") as fh:
+                while block := fh.read(1 << 22):
+                    h.update(block)
+            _sha_cache[key] = h.hexdigest()
+        digests.append((f.name, _sha_cache[key]))
+    if len(digests) == 1:
+        return digests[0][1]
+    return hashlib.sha256("".join(f"{n}:{d}\n" for n, d in digests).encode()).hexdigest()
+
+
+def resolve_policy_base(policy: ModelRef, cache_dir: Path | None) -> tuple[Path, str]:
+    """The base folder and its weights' sha256, checked against ``policy.base_sha256`` when given."""
+    try:
+        folder = resolve_base(policy.base or DEFAULT_BASE, cache_dir)
+    except ModelNotFoundError as exc:
+        raise StageInputError(str(exc)) from None
+    sha = weights_sha256(folder)
+    if policy.base_sha256 and policy.base_sha256 != sha:
+        raise StageInputError(
+            f"base sha256 mismatch: the command names {policy.base_sha256} but {policy.base or DEFAULT_BASE} "
+            f"has weights {sha}"
+        )
+    return folder, sha
+
+
+def fetch_adapter(store: ArtifactStore, policy: ModelRef, base_sha: str, dest: Path) -> Path | None:
+    """The policy's adapter folder (None for the bare base); refused if trained on another base."""
+    if not policy.adapter.uri:
+        return None
+    try:
+        folder = store.get_folder(policy.adapter, dest)
+    except ArtifactError as exc:
+        raise StageInputError(f"policy adapter {policy.adapter.uri}: {exc}") from None
+    if not (folder / "adapter_config.json").is_file():
+        raise StageInputError(f"policy adapter {policy.adapter.uri} is not a PEFT folder")
+    config = folder / TRAINING_CONFIG
+    trained_on = json.loads(config.read_text()).get("base_sha256") if config.is_file() else None
+    if trained_on and trained_on != base_sha:
+        raise StageInputError(
+            f"adapter {policy.adapter.uri} was trained on base {trained_on}, not on this base ({base_sha})"
+        )
+    return folder
+
+
+def trainable_model(base: Path, adapter: Path | None, hp: Hparams, seed: int, full: bool = False):
+    """``(model, tokenizer)`` in train mode: the adapter continued, a new LoRA, or every weight (``full``)."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from selfimprove.runtime.models import load_model
+
+    model, tokenizer = load_model(str(base), [adapter] if adapter and full else [], merge=True)
+    torch.manual_seed(seed)
+    if full:
+        model.requires_grad_(True)
+    elif adapter is not None:
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+    else:
+        config = LoraConfig(
+            r=hp.lora_r,
+            lora_alpha=hp.lora_alpha,
+            lora_dropout=hp.lora_dropout,
+            target_modules=hp.target_modules,
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, config)
+    model.train()
+    return model, tokenizer

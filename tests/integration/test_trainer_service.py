@@ -1,0 +1,245 @@
+"""The trainer service against the real stack with a tiny random Llama: train command in, adapter
+artifact and result event out; bad input refused; a SIGKILLed trainer resumes from its checkpoint."""
+
+import json
+import math
+
+import pytest
+
+from selfimprove.core import envelope as envelopes
+from selfimprove.core.topics import Topics
+from selfimprove.v1.common_pb2 import ArtifactRef, ModelRef, Stage
+from selfimprove.v1.stages_pb2 import TrainCommand, TrainMethod
+
+from .buskit import ServiceProcess, artifact_store, eventually, kafka_settings, read_topic
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
+SERVICE_ENV = dict(SELFIMPROVE_KAFKA_SESSION_TIMEOUT_MS="6000", SELFIMPROVE_THREADS="1")
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    """A tiny random Llama with the real tokenizer, saved as a Hugging Face folder."""
+    from selfimprove.runtime.tiny import tiny_llama
+
+    folder = tmp_path_factory.mktemp("tiny") / "base"
+    model, tokenizer = tiny_llama(layers=2, hidden=64)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def other_base(tmp_path) -> str:
+    from selfimprove.runtime.tiny import tiny_llama
+
+    model, tokenizer = tiny_llama(layers=2, hidden=64, seed=1)
+    model.save_pretrained(tmp_path / "other")
+    tokenizer.save_pretrained(tmp_path / "other")
+    return str(tmp_path / "other")
+
+
+def arithmetic_rows(n: int, seed: int = 0) -> list[dict]:
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a, b = rng.randint(0, 99), rng.randint(0, 99)
+        rows.append({"prompt": f"What is {a} + {b}?", "response": f"{a} + {b} = {a + b}", "id": f"{a}+{b}"})
+    return rows
+
+
+def publish_dataset(store, prefix: str, sft=None, pairs=None) -> ArtifactRef:
+    files = {"card.json": json.dumps({"rows": len(sft or pairs or [])}).encode()}
+    if sft is not None:
+        files["sft.jsonl"] = "".join(json.dumps(r) + "\n" for r in sft).encode()
+    if pairs is not None:
+        files["pairs.jsonl"] = "".join(json.dumps(r) + "\n" for r in pairs).encode()
+    return store.publish(prefix, files)
+
+
+def command(run_id, base, datasets, hparams=None, method=TrainMethod.TRAIN_METHOD_SFT, **policy):
+    return envelopes.make(
+        run_id=run_id,
+        iteration=1,
+        stage=Stage.STAGE_TRAIN,
+        producer="test",
+        train_command=TrainCommand(
+            policy=ModelRef(base=base, **policy),
+            datasets=datasets,
+            method=method,
+            hparams_json=json.dumps(hparams or {}),
+            seed=7,
+        ),
+    )
+
+
+async def send(stack, prefix, *envs):
+    from selfimprove.core.bus import Bus
+
+    async with Bus(kafka_settings(stack, prefix)) as bus:
+        await bus.ensure_topics(Topics(prefix).all())
+        for env in envs:
+            await bus.publish(Topics(prefix).command(Stage.STAGE_TRAIN), env)
+
+
+async def results(stack, prefix, expect, timeout=120):
+    records = await read_topic(
+        stack.kafka_bootstrap, Topics(prefix).result(Stage.STAGE_TRAIN), expect, timeout
+    )
+    return {e.run_id: e for e in (envelopes.decode(r.value) for r in records)}
+
+
+def trainer(stack, prefix, tmp_path, name, **env):
+    work = str(tmp_path / "work")
+    return ServiceProcess(
+        "-m selfimprove.trainer",
+        stack,
+        prefix,
+        tmp_path / f"{name}.log",
+        SELFIMPROVE_TRAINER_WORK_DIR=work,
+        **SERVICE_ENV,
+        **env,
+    )
+
+
+async def test_train_command_in_adapter_and_result_out(stack, unique_name, tmp_path, tiny_base):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    store = artifact_store(stack)
+    good = publish_dataset(store, f"{unique_name}/data/good/", sft=arithmetic_rows(120))
+    empty = publish_dataset(store, f"{unique_name}/data/empty/", sft=[])
+    pairs_only = publish_dataset(
+        store, f"{unique_name}/data/pairs/", pairs=[{"prompt": "p", "chosen": "a", "rejected": "b"}]
+    )
+    missing = ArtifactRef(uri=f"s3://{stack.bucket}/{unique_name}/nothing/manifest.json", sha256="0" * 64)
+    altered = ArtifactRef(uri=good.uri, sha256="f" * 64, bytes=good.bytes)
+    hp = {"epochs": 1, "batch_size": 8, "grad_accum": 1, "lr": 1e-3}
+    await send(
+        stack,
+        unique_name,
+        command("ok", tiny_base, [good], hp),
+        command("empty", tiny_base, [empty], hp),
+        command("nofile", tiny_base, [pairs_only], hp),
+        command("missing", tiny_base, [missing], hp),
+        command("altered", tiny_base, [altered], hp),
+        command("otherbase", tiny_base, [good], hp, base_sha256="ab" * 32),
+    )
+    service = trainer(stack, unique_name, tmp_path, "trainer")
+    try:
+        service.wait_ready()
+        got = await results(stack, unique_name, expect=6)
+        steps_metric = service.counter("selfimprove_training_steps_total")
+    finally:
+        service.stop()
+    assert set(got) == {"ok", "empty", "nofile", "missing", "altered", "otherbase"}, got.keys()
+    failures = {
+        k: e.stage_failure.message for k, e in got.items() if e.WhichOneof("payload") == "stage_failure"
+    }
+    assert set(failures) == {"empty", "nofile", "missing", "altered", "otherbase"}
+    assert "empty dataset" in failures["empty"]
+    assert "no sft.jsonl" in failures["nofile"]
+    assert "does not exist" in failures["missing"]
+    assert "sha256 mismatch" in failures["altered"]
+    assert "base sha256 mismatch" in failures["otherbase"]
+
+    res = got["ok"].train_result
+    stats = dict(res.stats.values)
+    assert res.candidate.base == tiny_base and len(res.candidate.base_sha256) == 64
+    assert res.candidate.version == "ok/iter-001"
+    assert stats["steps"] == stats["steps_run"] == steps_metric > 0
+    assert stats["resumed_from_step"] == 0 and stats["nan_loss"] == 0
+    assert stats["tokens_per_second"] > 0 and stats["examples"] == 108
+    assert math.isfinite(stats["heldout_loss_before"]) and math.isfinite(stats["heldout_loss_after"])
+    assert stats["final_loss"] < stats["initial_loss"]
+    manifest = store.verify(res.candidate.adapter)
+    names = {e.path for e in manifest.files}
+    assert {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "training_config.json",
+        "loss_curve.json",
+        "data_refs.json",
+    } <= names
+    curve = json.loads(store.get_bytes(res.loss_curve))
+    assert [p["step"] for p in curve] == list(range(1, int(stats["steps"]) + 1))
+    assert (
+        json.loads(store.read_file(res.candidate.adapter, "data_refs.json"))["datasets"][0]["sha256"]
+        == good.sha256
+    )
+    folder = store.get_folder(res.candidate.adapter, tmp_path / "adapter")
+    base_model = AutoModelForCausalLM.from_pretrained(tiny_base)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        before = base_model(ids).logits
+        after = PeftModel.from_pretrained(base_model, str(folder))(ids).logits
+    assert not torch.allclose(before, after)
+
+    # The candidate trained further: the next command continues this adapter, still one adapter on the base.
+    await send(stack, unique_name, command("next", tiny_base, [good], hp, adapter=res.candidate.adapter))
+    await send(
+        stack,
+        unique_name,
+        command("wrongbase", other_base(tmp_path), [good], hp, adapter=res.candidate.adapter),
+    )
+    service = trainer(stack, unique_name, tmp_path, "trainer2")
+    try:
+        service.wait_ready()
+        got = await results(stack, unique_name, expect=8)
+    finally:
+        service.stop()
+    nxt = got["next"].train_result
+    config = json.loads(store.read_file(nxt.candidate.adapter, "training_config.json"))
+    assert config["parent_adapter"]["sha256"] == res.candidate.adapter.sha256
+    assert dict(nxt.stats.values)["initial_loss"] < stats["initial_loss"]
+    assert "was trained on base" in got["wrongbase"].stage_failure.message
+
+
+async def test_killed_trainer_resumes_from_its_checkpoint(stack, unique_name, tmp_path, tiny_base):
+    from selfimprove.trainer.batches import Encoded
+    from selfimprove.trainer.hparams import Hparams
+    from selfimprove.trainer.sft import schedule
+
+    store = artifact_store(stack)
+    rows = arithmetic_rows(300, seed=1)
+    data = publish_dataset(store, f"{unique_name}/data/", sft=rows)
+    hp = {
+        "epochs": 3,
+        "batch_size": 4,
+        "grad_accum": 2,
+        "lr": 1e-3,
+        "checkpoint_every": 5,
+        "heldout_fraction": 0.1,
+    }
+    expected = len(schedule([Encoded([0], 0)] * 270, Hparams(**hp), seed=7))
+    env = command("resume", tiny_base, [data], hp)
+    await send(stack, unique_name, env)
+    ckpt_prefix = "runs/resume/iter-001/train/shard-000/attempt-1/checkpoints/"
+
+    def has_checkpoint():
+        return any(k.endswith("manifest.json") for k in store.list_keys(ckpt_prefix))
+
+    first = trainer(stack, unique_name, tmp_path, "first")
+    try:
+        first.wait_ready()
+        await eventually(has_checkpoint, timeout=120, every=0.05)
+        first.proc.kill()
+        assert first.wait_exit(30) == -9
+    finally:
+        first.stop()
+    assert not await read_topic(stack.kafka_bootstrap, Topics(unique_name).result(Stage.STAGE_TRAIN), 1, 2)
+    second = trainer(stack, unique_name, tmp_path, "second")
+    try:
+        second.wait_ready()
+        got = await results(stack, unique_name, expect=1, timeout=180)
+        ran = second.counter("selfimprove_training_steps_total")
+    finally:
+        second.stop()
+    stats = dict(got["resume"].train_result.stats.values)
+    assert stats["steps"] == expected
+    assert 0 < stats["resumed_from_step"] < expected
+    assert stats["steps_run"] == ran == expected - stats["resumed_from_step"]
+    curve = json.loads(store.get_bytes(got["resume"].train_result.loss_curve))
+    assert [p["step"] for p in curve] == list(range(1, expected + 1))

@@ -1,0 +1,133 @@
+"""Trainer logic without the bus: doctests, chat encoding with response-only labels, the batch
+schedule, and a resumed run that ends exactly where an uninterrupted one does."""
+
+import doctest
+import random
+import shutil
+
+import pytest
+
+from selfimprove.trainer import batches, checkpoints, data, hparams, job
+from selfimprove.trainer.batches import IGNORE, Encoded, collate, encode
+from selfimprove.trainer.hparams import Hparams, parse_hparams
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("module", [batches, checkpoints, data, hparams, job])
+def test_doctests(module):
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from selfimprove.runtime.tiny import tiny_llama
+
+    return tiny_llama(layers=1, hidden=32)
+
+
+def test_encode_learns_the_response_and_its_end_of_turn(tiny):
+    _, tok = tiny
+    e = encode(tok, "What is 2 + 3?", "2 + 3 = 5", max_length=512)
+    assert tok.decode(e.ids[e.prompt_len :]) == "2 + 3 = 5<|im_end|>"
+    ids, mask, labels = collate([e, Encoded(e.ids[:-3], e.prompt_len)], tok.pad_token_id)
+    assert labels[0, -1] == tok.eos_token_id  # the end-of-turn token is learned although it is the pad id
+    assert (labels[0, : e.prompt_len] == IGNORE).all() and (labels[1, -3:] == IGNORE).all()
+    assert mask[1].sum() == len(e.ids) - 3
+
+
+def test_schedule_is_reproducible_and_covers_every_example():
+    from selfimprove.trainer.sft import schedule
+
+    ex = [Encoded([0] * n, 1) for n in range(2, 52)]
+    hp = Hparams(epochs=2, batch_size=4, grad_accum=3, bucket_size=16)
+    plan = schedule(ex, hp, seed=1)
+    assert plan == schedule(ex, hp, seed=1) != schedule(ex, hp, seed=2)
+    seen = sorted(i for step in plan for batch in step for i in batch)
+    assert seen == sorted(list(range(50)) * 2)
+
+    def padding(batches):
+        return sum(len(b) * max(len(ex[i].ids) for i in b) - sum(len(ex[i].ids) for i in b) for b in batches)
+
+    grouped = [batch for step in plan for batch in step][:13]  # the first epoch
+    order = list(range(50))
+    random.Random(1).shuffle(order)
+    plain = [order[i : i + 4] for i in range(0, 50, 4)]
+    assert padding(grouped) < padding(plain) / 2
+
+
+def test_bad_hparams_are_refused():
+    from selfimprove.core.stage import StageInputError
+
+    with pytest.raises(StageInputError, match="out of range: lr"):
+        parse_hparams('{"lr": 0}')
+    with pytest.raises(StageInputError, match="not JSON"):
+        parse_hparams("{")
+
+
+def test_bad_rows_are_refused():
+    from selfimprove.core.stage import StageInputError
+
+    with pytest.raises(StageInputError, match="line 2: needs string fields prompt, response"):
+        data.parse_rows(b'{"prompt": "p", "response": "r"}\n{"prompt": "p"}\n', data.SFT_FIELDS, "x")
+
+
+class FolderSync:
+    """A checkpoint store in a local folder (the real one is the artifact store)."""
+
+    def __init__(self, root):
+        self.root = root
+
+    def push(self, step, folder):
+        shutil.copytree(folder, self.root / f"step-{step:06d}")
+
+    def pull(self, dest):
+        found = sorted(self.root.glob("step-*"))
+        return (int(found[-1].name[5:]), found[-1]) if found else None
+
+
+def test_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from selfimprove.runtime.tiny import tiny_llama
+    from selfimprove.trainer.sft import train_sft
+
+    torch.set_num_threads(1)
+    _, tok = tiny_llama(layers=1, hidden=32)
+    rows = [(f"What is {a} + 1?", f"{a} + 1 = {a + 1}") for a in range(40)]
+    examples = [encode(tok, p, r, 128) for p, r in rows]
+    hp = Hparams(epochs=2, batch_size=4, grad_accum=2, lr=1e-3)
+
+    def fresh():
+        model, _ = tiny_llama(layers=1, hidden=32)
+        torch.manual_seed(0)
+        return get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.1))
+
+    class Killed(Exception):
+        pass
+
+    def kill_at(step):
+        def on_step(point):
+            if point["step"] == step:
+                raise Killed
+
+        return on_step
+
+    def run(sync, work, on_step=lambda point: None):
+        model = fresh()
+        kw = dict(seed=3, lr=hp.lr, pad_id=tok.pad_token_id, work=work, sync=sync, checkpoint_every=3)
+        return model, train_sft(model, examples, hp, on_step=on_step, **kw)
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    whole, whole_out = run(FolderSync(tmp_path / "a"), tmp_path / "wa")
+    sync = FolderSync(tmp_path / "b")
+    with pytest.raises(Killed):
+        run(sync, tmp_path / "wb1", on_step=kill_at(8))  # dies in step 8: its last checkpoint is step 6
+    resumed, out = run(sync, tmp_path / "wb2")
+    assert out.resumed_from == 6 and out.steps == whole_out.steps == 10 and out.steps_run == 4
+    assert [p["step"] for p in out.curve] == list(range(1, 11))
+    for (name, a), (_, b) in zip(whole.named_parameters(), resumed.named_parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name
