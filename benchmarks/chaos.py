@@ -19,17 +19,16 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import grpc
 from suitekit import make_loop, read_topics, snapshot, total
 
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.topics import STAGES, Topics
-from selfimprove.v1 import control_pb2, control_pb2_grpc
 from selfimprove.v1.stages_pb2 import Decision
 
 CONFIG = """
@@ -52,26 +51,54 @@ stages:
 FINAL = ("completed", "stopped", "failed")
 
 
-class Control:
-    """The control plane at a fixed address, tolerant of the evaluator being down for a moment."""
+START = """
+import sys, time, grpc
+from selfimprove.v1 import control_pb2, control_pb2_grpc
+config = sys.stdin.read()
+stub = control_pb2_grpc.ControlPlaneServiceStub(grpc.insecure_channel(sys.argv[1]))
+for _ in range(30):
+    try:
+        stub.StartRun(control_pb2.StartRunRequest(config_yaml=config, run_id=sys.argv[2]), timeout=60)
+        break
+    except grpc.RpcError as exc:
+        print(exc, file=sys.stderr)
+        time.sleep(2)
+else:
+    sys.exit(1)
+"""
 
-    def __init__(self, address: str) -> None:
-        self.stub = control_pb2_grpc.ControlPlaneServiceStub(grpc.insecure_channel(address))
+
+class Control:
+    """Starts a run through the control plane and reads its state from the snapshot.
+
+    No gRPC channel lives in this process: the loop restarts services with ``fork`` plus a
+    ``preexec_fn``, and a child forked from a process with gRPC's poller threads can abort
+    (``epoll_wait error: Bad file descriptor``, SIGABRT). So ``StartRun`` runs in a short child
+    process, and the status comes from the run's snapshot in the object store, as the evaluator
+    itself rebuilds it after a restart.
+    """
+
+    def __init__(self, address: str, store) -> None:
+        self.address, self.store = address, store
 
     def start(self, config: str, run_id: str) -> None:
-        for _ in range(30):
-            try:
-                self.stub.StartRun(control_pb2.StartRunRequest(config_yaml=config, run_id=run_id), timeout=60)
-                return
-            except grpc.RpcError:
-                time.sleep(2)
-        raise RuntimeError("StartRun failed 30 times")
+        subprocess.run(
+            [sys.executable, "-c", START, self.address, run_id],
+            input=config,
+            text=True,
+            check=True,
+            timeout=300,
+        )
 
     def status(self, run_id: str):
+        from selfimprove.evaluator import snapshot
+        from selfimprove.evaluator.status import run_status
+
         try:
-            return self.stub.GetRunStatus(control_pb2.GetRunStatusRequest(run_id=run_id), timeout=10).status
-        except grpc.RpcError:
+            state = snapshot.load(self.store, run_id)
+        except Exception:  # noqa: BLE001 (the store may be busy; try again later)
             return None
+        return None if state is None else run_status(state)
 
     def wait(self, run_id: str, timeout: float):
         deadline = time.monotonic() + timeout
@@ -119,9 +146,6 @@ def inject(loop, control: Control, run_id: str, rng: random.Random, args) -> lis
 
 def check(loop, prefix: str, run_id: str, status, fail) -> dict:
     """Promotions, manifests and accepted attempts of the finished run."""
-    from selfimprove.core.settings import StoreSettings
-    from selfimprove.core.store import ArtifactStore
-
     topics = Topics(prefix)
     names = [topics.control] + [topics.command(s) for s in STAGES] + [topics.result(s) for s in STAGES]
     records = read_topics(loop.stack.kafka_bootstrap, names)
@@ -155,7 +179,7 @@ def check(loop, prefix: str, run_id: str, status, fail) -> dict:
         f"iter {i} {STAGES[s]}/{sh} attempt {a}" for i, s, sh, a in commands if a > 1
     )
     # Every manifest of the run verifies.
-    store = ArtifactStore.from_settings(StoreSettings(**_store_env(loop)))
+    store = _store(loop)
     manifests = [k for k in store.list_keys(f"runs/{run_id}/") if k.endswith("/manifest.json")]
     bad = []
     for key in manifests:
@@ -215,14 +239,15 @@ def _refs(env) -> str:
     return ",".join(shas)
 
 
-def _store_env(loop) -> dict:
-    env = loop.stack.env()
-    return {
-        "endpoint": env["SELFIMPROVE_S3_ENDPOINT"],
-        "access_key": env["SELFIMPROVE_S3_ACCESS_KEY"],
-        "secret_key": env["SELFIMPROVE_S3_SECRET_KEY"],
-        "bucket": env["SELFIMPROVE_S3_BUCKET"],
-    }
+def _store(loop):
+    from selfimprove.core.settings import StoreSettings
+    from selfimprove.core.store import ArtifactStore
+
+    s = loop.stack
+    settings = StoreSettings(
+        endpoint=s.s3_endpoint, access_key=s.access_key, secret_key=s.secret_key, bucket=s.bucket
+    )
+    return ArtifactStore.from_settings(settings)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     with loop:
         figures["startup_seconds"] = round(time.monotonic() - t0, 1)
-        control = Control(loop.grpc_address("evaluator"))
+        control = Control(loop.grpc_address("evaluator"), _store(loop))
         if args.baseline:
             t = time.monotonic()
             control.start(config, f"calm-{prefix}")

@@ -24,25 +24,25 @@ from ..integration.test_trainer_service import command, publish_dataset, results
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
 TASK = load_task("arithmetic", {"categories": ["add2"]})
-TRAIN_PROMPTS, SAMPLES, DEV = 150, 4, 100
+TRAIN_PROMPTS, SAMPLES, DEV, MAX_NEW = 120, 4, 100, 96
 
 
 def verified_samples(engine) -> list[dict]:
-    """The base model's own replies to train prompts that the verifier accepts (two per prompt at most)."""
+    """The base model's own replies to train prompts that the verifier accepts (three per prompt at most)."""
     items = TASK.items("train", TRAIN_PROMPTS, seed=11)
-    params = SamplingParams(n=SAMPLES, temperature=0.7, top_p=0.95, max_new_tokens=48, seed=11)
+    params = SamplingParams(n=SAMPLES, temperature=0.5, top_p=0.95, max_new_tokens=MAX_NEW, seed=11)
     rows = []
     for item, result in zip(
         items, engine.generate(GenerationRequest([i.prompt for i in items], params)), strict=True
     ):
         kept = {s.text for s in result.samples if s.finish_reason == "stop" and TASK.verify(item, s.text)}
-        rows.extend({"prompt": item.prompt, "response": t, "item": item.id} for t in sorted(kept)[:2])
+        rows.extend({"prompt": item.prompt, "response": t, "item": item.id} for t in sorted(kept)[:3])
     return rows
 
 
 def dev_outcomes(engine) -> list[bool]:
     items = TASK.items("dev", DEV, seed=5)
-    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=48)
+    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=MAX_NEW)
     replies = engine.generate(GenerationRequest([i.prompt for i in items], params))
     return [bool(TASK.verify(i, r.samples[0].text)) for i, r in zip(items, replies, strict=True)]
 
