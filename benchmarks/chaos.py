@@ -29,6 +29,7 @@ from suitekit import make_loop, read_topics, snapshot, total
 
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.topics import STAGES, Topics
+from selfimprove.v1.common_pb2 import ArtifactRef
 from selfimprove.v1.stages_pb2 import Decision
 
 CONFIG = """
@@ -37,9 +38,9 @@ label_mode: verified
 seed: 3
 task: {name: arithmetic, params: {categories: [add1]}, dev_size: 32}
 budget: {iterations: 1, wall_time_s: 3000}
-acquisition: {shards: 2, prompts_per_shard: 16, samples_per_prompt: 4, max_new_tokens: 24}
-training: {method: sft, hparams: {epochs: 2}}
-evaluation: {max_new_tokens: 24, alpha: 0.5}
+acquisition: {shards: 2, prompts_per_shard: 16, samples_per_prompt: 4, max_new_tokens: 64}
+training: {method: sft, hparams: {epochs: 2}, require_loss_drop: false}
+evaluation: {max_new_tokens: 64, alpha: 0.5}
 refinement: {strategies: [greedy], dev_size: 8, token_budget: 64}
 stages:
   acquire: {timeout_s: 300, max_attempts: 4}
@@ -229,11 +230,7 @@ def _decode(value):
 def _refs(env) -> str:
     """The sha256 of every artifact a result names (its identity for the idempotency check)."""
     payload = getattr(env, env.WhichOneof("payload"))
-    shas = [
-        getattr(payload, f.name).sha256
-        for f in payload.DESCRIPTOR.fields
-        if f.message_type is not None and f.message_type.name == "ArtifactRef" and f.label != f.LABEL_REPEATED
-    ]
+    shas = [value.sha256 for _, value in payload.ListFields() if isinstance(value, ArtifactRef)]
     if env.HasField("train_result"):
         shas.append(env.train_result.candidate.adapter.sha256)
     return ",".join(shas)

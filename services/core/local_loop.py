@@ -51,6 +51,11 @@ class LocalLoop:
             "OMP_NUM_THREADS": str(self.threads),
             "TOKENIZERS_PARALLELISM": "false",
             "HF_HUB_OFFLINE": "1",
+            # On one machine: loopback only, and free ports (several loops may run side by side).
+            "SELFIMPROVE_EVALUATOR_GRPC_HOST": "127.0.0.1",
+            "SELFIMPROVE_EVALUATOR_GRPC_PORT": "0",
+            "SELFIMPROVE_REFINEMENT_GRPC_HOST": "127.0.0.1",
+            "SELFIMPROVE_REFINEMENT_GRPC_PORT": "0",
             **self.env,
         }
 

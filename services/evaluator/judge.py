@@ -74,6 +74,9 @@ def training_verdict(stats: Mapping[str, float], require_loss_drop: bool = True)
     True
     >>> training_verdict({"initial_loss": 2.0, "final_loss": 2.5}).reason
     'training unhealthy: loss did not fall (2.5000 >= 2.0000)'
+    >>> training_verdict({"initial_loss": 2.0, "final_loss": 2.5, "heldout_loss_before": 1.0,
+    ...                   "heldout_loss_after": 0.8}).ok
+    True
     """
     out = {k: float(stats[k]) for k in ("initial_loss", "final_loss", "steps", "tokens") if k in stats}
     final = float(stats.get("final_loss", math.nan))
@@ -82,6 +85,19 @@ def training_verdict(stats: Mapping[str, float], require_loss_drop: bool = True)
         return Verdict(False, f"training unhealthy: final loss is not finite ({final})", out)
     if not math.isfinite(initial):
         return Verdict(False, f"training unhealthy: initial loss is not finite ({initial})", out)
+    before, after = stats.get("heldout_loss_before"), stats.get("heldout_loss_after")
+    if before is not None and after is not None and math.isfinite(before) and math.isfinite(after):
+        # Held-out loss before and after training is the fairer test than two noisy batch losses.
+        out.update(heldout_loss_before=float(before), heldout_loss_after=float(after))
+        if require_loss_drop and after >= before:
+            return Verdict(
+                False, f"training unhealthy: held-out loss did not fall ({after:.4f} >= {before:.4f})", out
+            )
+        return Verdict(True, f"training healthy: held-out loss {before:.4f} -> {after:.4f}", out)
+    if require_loss_drop and stats.get("steps", 2) < 2:
+        return Verdict(
+            True, f"training finite after one step (loss {final:.4f}); too few steps to see a fall", out
+        )
     if require_loss_drop and final >= initial:
         return Verdict(False, f"training unhealthy: loss did not fall ({final:.4f} >= {initial:.4f})", out)
     return Verdict(True, f"training healthy: loss {initial:.4f} -> {final:.4f}", out)

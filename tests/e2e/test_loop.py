@@ -23,10 +23,10 @@ CONFIG = """
 base_model: smollm2-135m-instruct
 label_mode: verified
 seed: 7
-task: {name: arithmetic, params: {categories: [add2]}, dev_size: 24}
+task: {name: arithmetic, params: {categories: [add1]}, dev_size: 24}
 budget: {iterations: 2, wall_time_s: 1500}
-acquisition: {shards: 2, prompts_per_shard: 12, samples_per_prompt: 4, max_new_tokens: 48}
-training: {method: sft, hparams: {epochs: 1}}
+acquisition: {shards: 2, prompts_per_shard: 16, samples_per_prompt: 4, max_new_tokens: 48}
+training: {method: sft, hparams: {epochs: 2, batch_size: 4}}
 evaluation: {max_new_tokens: 48, alpha: 0.2}
 refinement: {strategies: [greedy, self_consistency@3], dev_size: 12}
 stopping: {plateau_patience: 3}
