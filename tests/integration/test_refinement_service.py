@@ -271,7 +271,9 @@ async def test_tls_and_rate_limit(stack, unique_name, tmp_path, tiny_models):
             timeout=120,
         )
         assert cli.returncode == 0 and cli.stdout.startswith("answer:"), cli.stderr
-        with pytest.raises(grpc.aio.AioRpcError) as err:  # the burst of 2 is spent (the plaintext try never reached the server)
+        with pytest.raises(
+            grpc.aio.AioRpcError
+        ) as err:  # the burst of 2 is spent (the plaintext try never reached the server)
             await generate(port, grpc.aio.secure_channel(f"127.0.0.1:{port}", creds), prompt="hi")
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "rate limit" in err.value.details()
         await eventually(
