@@ -36,7 +36,7 @@ CONFIG = """
 base_model: smollm2-135m-instruct
 label_mode: verified
 seed: 3
-task: {name: arithmetic, params: {categories: [add1]}, dev_size: 32}
+task: {name: arithmetic, params: {categories: [add1, add2]}, dev_size: 32}
 budget: {iterations: 1, wall_time_s: 3000}
 acquisition: {shards: 2, prompts_per_shard: 16, samples_per_prompt: 4, max_new_tokens: 64}
 training: {method: sft, hparams: {epochs: 2}, require_loss_drop: false}
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--min-delay", type=float, default=5.0)
     p.add_argument("--max-delay", type=float, default=25.0)
-    p.add_argument("--config", type=Path, help="Run config (default: the suite's, 1 iteration on add1).")
+    p.add_argument("--config", type=Path, help="Run config (default: the suite's, 1 iteration on add1+add2).")
     p.add_argument("--require-promotion", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--baseline", action="store_true", help="First run the same config without faults.")
     p.add_argument("--timeout", type=float, default=3600.0)
