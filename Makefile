@@ -77,6 +77,13 @@ bench: $(STAMP)
 bench-sft: $(STAMP)
 	PYTHONPATH=. $(BIN)/pytest -p tests.conftest benchmarks/sft_real.py -s -m e2e --timeout=3600
 
+# Fault suites on the local stack with the real services (figures printed at the end).
+chaos: $(STAMP) system-deps
+	$(BIN)/python benchmarks/chaos.py --kills 20 --seed 1
+
+fuzz: $(STAMP) system-deps
+	$(BIN)/python benchmarks/fuzz.py
+
 bench-refinement: $(STAMP)
 	$(BIN)/python benchmarks/refinement_table.py --n 100
 
