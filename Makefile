@@ -65,7 +65,7 @@ test-e2e: $(STAMP) system-deps
 	$(BIN)/pytest -m "e2e and not gpu" --timeout=1200 -q
 
 test: $(STAMP) system-deps protos-check lint
-	$(BIN)/pytest -m "not gpu" --timeout=1200 -q
+	$(BIN)/pytest -m "not gpu" --timeout=1200 -q --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bus_latency.py
