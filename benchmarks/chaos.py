@@ -36,7 +36,7 @@ CONFIG = """
 base_model: smollm2-135m-instruct
 label_mode: verified
 seed: 3
-task: {name: arithmetic, params: {categories: [add1, add2]}, dev_size: 32}
+task: {name: arithmetic, params: {categories: [add1, add2]}, dev_size: 24}
 budget: {iterations: 1, wall_time_s: 3000}
 acquisition: {shards: 2, prompts_per_shard: 16, samples_per_prompt: 4, max_new_tokens: 64}
 training: {method: sft, hparams: {epochs: 2}, require_loss_drop: false}
