@@ -37,7 +37,7 @@ base_model: smollm2-135m-instruct
 label_mode: verified
 seed: 3
 task: {name: arithmetic, params: {categories: [add1, add2]}, dev_size: 24}
-budget: {iterations: 1, wall_time_s: 3000}
+budget: {iterations: 2, wall_time_s: 3000}
 acquisition: {shards: 2, prompts_per_shard: 16, samples_per_prompt: 4, max_new_tokens: 64}
 training: {method: sft, hparams: {epochs: 2}, require_loss_drop: false}
 evaluation: {max_new_tokens: 64, alpha: 0.5}
@@ -251,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kills", type=int, default=20)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--min-delay", type=float, default=5.0)
-    p.add_argument("--max-delay", type=float, default=25.0)
+    p.add_argument("--min-delay", type=float, default=3.0)
+    p.add_argument("--max-delay", type=float, default=15.0)
     p.add_argument("--config", type=Path, help="Run config (default: the suite's, 1 iteration on add1+add2).")
     p.add_argument("--require-promotion", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--baseline", action="store_true", help="First run the same config without faults.")
