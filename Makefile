@@ -79,10 +79,10 @@ bench-sft: $(STAMP)
 
 # Fault suites on the local stack with the real services (figures printed at the end).
 chaos: $(STAMP) system-deps
-	$(BIN)/python benchmarks/chaos.py --kills 20 --seed 1
+	$(BIN)/python benchmarks/chaos.py --kills 20 --seed 1 --root .chaos
 
 fuzz: $(STAMP) system-deps
-	$(BIN)/python benchmarks/fuzz.py
+	$(BIN)/python benchmarks/fuzz.py --messages 10000 --huge 10 --seed 1 --root .fuzz
 
 bench-refinement: $(STAMP)
 	$(BIN)/python benchmarks/refinement_table.py --n 100

@@ -36,6 +36,10 @@ def prepare_config(path: Path, iterations: int | None, label_mode: str | None, r
         raise typer.BadParameter(
             f"cannot read run config {path}: {exc.strerror}", param_hint="--config"
         ) from None
+    except yaml.YAMLError as exc:
+        raise typer.BadParameter(
+            f"run config {path} is not valid YAML: {exc}", param_hint="--config"
+        ) from None
     if not isinstance(data, dict):
         raise typer.BadParameter(f"{path} is not a YAML mapping", param_hint="--config")
     if iterations is not None:

@@ -90,7 +90,7 @@ def train_sft(
     out = Outcome()
     pulled = sync.pull(work / "resume") if sync else None
     if pulled:
-        state = torch.load(pulled[1] / STATE, weights_only=False)
+        state = torch.load(pulled[1] / STATE, weights_only=True)  # data only: never unpickle code
         unexpected = model.load_state_dict(state["params"], strict=False).unexpected_keys
         if unexpected or set(state["params"]) != set(params):
             raise RuntimeError(f"checkpoint of step {pulled[0]} does not fit this model: {unexpected[:3]}")
