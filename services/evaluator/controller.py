@@ -110,8 +110,13 @@ class Controller:
                 if state
                 else None
             )
+        if rc.action != RunControl.ACTION_START:
+            raise ValueError(f"run_control {env.event_id}: unknown action {rc.action}")
         if state is not None:
             return decide.resume(topics, state, self.config(state), now, env.event_id)
+        if not rc.config_yaml.strip():
+            # A new run needs its config: never start one with defaults from a stray message.
+            raise ValueError(f"run_control {env.event_id} starts run {env.run_id!r} without a config")
         cfg = load_config(rc.config_yaml)
         return decide.start(
             topics,
