@@ -15,10 +15,18 @@ from .evaluator_kit import Loop, control_events, topic_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
+# Short stage timeouts: a result that raced ahead of the redelivered event that caused it is not
+# kept by the controller, so the stage is recovered by its re-command (the next attempt).
 CONFIG = """
 budget: {iterations: 2}
 acquisition: {shards: 2}
 task: {dev_size: 20}
+stages:
+  acquire: {timeout_s: 8, max_attempts: 5}
+  select: {timeout_s: 8, max_attempts: 5}
+  train: {timeout_s: 8, max_attempts: 5}
+  evaluate: {timeout_s: 8, max_attempts: 5}
+  refine: {timeout_s: 8, max_attempts: 5}
 """
 POINTS = [
     # after consuming a result, before publishing the next command
