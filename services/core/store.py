@@ -51,6 +51,18 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+_known: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_file_cached(path: Path) -> str:
+    """``sha256_file`` remembered per (path, mtime, size): large model files are hashed once per process."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    if key not in _known:
+        _known[key] = sha256_file(path)
+    return _known[key]
+
+
 @dataclass(frozen=True)
 class ManifestEntry:
     path: str

@@ -8,28 +8,20 @@ their copy.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
+from selfimprove.core.store import sha256_file_cached
+
 log = logging.getLogger(__name__)
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cached_folder(gguf_path: Path, cache_dir: Path) -> Path:
     """Where the safetensors copy of ``gguf_path`` lives (it may not exist yet)."""
-    return cache_dir / "models" / f"gguf-{file_sha256(gguf_path)}"
+    return cache_dir / "models" / f"gguf-{sha256_file_cached(gguf_path)}"
 
 
 def ensure_safetensors(gguf_path: Path, cache_dir: Path) -> Path:

@@ -13,13 +13,12 @@ import json
 from pathlib import Path
 
 from selfimprove.core.stage import StageInputError
-from selfimprove.core.store import ArtifactError, ArtifactStore
+from selfimprove.core.store import ArtifactError, ArtifactStore, sha256_file_cached
 from selfimprove.runtime.models import DEFAULT_BASE, ModelNotFoundError, resolve_base
 from selfimprove.trainer.hparams import Hparams
 from selfimprove.v1.common_pb2 import ModelRef
 
 TRAINING_CONFIG = "training_config.json"
-_sha_cache: dict[tuple[str, float, int], str] = {}
 
 
 def weights_sha256(folder: Path) -> str:
@@ -27,17 +26,7 @@ def weights_sha256(folder: Path) -> str:
     files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
     if not files:
         raise StageInputError(f"base model folder {folder} has no weight files")
-    digests = []
-    for f in files:
-        st = f.stat()
-        key = (str(f), st.st_mtime, st.st_size)
-        if key not in _sha_cache:
-            h = hashlib.sha256()
-            with f.open("rb") as fh:
-                while block := fh.read(1 << 22):
-                    h.update(block)
-            _sha_cache[key] = h.hexdigest()
-        digests.append((f.name, _sha_cache[key]))
+    digests = [(f.name, sha256_file_cached(f)) for f in files]
     if len(digests) == 1:
         return digests[0][1]
     return hashlib.sha256("".join(f"{n}:{d}\n" for n, d in digests).encode()).hexdigest()
