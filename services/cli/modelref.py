@@ -66,14 +66,12 @@ def local_model(model: dict, cache_dir: Path | None = None) -> tuple[str, Path |
         return base, None
     from selfimprove.core.settings import StoreSettings, load
     from selfimprove.core.store import ArtifactStore
-    from selfimprove.runtime.models import default_cache_dir
+    from selfimprove.runtime.adapters import resolve_adapter
     from selfimprove.v1.common_pb2 import ArtifactRef
 
     store = ArtifactStore.from_settings(load(StoreSettings))
-    dest = (cache_dir or default_cache_dir()) / "adapters" / adapter["sha256"]
-    if not (dest / "adapter_config.json").is_file():
-        store.get_folder(ArtifactRef(**adapter), dest)
-    return base, dest
+    folder = resolve_adapter(ArtifactRef(**adapter), cache_dir, fetcher=store.get_folder)
+    return base, folder
 
 
 def resolve(ref: str, address: str | None = None) -> tuple[str, Path | None]:
