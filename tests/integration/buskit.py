@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 
+from selfimprove.core.procs import free_ports
 from selfimprove.core.settings import KafkaSettings, StoreSettings
 from selfimprove.core.store import ArtifactStore
 
@@ -57,9 +57,7 @@ async def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 2
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 class ServiceProcess:
