@@ -2,6 +2,7 @@
 
 import pytest
 from minio import Minio
+from minio.error import S3Error
 
 from selfimprove.core.keys import attempt_prefix
 from selfimprove.core.store import ArtifactIntegrityError, ArtifactNotFoundError
@@ -57,5 +58,6 @@ def test_anonymous_access_is_refused(stack, unique_name):
     store = artifact_store(stack)
     store.put_bytes(f"runs/{unique_name}/secret.bin", b"x")
     anonymous = Minio(stack.s3_endpoint, secure=False)
-    with pytest.raises(Exception):  # noqa: B017 (S3Error or an access-denied response)
+    with pytest.raises(S3Error) as refused:
         anonymous.get_object(stack.bucket, f"runs/{unique_name}/secret.bin").read()
+    assert refused.value.code == "AccessDenied"
