@@ -16,15 +16,28 @@ def _num(value: Any) -> str:
     return "-" if value is None else f"{float(value):.3g}"
 
 
-def _plot_accuracy(facts: RunFacts, out: Path) -> str | None:
-    rows = [r for r in facts.lineage.get("history", []) if r.get("candidate_accuracy") is not None]
-    if not rows:
-        return None
+def _pyplot():
+    """matplotlib without a display, imported only when a report draws."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(plt, fig, out: Path, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def _plot_accuracy(facts: RunFacts, out: Path) -> str | None:
+    rows = [r for r in facts.lineage.get("history", []) if r.get("candidate_accuracy") is not None]
+    if not rows:
+        return None
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     its = [r["iteration"] for r in rows]
     ax.plot(its, [r.get("incumbent_accuracy") for r in rows], "o-", label="incumbent")
@@ -32,20 +45,13 @@ def _plot_accuracy(facts: RunFacts, out: Path) -> str | None:
     ax.set(xlabel="iteration", ylabel="dev accuracy", ylim=(0, 1), title="Dev accuracy per iteration")
     ax.set_xticks(its)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=110)
-    plt.close(fig)
-    return "accuracy.png"
+    return _save(plt, fig, out, "accuracy.png")
 
 
 def _plot_benchmark(facts: RunFacts, out: Path) -> str | None:
     if not facts.benchmark:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     labels = list(facts.benchmark)
     sets = list(next(iter(facts.benchmark.values())))
     fig, ax = plt.subplots(figsize=(8, 3.8))
@@ -60,20 +66,13 @@ def _plot_benchmark(facts: RunFacts, out: Path) -> str | None:
     ax.set_xticklabels([s.replace("_", "\n") for s in sets], fontsize=7)
     ax.set(ylabel="accuracy (95 % CI)", ylim=(0, 1), title="GPT-3 arithmetic (greedy)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "benchmark.png", dpi=110)
-    plt.close(fig)
-    return "benchmark.png"
+    return _save(plt, fig, out, "benchmark.png")
 
 
 def _plot_losses(facts: RunFacts, out: Path) -> str | None:
     if not facts.losses:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for iteration, points in sorted(facts.losses.items()):
         ax.plot(
@@ -83,10 +82,7 @@ def _plot_losses(facts: RunFacts, out: Path) -> str | None:
         )
     ax.set(xlabel="step", ylabel="training loss", title="Training loss")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "loss.png", dpi=110)
-    plt.close(fig)
-    return "loss.png"
+    return _save(plt, fig, out, "loss.png")
 
 
 def render(facts: RunFacts, out: Path) -> Path:

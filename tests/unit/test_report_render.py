@@ -1,0 +1,65 @@
+"""The run report renders every section and plot from the facts it is given."""
+
+import pytest
+
+from selfimprove.report.collect import RunFacts
+from selfimprove.report.render import render
+
+pytestmark = pytest.mark.unit
+
+
+def test_report_has_every_section_and_plot(tmp_path):
+    facts = RunFacts(
+        run_id="r1",
+        state="completed",
+        stop_reason="budget spent: 2 iterations",
+        lineage={
+            "code_version": "git:abc",
+            "history": [
+                {
+                    "iteration": 1,
+                    "incumbent_accuracy": 0.2,
+                    "candidate_accuracy": 0.5,
+                    "p_value": 0.001,
+                    "promoted": True,
+                    "samples": 96,
+                    "yield": 0.4,
+                    "kept": 30,
+                    "diversity": 0.55,
+                },
+                {
+                    "iteration": 2,
+                    "incumbent_accuracy": 0.5,
+                    "candidate_accuracy": 0.52,
+                    "p_value": 0.6,
+                    "promoted": False,
+                    "samples": 96,
+                    "yield": 0.6,
+                    "kept": 41,
+                    "diversity": 0.5,
+                },
+            ],
+        },
+        decisions=[{"line": "promote: significant gain"}, {"line": "reject: not significant"}],
+        cards={1: {"dropped": {"decontamination": 7, "difficulty": 5}}},
+        losses={1: [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.6}]},
+        refine_tables={
+            1: [{"strategy": "greedy", "accuracy": 0.5, "tokens_per_problem": 40, "seconds_per_problem": 0.1}]
+        },
+        stage_seconds={1: {"acquire": 300.0, "train": 120.0}},
+        benchmark={
+            "base": {"two_digit_addition": {"accuracy": 0.19, "low": 0.14, "high": 0.25, "n": 200}},
+            "iter 1": {"two_digit_addition": {"accuracy": 0.6, "low": 0.53, "high": 0.66, "n": 200}},
+        },
+    )
+    path = render(facts, tmp_path / "out")
+    text = path.read_text()
+    assert "| 1 | 20.0 % | 50.0 % | 0.001 | True |" in text
+    assert "| two_digit_addition | 19.0 % (14.0 %-25.0 %, n=200) | 60.0 % (53.0 %-66.0 %, n=200) |" in text
+    assert "decontamination 7, difficulty 5" in text
+    assert "| 1 | greedy | 50.0 % | 40.0 | 0.100 |" in text
+    assert "1. promote: significant gain" in text and "2. reject: not significant" in text
+    assert "| 1 | 300 | - | 120 | - | - |" in text
+    for png in ("accuracy.png", "benchmark.png", "loss.png"):
+        assert f"({png})" in text
+        assert (tmp_path / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
