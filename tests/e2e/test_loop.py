@@ -83,4 +83,4 @@ def test_two_iterations_with_the_real_model(tmp_path, unique_name):
             assert env.evaluate_result.suites and env.evaluate_result.suites[0].n == 16
             store.verify(env.evaluate_result.details)
         assert len(summary["accuracy"]) >= 1
-        print(json.dumps(summary["accuracy"]))
+        print(json.dumps({"accuracy": summary["accuracy"], "decisions": summary["decisions"]}, indent=1))
