@@ -20,6 +20,7 @@ class SelectParams:
     agreement_threshold: float = 0.5  # label-free: least majority share for a pseudo-label
     band: tuple[float, float] = (0.0, 1.0)  # keep prompts with low < rate < high
     max_per_prompt: int = 2  # distinct kept responses per prompt
+    prefer_short: bool = False  # keep a prompt's shortest correct responses (else sampling order)
     max_tokens: int = 256  # longest kept response, in tokens
     max_chars: int = 2000
     near_duplicate: float = 0.85  # MinHash Jaccard above which two responses of a prompt are one

@@ -99,6 +99,8 @@ def select(
         idx, drops_near = near_dedup([s["text"] for s in sane], params.near_duplicate, params.num_perm)
         drops["near_duplicate"] += drops_near
         sane = _keep(sane, idx)
+        if params.prefer_short:
+            sane.sort(key=lambda s: (not s.get("refined"), s.get("tokens") or len(s["text"])))
         drops["per_prompt_cap"] += max(0, len(sane) - params.max_per_prompt)
         sane = sane[: params.max_per_prompt]
         used_labels[row["id"]] = label if mode == labels.LABEL_FREE else None

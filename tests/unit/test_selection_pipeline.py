@@ -120,3 +120,29 @@ def test_refined_targets_become_the_first_response():
     )
     mine = [x for x in chosen.sft if x["prompt"] == row["prompt"]]
     assert mine[0]["response"] == target["response"]
+
+
+def test_prefer_short_keeps_the_shortest_correct_responses():
+    rows = synthetic_rows(12)
+    for row in rows:  # token counts that run against sampling order
+        for k, s in enumerate(row["samples"]):
+            s["tokens"] = 40 - k
+    params = SelectParams(max_per_prompt=1, band=(0.0, 1.01))
+    first = select(rows, VERIFIED, params, embed=hash_embed, extract=TASK.extract)
+    short = select(
+        rows,
+        VERIFIED,
+        SelectParams(**{**params.as_dict(), "prefer_short": True}),
+        embed=hash_embed,
+        extract=TASK.extract,
+    )
+    tokens: dict = {}
+    for r in rows:  # exact duplicates keep their first copy
+        for s in r["samples"]:
+            tokens.setdefault((r["prompt"], s["text"]), s["tokens"])
+    assert {x["prompt"] for x in short.sft} == {x["prompt"] for x in first.sft}
+    for a, b in zip(first.sft, short.sft, strict=True):
+        assert tokens[(b["prompt"], b["response"])] <= tokens[(a["prompt"], a["response"])]
+    assert sum(tokens[(x["prompt"], x["response"])] for x in short.sft) < sum(
+        tokens[(x["prompt"], x["response"])] for x in first.sft
+    )
