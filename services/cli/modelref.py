@@ -8,10 +8,9 @@ from the artifact store named by the ``SELFIMPROVE_S3_*`` settings.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from selfimprove.cli.status import DEFAULT_ADDRESS
+from selfimprove.cli.control import control_stub
 
 
 class ModelRefError(ValueError):
@@ -41,10 +40,9 @@ def model_dict(run_id: str, iteration: int | None, address: str | None = None) -
     """The run's incumbent (or the iteration's candidate) as the lineage records it."""
     import grpc
 
-    from selfimprove.v1 import control_pb2, control_pb2_grpc
+    from selfimprove.v1 import control_pb2
 
-    target = address or os.environ.get("SELFIMPROVE_EVALUATOR_ADDRESS", DEFAULT_ADDRESS)
-    stub = control_pb2_grpc.ControlPlaneServiceStub(grpc.insecure_channel(target))
+    stub, target = control_stub(address)
     try:
         status = stub.GetRunStatus(control_pb2.GetRunStatusRequest(run_id=run_id), timeout=15).status
     except grpc.RpcError as exc:

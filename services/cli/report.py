@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from selfimprove.cli.status import DEFAULT_ADDRESS
+from selfimprove.cli.control import control_stub
 
 
 def benchmark_models(lineage: dict) -> list[tuple[str, dict]]:
@@ -65,16 +65,14 @@ def write_report(
     out: Path | None = None,
     benchmark: bool = True,
 ) -> Path:
-    import grpc
 
     from selfimprove.core.settings import StoreSettings, load
     from selfimprove.core.store import ArtifactStore
     from selfimprove.report.collect import collect
     from selfimprove.report.render import render
-    from selfimprove.v1 import control_pb2, control_pb2_grpc
+    from selfimprove.v1 import control_pb2
 
-    target = address or os.environ.get("SELFIMPROVE_EVALUATOR_ADDRESS", DEFAULT_ADDRESS)
-    stub = control_pb2_grpc.ControlPlaneServiceStub(grpc.insecure_channel(target))
+    stub, _ = control_stub(address)
     status = stub.GetRunStatus(control_pb2.GetRunStatusRequest(run_id=run_id), timeout=30).status
     facts = collect(status, ArtifactStore.from_settings(load(StoreSettings)))
     if benchmark:

@@ -19,7 +19,7 @@ from typing import Annotated
 
 import typer
 
-from selfimprove.cli.status import DEFAULT_ADDRESS
+from selfimprove.cli.control import TLS_CA_ENV, control_target
 
 FINAL = ("completed", "stopped", "failed")
 
@@ -88,8 +88,11 @@ def run_cmd(
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
         address = loop.grpc_address("evaluator")
+        if not loop.health("evaluator").get("grpc_tls"):
+            # This loop's control plane is plaintext: a CA meant for a deployed loop must not apply.
+            os.environ.pop(TLS_CA_ENV, None)
         os.environ.update(loop.stack.env())  # the report reads artifacts from this stack
-    target = address or os.environ.get("SELFIMPROVE_EVALUATOR_ADDRESS", DEFAULT_ADDRESS)
+    target = control_target(address)
     try:
         summary = follow(target, config_yaml, run_id, quiet=json_out)
         if loop is not None:
@@ -117,13 +120,13 @@ def follow(
     target: str, config_yaml: str, run_id: str | None, quiet: bool = False, poll_s: float = 2.0
 ) -> dict:
     """Start or resume the run, print its progress until it ends, return the summary."""
-    import grpc
     from rich.console import Console
 
-    from selfimprove.v1 import control_pb2, control_pb2_grpc
+    from selfimprove.cli.control import control_stub
+    from selfimprove.v1 import control_pb2
 
     console = Console(stderr=True, quiet=quiet)
-    stub = control_pb2_grpc.ControlPlaneServiceStub(grpc.insecure_channel(target))
+    stub, _ = control_stub(target)
     started = stub.StartRun(
         control_pb2.StartRunRequest(config_yaml=config_yaml, run_id=run_id or ""), timeout=60
     )

@@ -7,12 +7,11 @@ selfimprove status run-1a2b3c4d --json --address evaluator:50052
 from __future__ import annotations
 
 import json
-import os
 from typing import Annotated
 
 import typer
 
-DEFAULT_ADDRESS = "127.0.0.1:50052"
+from selfimprove.cli.control import control_stub
 
 
 def register(app: typer.Typer) -> None:
@@ -34,10 +33,9 @@ def status_cmd(
     import grpc
     from google.protobuf import json_format
 
-    from selfimprove.v1 import control_pb2, control_pb2_grpc
+    from selfimprove.v1 import control_pb2
 
-    target = address or os.environ.get("SELFIMPROVE_EVALUATOR_ADDRESS", DEFAULT_ADDRESS)
-    stub = control_pb2_grpc.ControlPlaneServiceStub(grpc.insecure_channel(target))
+    stub, target = control_stub(address)
     try:
         status = stub.GetRunStatus(control_pb2.GetRunStatusRequest(run_id=run_id), timeout=10).status
     except grpc.RpcError as exc:

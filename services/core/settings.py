@@ -8,6 +8,7 @@ Secrets are ``SecretStr``: they never print, and may come from ``*_FILE`` mounte
 from __future__ import annotations
 
 import os
+from collections.abc import Container
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -72,11 +73,12 @@ class ServiceSettings(BaseSettings):
 S = TypeVar("S", bound=BaseSettings)
 
 
-def _read_secret_files(prefix: str) -> dict[str, str]:
-    """Values of ``<VAR>_FILE`` variables (mounted secrets), keyed by field name."""
+def _read_secret_files(prefix: str, fields: Container[str] = ()) -> dict[str, str]:
+    """Values of ``<VAR>_FILE`` variables (mounted secrets), keyed by field name. A variable that
+    is itself a setting (``tls_cert_file``: a path the service reads) is not a secret mount."""
     out: dict[str, str] = {}
     for key, path in os.environ.items():
-        if key.startswith(prefix) and key.endswith("_FILE"):
+        if key.startswith(prefix) and key.endswith("_FILE") and key[len(prefix) :].lower() not in fields:
             name = key[len(prefix) : -len("_FILE")].lower()
             try:
                 out[name] = Path(path).read_text().strip()
@@ -88,7 +90,7 @@ def _read_secret_files(prefix: str) -> dict[str, str]:
 def load(cls: type[S], **overrides: object) -> S:
     """Build settings from the environment (and ``*_FILE`` secrets); explain every bad value."""
     prefix = str(cls.model_config.get("env_prefix", ""))
-    values: dict[str, Any] = {**_read_secret_files(prefix), **overrides}
+    values: dict[str, Any] = {**_read_secret_files(prefix, cls.model_fields), **overrides}
     try:
         return cls(**values)
     except ValidationError as exc:

@@ -3,6 +3,7 @@
 ``StartRun`` validates the config, publishes a ``run_control`` start event on the control topic (the
 run's own log) and waits until the controller has applied it; an existing run id resumes that run.
 ``StopRun`` publishes a stop event the same way. Status calls read the controller's memory.
+The server (``core.grpcserve``) caps request size, may serve TLS and rate-limits every call but health.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from selfimprove.core import envelope as envelopes
+from selfimprove.core.grpcserve import Served, TokenBucket, serve
 from selfimprove.core.keys import check_name
 from selfimprove.evaluator.config import ConfigError, dump_config, load_config
 from selfimprove.evaluator.controller import Controller
@@ -27,6 +29,7 @@ from selfimprove.v1.stages_pb2 import RunControl
 log = logging.getLogger(__name__)
 SERVICE = "selfimprove.v1.ControlPlaneService"
 APPLY_TIMEOUT_S = 30.0
+DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024  # run configs are a few KiB
 
 
 class ControlPlane(control_pb2_grpc.ControlPlaneServiceServicer):
@@ -99,16 +102,28 @@ class ControlPlane(control_pb2_grpc.ControlPlaneServiceServicer):
         return control_pb2.ListRunsResponse(runs=[run_status(s) for s in runs])
 
 
-async def start_server(controller: Controller, host: str, port: int) -> tuple[grpc.aio.Server, int]:
-    """Serve the control plane and health; return the server and its bound port."""
-    server = grpc.aio.server()
-    control_pb2_grpc.add_ControlPlaneServiceServicer_to_server(ControlPlane(controller), server)
-    checker = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
-    bound = server.add_insecure_port(f"{host}:{port}")
-    if bound == 0:
-        raise OSError(f"cannot bind the control plane to {host}:{port}")
-    await server.start()
-    for name in ("", SERVICE):
-        await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return server, bound
+async def start_server(
+    controller: Controller,
+    host: str,
+    port: int,
+    *,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    tls: tuple[bytes, bytes] | None = None,
+    rate_limit: TokenBucket | None = None,
+    on_rate_limited: Callable[[str], None] | None = None,
+) -> Served:
+    """Serve the control plane and health (``core.grpcserve``); the result holds the bound port.
+
+    ``rate_limit`` applies to every control-plane call (``RESOURCE_EXHAUSTED`` "rate limit: ..."),
+    never to health; a request over ``max_request_bytes`` is refused with ``RESOURCE_EXHAUSTED``.
+    """
+    return await serve(
+        [(control_pb2_grpc.add_ControlPlaneServiceServicer_to_server, ControlPlane(controller))],
+        host,
+        port,
+        health_names=[SERVICE],
+        max_request_bytes=max_request_bytes,
+        tls=tls,
+        rate_limit=rate_limit,
+        on_rate_limited=on_rate_limited,
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from selfimprove.core.grpcserve import TokenBucket, read_tls
 from selfimprove.core.runner import Context, Runnable
 from selfimprove.core.settings import load
 from selfimprove.core.topics import STAGES
@@ -30,9 +31,23 @@ async def setup(ctx: Context) -> list[Runnable]:
         CrashHooks(settings.crash_at),
     )
     await controller.load()
-    server, port = await start_server(controller, settings.grpc_host, settings.grpc_port)
+    tls = read_tls(settings.tls_cert_file, settings.tls_key_file, "SELFIMPROVE_EVALUATOR_")
+    refused = ctx.metrics.counter(
+        "control_plane_rate_limited_total", "Control-plane calls refused by the rate limit", ["method"]
+    )
+    served = await start_server(
+        controller,
+        settings.grpc_host,
+        settings.grpc_port,
+        max_request_bytes=settings.max_request_bytes,
+        tls=tls,
+        rate_limit=TokenBucket(settings.rate_per_s, settings.burst),
+        on_rate_limited=lambda method: refused.labels(method.rsplit("/", 1)[-1]).inc(),
+    )
+    port = served.port
     ctx.metrics.details["grpc_port"] = port
-    log.info("control plane on %s:%d", settings.grpc_host, port)
+    ctx.metrics.details["grpc_tls"] = tls is not None
+    log.info("control plane on %s:%d (%s)", settings.grpc_host, port, "TLS" if tls else "plaintext")
     print(f"evaluator control plane listening on port {port}", flush=True)
     consumer = ctx.consumer(
         [topics.result(s) for s in STAGES] + [topics.control], controller.handle, max_handler_seconds=120
@@ -40,7 +55,7 @@ async def setup(ctx: Context) -> list[Runnable]:
 
     async def serve_grpc(stop: asyncio.Event) -> None:
         await stop.wait()
-        await server.stop(grace=2)
+        await served.stop(grace=2)
 
     async def timer(stop: asyncio.Event) -> None:
         await controller.tick_loop(stop, settings.tick_s, settings.startup_grace_s)

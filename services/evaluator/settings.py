@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from selfimprove.core.grpcserve import check_tls_pair
 
 
 class EvaluatorSettings(BaseSettings):
@@ -11,6 +15,17 @@ class EvaluatorSettings(BaseSettings):
 
     grpc_host: str = Field("0.0.0.0", description="Address the control plane listens on.")
     grpc_port: int = Field(50052, ge=0, le=65535, description="Control-plane port; 0 picks a free one.")
+    tls_cert_file: Path | None = Field(
+        None, description="Control-plane certificate (PEM); with the key, the control plane serves TLS."
+    )
+    tls_key_file: Path | None = Field(None, description="Control-plane private key (PEM).")
+    max_request_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest control-plane request (grpc.max_receive_message_length)."
+    )
+    rate_per_s: float = Field(
+        50.0, gt=0, description="Control-plane calls per second admitted (health exempt)."
+    )
+    burst: int = Field(100, ge=1, description="Control-plane calls admitted at once above the rate.")
     tick_s: float = Field(
         1.0, gt=0, description="How often stage timeouts and wall-time budgets are checked."
     )
@@ -22,6 +37,11 @@ class EvaluatorSettings(BaseSettings):
         description="TEST HOOK: '<point>[:<payload>]' makes the controller exit like SIGKILL at that point "
         "(after_consume, before_commit, after_promote). Never set it in production.",
     )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> EvaluatorSettings:
+        check_tls_pair(self.tls_cert_file, self.tls_key_file)
+        return self
 
 
 class WorkerSettings(BaseSettings):

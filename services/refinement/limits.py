@@ -1,15 +1,16 @@
-"""Request limits and the per-server rate limit, as pure checks (the gRPC layer maps the errors).
+"""Request limits, as pure checks (the gRPC layer maps the errors).
 
->>> bucket = TokenBucket(rate=1.0, burst=2, now=0.0)
->>> [bucket.take(now=0.0) for _ in range(3)], bucket.take(now=1.0)
-([True, True, False], True)
+The per-server rate limit, ``TokenBucket``, lives in ``selfimprove.core.grpcserve`` (the control plane
+uses it too) and is re-exported here.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
+
+from selfimprove.core.grpcserve import TokenBucket
+
+__all__ = ["LimitError", "Limits", "TokenBucket"]
 
 
 class LimitError(ValueError):
@@ -55,23 +56,3 @@ class Limits:
             raise LimitError(
                 f"prompt is {prompt_tokens} tokens, over max_prompt_tokens={self.max_prompt_tokens}"
             )
-
-
-class TokenBucket:
-    """Admits ``rate`` requests per second on average and ``burst`` at once; thread-safe."""
-
-    def __init__(self, rate: float, burst: int, now: float | None = None) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens = float(burst)
-        self.stamp = time.monotonic() if now is None else now
-        self._lock = threading.Lock()
-
-    def take(self, now: float | None = None) -> bool:
-        with self._lock:
-            now = time.monotonic() if now is None else now
-            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
-            if self.tokens >= 1:
-                self.tokens -= 1
-                return True
-            return False

@@ -14,9 +14,9 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from selfimprove.refinement.limits import LimitError, Limits, TokenBucket
+from selfimprove.core.grpcserve import Served, TokenBucket, serve
+from selfimprove.refinement.limits import LimitError, Limits
 from selfimprove.refinement.served import ServedModel
 from selfimprove.runtime import strategies
 from selfimprove.v1 import refinement_pb2 as pb
@@ -106,24 +106,17 @@ async def start_server(
     port: int,
     max_request_bytes: int,
     tls: tuple[bytes, bytes] | None = None,
-) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
-    """Start the gRPC server with the refinement and health services; return it and its bound port."""
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", max_request_bytes),
-            ("grpc.max_send_message_length", 4 * 1024 * 1024),
-        ]
+) -> Served:
+    """Start the gRPC server with the refinement and health services (``core.grpcserve``).
+
+    The rate limit stays in the servicer (not the shared interceptor) so that refusals are counted in
+    the refinement request metrics.
+    """
+    return await serve(
+        [(pb_grpc.add_RefinementServiceServicer_to_server, servicer)],
+        host,
+        port,
+        health_names=[SERVICE_NAME],
+        max_request_bytes=max_request_bytes,
+        tls=tls,
     )
-    pb_grpc.add_RefinementServiceServicer_to_server(servicer, server)
-    checker = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
-    address = f"{host}:{port}"
-    if tls is not None:
-        key, cert = tls
-        bound = server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
-    else:
-        bound = server.add_insecure_port(address)
-    await server.start()
-    for name in ("", SERVICE_NAME):
-        await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return server, bound, checker

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from selfimprove.core.grpcserve import check_tls_pair
 from selfimprove.core.settings import PREFIX
 
 
@@ -42,6 +43,5 @@ class RefinementSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _tls_pair(self) -> RefinementSettings:
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise ValueError("set both tls_cert_file and tls_key_file, or neither")
+        check_tls_pair(self.tls_cert_file, self.tls_key_file)
         return self

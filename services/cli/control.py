@@ -1,0 +1,53 @@
+"""The CLI's connection to the evaluator's control plane.
+
+The address is ``--address``, else ``SELFIMPROVE_EVALUATOR_ADDRESS``, else ``127.0.0.1:50052``. When
+``SELFIMPROVE_EVALUATOR_TLS_CA`` names a PEM file (the CA, or the server's own self-signed
+certificate) the channel uses TLS and checks the server's certificate against it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+
+DEFAULT_ADDRESS = "127.0.0.1:50052"
+ADDRESS_ENV = "SELFIMPROVE_EVALUATOR_ADDRESS"
+TLS_CA_ENV = "SELFIMPROVE_EVALUATOR_TLS_CA"
+
+
+def control_target(address: str | None = None) -> str:
+    """``host:port`` of the control plane.
+
+    >>> control_target("evaluator:50052")
+    'evaluator:50052'
+    """
+    return address or os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
+
+
+def tls_ca() -> bytes | None:
+    """The PEM bytes ``SELFIMPROVE_EVALUATOR_TLS_CA`` names, or None (plaintext) when it is unset."""
+    path = os.environ.get(TLS_CA_ENV, "").strip()
+    if not path:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint=TLS_CA_ENV) from None
+
+
+def control_stub(address: str | None = None) -> tuple[Any, str]:
+    """A blocking ``ControlPlaneServiceStub`` and the target it talks to."""
+    import grpc
+
+    from selfimprove.v1 import control_pb2_grpc
+
+    target = control_target(address)
+    ca = tls_ca()
+    if ca is None:
+        channel = grpc.insecure_channel(target)
+    else:
+        channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(ca))
+    return control_pb2_grpc.ControlPlaneServiceStub(channel), target
