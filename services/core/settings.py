@@ -8,11 +8,12 @@ Secrets are ``SecretStr``: they never print, and may come from ``*_FILE`` mounte
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Container
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PREFIX = "SELFIMPROVE_"
@@ -20,6 +21,39 @@ PREFIX = "SELFIMPROVE_"
 
 class SettingsError(ValueError):
     """A setting is missing or invalid; the message names the environment variable."""
+
+
+# A DNS name or IPv4 address (underscores too: container names have them), or a bracketed IPv6 address.
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
+
+
+def check_endpoint(value: str) -> str:
+    """``host`` or ``host:port`` of an S3 endpoint, as the object-store client takes it.
+
+    >>> check_endpoint("minio.example:9000"), check_endpoint("[::1]:9000"), check_endpoint("s3.local")
+    ('minio.example:9000', '[::1]:9000', 's3.local')
+    >>> check_endpoint("http://minio:9000")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'http://minio:9000' has a scheme: give host:port (https is SELFIMPROVE_S3_SECURE=true)
+    >>> check_endpoint("localhost:notaport")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'localhost:notaport' is not host:port: port 'notaport' is not a number in 1..65535
+    """
+    if "://" in value:
+        raise ValueError(f"{value!r} has a scheme: give host:port (https is {PREFIX}S3_SECURE=true)")
+    if "/" in value or "?" in value or "#" in value:
+        raise ValueError(f"{value!r} has a path: give host:port")
+    host, sep, port = value.rpartition(":")
+    has_port = bool(sep) and not value.endswith("]")  # a bracketed IPv6 address holds colons
+    if not has_port:
+        host = value
+    if not _HOST.fullmatch(host):
+        raise ValueError(f"{value!r} is not host:port: bad host {host!r}")
+    if has_port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"{value!r} is not host:port: port {port!r} is not a number in 1..65535")
+    return value
 
 
 class KafkaSettings(BaseSettings):
@@ -54,6 +88,11 @@ class StoreSettings(BaseSettings):
     bucket: str = Field("selfimprove", min_length=3, max_length=63)
     secure: bool = Field(False, description="Use https.")
     region: str = "us-east-1"
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        return check_endpoint(value)
 
 
 class ServiceSettings(BaseSettings):

@@ -63,3 +63,45 @@ def test_sasl_without_credentials_is_refused(monkeypatch):
     monkeypatch.setenv("SELFIMPROVE_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
     with pytest.raises(SettingsError, match="SELFIMPROVE_KAFKA_SASL_USERNAME"):
         client_kwargs(load(KafkaSettings))
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "words"),
+    [
+        ("http://", "has a scheme"),
+        ("ftp://x", "has a scheme"),
+        ("https://minio:9000", "SELFIMPROVE_S3_SECURE=true"),
+        ("localhost:notaport", "port 'notaport' is not a number"),
+        ("minio:70000", "port '70000' is not a number"),
+        ("minio:9000/bucket", "has a path"),
+        ("", "bad host"),
+    ],
+)
+def test_malformed_s3_endpoint_is_a_settings_error(monkeypatch, endpoint, words):
+    monkeypatch.setenv("SELFIMPROVE_S3_ENDPOINT", endpoint)
+    with pytest.raises(SettingsError) as info:
+        load(StoreSettings)
+    assert f"SELFIMPROVE_S3_ENDPOINT (got {endpoint!r})" in str(info.value)
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["127.0.0.1:9000", "minio.example:9000", "minio_1:9000", "s3.local", "[::1]:9000"]
+)
+def test_good_s3_endpoints_pass(monkeypatch, endpoint):
+    from minio import Minio
+
+    monkeypatch.setenv("SELFIMPROVE_S3_ENDPOINT", endpoint)
+    settings = load(StoreSettings)
+    assert settings.endpoint == endpoint
+    Minio(settings.endpoint, secure=False)  # the client takes every value the settings take
+
+
+def test_a_setting_ending_in_file_is_not_a_secret_mount(monkeypatch, tmp_path):
+    """``SELFIMPROVE_EVALUATOR_TLS_CERT_FILE`` is a path setting, not ``TLS_CERT`` read from a file."""
+    from selfimprove.evaluator.settings import EvaluatorSettings
+
+    monkeypatch.setenv("SELFIMPROVE_EVALUATOR_TLS_CERT_FILE", str(tmp_path / "not-yet.pem"))
+    monkeypatch.setenv("SELFIMPROVE_EVALUATOR_TLS_KEY_FILE", str(tmp_path / "not-yet.key"))
+    settings = load(EvaluatorSettings)
+    assert settings.tls_cert_file == tmp_path / "not-yet.pem"

@@ -9,6 +9,8 @@ pytestmark = pytest.mark.unit
 
 MODULES = [
     "selfimprove.core.envelope",
+    "selfimprove.core.grpcserve",
+    "selfimprove.core.settings",
     "selfimprove.core.keys",
     "selfimprove.core.kafka_config",
     "selfimprove.core.retry",
@@ -16,6 +18,7 @@ MODULES = [
     "selfimprove.runtime.policy",
     "selfimprove.cli.report",
     "selfimprove.cli.modelref",
+    "selfimprove.cli.control",
 ]
 
 
