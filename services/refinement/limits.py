@@ -6,6 +6,7 @@ uses it too) and is re-exported here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from selfimprove.core.grpcserve import TokenBucket
@@ -35,6 +36,17 @@ class Limits:
         Traceback (most recent call last):
         ...
         selfimprove.refinement.limits.LimitError: strategy asks for 64 samples or rounds, over max_n=16
+
+        A temperature must be a finite number in 0..2 (NaN compares false with everything):
+
+        >>> Limits().check("hi", 10, 1, float("nan"))
+        Traceback (most recent call last):
+        ...
+        selfimprove.refinement.limits.LimitError: temperature=nan is not a finite number
+        >>> Limits().check("hi", 10, 1, 2.5)
+        Traceback (most recent call last):
+        ...
+        selfimprove.refinement.limits.LimitError: temperature=2.5 is outside 0..2
         """
         if not prompt.strip():
             raise LimitError("prompt is empty")
@@ -48,7 +60,9 @@ class Limits:
             )
         if k > self.max_n:
             raise LimitError(f"strategy asks for {k} samples or rounds, over max_n={self.max_n}")
-        if temperature < 0 or temperature > 2:
+        if not math.isfinite(temperature):
+            raise LimitError(f"temperature={temperature} is not a finite number")
+        if not 0 <= temperature <= 2:
             raise LimitError(f"temperature={temperature} is outside 0..2")
 
     def check_tokens(self, prompt_tokens: int) -> None:

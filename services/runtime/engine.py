@@ -11,6 +11,7 @@ order, each with ``n`` samples. Backends: ``"transformers"`` (CPU default, :mod:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +44,9 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if self.n < 1 or self.max_new_tokens < 1:
             raise ValueError("n and max_new_tokens must be at least 1")
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
+        # Written so that NaN fails too (every comparison with NaN is false).
+        if not (0 <= self.temperature < math.inf) or not 0 < self.top_p <= 1:
+            raise ValueError("temperature must be a finite number >= 0 and top_p in (0, 1]")
 
 
 @dataclass(frozen=True)
