@@ -5,13 +5,15 @@ small readiness probes. Standard library only."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import errno
 import os
+import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -24,10 +26,29 @@ class ProcessError(RuntimeError):
     """A child process failed to start or to become ready; the message ends with its log tail."""
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Ask Linux to SIGTERM this child when the parent dies, so a killed test run leaves no orphan."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+# Run in a fresh interpreter between our fork and the real program: ask Linux to SIGTERM the process
+# when the thread that started it dies (PR_SET_PDEATHSIG, kept across exec), then exec the program
+# in place (same pid). If that thread (or this process) was already gone before the prctl, the
+# signal would never come: SIGTERM ourselves. A separate interpreter, not ``preexec_fn``: Python
+# code between fork and exec in a process with threads (gRPC's poller, the metrics server) can
+# deadlock or abort the child.
+_DIE_WITH_PARENT = """
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+pid, tid = sys.argv[1].split("/")
+if os.getppid() != int(pid) or not os.path.exists(f"/proc/{pid}/task/{tid}"):
+    os.kill(os.getpid(), signal.SIGTERM)
+    os._exit(143)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def _launcher(argv: list[str]) -> list[str]:
+    """``argv`` behind the die-with-parent launcher on Linux; unchanged elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return argv
+    starter = f"{os.getpid()}/{threading.get_native_id()}"
+    return [sys.executable, "-I", "-S", "-c", _DIE_WITH_PARENT, starter, *argv]
 
 
 class Proc:
@@ -61,14 +82,17 @@ class Proc:
         with open(self.log, "ab") as out:
             self._log_start = out.tell()
             try:
+                # Resolved here as Popen would (the env's PATH), so a bad path is our error, not the launcher's.
+                exe = shutil.which(self.argv[0], path=os.pathsep.join(os.get_exec_path(self.env)))
+                if exe is None:
+                    raise FileNotFoundError(errno.ENOENT, "no such executable", self.argv[0])
                 self.popen = subprocess.Popen(
-                    self.argv,
+                    _launcher([exe, *self.argv[1:]]),
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     env=self.env,
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent,
+                    start_new_session=True,  # its own process group, which ``stop`` signals
                 )
             except OSError as exc:
                 raise ProcessError(f"{self.name}: cannot run {self.argv[0]}: {exc}") from exc
