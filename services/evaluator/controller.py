@@ -20,6 +20,7 @@ from selfimprove.core.bus import Bus, Outgoing
 from selfimprove.core.logs import fields
 from selfimprove.core.store import ArtifactStore
 from selfimprove.evaluator import decide, snapshot
+from selfimprove.evaluator.commands import STAGE_NAME
 from selfimprove.evaluator.config import RunConfig, load_config
 from selfimprove.evaluator.crash import CrashHooks
 from selfimprove.evaluator.loopmetrics import LoopMetrics
@@ -91,6 +92,7 @@ class Controller:
                 log.warning(
                     "result for unknown run %s ignored", env.run_id, extra=fields(event_id=env.event_id)
                 )
+                self.metrics.ignored_result(STAGE_NAME.get(env.stage, ""), "unknown_run")
                 return []
             else:
                 step = decide.on_result(self.bus.topics, state, self.config(state), env, now)

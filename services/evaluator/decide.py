@@ -72,21 +72,22 @@ def on_result(topics: Topics, state: RunState, cfg: RunConfig, env: Envelope, no
     stage = STAGE_NAME.get(env.stage, "")
     slot = slot_name(stage, env.shard if stage == "acquire" else None)
     current = s.slots.get(slot)
-    why = ""
+    why = reason = ""  # reason: the metric label, one of a few words
     if not s.active:
-        why = f"run is {s.status}"
+        why, reason = f"run is {s.status}", "run_ended"
     elif env.iteration != s.iteration or stage != s.stage or current is None:
         why = f"late result of iteration {env.iteration} {stage} (now iteration {s.iteration} {s.stage})"
+        reason = "late"
     elif slot in s.accepted:
-        why = f"{slot} already has an accepted result"
+        why, reason = f"{slot} already has an accepted result", "slot_done"
     elif env.attempt < current.floor:
-        why = f"attempt {env.attempt} of {slot} belongs to an abandoned round"
+        why, reason = f"attempt {env.attempt} of {slot} belongs to an abandoned round", "abandoned_attempt"
     elif env.event_id in s.accepted_ids:
-        why = "already accepted"
+        why, reason = "already accepted", "duplicate"
     if why:
         s.ignored_ids.append(env.event_id)
         del s.ignored_ids[:-IGNORED_KEEP]
-        step.signal("ignored", stage, why)
+        step.signal("ignored", stage, why, reason)
         return step
     assert current is not None
     if env.WhichOneof("payload") == "stage_failure":

@@ -32,7 +32,9 @@ class LoopMetrics:
             "last_progress_timestamp_seconds", "Unix time a stage result was last accepted"
         )
         self.ignored = m.counter(
-            "results_ignored_total", "Stage results ignored (late, duplicate, other attempt)", ["stage"]
+            "results_ignored_total",
+            "Stage results ignored (late, duplicate, other attempt, unknown run)",
+            ["stage", "reason"],
         )
         self.control_latency = m.histogram(
             "control_latency_seconds", "Result consumed to next command acknowledged", buckets=CONTROL_BUCKETS
@@ -61,7 +63,11 @@ class LoopMetrics:
             elif kind == "accuracy":
                 self.candidate.set(sig[2])
             elif kind == "ignored":
-                self.ignored.labels(sig[1] or "unknown").inc()
+                self.ignored_result(sig[1], sig[3] if len(sig) > 3 else "")
+
+    def ignored_result(self, stage: str, reason: str) -> None:
+        """Count a stage result the controller did not apply (``reason``: one of a few words)."""
+        self.ignored.labels(stage or "unknown", reason or "other").inc()
 
     def count_runs(self, states: list[RunState]) -> None:
         for name in ("running", "stopped", "completed", "failed"):
