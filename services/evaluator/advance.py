@@ -123,7 +123,9 @@ def _trained(step: Step) -> None:
             "promoted": False,
         }
     )
-    verdict = judge.training_verdict(rec["stats"], cfg.training.require_loss_drop)
+    verdict = judge.training_verdict(
+        rec["stats"], cfg.training.require_loss_drop, cfg.training.heldout_tolerance
+    )
     if not verdict.ok:
         step.decide("reject", verdict.reason, model=candidate, stats=verdict.stats)
         step.signal("reject")

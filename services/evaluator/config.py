@@ -77,6 +77,9 @@ class TrainingConfig(_Strict):
     method: Literal["sft", "dpo", "full"] = "sft"
     hparams: dict[str, Any] = Field(default_factory=dict, description="Sent as hparams_json.")
     require_loss_drop: bool = Field(True, description="Reject a candidate whose loss did not fall.")
+    heldout_tolerance: float = Field(
+        0.0, ge=0, le=10, description="Relative rise of the held-out loss still accepted (0: must fall)."
+    )
 
 
 class EvaluationConfig(_Strict):

@@ -67,8 +67,14 @@ def selection_verdict(stats: Mapping[str, float], min_kept: int) -> Verdict:
     return Verdict(True, f"selection kept {kept:.0f} examples and {pairs:.0f} pairs", out)
 
 
-def training_verdict(stats: Mapping[str, float], require_loss_drop: bool = True) -> Verdict:
+def training_verdict(
+    stats: Mapping[str, float], require_loss_drop: bool = True, heldout_tolerance: float = 0.0
+) -> Verdict:
     """Training health: losses are finite and the final loss is below the initial one.
+
+    A held-out loss may rise by at most ``heldout_tolerance`` (relative) before the candidate is
+    rejected: on the few held-out examples of one iteration a small rise is noise, and the paired
+    dev test still judges the candidate.
 
     >>> training_verdict({"initial_loss": 2.0, "final_loss": 1.5}).ok
     True
@@ -77,6 +83,11 @@ def training_verdict(stats: Mapping[str, float], require_loss_drop: bool = True)
     >>> training_verdict({"initial_loss": 2.0, "final_loss": 2.5, "heldout_loss_before": 1.0,
     ...                   "heldout_loss_after": 0.8}).ok
     True
+    >>> rise = {"initial_loss": 2.0, "final_loss": 1.5, "heldout_loss_before": 0.20, "heldout_loss_after": 0.22}
+    >>> training_verdict(rise).ok, training_verdict(rise, heldout_tolerance=0.25).reason
+    (False, 'training healthy: held-out loss 0.2000 -> 0.2200 (within a 25% rise)')
+    >>> training_verdict({**rise, "heldout_loss_after": 0.3}, heldout_tolerance=0.25).reason
+    'training unhealthy: held-out loss rose 50% (0.3000 vs 0.2000, tolerance 25%)'
     """
     out = {k: float(stats[k]) for k in ("initial_loss", "final_loss", "steps", "tokens") if k in stats}
     final = float(stats.get("final_loss", math.nan))
@@ -89,11 +100,20 @@ def training_verdict(stats: Mapping[str, float], require_loss_drop: bool = True)
     if before is not None and after is not None and math.isfinite(before) and math.isfinite(after):
         # Held-out loss before and after training is the fairer test than two noisy batch losses.
         out.update(heldout_loss_before=float(before), heldout_loss_after=float(after))
-        if require_loss_drop and after >= before:
+        if require_loss_drop and heldout_tolerance > 0 and after > before * (1 + heldout_tolerance):
+            rise = after / before - 1 if before > 0 else math.inf
+            return Verdict(
+                False,
+                f"training unhealthy: held-out loss rose {rise:.0%} ({after:.4f} vs {before:.4f}, "
+                f"tolerance {heldout_tolerance:.0%})",
+                out,
+            )
+        if require_loss_drop and heldout_tolerance <= 0 and after >= before:
             return Verdict(
                 False, f"training unhealthy: held-out loss did not fall ({after:.4f} >= {before:.4f})", out
             )
-        return Verdict(True, f"training healthy: held-out loss {before:.4f} -> {after:.4f}", out)
+        within = f" (within a {heldout_tolerance:.0%} rise)" if after >= before else ""
+        return Verdict(True, f"training healthy: held-out loss {before:.4f} -> {after:.4f}{within}", out)
     if require_loss_drop and stats.get("steps", 2) < 2:
         return Verdict(
             True, f"training finite after one step (loss {final:.4f}); too few steps to see a fall", out
