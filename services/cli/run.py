@@ -96,7 +96,8 @@ def run_cmd(
     try:
         summary = follow(target, config_yaml, run_id, quiet=json_out)
         if loop is not None:
-            loop.stop_services()  # free the CPU for the report's evaluation; the stack stays up
+            # Free the CPU for the report's evaluation; the stack and the control plane stay up.
+            loop.stop_services(keep=("evaluator",))
         if report and summary["state"] in FINAL:
             from selfimprove.cli.report import write_report
 

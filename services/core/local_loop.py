@@ -113,9 +113,11 @@ class LocalLoop:
     def dead(self) -> list[str]:
         return [n for n, p in self.procs.items() if not p.alive()] + self.stack.dead()
 
-    def stop_services(self) -> None:
-        for proc in reversed(list(self.procs.values())):
-            proc.stop()
+    def stop_services(self, keep: tuple[str, ...] = ()) -> None:
+        """Stop every service process except those named in ``keep``."""
+        for name, proc in reversed(list(self.procs.items())):
+            if name not in keep:
+                proc.stop()
 
     def stop(self) -> None:
         self.stop_services()

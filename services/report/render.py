@@ -59,8 +59,8 @@ def _plot_benchmark(facts: RunFacts, out: Path) -> str | None:
     for i, label in enumerate(labels):
         xs = [j + i * width for j in range(len(sets))]
         accs = [facts.benchmark[label][s]["accuracy"] for s in sets]
-        low = [a - facts.benchmark[label][s]["low"] for a, s in zip(accs, sets, strict=True)]
-        high = [facts.benchmark[label][s]["high"] - a for a, s in zip(accs, sets, strict=True)]
+        low = [max(0.0, a - facts.benchmark[label][s]["low"]) for a, s in zip(accs, sets, strict=True)]
+        high = [max(0.0, facts.benchmark[label][s]["high"] - a) for a, s in zip(accs, sets, strict=True)]
         ax.bar(xs, accs, width, yerr=[low, high], capsize=3, label=label)
     ax.set_xticks([j + width * (len(labels) - 1) / 2 for j in range(len(sets))])
     ax.set_xticklabels([s.replace("_", "\n") for s in sets], fontsize=7)

@@ -32,6 +32,8 @@ def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
     [0.404, 0.596]
     >>> wilson(0, 0)
     (0.0, 1.0)
+    >>> all(lo <= c / n <= hi for n in (1, 3, 200) for c in (0, n) for lo, hi in [wilson(c, n)])
+    True
     """
     if n == 0:
         return 0.0, 1.0
@@ -39,7 +41,8 @@ def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At p = 0 or 1 the bound equals p up to rounding: clamp so that low <= p <= high always holds.
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 def accuracy(outcomes: Sequence[bool]) -> Accuracy:

@@ -48,8 +48,15 @@ def test_report_has_every_section_and_plot(tmp_path):
         },
         stage_seconds={1: {"acquire": 300.0, "train": 120.0}},
         benchmark={
-            "base": {"two_digit_addition": {"accuracy": 0.19, "low": 0.14, "high": 0.25, "n": 200}},
-            "iter 1": {"two_digit_addition": {"accuracy": 0.6, "low": 0.53, "high": 0.66, "n": 200}},
+            "base": {
+                "two_digit_addition": {"accuracy": 0.19, "low": 0.14, "high": 0.25, "n": 200},
+                # a bound off by rounding at 0 % must not break the error bars
+                "three_digit_subtraction": {"accuracy": 0.0, "low": 1e-17, "high": 0.02, "n": 200},
+            },
+            "iter 1": {
+                "two_digit_addition": {"accuracy": 0.6, "low": 0.53, "high": 0.66, "n": 200},
+                "three_digit_subtraction": {"accuracy": 0.01, "low": 0.0, "high": 0.04, "n": 200},
+            },
         },
     )
     path = render(facts, tmp_path / "out")

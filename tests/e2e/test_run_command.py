@@ -1,0 +1,35 @@
+"""``selfimprove run --local`` as users run it (``make demo`` does the same with the demo config): the
+local stack and every service start, a tiny run completes, the report is written with the GPT-3
+table from the control plane that stays up for it, and a JSON summary is printed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_run_local_writes_the_report(tmp_path):
+    env = {**os.environ, "SELFIMPROVE_KAFKA_SESSION_TIMEOUT_MS": "6000", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "selfimprove.cli.main", "run", "--local", "--json",
+         "--config", str(ROOT / "configs" / "small.yaml"), "--run-id", "cli-e2e",
+         "--data-dir", str(tmp_path / "stack"), "--report-limit", "3"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["run_id"] == "cli-e2e" and summary["state"] == "completed", summary
+    report = Path(summary["report"])
+    if not report.is_absolute():
+        report = tmp_path / report
+    text = report.read_text()
+    assert "cli-e2e" in text and "two_digit_addition" in text, text[:2000]
+    assert list(report.parent.glob("*.png")), "no plots next to the report"
