@@ -105,12 +105,26 @@ def on_result(topics: Topics, state: RunState, cfg: RunConfig, env: Envelope, no
             "shard": env.shard,
             "attempt": env.attempt,
             "event_id": env.event_id,
-            "refs": {k: v for k, v in record.items() if isinstance(v, dict) and "uri" in v},
+            "refs": artifact_refs(record),
         }
     )
     step.signal("accepted", stage)
     advance.after_accept(step, stage)
     return step
+
+
+def artifact_refs(record: dict) -> dict[str, dict]:
+    """The artifact references of an accepted record; a model reference counts by its adapter.
+
+    >>> artifact_refs({"candidate": {"base": "b", "adapter": {"uri": "s3://x/m.json"}}, "stats": {}})
+    {'candidate': {'uri': 's3://x/m.json'}}
+    """
+    refs = {}
+    for key, value in record.items():
+        ref = value.get("adapter", value) if isinstance(value, dict) else None
+        if isinstance(ref, dict) and ref.get("uri"):
+            refs[key] = ref
+    return refs
 
 
 def on_tick(topics: Topics, state: RunState, cfg: RunConfig, now: float) -> Step:
@@ -204,6 +218,7 @@ def _record(env: Envelope, stage: str) -> dict:
             ],
             chosen=r.chosen,
             targets=ref_dict(r.targets),
+            calibration=ref_dict(r.calibration),
             stats=stats_dict(r.stats),
         )
     return rec

@@ -88,7 +88,8 @@ def targets_jsonl(items: Sequence[Item], answers: Sequence[Answer]) -> bytes:
 
 
 def refine_result(meta: dict[str, Any], artifact: ArtifactRef) -> RefineResult:
-    """The result event from the artifact's ``meta``; ``targets`` is set only when targets were written."""
+    """The result event from the artifact's ``meta``: ``calibration`` is the artifact, ``targets`` the
+    same artifact only when targets were written."""
     table = [
         StrategyScore(
             strategy=r["strategy"],
@@ -100,6 +101,7 @@ def refine_result(meta: dict[str, Any], artifact: ArtifactRef) -> RefineResult:
         for r in meta["table"]
     ]
     out = RefineResult(table=table, chosen=meta["chosen"], stats=Stats(values=meta["stats"]))
+    out.calibration.CopyFrom(artifact)
     if meta.get("targets_written"):
         out.targets.CopyFrom(artifact)
     return out

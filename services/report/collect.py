@@ -72,9 +72,7 @@ def collect(status, store: ArtifactStore | None) -> RunFacts:
                 facts.cards[iteration] = card
         elif stage == "train":
             curve = _json_file(
-                store,
-                refs.get("loss_curve") or refs.get("candidate", {}).get("adapter") or {},
-                ("loss_curve.json",),
+                store, refs.get("loss_curve") or refs.get("candidate") or {}, ("loss_curve.json",)
             )
             if curve is None:
                 for ref in refs.values():

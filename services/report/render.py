@@ -12,8 +12,8 @@ def _pct(value: Any) -> str:
     return "-" if value is None else f"{100 * float(value):.1f} %"
 
 
-def _num(value: Any) -> str:
-    return "-" if value is None else f"{float(value):.3g}"
+def _num(value: Any, spec: str = ".3g") -> str:
+    return "-" if value is None else format(float(value), spec)
 
 
 def _pyplot():
@@ -133,8 +133,8 @@ def render(facts: RunFacts, out: Path) -> Path:
         drops = card.get("drops") or card.get("dropped") or {}
         drop_text = ", ".join(f"{k} {v}" for k, v in drops.items()) if isinstance(drops, dict) else str(drops)
         lines.append(
-            f"| {r.get('iteration')} | {r.get('samples', '-')} | {_pct(r.get('yield'))} | {r.get('kept', '-')} "
-            f"| {r.get('diversity', '-')} | {drop_text or '-'} |"
+            f"| {r.get('iteration')} | {_num(r.get('samples'), '.0f')} | {_pct(r.get('yield'))} "
+            f"| {_num(r.get('kept'), '.0f')} | {_num(r.get('diversity'), '.3f')} | {drop_text or '-'} |"
         )
     if plot := _plot_losses(facts, out):
         lines += ["", "## Training", "", f"![loss]({plot})"]

@@ -467,13 +467,20 @@ class RefineResult(_message.Message):
     CHOSEN_FIELD_NUMBER: _builtins.int
     TARGETS_FIELD_NUMBER: _builtins.int
     STATS_FIELD_NUMBER: _builtins.int
+    CALIBRATION_FIELD_NUMBER: _builtins.int
     chosen: _builtins.str
     @_builtins.property
     def table(self) -> _containers.RepeatedCompositeFieldContainer[Global___StrategyScore]: ...
     @_builtins.property
-    def targets(self) -> _common_pb2.ArtifactRef: ...
+    def targets(self) -> _common_pb2.ArtifactRef:
+        """Set only when refine-then-distill targets were written (targets.jsonl)."""
+
     @_builtins.property
     def stats(self) -> _common_pb2.Stats: ...
+    @_builtins.property
+    def calibration(self) -> _common_pb2.ArtifactRef:
+        """The calibration artifact (table.json, and targets.jsonl when written); always set."""
+
     def __init__(
         self,
         *,
@@ -481,10 +488,11 @@ class RefineResult(_message.Message):
         chosen: _builtins.str = ...,
         targets: _common_pb2.ArtifactRef | None = ...,
         stats: _common_pb2.Stats | None = ...,
+        calibration: _common_pb2.ArtifactRef | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats", "targets", b"targets"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["calibration", b"calibration", "stats", b"stats", "targets", b"targets"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chosen", b"chosen", "stats", b"stats", "table", b"table", "targets", b"targets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibration", b"calibration", "chosen", b"chosen", "stats", b"stats", "table", b"table", "targets", b"targets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

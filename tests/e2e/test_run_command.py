@@ -33,3 +33,8 @@ def test_run_local_writes_the_report(tmp_path):
     text = report.read_text()
     assert "cli-e2e" in text and "two_digit_addition" in text, text[:2000]
     assert list(report.parent.glob("*.png")), "no plots next to the report"
+    assert "## Refinement (calibration on the dev set)" in text  # the calibration table was found
+    wall = text.split("## Wall time per stage (s)")[1].strip().splitlines()
+    first = [cell.strip() for cell in wall[2].strip("|").split("|")]
+    # acquire, select, train and refine always ran in iteration 1 (evaluate only for a healthy candidate)
+    assert first[0] == "1" and "-" not in (first[1], first[2], first[3], first[5]), wall
