@@ -24,7 +24,9 @@ def eval_cmd(
     benchmark: Annotated[
         str, typer.Option(help="'gpt3' (all six sets), a set name, or a JSONL path.")
     ] = "gpt3",
-    limit: Annotated[int | None, typer.Option(help="Evaluate the first N items of each set.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=0, help="Evaluate the first N items of each set (0 or unset: all).")
+    ] = None,
     strategy: Annotated[str, typer.Option(help="Inference strategy; only 'greedy' for now.")] = "greedy",
     adapter: Annotated[
         Path | None, typer.Option(help="A LoRA adapter folder (PEFT) applied on the model.")
@@ -58,7 +60,9 @@ def eval_cmd(
 
     options = {"threads": threads, "batch_size": batch_size} if backend == "transformers" else {}
     engine = make_engine(backend, base=model, adapters=[adapter] if adapter else [], **options)
-    results = [evaluate_set(engine, name, load_set(path, limit), strategy) for name, path in sets.items()]
+    results = [
+        evaluate_set(engine, name, load_set(path, limit or None), strategy) for name, path in sets.items()
+    ]
     if json_out:
         typer.echo(
             json.dumps(
