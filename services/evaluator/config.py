@@ -153,7 +153,7 @@ def load_config(text: str) -> RunConfig:
     if not isinstance(data, dict):
         raise ConfigError("run config must be a YAML mapping of fields")
     try:
-        return RunConfig.model_validate(data)
+        cfg = RunConfig.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -161,6 +161,48 @@ def load_config(text: str) -> RunConfig:
             got = "" if err["type"] == "extra_forbidden" else f" (got {err.get('input')!r})"
             problems.append(f"{where}: {err['msg']}{got}")
         raise ConfigError("invalid run config: " + "; ".join(problems)) from None
+    check_dev_sizes(cfg)
+    return cfg
+
+
+def check_dev_sizes(cfg: RunConfig) -> None:
+    """Refuse dev sizes the task's dev split cannot fill, before a run spends hours reaching them.
+
+    Tasks this process cannot import (a plug-in installed only where the stages run) are left to the
+    stages. The built-in arithmetic task has about 10 distinct dev problems per 1-digit category:
+
+    >>> check_dev_sizes(RunConfig.model_validate({"task": {"params": {"categories": ["add1"]}, "dev_size": 30}}))
+    Traceback (most recent call last):
+    ...
+    selfimprove.evaluator.config.ConfigError: invalid run config: task.dev_size: categories ['add1'] have too few distinct dev problems for n=30
+    """
+    from selfimprove.runtime.tasks import TaskLoadError, load_task
+
+    main = cfg.evaluation.dev_size or cfg.task.dev_size
+    wanted = [("task.dev_size", cfg.task.name, cfg.task.params, main)]
+    if cfg.refinement.enabled:
+        wanted.append(
+            (
+                "refinement.dev_size",
+                cfg.task.name,
+                cfg.task.params,
+                cfg.refinement.dev_size or cfg.task.dev_size,
+            )
+        )
+    for i, suite in enumerate(cfg.task.regression_suites):
+        n = suite.dev_size or cfg.task.dev_size
+        wanted.append((f"task.regression_suites.{i}.dev_size", suite.name, suite.params, n))
+    for where, name, params, n in wanted:
+        try:
+            task = load_task(name, params)
+        except TaskLoadError:
+            continue
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid run config: {where.rsplit('.', 1)[0]}: {exc}") from None
+        try:
+            task.items("dev", n)
+        except ValueError as exc:
+            raise ConfigError(f"invalid run config: {where}: {exc}") from None
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -16,6 +16,7 @@ MODULES = [
     "selfimprove.core.retry",
     "selfimprove.core.topics",
     "selfimprove.runtime.policy",
+    "selfimprove.runtime.tasks.arithmetic",
     "selfimprove.cli.report",
     "selfimprove.cli.modelref",
     "selfimprove.cli.control",

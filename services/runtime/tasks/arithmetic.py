@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections import Counter  # noqa: F401 (doctest)
 from collections.abc import Collection, Sequence
 
 from selfimprove.runtime.extract import last_integer
@@ -103,24 +104,35 @@ class ArithmeticTask(Task):
 
     def items(self, split: Split, n: int, seed: int = 0, difficulty: int | None = None) -> list[Item]:
         """``n`` distinct problems of ``split``, cycling over the categories (only those with
-        ``difficulty`` digits when given)."""
+        ``difficulty`` digits when given); a category with no new problem left drops out of the cycle.
+
+        >>> cats = Counter(i.category for i in ArithmeticTask(("add1", "add2")).items("dev", 40))
+        >>> cats["add1"] < 20 < cats["add2"], sum(cats.values())
+        (True, 40)
+        """
         cats = [c for c in self._categories if difficulty is None or parse_category(c)[1] == difficulty]
         if not cats:
             raise ValueError(f"no category of {self._categories} has difficulty {difficulty}")
         rngs = {c: random.Random(f"{seed}:{split}:{c}") for c in cats}
         seen: set[Key] = set()
         out: list[Item] = []
-        for i in range(n):
-            cat = cats[i % len(cats)]
+        live = list(cats)  # a small category (about 10 dev problems per 1-digit one) runs out first
+        i = 0
+        while len(out) < n:
+            if not live:
+                raise ValueError(f"categories {list(cats)} have too few distinct {split} problems for n={n}")
+            cat = live[i % len(live)]
             for _attempt in range(10_000):
                 expr = make_expression(cat, rngs[cat])
                 key = canonical_key(expr)
                 if split_of(key) == split and key not in self.exclude and key not in seen:
                     break
             else:
-                raise ValueError(f"category {cat!r} has too few distinct {split} problems for n={n}")
+                live.remove(cat)
+                continue
             seen.add(key)
             out.append(self._item(expr, key, cat, rngs[cat]))
+            i += 1
         return out
 
     def _item(self, expr: str, key: Key, category: str, rng: random.Random) -> Item:
