@@ -13,14 +13,25 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[2]
+# Tiny, but sure to train: every prompt with a verified sample is kept (no difficulty band).
+CONFIG = """
+task: {name: arithmetic, params: {categories: [add1]}, dev_size: 8}
+budget: {iterations: 1, wall_time_s: 900}
+acquisition: {shards: 1, prompts_per_shard: 8, samples_per_prompt: 2, max_new_tokens: 32}
+selection: {params: {band: [-0.01, 1.01], embed: false}}
+training: {method: sft, hparams: {epochs: 1, batch_size: 4}, require_loss_drop: false}
+evaluation: {max_new_tokens: 24}
+refinement: {strategies: [greedy], token_budget: 64, dev_size: 4}
+"""
 
 
 def test_run_local_writes_the_report(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(CONFIG)
     env = {**os.environ, "SELFIMPROVE_KAFKA_SESSION_TIMEOUT_MS": "6000", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "selfimprove.cli.main", "run", "--local", "--json",
-         "--config", str(ROOT / "configs" / "small.yaml"), "--run-id", "cli-e2e",
+         "--config", str(config), "--run-id", "cli-e2e",
          "--data-dir", str(tmp_path / "stack"), "--report-limit", "3"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
@@ -36,5 +47,4 @@ def test_run_local_writes_the_report(tmp_path):
     assert "## Refinement (calibration on the dev set)" in text  # the calibration table was found
     wall = text.split("## Wall time per stage (s)")[1].strip().splitlines()
     first = [cell.strip() for cell in wall[2].strip("|").split("|")]
-    # acquire, select, train and refine always ran in iteration 1 (evaluate only for a healthy candidate)
-    assert first[0] == "1" and "-" not in (first[1], first[2], first[3], first[5]), wall
+    assert first[0] == "1" and "-" not in first[1:], wall  # every stage of iteration 1 ran and has a time

@@ -104,7 +104,7 @@ async def test_regression_blocks_promotion(loop_factory, unique_name):
     loop = loop_factory({"eval": [[0.8, 0.4, 0.001, {"add1": [0.5, 0.9]}]]})
     config = (
         CONFIG
-        + "stopping: {plateau_patience: 2}\ntask: {dev_size: 20, regression_suites: [{label: add1, params: {categories: [add1]}}]}\n"
+        + "stopping: {plateau_patience: 2}\ntask: {dev_size: 20, regression_suites: [{label: add1, params: {categories: [add1]}, dev_size: 10}]}\n"
     )
     config = config.replace("task: {dev_size: 20}\n", "", 1)
     loop.start(config, run_id=RID)
