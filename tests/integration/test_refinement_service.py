@@ -21,6 +21,7 @@ from selfimprove.v1.envelope_pb2 import Envelope
 from selfimprove.v1.stages_pb2 import Decision, RefineCommand
 
 from .buskit import ServiceProcess, artifact_store, eventually, kafka_settings, read_topic
+from .tlskit import self_signed
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
@@ -211,29 +212,7 @@ async def test_promotion_swaps_adapter_without_restart(stack, unique_name, servi
 
 
 async def test_tls_and_rate_limit(stack, unique_name, tmp_path, tiny_models):
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    key, cert = self_signed(tmp_path)
     proc, port = start(
         stack,
         unique_name,
