@@ -76,7 +76,7 @@ def test_worse_candidate_rejected():
 
 
 def test_regression_blocks_promotion():
-    cfg = BASE + "task: {regression_suites: [{label: add1, params: {categories: [add1]}}]}\n"
+    cfg = BASE + "task: {regression_suites: [{label: add1, params: {categories: [add1]}, dev_size: 10}]}\n"
     state, _ = run(cfg, {"eval": [[0.7, 0.4, 0.001, {"add1": [0.6, 0.9]}]]})
     rejects = [d for d in state.decisions if d["kind"] == "reject"]
     assert rejects and rejects[0]["reason"].startswith("regression on add1")
