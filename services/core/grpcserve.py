@@ -117,7 +117,7 @@ def check_tls_pair(cert_file: Path | None, key_file: Path | None) -> None:
 
 
 @dataclass
-class Served:
+class RunningServer:
     """A started server: the server, its bound port and its health servicer."""
 
     server: grpc.aio.Server
@@ -141,7 +141,7 @@ async def serve(
     tls: tuple[bytes, bytes] | None = None,
     rate_limit: TokenBucket | None = None,
     on_rate_limited: Callable[[str], None] | None = None,
-) -> Served:
+) -> RunningServer:
     """Start a ``grpc.aio`` server on ``host:port`` (0 picks a free port) with ``registrations``
     and the health service; ``""`` and each of ``health_names`` answer ``SERVING``.
 
@@ -176,4 +176,4 @@ async def serve(
     await server.start()
     for name in ("", *health_names):
         await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return Served(server, bound, checker)
+    return RunningServer(server, bound, checker)

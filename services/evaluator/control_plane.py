@@ -16,7 +16,7 @@ from collections.abc import Callable
 import grpc
 
 from selfimprove.core import envelope as envelopes
-from selfimprove.core.grpcserve import Served, TokenBucket, serve
+from selfimprove.core.grpcserve import RunningServer, TokenBucket, serve
 from selfimprove.core.keys import check_name
 from selfimprove.evaluator.config import ConfigError, dump_config, load_config
 from selfimprove.evaluator.controller import Controller
@@ -111,7 +111,7 @@ async def start_server(
     tls: tuple[bytes, bytes] | None = None,
     rate_limit: TokenBucket | None = None,
     on_rate_limited: Callable[[str], None] | None = None,
-) -> Served:
+) -> RunningServer:
     """Serve the control plane and health (``core.grpcserve``); the result holds the bound port.
 
     ``rate_limit`` applies to every control-plane call (``RESOURCE_EXHAUSTED`` "rate limit: ..."),

@@ -29,11 +29,21 @@ async def grpc_runnable(
     """Start the server now (so the port is known before ready) and return what waits for stop."""
     limits = Limits(s.max_prompt_chars, s.max_prompt_tokens, s.max_new_tokens, s.max_n)
     sampling = strategies.Settings(s.temperature, s.top_p, s.default_max_new_tokens, None)
-    servicer = RefinementServicer(
-        model, limits, grpcserve.TokenBucket(s.rate_per_second, s.rate_burst), sampling, metrics
-    )
+    servicer = RefinementServicer(model, limits, sampling, metrics)
     tls = read_tls(s)
-    served = await start_server(servicer, s.grpc_host, s.grpc_port, s.max_request_bytes, tls)
+
+    def refused(method: str) -> None:  # the request is not decoded: its strategy is unknown
+        metrics.request(method.rsplit("/", 1)[-1], "", "RESOURCE_EXHAUSTED", 0.0)
+
+    served = await start_server(
+        servicer,
+        s.grpc_host,
+        s.grpc_port,
+        s.max_request_bytes,
+        tls,
+        rate_limit=grpcserve.TokenBucket(s.rate_per_second, s.rate_burst),
+        on_rate_limited=refused,
+    )
     port = served.port
     ctx.metrics.details["grpc_port"] = port
     ctx.metrics.details["grpc_tls"] = tls is not None

@@ -1,17 +1,10 @@
-"""Request limits, as pure checks (the gRPC layer maps the errors).
-
-The per-server rate limit, ``TokenBucket``, lives in ``selfimprove.core.grpcserve`` (the control plane
-uses it too) and is re-exported here.
-"""
+"""Request limits, as pure checks (the gRPC layer maps the errors; the rate limit is the shared
+interceptor of ``selfimprove.core.grpcserve``)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-from selfimprove.core.grpcserve import TokenBucket
-
-__all__ = ["LimitError", "Limits", "TokenBucket"]
 
 
 class LimitError(ValueError):

@@ -1,8 +1,9 @@
 """``selfimprove.v1.RefinementService`` over ``grpc.aio``: limits, rate limit, the strategy, health.
 
 Each request takes the current :class:`~.served.Served` snapshot, checks the limits (an
-``INVALID_ARGUMENT`` naming the limit) and the server's token bucket (``RESOURCE_EXHAUSTED``), and
-runs the strategy in a worker thread. ``GenerateStream`` sends the text in chunks once the strategy
+``INVALID_ARGUMENT`` naming the limit) and runs the strategy in a worker thread; the server's rate
+limit is the shared interceptor of ``core.grpcserve`` (``RESOURCE_EXHAUSTED``, counted in the
+request metrics). ``GenerateStream`` sends the text in chunks once the strategy
 has finished (strategies such as self-consistency only know their answer at the end), then a final
 message with the usage.
 """
@@ -11,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from selfimprove.core.grpcserve import Served, TokenBucket, serve
+from selfimprove.core.grpcserve import RunningServer, TokenBucket, serve
 from selfimprove.refinement.limits import LimitError, Limits
 from selfimprove.refinement.served import ServedModel
 from selfimprove.runtime import strategies
@@ -31,11 +32,10 @@ class RefinementServicer(pb_grpc.RefinementServiceServicer):
         self,
         model: ServedModel,
         limits: Limits,
-        bucket: TokenBucket,
         sampling: strategies.Settings,
         metrics: object | None = None,
     ) -> None:
-        self.model, self.limits, self.bucket, self.sampling = model, limits, bucket, sampling
+        self.model, self.limits, self.sampling = model, limits, sampling
         self.metrics = metrics
 
     async def Generate(self, request: pb.GenerateRequest, context) -> pb.GenerateResponse:  # noqa: N802
@@ -55,11 +55,6 @@ class RefinementServicer(pb_grpc.RefinementServiceServicer):
         start = time.perf_counter()
         code = "OK"
         try:
-            if not self.bucket.take():
-                code = "RESOURCE_EXHAUSTED"
-                await context.abort(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limit: too many requests, retry later"
-                )
             max_new = request.max_new_tokens or self.sampling.max_new_tokens
             try:
                 spec = strategies.parse(name, serving=True)
@@ -106,12 +101,10 @@ async def start_server(
     port: int,
     max_request_bytes: int,
     tls: tuple[bytes, bytes] | None = None,
-) -> Served:
-    """Start the gRPC server with the refinement and health services (``core.grpcserve``).
-
-    The rate limit stays in the servicer (not the shared interceptor) so that refusals are counted in
-    the refinement request metrics.
-    """
+    rate_limit: TokenBucket | None = None,
+    on_rate_limited: Callable[[str], None] | None = None,
+) -> RunningServer:
+    """Start the gRPC server with the refinement and health services (``core.grpcserve``)."""
     return await serve(
         [(pb_grpc.add_RefinementServiceServicer_to_server, servicer)],
         host,
@@ -119,4 +112,6 @@ async def start_server(
         health_names=[SERVICE_NAME],
         max_request_bytes=max_request_bytes,
         tls=tls,
+        rate_limit=rate_limit,
+        on_rate_limited=on_rate_limited,
     )
