@@ -38,16 +38,18 @@ def tls_ca() -> bytes | None:
         raise typer.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint=TLS_CA_ENV) from None
 
 
-def control_stub(address: str | None = None) -> tuple[Any, str]:
-    """A blocking ``ControlPlaneServiceStub`` and the target it talks to."""
+def channel(target: str, ca: bytes | None) -> Any:
+    """A blocking gRPC channel to ``target``: TLS checked against the ``ca`` PEM, or plaintext."""
     import grpc
 
+    if ca is None:
+        return grpc.insecure_channel(target)
+    return grpc.secure_channel(target, grpc.ssl_channel_credentials(ca))
+
+
+def control_stub(address: str | None = None) -> tuple[Any, str]:
+    """A blocking ``ControlPlaneServiceStub`` and the target it talks to."""
     from selfimprove.v1 import control_pb2_grpc
 
     target = control_target(address)
-    ca = tls_ca()
-    if ca is None:
-        channel = grpc.insecure_channel(target)
-    else:
-        channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(ca))
-    return control_pb2_grpc.ControlPlaneServiceStub(channel), target
+    return control_pb2_grpc.ControlPlaneServiceStub(channel(target, tls_ca())), target

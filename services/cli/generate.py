@@ -36,16 +36,14 @@ def generate_cmd(
     import grpc
     from google.protobuf.json_format import MessageToDict
 
+    from selfimprove.cli.control import channel as open_channel
     from selfimprove.v1 import refinement_pb2 as pb
     from selfimprove.v1 import refinement_pb2_grpc as pb_grpc
 
-    if tls_ca is not None:
-        channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(tls_ca.read_bytes()))
-    else:
-        channel = grpc.insecure_channel(address)
     request = pb.GenerateRequest(
         prompt=prompt, strategy=strategy, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
     )
+    channel = open_channel(address, tls_ca.read_bytes() if tls_ca else None)
     stub = pb_grpc.RefinementServiceStub(channel)
     try:
         if stream:
