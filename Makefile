@@ -79,7 +79,7 @@ bench-sft: $(STAMP)
 
 # Fault suites on the local stack with the real services (figures printed at the end).
 chaos: $(STAMP) system-deps
-	$(BIN)/python benchmarks/chaos.py --kills 20 --seed 1 --root .chaos
+	$(BIN)/python benchmarks/chaos.py --kills 20 --seed 1 --baseline --root .chaos
 
 fuzz: $(STAMP) system-deps
 	$(BIN)/python benchmarks/fuzz.py --messages 10000 --huge 10 --seed 1 --root .fuzz
