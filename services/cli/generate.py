@@ -17,7 +17,9 @@ def generate_cmd(
     prompt: Annotated[str, typer.Argument(help="The prompt (one user message).")],
     strategy: Annotated[
         str,
-        typer.Option(help="greedy, self_consistency@k, best_of_n@n or self_refine@r; empty: the server's."),
+        typer.Option(
+            help="greedy, self_consistency@k, best_of_n@n, self_refine@r or prompt_ensemble@k; empty: the server's."
+        ),
     ] = "",
     address: Annotated[str, typer.Option(help="host:port of the refinement service.")] = "127.0.0.1:50051",
     tls_ca: Annotated[

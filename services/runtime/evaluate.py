@@ -9,7 +9,7 @@ from selfimprove.runtime.benchmarks import BenchItem, score
 from selfimprove.runtime.engine import Engine
 from selfimprove.runtime.stats import Accuracy, accuracy
 
-STRATEGIES = ("greedy", "self_consistency@k", "best_of_n@n", "self_refine@r")
+STRATEGIES = ("greedy", "self_consistency@k", "best_of_n@n", "self_refine@r", "prompt_ensemble@k")
 EVAL_MAX_NEW_TOKENS = 128
 
 

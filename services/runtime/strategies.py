@@ -2,8 +2,10 @@
 
 A strategy is named by a spec ``name@k``: ``greedy``, ``self_consistency@k`` (majority vote of the
 extracted answers of ``k`` samples), ``best_of_n@n`` (the sample the model itself judges best),
-``best_of_n_verifier@n`` (the sample the task verifier accepts; data generation only, never served)
-and ``self_refine@r`` (draft, then ``r`` rounds of critique and revision). Every strategy sends all
+``best_of_n_verifier@n`` (the sample the task verifier accepts; data generation only, never served),
+``self_refine@r`` (draft, then ``r`` rounds of critique and revision) and ``prompt_ensemble@k``
+(majority vote of ``k`` greedy replies, each under a different system prompt; the first is the
+prompt as given, so a tie keeps the greedy answer). Every strategy sends all
 prompts to the engine at once per phase (the engine batches; ``n`` samples of a prompt are one
 request), and returns one :class:`Answer` per prompt plus the cost.
 
@@ -31,7 +33,7 @@ from selfimprove.runtime.engine import (
 
 Extract = Callable[[str], str | None]
 Verify = Callable[[str], bool | None]  # one per prompt: does this reply answer it correctly?
-KINDS = ("greedy", "self_consistency", "best_of_n", "best_of_n_verifier", "self_refine")
+KINDS = ("greedy", "self_consistency", "best_of_n", "best_of_n_verifier", "self_refine", "prompt_ensemble")
 VERIFIER_KINDS = frozenset({"best_of_n_verifier"})
 JUDGE_PROMPT = (
     "Question: {question}\nProposed answer: {answer}\n"
@@ -39,6 +41,16 @@ JUDGE_PROMPT = (
 )
 CRITIQUE_PROMPT = "Check your answer above step by step. Is it correct? Point out any mistake."
 REVISE_PROMPT = "Using your check, give your final answer to the original question."
+# prompt_ensemble's voters after the first (the prompt as given): generic, about no task in particular
+SYSTEM_PROMPTS = (
+    "You are a helpful assistant.",
+    "You are a careful assistant. Answer precisely.",
+    "You are an expert. Give the correct answer.",
+    "Answer the question accurately and briefly.",
+    "You are a knowledgeable and reliable assistant.",
+    "Think carefully, then answer.",
+    "You are a concise assistant.",
+)
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,10 @@ def parse(spec: str, serving: bool = False) -> Spec:
     kind, k = m.group(1), int(m.group(2) or 1)
     if k < 1 or (kind == "greedy" and k != 1):
         raise ValueError(f"strategy {spec!r}: k must be >= 1 (and greedy takes none)")
+    if kind == "prompt_ensemble" and k > len(SYSTEM_PROMPTS) + 1:
+        raise ValueError(
+            f"strategy {spec!r}: k is at most {len(SYSTEM_PROMPTS) + 1} (one voter per system prompt)"
+        )
     parsed = Spec(kind, k)
     if serving and parsed.uses_verifier:
         raise ValueError(f"strategy {spec!r} uses the task verifier: data generation only, never served")
@@ -252,6 +268,31 @@ def self_refine(
     return [Answer(t, extract(t), n) for t, n in zip(texts, tokens, strict=True)]
 
 
+def with_system(prompt: Prompt, system: str) -> list[dict[str, str]]:
+    """``prompt`` under the system message ``system`` (replacing one it has).
+
+    >>> with_system("What is 2 + 3?", "Be brief.")
+    [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'What is 2 + 3?'}]
+    """
+    return [{"role": "system", "content": system}, *(m for m in to_messages(prompt) if m["role"] != "system")]
+
+
+def prompt_ensemble(
+    engine: Engine, prompts: Sequence[Prompt], extract: Extract, s: Settings, k: int
+) -> list[Answer]:
+    """Greedy replies to each prompt as given and under ``k - 1`` other system prompts; the majority
+    answer among finished replies wins, ties going to the earliest voter (the prompt as given)."""
+    variants = [list(prompts), *([with_system(p, sys) for p in prompts] for sys in SYSTEM_PROMPTS[: k - 1])]
+    flat = [p for variant in variants for p in variant]
+    results = _sample(engine, flat, s, 1, greedy=True)
+    out = []
+    for i in range(len(prompts)):
+        replies = [results[v * len(prompts) + i].samples[0] for v in range(k)]
+        best = majority(vote_answers(replies, extract))
+        out.append(Answer(replies[best].text, extract(replies[best].text), sum(x.tokens for x in replies)))
+    return out
+
+
 def run(
     engine: Engine,
     spec: str | Spec,
@@ -274,6 +315,8 @@ def run(
         answers = best_of_n(engine, prompts, extract, settings, sp.k)
     elif sp.kind == "best_of_n_verifier":
         answers = best_of_n(engine, prompts, extract, settings, sp.k, verify=verify)
+    elif sp.kind == "prompt_ensemble":
+        answers = prompt_ensemble(engine, prompts, extract, settings, sp.k)
     else:
         answers = self_refine(engine, prompts, extract, settings, sp.k)
     seconds = time.perf_counter() - start

@@ -109,6 +109,42 @@ def test_self_refine_runs_critique_and_revision_rounds():
     assert done.answers[0].tokens == 3 * 5
 
 
+class SystemEngine:
+    """Greedy replies that depend on the system message: ``replies[system]`` (None: no system)."""
+
+    def __init__(self, replies):
+        self.replies, self.calls = replies, []
+
+    def generate(self, request: GenerationRequest):
+        self.calls.append(request)
+        out = []
+        for prompt in request.prompts:
+            system = next((m["content"] for m in to_messages(prompt) if m["role"] == "system"), None)
+            question = to_messages(prompt)[-1]["content"]
+            text, finish = self.replies.get(system, ("no idea", "stop"))
+            out.append(PromptResult((Sample(f"{question}: {text}", 2, finish),), prompt_tokens=5))
+        return out
+
+
+def test_prompt_ensemble_votes_over_system_prompts_in_one_greedy_batch():
+    s1, s2, s3 = strategies.SYSTEM_PROMPTS[:3]
+    engine = SystemEngine(
+        {None: ("is 3", "stop"), s1: ("is 4", "stop"), s2: ("is 4", "stop"), s3: ("is 9", "length")}
+    )
+    done = strategies.run(engine, "prompt_ensemble@4", ["q1", "q2"], extract)
+    assert len(engine.calls) == 1 and engine.calls[0].params.temperature == 0
+    assert len(engine.calls[0].prompts) == 2 * 4
+    assert engine.calls[0].prompts[0] == "q1"  # the first voter is the prompt as given
+    assert [a.answer for a in done.answers] == ["4", "4"]  # the cut reply does not vote
+    assert done.tokens == 2 * 4 * 2
+    tie = strategies.run(
+        SystemEngine({None: ("is 3", "stop"), s1: ("is 4", "stop")}), "prompt_ensemble@2", ["q"], extract
+    )
+    assert tie.answers[0].answer == "3"  # a tie keeps the greedy answer
+    with pytest.raises(ValueError, match="at most"):
+        strategies.parse(f"prompt_ensemble@{len(strategies.SYSTEM_PROMPTS) + 2}")
+
+
 def test_calibration_measures_same_items_and_chooses_by_paired_test():
     task = load_task("arithmetic", {"categories": ["add1"]})
     items = task.items("dev", 12, seed=1)
