@@ -5,7 +5,9 @@
   ``targets.jsonl`` of refined answers on train prompts) as the attempt's artifact, answer
   ``refine_result``; the server then serves the chosen strategy.
 - ``<prefix>.evt.control`` (group ``<prefix>.refinement-serving-<instance>``, so every replica sees
-  every decision): a PROMOTE decision loads its model and swaps it in without a restart.
+  every decision): a PROMOTE decision loads its model and swaps it in without a restart; of
+  promotions that arrive within ``swap_settle_s`` of each other (a new replica reading the topic
+  from its start) only the newest is loaded.
 - gRPC ``selfimprove.v1.RefinementService`` and the standard health service; the bound port is in
   ``/health`` as ``grpc_port``.
 
@@ -29,6 +31,7 @@ from selfimprove.refinement import artifacts, calibration
 from selfimprove.refinement.metrics import RefinementMetrics
 from selfimprove.refinement.served import LockedEngine, Served, ServedModel, model_version
 from selfimprove.refinement.settings import RefinementSettings
+from selfimprove.refinement.swaps import LatestOnly
 from selfimprove.runtime import strategies
 from selfimprove.v1.common_pb2 import ModelRef, Stage
 from selfimprove.v1.envelope_pb2 import Envelope
@@ -53,6 +56,7 @@ class Refiner:
         self.ctx, self.settings, self.model, self.policies, self.lock = ctx, settings, model, policies, lock
         self.metrics = RefinementMetrics(ctx.metrics)
         self.producer = f"refinement/{ctx.settings.instance}"
+        self.promotions: LatestOnly[Envelope] = LatestOnly(self.swap, settings.swap_settle_s)
 
     def engine(self, ref: ModelRef) -> LockedEngine:
         return LockedEngine(self.policies.engine(ref), self.lock)
@@ -116,14 +120,18 @@ class Refiner:
         return [result(topics, env, self.producer, refine_result=artifacts.refine_result(meta, ref))]
 
     async def on_control(self, env: Envelope) -> list[Outgoing]:
-        """Swap in a promoted model; every other control event is ignored."""
+        """Offer a promoted model to the swapper; every other control event is ignored."""
+        if env.WhichOneof("payload") == "decision" and env.decision.kind == Decision.KIND_PROMOTE:
+            self.promotions.offer(env)
+        return []
+
+    async def swap(self, env: Envelope) -> None:
+        """Load the model ``env`` promoted and serve it, without a restart."""
         import asyncio
 
-        if env.WhichOneof("payload") != "decision" or env.decision.kind != Decision.KIND_PROMOTE:
-            return []
         ref = env.decision.model
         if model_version(ref) == self.model.current().version:
-            return []
+            return
         engine = await asyncio.to_thread(self.engine, ref)
         served = self.model.use_model(ref, engine)
         self.metrics.swaps.inc()
@@ -131,7 +139,6 @@ class Refiner:
         log.info(
             "now serving %s (promoted in run %s iteration %d)", served.version, env.run_id, env.iteration
         )
-        return []
 
 
 async def setup(ctx: Context) -> list[Runnable]:
@@ -162,4 +169,4 @@ async def setup(ctx: Context) -> list[Runnable]:
         [topics.control], refiner.on_control, group=f"{prefix}.refinement-serving-{ctx.settings.instance}"
     )
     serve = await grpc_runnable(ctx, s, model, refiner.metrics)
-    return [calibrate.run, promotions.run, serve]
+    return [calibrate.run, promotions.run, refiner.promotions.run, serve]

@@ -36,6 +36,9 @@ class RefinementSettings(BaseSettings):
     default_max_new_tokens: int = Field(128, ge=1, description="Generation length when a request gives none.")
     temperature: float = Field(0.7, ge=0, description="Sampling temperature of sampling strategies.")
     top_p: float = Field(0.95, gt=0, le=1)
+    swap_settle_s: float = Field(
+        0.5, ge=0, description="A promotion is loaded once no newer one arrived for this long."
+    )
     calibration_max_new_tokens: int = Field(96, ge=1, description="Generation length while calibrating.")
     max_handler_seconds: float = Field(
         3600.0, gt=0, description="Longest calibration before it is abandoned."

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 
-from selfimprove.core.procs import free_ports
+from selfimprove.core.procs import Proc, free_ports
 from selfimprove.core.settings import KafkaSettings, StoreSettings
 from selfimprove.core.store import ArtifactStore
 
@@ -61,7 +61,8 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    """A service started as its own process with the stack's environment."""
+    """A service started as its own process with the stack's environment (through ``core.procs.Proc``,
+    so it dies with the test process even when that is killed)."""
 
     def __init__(self, script: str, stack, prefix: str, log: Path, **env: str) -> None:
         self.port = free_port()
@@ -75,9 +76,10 @@ class ServiceProcess:
         self.log = log
         # A script beside this file, or a module: "-m selfimprove.acquisition".
         command = script.split() if script.startswith("-m ") else [str(HERE / script)]
-        self.proc = subprocess.Popen(
-            [sys.executable, *command], env=full, stdout=log.open("ab"), stderr=subprocess.STDOUT
-        )
+        child = Proc(log.stem, [sys.executable, *command], log, full)
+        child.start()
+        assert child.popen is not None
+        self.proc = child.popen
 
     def metrics(self) -> str:
         return urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
