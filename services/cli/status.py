@@ -1,7 +1,9 @@
-"""``selfimprove status RUN``: a run's state, decisions and lineage, from the evaluator's control plane.
+"""``selfimprove status RUN``: a run's state, decisions and lineage, from the evaluator's control plane;
+``selfimprove stop RUN``: end a run (its state and artifacts stay; a stopped run is not resumed).
 
 selfimprove status run-1a2b3c4d
 selfimprove status run-1a2b3c4d --json --address evaluator:50052
+selfimprove stop run-1a2b3c4d --reason "wrong config"
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from selfimprove.cli.control import control_stub
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``status`` and ``gc`` to the ``selfimprove`` command."""
+    """Add ``status``, ``stop`` and ``gc`` to the ``selfimprove`` command."""
     from selfimprove.cli.gc import gc_cmd
 
     app.command("status")(status_cmd)
+    app.command("stop")(stop_cmd)
     app.command("gc")(gc_cmd)
 
 
@@ -49,6 +52,27 @@ def status_cmd(
         typer.echo(json.dumps(body, indent=2))
         return
     _print(status, lineage)
+
+
+def stop_cmd(
+    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    reason: Annotated[str, typer.Option(help="Recorded as the run's stop reason.")] = "stopped by the user",
+    address: Annotated[
+        str | None, typer.Option(help="Control plane host:port (env SELFIMPROVE_EVALUATOR_ADDRESS).")
+    ] = None,
+) -> None:
+    """Stop a run: no further command is sent; running stages finish and their results are ignored."""
+    import grpc
+
+    from selfimprove.v1 import control_pb2
+
+    stub, target = control_stub(address)
+    try:
+        reply = stub.StopRun(control_pb2.StopRunRequest(run_id=run_id, reason=reason), timeout=30)
+    except grpc.RpcError as exc:
+        typer.echo(f"stop {run_id} at {target}: {exc.code().name}: {exc.details()}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"run {run_id}: {reply.state}")
 
 
 def _print(status, lineage: dict) -> None:

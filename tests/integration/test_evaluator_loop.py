@@ -3,14 +3,17 @@ processes standing in for the stage services (``fake_stages.py``)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
 
+from selfimprove.v1.common_pb2 import Stage
 from selfimprove.v1.stages_pb2 import Decision
 
 from .buskit import artifact_store
@@ -97,6 +100,28 @@ async def test_whole_iterations_promotion_and_rejection(loop_factory, stack, uni
     keys = set(store.list_keys(f"runs/{RID}/"))
     assert adapter in keys and model["trained_from"][0].split("/", 3)[3] in keys
     assert not any("/acquire/" in k for k in keys)
+
+
+async def test_stop_command_ends_a_running_run(loop_factory, stack, unique_name):
+    RID = unique_name  # noqa: N806 (run id: unique per test, the bucket is shared)
+    loop = loop_factory({"drop": ["train:1"]})  # the run waits for training
+    loop.start(CONFIG + "stages: {train: {timeout_s: 600}}\n", run_id=RID)
+    env = {**os.environ, **stack.env(), "SELFIMPROVE_EVALUATOR_ADDRESS": f"127.0.0.1:{loop.port}"}
+    cli = [sys.executable, "-m", "selfimprove.cli.main"]
+    missing = subprocess.run([*cli, "stop", "no-such-run"], env=env, capture_output=True, text=True)
+    assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr and "no-such-run" in missing.stderr
+    deadline = time.monotonic() + 60
+    while loop.status(RID).stage != Stage.STAGE_TRAIN:
+        assert time.monotonic() < deadline, "the run never reached training"
+        await asyncio.sleep(0.2)
+    stopped = subprocess.run(
+        [*cli, "stop", RID, "--reason", "wrong config"], env=env, capture_output=True, text=True
+    )
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.strip() == f"run {RID}: stopped"
+    status = loop.status(RID)
+    assert status.state == "stopped" and "wrong config" in status.stop_reason
+    assert [d.kind for d in status.decisions][-1] == Decision.KIND_STOP
 
 
 async def test_regression_blocks_promotion(loop_factory, unique_name):
