@@ -33,9 +33,32 @@ class StageInputError(ValueError):
     """
 
 
+def command_stage(env: Envelope) -> int:
+    """The stage of the command ``env`` carries, checked against its envelope's ``stage`` (which picks
+    the artifact prefix and the result topic): a mismatch is a malformed message, not a command.
+
+    >>> from selfimprove.v1.common_pb2 import Stage
+    >>> from selfimprove.v1.stages_pb2 import TrainCommand
+    >>> command_stage(Envelope(stage=Stage.STAGE_TRAIN, train_command=TrainCommand())) == Stage.STAGE_TRAIN
+    True
+    >>> command_stage(Envelope(stage=Stage.STAGE_SELECT, train_command=TrainCommand()))
+    Traceback (most recent call last):
+    ...
+    ValueError: envelope stage select does not match its train_command
+    """
+    payload = env.WhichOneof("payload") or ""
+    expected = next((s for s, name in STAGES.items() if payload == f"{name}_command"), None)
+    if expected is None:
+        raise ValueError(f"envelope carries {payload or 'no payload'}, not a stage command")
+    if env.stage != expected:
+        raise ValueError(f"envelope stage {STAGES.get(env.stage, env.stage)} does not match its {payload}")
+    return expected
+
+
 def prefix_for(env: Envelope) -> str:
     """``runs/<run>/iter-<NNN>/<stage>/shard-<NNN>/attempt-<k>/`` of the command ``env``."""
-    return attempt_prefix(env.run_id, env.iteration, STAGES[env.stage], env.shard, max(1, env.attempt))
+    stage = command_stage(env)
+    return attempt_prefix(env.run_id, env.iteration, STAGES[stage], env.shard, max(1, env.attempt))
 
 
 async def run_once(store: ArtifactStore, env: Envelope, build: Build) -> tuple[ArtifactRef, dict[str, Any]]:
@@ -56,8 +79,8 @@ def stats(values: Mapping[str, float | int | bool]) -> Stats:
 
 
 def result(topics: Topics, cause: Envelope, producer: str, **payload: object) -> Outgoing:
-    """The stage's result event, caused by its command."""
-    return Outgoing(topics.result(cause.stage), envelopes.caused_by(cause, producer, **payload))
+    """The stage's result event, caused by its command (on the result topic of the command's stage)."""
+    return Outgoing(topics.result(command_stage(cause)), envelopes.caused_by(cause, producer, **payload))
 
 
 def failure(

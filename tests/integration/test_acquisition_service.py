@@ -10,7 +10,7 @@ from selfimprove.core import envelope as envelopes
 from selfimprove.v1.common_pb2 import ModelRef, SamplingParams, Stage, TaskSpec
 from selfimprove.v1.stages_pb2 import AcquireCommand
 
-from .buskit import ServiceProcess, artifact_store, read_topic
+from .buskit import ServiceProcess, artifact_store, header, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 PARTITIONS = 4
@@ -95,8 +95,15 @@ async def test_one_shard_in_artifact_and_result_out(stack, unique_name, tmp_path
     )
     try:
         service.wait_ready()
-        results_topic = await publish(stack, unique_name, [acquire(unique_name, 2, tiny_base)])
+        mislabelled = acquire(unique_name, 1, tiny_base)
+        mislabelled.stage = Stage.STAGE_TRAIN  # would answer on the trainer's result topic
+        results_topic = await publish(stack, unique_name, [mislabelled, acquire(unique_name, 2, tiny_base)])
         [record] = await read_topic(stack.kafka_bootstrap, results_topic, expect=1, timeout=120)
+        [dead] = await read_topic(
+            stack.kafka_bootstrap, f"{unique_name}.cmd.acquire.dlq", expect=1, timeout=30
+        )
+        assert "envelope stage train does not match its acquire_command" in header(dead, "x-error")
+        assert not await read_topic(stack.kafka_bootstrap, f"{unique_name}.evt.train", expect=1, timeout=3)
         assert metric(service, "selfimprove_acquisition_prompts_total") == 6
         assert metric(service, "selfimprove_generation_tokens_per_second") > 0
     finally:

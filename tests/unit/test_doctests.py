@@ -15,6 +15,7 @@ MODULES = [
     "selfimprove.core.kafka_config",
     "selfimprove.core.retry",
     "selfimprove.core.topics",
+    "selfimprove.core.stage",
     "selfimprove.runtime.policy",
     "selfimprove.runtime.tasks.arithmetic",
     "selfimprove.cli.report",
