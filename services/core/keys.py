@@ -30,6 +30,15 @@ def run_prefix(run_id: str) -> str:
     return f"runs/{check_name('run id', run_id)}/"
 
 
+def run_state_key(run_id: str) -> str:
+    """The evaluator's snapshot of a run (its ``status`` tells stage services whether it has ended).
+
+    >>> run_state_key("r1")
+    'runs/r1/state/snapshot.json'
+    """
+    return run_prefix(run_id) + "state/snapshot.json"
+
+
 def attempt_prefix(run_id: str, iteration: int, stage: str, shard: int, attempt: int) -> str:
     if iteration < 0 or shard < 0 or attempt < 1:
         raise ValueError(

@@ -2,6 +2,8 @@
 
 A stage handler is idempotent per attempt: ``run_once`` looks for the attempt's manifest first and,
 when a previous delivery already completed the work, returns that artifact instead of redoing it.
+A command of a run its evaluator has ended (stopped, completed, failed) is refused before any work:
+commands queued before a stop would otherwise still cost their full compute.
 The manifest's ``meta`` carries the stage statistics, so the result event can be rebuilt from it.
 CPU-heavy work runs in a worker thread so the consumer keeps heartbeating meanwhile.
 """
@@ -9,14 +11,15 @@ CPU-heavy work runs in a worker thread so the consumer keeps heartbeating meanwh
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.bus import Outgoing
-from selfimprove.core.keys import attempt_prefix
-from selfimprove.core.store import ArtifactStore
+from selfimprove.core.keys import attempt_prefix, run_state_key
+from selfimprove.core.store import ArtifactNotFoundError, ArtifactStore
 from selfimprove.core.topics import STAGES, Topics
 from selfimprove.v1.common_pb2 import ArtifactRef, Stats
 from selfimprove.v1.envelope_pb2 import Envelope
@@ -61,13 +64,59 @@ def prefix_for(env: Envelope) -> str:
     return attempt_prefix(env.run_id, env.iteration, STAGES[stage], env.shard, max(1, env.attempt))
 
 
+def run_state(store: ArtifactStore, run_id: str) -> dict[str, Any] | None:
+    """The evaluator's snapshot of the run; ``None`` when there is none (a run no evaluator started,
+    or not saved yet) or it cannot be read (the evaluator then decides what results are worth)."""
+    try:
+        state = json.loads(store.read_key(run_state_key(run_id)))
+    except (ArtifactNotFoundError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def ended_before(state: Mapping[str, Any] | None, env: Envelope) -> str | None:
+    """The run's final status when command ``env`` was sent before the run ended, else ``None``.
+
+    A resumed run commands each open slot with its next attempt, so a command newer than the
+    snapshot (a later iteration or attempt) goes ahead even if the snapshot still says "stopped".
+
+    >>> from selfimprove.v1.common_pb2 import Stage
+    >>> from selfimprove.v1.stages_pb2 import AcquireCommand
+    >>> cmd = Envelope(iteration=2, stage=Stage.STAGE_ACQUIRE, shard=1, attempt=1, acquire_command=AcquireCommand())
+    >>> stopped = {"status": "stopped", "iteration": 2, "slots": {"acquire/1": {"attempt": 1}}}
+    >>> ended_before(stopped, cmd)
+    'stopped'
+    >>> cmd.attempt = 2  # the resumed run's command
+    >>> ended_before(stopped, cmd) is None
+    True
+    >>> ended_before({**stopped, "status": "running"}, cmd) is None, ended_before(None, cmd) is None
+    (True, True)
+    """
+    status = state.get("status") if state else None
+    if state is None or status in (None, "running"):
+        return None
+    iteration = int(state.get("iteration", 0))
+    if env.iteration != iteration:
+        return str(status) if env.iteration < iteration else None
+    slots = state.get("slots") or {}
+    stage = STAGES[command_stage(env)]
+    slot = slots.get(f"{stage}/{env.shard}") or slots.get(stage)
+    if slot is None or max(1, env.attempt) > int(slot.get("attempt", 0)):
+        return None
+    return str(status)
+
+
 async def run_once(store: ArtifactStore, env: Envelope, build: Build) -> tuple[ArtifactRef, dict[str, Any]]:
-    """The attempt's artifact: the existing one, or ``build()`` run in a thread and published."""
+    """The attempt's artifact: the existing one, or ``build()`` run in a thread and published;
+    ``StageInputError`` when the run has ended."""
     prefix = prefix_for(env)
     existing = await asyncio.to_thread(store.find_manifest, prefix)
     if existing is not None:
         manifest = await asyncio.to_thread(store.manifest, existing)
         return existing, manifest.meta
+    status = ended_before(await asyncio.to_thread(run_state, store, env.run_id), env)
+    if status is not None:
+        raise StageInputError(f"run {env.run_id} has ended ({status}): its command is not carried out")
     files, meta = await asyncio.to_thread(build)
     ref = await asyncio.to_thread(store.publish, prefix, files, meta)
     return ref, meta

@@ -147,6 +147,10 @@ class ArtifactStore:
         size = path.stat().st_size
         return ArtifactRef(uri=self.uri(key), sha256=digest, bytes=size, media_type=media_type)
 
+    def read_key(self, key: str) -> bytes:
+        """An unversioned object of this bucket (a run's state), unverified: it has no manifest."""
+        return self._read(key)
+
     def _read(self, key: str, bucket: str | None = None) -> bytes:
         try:
             response = self.client.get_object(bucket or self.bucket, key)

@@ -3,7 +3,7 @@ replaced by a single PUT (atomic: a reader sees the old or the new one, never ha
 
 from __future__ import annotations
 
-from selfimprove.core.keys import run_prefix
+from selfimprove.core.keys import run_state_key
 from selfimprove.core.store import ArtifactNotFoundError, ArtifactStore
 from selfimprove.evaluator.state import RunState
 
@@ -14,7 +14,7 @@ def snapshot_key(run_id: str) -> str:
     >>> snapshot_key("r1")
     'runs/r1/state/snapshot.json'
     """
-    return run_prefix(run_id) + "state/snapshot.json"
+    return run_state_key(run_id)
 
 
 def save(store: ArtifactStore, state: RunState) -> None:
@@ -23,7 +23,7 @@ def save(store: ArtifactStore, state: RunState) -> None:
 
 def load(store: ArtifactStore, run_id: str) -> RunState | None:
     try:
-        return RunState.from_json(store._read(snapshot_key(run_id)))
+        return RunState.from_json(store.read_key(snapshot_key(run_id)))
     except ArtifactNotFoundError:
         return None
 

@@ -134,6 +134,35 @@ async def test_one_shard_in_artifact_and_result_out(stack, unique_name, tmp_path
     assert stats["prompts"] == 6 and stats["samples"] == 12
 
 
+async def test_commands_sent_before_a_run_ended_are_not_carried_out(stack, unique_name, tmp_path, tiny_base):
+    store = artifact_store(stack)
+    state = {
+        "status": "stopped",
+        "iteration": 1,
+        "slots": {"acquire/0": {"attempt": 1}, "acquire/1": {"attempt": 1}},
+    }
+    store.put_bytes(f"runs/{unique_name}/state/snapshot.json", json.dumps(state).encode())
+    queued = acquire(unique_name, 0, tiny_base)  # sent before the stop
+    resumed = acquire(unique_name, 1, tiny_base)
+    resumed.attempt = 2  # the resumed run's command: goes ahead though the snapshot is not saved yet
+    service = ServiceProcess(
+        "-m selfimprove.acquisition", stack, unique_name, tmp_path / "a.log", **SERVICE_ENV
+    )
+    try:
+        service.wait_ready()
+        results_topic = await publish(stack, unique_name, [queued, resumed])
+        records = await read_topic(stack.kafka_bootstrap, results_topic, expect=2, timeout=120)
+    finally:
+        assert service.stop() == 0
+    by_shard = {e.shard: e for e in (envelopes.decode(r.value) for r in records)}
+    refused = by_shard[0]
+    assert refused.WhichOneof("payload") == "stage_failure"
+    assert f"run {unique_name} has ended (stopped)" in refused.stage_failure.message
+    assert not list(store.list_keys(f"runs/{unique_name}/iter-001/acquire/shard-000/"))
+    assert by_shard[1].WhichOneof("payload") == "acquire_result"
+    assert "/shard-001/attempt-2/" in by_shard[1].acquire_result.samples.uri
+
+
 async def test_two_replicas_split_a_four_shard_iteration(stack, unique_name, tmp_path, tiny_base):
     run_id = spread_run_id(unique_name)
     replicas = [
