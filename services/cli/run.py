@@ -80,7 +80,9 @@ def run_cmd(
         from selfimprove.core.stack import LocalStack
 
         typer.echo(f"starting the local stack and services in {data_dir.resolve()} ...", err=True)
-        loop = LocalLoop(LocalStack(root=data_dir), threads=int(os.environ.get("SELFIMPROVE_THREADS", "1")))
+        # The stages run one at a time, so each service may use every core (SELFIMPROVE_THREADS overrides).
+        threads = int(os.environ.get("SELFIMPROVE_THREADS") or os.cpu_count() or 1)
+        loop = LocalLoop(LocalStack(root=data_dir), threads=threads)
         try:
             loop.start()
         except Exception as exc:
