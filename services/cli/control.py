@@ -8,10 +8,17 @@ certificate) the channel uses TLS and checks the server's certificate against it
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 import typer
+
+T = TypeVar("T")
+# The ``--address`` option of every command that talks to the control plane.
+Address = Annotated[
+    str | None, typer.Option(help="Control plane host:port (env SELFIMPROVE_EVALUATOR_ADDRESS).")
+]
 
 DEFAULT_ADDRESS = "127.0.0.1:50052"
 ADDRESS_ENV = "SELFIMPROVE_EVALUATOR_ADDRESS"
@@ -53,3 +60,14 @@ def control_stub(address: str | None = None) -> tuple[Any, str]:
 
     target = control_target(address)
     return control_pb2_grpc.ControlPlaneServiceStub(channel(target, tls_ca())), target
+
+
+def call(what: str, rpc: Callable[[], T]) -> T:
+    """``rpc()``; a gRPC error ends the command (exit 1) with ``what`` and the status."""
+    import grpc
+
+    try:
+        return rpc()
+    except grpc.RpcError as exc:
+        typer.echo(f"{what}: {exc.code().name}: {exc.details()}", err=True)
+        raise typer.Exit(1) from None

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from selfimprove.cli.control import control_stub
+from selfimprove.cli.control import Address, call, control_stub
 
 
 def register(app: typer.Typer) -> None:
@@ -28,22 +28,16 @@ def register(app: typer.Typer) -> None:
 def status_cmd(
     run_id: Annotated[str, typer.Argument(help="The run id.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
-    address: Annotated[
-        str | None, typer.Option(help="Control plane host:port (env SELFIMPROVE_EVALUATOR_ADDRESS).")
-    ] = None,
+    address: Address = None,
 ) -> None:
     """Show a run: state, iteration, stage, incumbent, accuracy per iteration, decisions and lineage."""
-    import grpc
     from google.protobuf import json_format
 
     from selfimprove.v1 import control_pb2
 
     stub, target = control_stub(address)
-    try:
-        status = stub.GetRunStatus(control_pb2.GetRunStatusRequest(run_id=run_id), timeout=10).status
-    except grpc.RpcError as exc:
-        typer.echo(f"status of {run_id} from {target}: {exc.code().name}: {exc.details()}", err=True)
-        raise typer.Exit(1) from None
+    request = control_pb2.GetRunStatusRequest(run_id=run_id)
+    status = call(f"status of {run_id} from {target}", lambda: stub.GetRunStatus(request, timeout=10)).status
     lineage = json.loads(status.lineage_json or "{}")
     if json_out:
         body = json_format.MessageToDict(status, preserving_proto_field_name=True)
@@ -57,21 +51,14 @@ def status_cmd(
 def stop_cmd(
     run_id: Annotated[str, typer.Argument(help="The run id.")],
     reason: Annotated[str, typer.Option(help="Recorded as the run's stop reason.")] = "stopped by the user",
-    address: Annotated[
-        str | None, typer.Option(help="Control plane host:port (env SELFIMPROVE_EVALUATOR_ADDRESS).")
-    ] = None,
+    address: Address = None,
 ) -> None:
     """Stop a run: no further command is sent; running stages finish and their results are ignored."""
-    import grpc
-
     from selfimprove.v1 import control_pb2
 
     stub, target = control_stub(address)
-    try:
-        reply = stub.StopRun(control_pb2.StopRunRequest(run_id=run_id, reason=reason), timeout=30)
-    except grpc.RpcError as exc:
-        typer.echo(f"stop {run_id} at {target}: {exc.code().name}: {exc.details()}", err=True)
-        raise typer.Exit(1) from None
+    request = control_pb2.StopRunRequest(run_id=run_id, reason=reason)
+    reply = call(f"stop {run_id} at {target}", lambda: stub.StopRun(request, timeout=30))
     typer.echo(f"run {run_id}: {reply.state}")
 
 
