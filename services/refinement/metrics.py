@@ -22,6 +22,10 @@ class RefinementMetrics:
             ["strategy"],
         )
         self.swaps = m.counter("refinement_model_swaps_total", "Served model versions swapped in")
+        self.swap_failures = m.counter(
+            "refinement_model_swap_failures_total",
+            "Promoted models that could not be loaded (still serving the old one)",
+        )
         self.model = m.gauge("refinement_model_info", "1 for the model version served now", ["version"])
         self._strategies: set[str] = set()
         self._versions: set[str] = set()

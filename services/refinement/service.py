@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from selfimprove.core.bus import Outgoing
+from selfimprove.core.keys import split_uri
 from selfimprove.core.runner import Context, Runnable
 from selfimprove.core.settings import load
 from selfimprove.core.stage import StageInputError, failure, result, run_once
@@ -56,7 +57,9 @@ class Refiner:
         self.ctx, self.settings, self.model, self.policies, self.lock = ctx, settings, model, policies, lock
         self.metrics = RefinementMetrics(ctx.metrics)
         self.producer = f"refinement/{ctx.settings.instance}"
-        self.promotions: LatestOnly[Envelope] = LatestOnly(self.swap, settings.swap_settle_s)
+        self.promotions: LatestOnly[Envelope] = LatestOnly(
+            self.swap, settings.swap_settle_s, on_error=lambda env, exc: self.metrics.swap_failures.inc()
+        )
 
     def engine(self, ref: ModelRef) -> LockedEngine:
         return LockedEngine(self.policies.engine(ref), self.lock)
@@ -120,8 +123,16 @@ class Refiner:
         return [result(topics, env, self.producer, refine_result=artifacts.refine_result(meta, ref))]
 
     async def on_control(self, env: Envelope) -> list[Outgoing]:
-        """Offer a promoted model to the swapper; every other control event is ignored."""
+        """Offer a promoted model to the swapper (a malformed one is dead-lettered); every other
+        control event is ignored."""
         if env.WhichOneof("payload") == "decision" and env.decision.kind == Decision.KIND_PROMOTE:
+            ref = env.decision.model
+            if not ref.base:
+                raise ValueError(f"promotion {env.event_id} names no base model")
+            if ref.adapter.uri:
+                split_uri(ref.adapter.uri)
+                if not ref.adapter.sha256:
+                    raise ValueError(f"promotion {env.event_id}: adapter {ref.adapter.uri} has no sha256")
             self.promotions.offer(env)
         return []
 

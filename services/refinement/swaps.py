@@ -3,23 +3,31 @@
 A replica that starts reads the control topic from its beginning (its consumer group is its own, so
 that every replica sees every decision): without this it would load every model ever promoted, one
 after another, before serving the latest. Here each promotion replaces the pending one, and a model
-is loaded only once no newer promotion arrived for ``settle_s``.
+is loaded only once no newer promotion arrived for ``settle_s``. A promotion that cannot be applied
+(its model does not load) is logged and reported to ``on_error``; the old model keeps serving.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class LatestOnly(Generic[T]):
     """``offer`` items; ``run`` applies the newest one after ``settle_s`` without a newer offer."""
 
-    def __init__(self, apply: Callable[[T], Awaitable[None]], settle_s: float = 0.5) -> None:
-        self.apply, self.settle_s = apply, settle_s
+    def __init__(
+        self,
+        apply: Callable[[T], Awaitable[None]],
+        settle_s: float = 0.5,
+        on_error: Callable[[T, Exception], None] | None = None,
+    ) -> None:
+        self.apply, self.settle_s, self.on_error = apply, settle_s, on_error
         self.pending: T | None = None
         self.offered = 0  # offers so far; an offer during the settle time restarts it
         self.wake = asyncio.Event()
@@ -52,5 +60,11 @@ class LatestOnly(Generic[T]):
                 return
             stopper.cancel()
             item = waiter.result()
-            if item is not None:
+            if item is None:
+                continue
+            try:
                 await self.apply(item)
+            except Exception as exc:  # noqa: BLE001 - a bad promotion must not stop serving
+                log.exception("could not apply %r", item)
+                if self.on_error is not None:
+                    self.on_error(item, exc)
