@@ -3,9 +3,13 @@ replaced by a single PUT (atomic: a reader sees the old or the new one, never ha
 
 from __future__ import annotations
 
+import logging
+
 from selfimprove.core.keys import run_state_key
 from selfimprove.core.store import ArtifactNotFoundError, ArtifactStore
 from selfimprove.evaluator.state import RunState
+
+log = logging.getLogger(__name__)
 
 
 def snapshot_key(run_id: str) -> str:
@@ -29,13 +33,19 @@ def load(store: ArtifactStore, run_id: str) -> RunState | None:
 
 
 def load_all(store: ArtifactStore) -> list[RunState]:
-    """Every run with a snapshot."""
+    """Every run with a readable snapshot; an unreadable one is logged and left out (one bad object
+    must not keep the evaluator from serving every other run)."""
     out = []
     for obj in store.client.list_objects(store.bucket, prefix="runs/", recursive=False):
         name = (obj.object_name or "").rstrip("/")
         run_id = name.split("/", 1)[1] if "/" in name else ""
-        if run_id:
+        if not run_id:
+            continue
+        try:
             state = load(store, run_id)
-            if state is not None:
-                out.append(state)
+        except (ValueError, TypeError, AttributeError) as exc:
+            log.error("snapshot of run %s is unreadable, run not loaded: %s", run_id, exc)
+            continue
+        if state is not None:
+            out.append(state)
     return out

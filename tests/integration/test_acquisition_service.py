@@ -7,6 +7,8 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from selfimprove.core import envelope as envelopes
+from selfimprove.evaluator.snapshot import snapshot_key
+from selfimprove.evaluator.state import RunState, Slot
 from selfimprove.v1.common_pb2 import ModelRef, SamplingParams, Stage, TaskSpec
 from selfimprove.v1.stages_pb2 import AcquireCommand
 
@@ -136,12 +138,9 @@ async def test_one_shard_in_artifact_and_result_out(stack, unique_name, tmp_path
 
 async def test_commands_sent_before_a_run_ended_are_not_carried_out(stack, unique_name, tmp_path, tiny_base):
     store = artifact_store(stack)
-    state = {
-        "status": "stopped",
-        "iteration": 1,
-        "slots": {"acquire/0": {"attempt": 1}, "acquire/1": {"attempt": 1}},
-    }
-    store.put_bytes(f"runs/{unique_name}/state/snapshot.json", json.dumps(state).encode())
+    slots = {"acquire/0": Slot(attempt=1), "acquire/1": Slot(attempt=1)}
+    state = RunState(run_id=unique_name, config_yaml="{}", status="stopped", iteration=1, slots=slots)
+    store.put_bytes(snapshot_key(unique_name), state.to_json())
     queued = acquire(unique_name, 0, tiny_base)  # sent before the stop
     resumed = acquire(unique_name, 1, tiny_base)
     resumed.attempt = 2  # the resumed run's command: goes ahead though the snapshot is not saved yet
