@@ -92,18 +92,18 @@ def ended_before(state: Mapping[str, Any] | None, env: Envelope) -> str | None:
     >>> ended_before({**stopped, "status": "running"}, cmd) is None, ended_before(None, cmd) is None
     (True, True)
     """
-    status = state.get("status") if state else None
-    if state is None or status in (None, "running"):
+    status = str(state.get("status", "running")) if state else "running"
+    if status == "running":
         return None
     iteration = int(state.get("iteration", 0))
     if env.iteration != iteration:
-        return str(status) if env.iteration < iteration else None
+        return status if env.iteration < iteration else None
     slots = state.get("slots") or {}
     stage = STAGES[command_stage(env)]
     slot = slots.get(f"{stage}/{env.shard}") or slots.get(stage)
     if slot is None or max(1, env.attempt) > int(slot.get("attempt", 0)):
         return None
-    return str(status)
+    return status
 
 
 async def run_once(store: ArtifactStore, env: Envelope, build: Build) -> tuple[ArtifactRef, dict[str, Any]]:
