@@ -92,9 +92,9 @@ def ended_before(state: Mapping[str, Any] | None, env: Envelope) -> str | None:
     >>> ended_before({**stopped, "status": "running"}, cmd) is None, ended_before(None, cmd) is None
     (True, True)
     """
-    status = str(state.get("status", "running")) if state else "running"
-    if status == "running":
+    if not state or state.get("status", "running") == "running":
         return None
+    status = str(state["status"])
     iteration = int(state.get("iteration", 0))
     if env.iteration != iteration:
         return status if env.iteration < iteration else None
