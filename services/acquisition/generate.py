@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from selfimprove.acquisition import prompts
 from selfimprove.acquisition.scoring import judge_prompt, judge_score
@@ -25,6 +26,7 @@ class ShardJob:
     sampling: SamplingParams
     self_judge: bool = False
     judge_max_new_tokens: int = 4
+    rationalize: bool = False
 
 
 def self_instruct(
@@ -56,17 +58,46 @@ def judge_all(
     return [[score[(i, t)] for t in ts] for i, ts in enumerate(texts)]
 
 
+def rationalize(
+    engine: Engine,
+    task: Task,
+    items: Sequence[Item],
+    samples: Sequence[Sequence[Any]],
+    sampling: SamplingParams,
+) -> list[list[Any]]:
+    """Hinted samples for each item with a reference answer and no verified sample (else none).
+
+    STaR's rationalization: the model answers again with the answer in its prompt; the replies are
+    verified like any other and, if kept, trained on under the plain prompt.
+    """
+    todo = [
+        i
+        for i, (item, ss) in enumerate(zip(items, samples, strict=True))
+        if item.answer is not None and not any(task.verify(item, s.text) for s in ss)
+    ]
+    hinted: list[list[Any]] = [[] for _ in items]
+    if todo:
+        request = GenerationRequest([prompts.hint_prompt(items[i]) for i in todo], sampling)
+        for i, r in zip(todo, engine.generate(request), strict=True):
+            hinted[i] = list(r.samples)
+    return hinted
+
+
 def run_shard(engine: Engine, task: Task, job: ShardJob) -> tuple[list[Row], float, float]:
     """Rows of the shard, seconds spent sampling the answers, and seconds in total."""
     started = time.perf_counter()
     results = engine.generate(GenerationRequest([i.prompt for i in job.items], job.sampling))
+    samples = [r.samples for r in results]
+    hinted: list[list[Any]] = [[] for _ in job.items]
+    if job.rationalize:
+        hinted = rationalize(engine, task, job.items, samples, job.sampling)
     sampling_seconds = time.perf_counter() - started
     judges: list[list[float]] | list[None] = [None] * len(job.items)
     if job.self_judge:
-        texts = [[s.text for s in r.samples] for r in results]
+        texts = [[s.text for s in ss] for ss in samples]
         judges = judge_all(engine, job.items, texts, job.judge_max_new_tokens)
     rows = [
-        make_row(item, r.samples, task.extract, task.verify, j)
-        for item, r, j in zip(job.items, results, judges, strict=True)
+        make_row(item, ss, task.extract, task.verify, j, h)
+        for item, ss, j, h in zip(job.items, samples, judges, hinted, strict=True)
     ]
     return rows, sampling_seconds, time.perf_counter() - started

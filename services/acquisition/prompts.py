@@ -15,6 +15,19 @@ from collections.abc import Sequence
 from selfimprove.runtime.tasks.base import Item, Task
 from selfimprove.runtime.tasks.seedset import SeedExample
 
+HINT = "{prompt} The answer is {answer}. Reply briefly, giving the answer."
+
+
+def hint_prompt(item: Item) -> str:
+    """The prompt of ``item`` with its reference answer as a hint (STaR rationalization).
+
+    >>> hint_prompt(Item(id="x", prompt="What is 9 - 12?", category="sub1", difficulty=1, answer="-3"))
+    'What is 9 - 12? The answer is -3. Reply briefly, giving the answer.'
+    """
+    if item.answer is None:
+        raise ValueError(f"item {item.id} has no reference answer to hint")
+    return HINT.format(prompt=item.prompt, answer=item.answer)
+
 
 def stream_seed(seed: int, iteration: int) -> int:
     """The task-stream seed of an iteration.

@@ -116,7 +116,9 @@ class Acquirer:
         if not items:
             raise StageInputError("self-instruct produced no usable prompt")
         sampling = sampling_params(cmd, env.iteration)
-        job = generate.ShardJob(items, sampling, cmd.self_judge, self.settings.judge_max_new_tokens)
+        job = generate.ShardJob(
+            items, sampling, cmd.self_judge, self.settings.judge_max_new_tokens, cmd.rationalize
+        )
         rows, _, seconds = generate.run_shard(engine, task, job)
         values = shard_stats(rows, seconds)
         self.prompts.inc(values["prompts"])
@@ -146,6 +148,7 @@ class Acquirer:
             },
             "self_judge": cmd.self_judge,
             "self_instruct": cmd.self_instruct,
+            "rationalize": cmd.rationalize,
             "instance": self.ctx.settings.instance,
             "stats": values,
         }

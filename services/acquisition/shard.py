@@ -4,10 +4,13 @@ One row per prompt::
 
     {"id", "prompt", "category", "difficulty", "meta", "answer",
      "samples": [{"text", "tokens", "finish_reason", "extracted", "verified", "agrees", "judge"}],
-     "majority", "agreement", "pass_rate"}
+     "majority", "agreement", "pass_rate",
+     "rationales": [{"text", "tokens", "finish_reason", "extracted", "verified"}]}
 
 ``answer`` is the task's reference, stored for reporting only (label-free selection never reads it);
 ``verified`` and ``pass_rate`` are ``null`` when the task has no verifier, ``judge`` when self-judge is off.
+``rationales`` are replies to the prompt with its answer as a hint (``rationalize``; empty otherwise): kept
+apart, so ``pass_rate``, ``majority`` and ``agreement`` describe the model's own answers only.
 """
 
 from __future__ import annotations
@@ -41,8 +44,10 @@ def make_row(
     extract: Callable[[str], str | None],
     verify: Callable[[Item, str], bool | None],
     judges: Sequence[float | None] | None = None,
+    hinted: Sequence[Any] = (),
 ) -> Row:
-    """The row of one prompt from its engine samples (``text``, ``tokens``, ``finish_reason``)."""
+    """The row of one prompt from its engine samples (``text``, ``tokens``, ``finish_reason``) and
+    its hinted samples, if any."""
     extracted = [extract(s.text) for s in samples]
     verified = [verify(item, s.text) for s in samples]
     label = majority(extracted)
@@ -69,13 +74,25 @@ def make_row(
         "majority": label,
         "agreement": agreement(extracted, label),
         "pass_rate": pass_rate(verified),
+        "rationales": [
+            {
+                "text": s.text,
+                "tokens": s.tokens,
+                "finish_reason": s.finish_reason,
+                "extracted": extract(s.text),
+                "verified": verify(item, s.text),
+            }
+            for s in hinted
+        ],
     }
 
 
 def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
     """Result statistics: counts, tokens/s, pass-rate histogram (prompt counts), yield, agreement.
 
-    ``yield`` is the fraction of prompts with at least one verified sample (0 without a verifier).
+    ``yield`` is the fraction of prompts with at least one verified sample (0 without a verifier);
+    ``rationalized`` counts prompts that only a hinted sample answered. ``tokens`` includes hinted
+    samples' tokens (they cost the same to generate).
 
     >>> row = {"samples": [{"tokens": 5, "verified": True}, {"tokens": 3, "verified": False}],
     ...        "pass_rate": 0.5, "agreement": 0.5}
@@ -84,7 +101,8 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
     (8, 4.0, 1.0, 1)
     """
     samples = [s for r in rows for s in r["samples"]]
-    tokens = sum(s["tokens"] for s in samples)
+    hinted = [s for r in rows for s in r.get("rationales", ())]
+    tokens = sum(s["tokens"] for s in samples) + sum(s["tokens"] for s in hinted)
     rates = [r["pass_rate"] for r in rows if r["pass_rate"] is not None]
     out: dict[str, float] = {
         "prompts": len(rows),
@@ -95,6 +113,8 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
         "pass_rate_mean": sum(rates) / len(rates) if rates else 0.0,
         "yield": sum(any(s["verified"] for s in r["samples"]) for r in rows) / len(rows) if rows else 0.0,
         "agreement_mean": sum(r["agreement"] for r in rows) / len(rows) if rows else 0.0,
+        "hinted_samples": len(hinted),
+        "rationalized": sum(any(s["verified"] for s in r.get("rationales", ())) for r in rows),
     }
     out.update(dict.fromkeys(PASS_RATE_BUCKETS, 0))
     for rate in rates:

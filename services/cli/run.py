@@ -46,6 +46,8 @@ def prepare_config(path: Path, iterations: int | None, label_mode: str | None, r
         data.setdefault("budget", {})["iterations"] = iterations
     if label_mode is not None:
         data["label_mode"] = label_mode
+        if label_mode == "label-free" and isinstance(data.get("acquisition"), dict):
+            data["acquisition"]["rationalize"] = False  # hints carry the answer
     if run_id is not None:
         data["run_id"] = run_id
     return dump_config(load_config(yaml.safe_dump(data)))
@@ -55,7 +57,10 @@ def run_cmd(
     config: Annotated[Path, typer.Option(help="Run config YAML.")] = Path("configs/demo.yaml"),
     iterations: Annotated[int | None, typer.Option(min=1, help="Override budget.iterations.")] = None,
     label_mode: Annotated[
-        str | None, typer.Option(help="verified | label-free (overrides the config).")
+        str | None,
+        typer.Option(
+            help="verified | label-free (overrides the config; label-free also turns off rationalize)."
+        ),
     ] = None,
     local: Annotated[bool, typer.Option("--local", help="Bring up the local stack and services.")] = False,
     run_id: Annotated[str | None, typer.Option(help="Resume this run, or name a new one.")] = None,

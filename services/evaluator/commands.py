@@ -111,6 +111,7 @@ def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
             seed=seed,
             self_judge=a.self_judge,
             self_instruct=a.self_instruct,
+            rationalize=a.rationalize,
         )
     if stage == "select":
         shards = [

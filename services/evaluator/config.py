@@ -62,6 +62,10 @@ class AcquisitionConfig(_Strict):
     max_new_tokens: int = Field(64, ge=1)
     self_judge: bool = False
     self_instruct: bool = False
+    rationalize: bool = Field(
+        False,
+        description="Verified mode only: re-ask prompts no sample answered with the answer as a hint (STaR).",
+    )
     min_samples: int = Field(1, ge=0, description="Fewer samples over all shards is too little data.")
     min_yield: float = Field(0.0, ge=0, le=1, description="Lower mean yield is too little data.")
     more_prompts_factor: float = Field(2.0, ge=1, description="Prompts grow by this on a data retry.")
@@ -162,7 +166,23 @@ def load_config(text: str) -> RunConfig:
             problems.append(f"{where}: {err['msg']}{got}")
         raise ConfigError("invalid run config: " + "; ".join(problems)) from None
     check_dev_sizes(cfg)
+    check_label_mode(cfg)
     return cfg
+
+
+def check_label_mode(cfg: RunConfig) -> None:
+    """Refuse settings that would show the truth to a label-free run.
+
+    >>> check_label_mode(RunConfig.model_validate({"label_mode": "label-free", "acquisition": {"rationalize": True}}))
+    Traceback (most recent call last):
+    ...
+    selfimprove.evaluator.config.ConfigError: invalid run config: acquisition.rationalize: hints carry the reference answer, so it needs label_mode verified (got label-free)
+    """
+    if cfg.label_mode == "label-free" and cfg.acquisition.rationalize:
+        raise ConfigError(
+            "invalid run config: acquisition.rationalize: hints carry the reference answer, "
+            f"so it needs label_mode verified (got {cfg.label_mode})"
+        )
 
 
 def check_dev_sizes(cfg: RunConfig) -> None:

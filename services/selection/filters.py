@@ -42,15 +42,23 @@ def decontaminate(rows: Sequence[Row], keys: Collection[tuple]) -> tuple[list[Ro
     return kept, len(rows) - len(kept)
 
 
-def band(rows: Sequence[Row], rate: Callable[[Row], float], low: float, high: float) -> tuple[list[Row], int]:
+def band(
+    rows: Sequence[Row],
+    rate: Callable[[Row], float],
+    low: float,
+    high: float,
+    rescued: Callable[[Row], bool] = lambda row: False,
+) -> tuple[list[Row], int]:
     """Keep rows whose per-prompt rate is strictly inside ``(low, high)``: drop what the model
-    always or never gets.
+    always gets, and what it never gets unless ``rescued`` (a verified hinted reply exists).
 
-    >>> kept, dropped = band([{"r": 0.0}, {"r": 0.5}, {"r": 1.0}], lambda r: r["r"], 0.0, 1.0)
-    >>> kept, dropped
-    ([{'r': 0.5}], 2)
+    >>> rows = [{"r": 0.0}, {"r": 0.5}, {"r": 1.0}, {"r": 0.0, "hint": True}]
+    >>> band(rows, lambda r: r["r"], 0.0, 1.0)
+    ([{'r': 0.5}], 3)
+    >>> band(rows, lambda r: r["r"], 0.0, 1.0, lambda r: r.get("hint", False))
+    ([{'r': 0.5}, {'r': 0.0, 'hint': True}], 2)
     """
-    kept = [r for r in rows if low < rate(r) < high]
+    kept = [r for r in rows if low < rate(r) < high or (rate(r) <= low and rescued(r))]
     return kept, len(rows) - len(kept)
 
 

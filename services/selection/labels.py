@@ -17,12 +17,14 @@ Row = dict[str, Any]
 
 
 def blind(rows: Sequence[Row]) -> list[Row]:
-    """Copies of ``rows`` without ground truth: no ``answer``, ``pass_rate`` or sample ``verified``.
+    """Copies of ``rows`` without ground truth: no ``answer``, ``pass_rate``, sample ``verified`` or
+    ``rationales`` (replies to a prompt that carried the answer).
 
-    >>> blind([{"id": "a", "answer": "5", "pass_rate": 1.0, "samples": [{"text": "5", "verified": True}]}])
+    >>> blind([{"id": "a", "answer": "5", "pass_rate": 1.0, "samples": [{"text": "5", "verified": True}],
+    ...         "rationales": [{"text": "5", "verified": True}]}])
     [{'id': 'a', 'samples': [{'text': '5'}]}]
     """
-    hidden = {"answer", "pass_rate"}
+    hidden = {"answer", "pass_rate", "rationales"}
     return [
         {
             **{k: v for k, v in r.items() if k not in hidden and k != "samples"},
@@ -30,6 +32,17 @@ def blind(rows: Sequence[Row]) -> list[Row]:
         }
         for r in rows
     ]
+
+
+def rationales(row: Row) -> list[Row]:
+    """The verified hinted replies of a row (verified mode's rescue for prompts the model never got).
+
+    >>> rationales({"rationales": [{"text": "5", "verified": True}, {"text": "6", "verified": False}]})
+    [{'text': '5', 'verified': True}]
+    >>> rationales({"samples": []})
+    []
+    """
+    return [s for s in row.get("rationales", ()) if s.get("verified")]
 
 
 def label_of(row: Row, mode: str, threshold: float) -> str | None:

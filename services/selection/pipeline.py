@@ -1,7 +1,7 @@
 """The selection pipeline over acquisition rows: labels, filters, SFT set, preference pairs, data card.
 
 Order: prompt deduplication, decontamination, difficulty band, labels (verified or label-free),
-refined targets, format sanity, exact and near-duplicate responses, responses per prompt,
+refined targets, rationales (verified mode: hinted replies, for prompts no sample answered), format sanity, exact and near-duplicate responses, responses per prompt,
 embedding diversity, category balance. Drops are counted in the unit each filter works on
 (``DROP_UNITS``). In label-free mode the rows are :func:`labels.blind` first; the truth is only
 read afterwards, for the card's precision figures.
@@ -71,13 +71,15 @@ def select(
     kept_idx, near = near_dedup([r["prompt"] for r in work], params.prompt_duplicate, params.num_perm)
     work, drops["duplicate_prompt"] = _keep(work, kept_idx), drops["duplicate_prompt"] + near
     work, drops["decontamination"] = filters.decontaminate(work, eval_keys)
-    work, drops["difficulty"] = filters.band(work, lambda r: labels.rate(r, mode), *params.band)
+    rescued = (lambda r: bool(labels.rationales(r))) if mode != labels.LABEL_FREE else (lambda r: False)
+    work, drops["difficulty"] = filters.band(work, lambda r: labels.rate(r, mode), *params.band, rescued)
 
     by_id = {t.get("id"): t["response"] for t in refined if t.get("id")}
     by_prompt = {t["prompt"]: t["response"] for t in refined}
     candidates: list[tuple[Row, dict]] = []
     rejected: dict[str, list[dict]] = {}
     used_labels: dict[str, str | None] = {}
+    hinted_ids: set[str] = set()
     for row in work:
         label = labels.label_of(row, mode, params.agreement_threshold)
         right, wrong = labels.split(row, mode, label)
@@ -87,6 +89,10 @@ def select(
             wanted = label if mode == labels.LABEL_FREE else row.get("answer")
             if sample["extracted"] is not None and sample["extracted"] == wanted:
                 right = [sample, *right]
+        if not right and mode != labels.LABEL_FREE:
+            right = labels.rationales(row)
+            if right:
+                hinted_ids.add(row["id"])
         if not right:
             drops["label"] += 1
             continue
@@ -133,6 +139,7 @@ def select(
             "prompts_kept": len(final_ids),
             "sft": len(sft),
             "pairs": len(pairs),
+            "prompts_rationalized": len(final_ids & hinted_ids),
         },
         "dropped": drops,
         "drop_units": DROP_UNITS,

@@ -25,49 +25,49 @@ _sym_db = _symbol_database.Default()
 from selfimprove.v1 import common_pb2 as selfimprove_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bselfimprove/v1/stages.proto\x12\x0eselfimprove.v1\x1a\x1bselfimprove/v1/common.proto\"\x85\x02\n\x0e\x41\x63quireCommand\x12(\n\x06policy\x18\x01 \x01(\x0b\x32\x18.selfimprove.v1.ModelRef\x12&\n\x04task\x18\x02 \x01(\x0b\x32\x18.selfimprove.v1.TaskSpec\x12\r\n\x05shard\x18\x03 \x01(\x05\x12\x12\n\nnum_shards\x18\x04 \x01(\x05\x12\x13\n\x0bnum_prompts\x18\x05 \x01(\x05\x12\x30\n\x08sampling\x18\x06 \x01(\x0b\x32\x1e.selfimprove.v1.SamplingParams\x12\x0c\n\x04seed\x18\x07 \x01(\x04\x12\x12\n\nself_judge\x18\x08 \x01(\x08\x12\x15\n\rself_instruct\x18\t \x01(\x08\"r\n\rAcquireResult\x12\r\n\x05shard\x18\x01 \x01(\x05\x12,\n\x07samples\x18\x02 \x01(\x0b\x32\x1b.selfimprove.v1.ArtifactRef\x12$\n\x05stats\x18\x03 \x01(\x0b\x32\x15.selfimprove.v1.Stats\"\xe0\x01\n\rSelectCommand\x12+\n\x06shards\x18\x01 \x03(\x0b\x32\x1b.selfimprove.v1.ArtifactRef\x12-\n\nlabel_mode\x18\x02 \x01(\x0e\x32\x19.selfimprove.v1.LabelMode\x12\x13\n\x0bparams_json\x18\x03 \x01(\t\x12\x34\n\x0frefined_targets\x18\x04 \x01(\x0b\x32\x1b.selfimprove.v1.ArtifactRef\x12(\n\x06policy\x18\x05 \x01(\x0b\x32\x18.selfimprove.v1.ModelRef\"\xc9\x01\n\x0cSelectResult\x12,\n\x07sft_set\x18\x01 \x01(\x0b\x32\x1b.selfimprove.v1.ArtifactRef\x12\x35\n\x10preference_pairs\x18\x02 \x01(\x0b\x32\x1b.selfimprove.v1.ArtifactRef\x12.\n\tdata_card\x18\x03 \x01(\x0b\x32\x1b.selfimprove.v1.ArtifactRef\x12$\n\x05stats\x18\x04 \x01(\x0b\x32\x15.selfimprove.v1.Stats\"\xb8\x01\n\x0cTrainCommand\x12(\n\x06policy\x18\x01 \x01(\x0b\x32\x18.selfimprove.v1.ModelRef\x12-\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x1b.selfimprove.v1.ArtifactRef\x12+\n\x06method\x18\x03 \x01(\x0e\x32\x1b.selfimprove.v1.TrainMethod\x12\x14\n\x0chparams_json\x18\x04 \x01(\t\x12\x0c\n\x04seed\x18\x05 \x01(\x04\"\x91\x01\n\x0bTrainResult\x12+\n\tcandidate\x18\x01 \x01(\x0b\x32\x18.selfimprove.v1.ModelRef\x12$\n\x05stats\x18\x02 \x01(\x0b\x32\x15.selfimprove.v1.Stats\x12/\n\nloss_curve\x18\x03 \x01(\x0b\x32\x1b.selfimprove.v1.ArtifactRef\"\xe8\x01\n\x0f\x45valuateCommand\x12+\n\tcandidate\x18\x01 \x01(\x0b\x32\x18.selfimprove.v1.ModelRef\x12+\n\tincumbent\x18\x02 \x01(\x0b\x32\x18.selfimprove.v1.ModelRef\x12&\n\x04task\x18\x03 \x01(\x0b\x32\x18.selfimprove.v1.TaskSpec\x12\x10\n\x08\x64\x65v_size\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\x33\n\x11regression_suites\x18\x06 \x03(\x0b\x32\x18.selfimprove.v1.TaskSpec\"\x95\x01\n\nSuiteScore\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1a\n\x12\x63\x61ndidate_accuracy\x18\x02 \x01(\x01\x12\x1a\n\x12incumbent_accuracy\x18\x03 \x01(\x01\x12\t\n\x01n\x18\x04 \x01(\x05\x12\x11\n\tdelta_low\x18\x05 \x01(\x01\x12\x12\n\ndelta_high\x18\x06 \x01(\x01\x12\x0f\n\x07p_value\x18\x07 \x01(\x01\"\x90\x01\n\x0e\x45valuateResult\x12*\n\x06suites\x18\x01 \x03(\x0b\x32\x1a.selfimprove.v1.SuiteScore\x12,\n\x07\x64\x65tails\x18\x02 \x01(\x0b\x32\x1b.selfimprove.v1.ArtifactRef\x12$\n\x05stats\x18\x03 \x01(\x0b\x32\x15.selfimprove.v1.Stats\"\xdd\x01\n\rRefineCommand\x12+\n\tincumbent\x18\x01 \x01(\x0b\x32\x18.selfimprove.v1.ModelRef\x12&\n\x04task\x18\x02 \x01(\x0b\x32\x18.selfimprove.v1.TaskSpec\x12\x10\n\x08\x64\x65v_size\x18\x03 \x01(\x05\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x12\n\nstrategies\x18\x05 \x03(\t\x12\x14\n\x0ctoken_budget\x18\x06 \x01(\x01\x12\x15\n\rwrite_targets\x18\x07 \x01(\x08\x12\x16\n\x0etarget_prompts\x18\x08 \x01(\x05\"w\n\rStrategyScore\x12\x10\n\x08strategy\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63uracy\x18\x02 \x01(\x01\x12\x1a\n\x12tokens_per_problem\x18\x03 \x01(\x01\x12\x1b\n\x13seconds_per_problem\x18\x04 \x01(\x01\x12\t\n\x01n\x18\x05 \x01(\x05\"\xd2\x01\n\x0cRefineResult\x12,\n\x05table\x18\x01 \x03(\x0b\x32\x1d.selfimprove.v1.StrategyScore\x12\x0e\n\x06\x63hosen\x18\x02 \x01(\t\x12,\n\x07targets\x18\x03 \x01(\x0b\x32\x1b.selfimprove.v1.ArtifactRef\x12$\n\x05stats\x18\x04 \x01(\x0b\x32\x15.selfimprove.v1.Stats\x12\x30\n\x0b\x63\x61libration\x18\x05 \x01(\x0b\x32\x1b.selfimprove.v1.ArtifactRef\"F\n\x0cStageFailure\x12\x12\n\nerror_type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\"\xb7\x02\n\x08\x44\x65\x63ision\x12+\n\x04kind\x18\x01 \x01(\x0e\x32\x1d.selfimprove.v1.Decision.Kind\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\'\n\x05model\x18\x03 \x01(\x0b\x32\x18.selfimprove.v1.ModelRef\x12,\n\x08\x65vidence\x18\x04 \x03(\x0b\x32\x1a.selfimprove.v1.SuiteScore\x12$\n\x05stats\x18\x05 \x01(\x0b\x32\x15.selfimprove.v1.Stats\"q\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_PROMOTE\x10\x01\x12\x0f\n\x0bKIND_REJECT\x10\x02\x12\x11\n\rKIND_CONTINUE\x10\x03\x12\x0e\n\nKIND_RETRY\x10\x04\x12\r\n\tKIND_STOP\x10\x05\"\xa9\x01\n\nRunControl\x12\x31\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32!.selfimprove.v1.RunControl.Action\x12\x13\n\x0b\x63onfig_yaml\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"C\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x41\x43TION_START\x10\x01\x12\x0f\n\x0b\x41\x43TION_STOP\x10\x02*[\n\tLabelMode\x12\x1a\n\x16LABEL_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13LABEL_MODE_VERIFIED\x10\x01\x12\x19\n\x15LABEL_MODE_LABEL_FREE\x10\x02*r\n\x0bTrainMethod\x12\x1c\n\x18TRAIN_METHOD_UNSPECIFIED\x10\x00\x12\x14\n\x10TRAIN_METHOD_SFT\x10\x01\x12\x14\n\x10TRAIN_METHOD_DPO\x10\x02\x12\x19\n\x15TRAIN_METHOD_FULL_SFT\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bselfimprove/v1/stages.proto\x12\x0eselfimprove.v1\x1a\x1bselfimprove/v1/common.proto\"\x9a\x02\n\x0e\x41\x63quireCommand\x12(\n\x06policy\x18\x01 \x01(\x0b\x32\x18.selfimprove.v1.ModelRef\x12&\n\x04task\x18\x02 \x01(\x0b\x32\x18.selfimprove.v1.TaskSpec\x12\r\n\x05shard\x18\x03 \x01(\x05\x12\x12\n\nnum_shards\x18\x04 \x01(\x05\x12\x13\n\x0bnum_prompts\x18\x05 \x01(\x05\x12\x30\n\x08sampling\x18\x06 \x01(\x0b\x32\x1e.selfimprove.v1.SamplingParams\x12\x0c\n\x04seed\x18\x07 \x01(\x04\x12\x12\n\nself_judge\x18\x08 \x01(\x08\x12\x15\n\rself_instruct\x18\t \x01(\x08\x12\x13\n\x0brationalize\x18\n \x01(\x08\"r\n\rAcquireResult\x12\r\n\x05shard\x18\x01 \x01(\x05\x12,\n\x07samples\x18\x02 \x01(\x0b\x32\x1b.selfimprove.v1.ArtifactRef\x12$\n\x05stats\x18\x03 \x01(\x0b\x32\x15.selfimprove.v1.Stats\"\xe0\x01\n\rSelectCommand\x12+\n\x06shards\x18\x01 \x03(\x0b\x32\x1b.selfimprove.v1.ArtifactRef\x12-\n\nlabel_mode\x18\x02 \x01(\x0e\x32\x19.selfimprove.v1.LabelMode\x12\x13\n\x0bparams_json\x18\x03 \x01(\t\x12\x34\n\x0frefined_targets\x18\x04 \x01(\x0b\x32\x1b.selfimprove.v1.ArtifactRef\x12(\n\x06policy\x18\x05 \x01(\x0b\x32\x18.selfimprove.v1.ModelRef\"\xc9\x01\n\x0cSelectResult\x12,\n\x07sft_set\x18\x01 \x01(\x0b\x32\x1b.selfimprove.v1.ArtifactRef\x12\x35\n\x10preference_pairs\x18\x02 \x01(\x0b\x32\x1b.selfimprove.v1.ArtifactRef\x12.\n\tdata_card\x18\x03 \x01(\x0b\x32\x1b.selfimprove.v1.ArtifactRef\x12$\n\x05stats\x18\x04 \x01(\x0b\x32\x15.selfimprove.v1.Stats\"\xb8\x01\n\x0cTrainCommand\x12(\n\x06policy\x18\x01 \x01(\x0b\x32\x18.selfimprove.v1.ModelRef\x12-\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x1b.selfimprove.v1.ArtifactRef\x12+\n\x06method\x18\x03 \x01(\x0e\x32\x1b.selfimprove.v1.TrainMethod\x12\x14\n\x0chparams_json\x18\x04 \x01(\t\x12\x0c\n\x04seed\x18\x05 \x01(\x04\"\x91\x01\n\x0bTrainResult\x12+\n\tcandidate\x18\x01 \x01(\x0b\x32\x18.selfimprove.v1.ModelRef\x12$\n\x05stats\x18\x02 \x01(\x0b\x32\x15.selfimprove.v1.Stats\x12/\n\nloss_curve\x18\x03 \x01(\x0b\x32\x1b.selfimprove.v1.ArtifactRef\"\xe8\x01\n\x0f\x45valuateCommand\x12+\n\tcandidate\x18\x01 \x01(\x0b\x32\x18.selfimprove.v1.ModelRef\x12+\n\tincumbent\x18\x02 \x01(\x0b\x32\x18.selfimprove.v1.ModelRef\x12&\n\x04task\x18\x03 \x01(\x0b\x32\x18.selfimprove.v1.TaskSpec\x12\x10\n\x08\x64\x65v_size\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\x33\n\x11regression_suites\x18\x06 \x03(\x0b\x32\x18.selfimprove.v1.TaskSpec\"\x95\x01\n\nSuiteScore\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1a\n\x12\x63\x61ndidate_accuracy\x18\x02 \x01(\x01\x12\x1a\n\x12incumbent_accuracy\x18\x03 \x01(\x01\x12\t\n\x01n\x18\x04 \x01(\x05\x12\x11\n\tdelta_low\x18\x05 \x01(\x01\x12\x12\n\ndelta_high\x18\x06 \x01(\x01\x12\x0f\n\x07p_value\x18\x07 \x01(\x01\"\x90\x01\n\x0e\x45valuateResult\x12*\n\x06suites\x18\x01 \x03(\x0b\x32\x1a.selfimprove.v1.SuiteScore\x12,\n\x07\x64\x65tails\x18\x02 \x01(\x0b\x32\x1b.selfimprove.v1.ArtifactRef\x12$\n\x05stats\x18\x03 \x01(\x0b\x32\x15.selfimprove.v1.Stats\"\xdd\x01\n\rRefineCommand\x12+\n\tincumbent\x18\x01 \x01(\x0b\x32\x18.selfimprove.v1.ModelRef\x12&\n\x04task\x18\x02 \x01(\x0b\x32\x18.selfimprove.v1.TaskSpec\x12\x10\n\x08\x64\x65v_size\x18\x03 \x01(\x05\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x12\n\nstrategies\x18\x05 \x03(\t\x12\x14\n\x0ctoken_budget\x18\x06 \x01(\x01\x12\x15\n\rwrite_targets\x18\x07 \x01(\x08\x12\x16\n\x0etarget_prompts\x18\x08 \x01(\x05\"w\n\rStrategyScore\x12\x10\n\x08strategy\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63uracy\x18\x02 \x01(\x01\x12\x1a\n\x12tokens_per_problem\x18\x03 \x01(\x01\x12\x1b\n\x13seconds_per_problem\x18\x04 \x01(\x01\x12\t\n\x01n\x18\x05 \x01(\x05\"\xd2\x01\n\x0cRefineResult\x12,\n\x05table\x18\x01 \x03(\x0b\x32\x1d.selfimprove.v1.StrategyScore\x12\x0e\n\x06\x63hosen\x18\x02 \x01(\t\x12,\n\x07targets\x18\x03 \x01(\x0b\x32\x1b.selfimprove.v1.ArtifactRef\x12$\n\x05stats\x18\x04 \x01(\x0b\x32\x15.selfimprove.v1.Stats\x12\x30\n\x0b\x63\x61libration\x18\x05 \x01(\x0b\x32\x1b.selfimprove.v1.ArtifactRef\"F\n\x0cStageFailure\x12\x12\n\nerror_type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\"\xb7\x02\n\x08\x44\x65\x63ision\x12+\n\x04kind\x18\x01 \x01(\x0e\x32\x1d.selfimprove.v1.Decision.Kind\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\'\n\x05model\x18\x03 \x01(\x0b\x32\x18.selfimprove.v1.ModelRef\x12,\n\x08\x65vidence\x18\x04 \x03(\x0b\x32\x1a.selfimprove.v1.SuiteScore\x12$\n\x05stats\x18\x05 \x01(\x0b\x32\x15.selfimprove.v1.Stats\"q\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_PROMOTE\x10\x01\x12\x0f\n\x0bKIND_REJECT\x10\x02\x12\x11\n\rKIND_CONTINUE\x10\x03\x12\x0e\n\nKIND_RETRY\x10\x04\x12\r\n\tKIND_STOP\x10\x05\"\xa9\x01\n\nRunControl\x12\x31\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32!.selfimprove.v1.RunControl.Action\x12\x13\n\x0b\x63onfig_yaml\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"C\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x41\x43TION_START\x10\x01\x12\x0f\n\x0b\x41\x43TION_STOP\x10\x02*[\n\tLabelMode\x12\x1a\n\x16LABEL_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13LABEL_MODE_VERIFIED\x10\x01\x12\x19\n\x15LABEL_MODE_LABEL_FREE\x10\x02*r\n\x0bTrainMethod\x12\x1c\n\x18TRAIN_METHOD_UNSPECIFIED\x10\x00\x12\x14\n\x10TRAIN_METHOD_SFT\x10\x01\x12\x14\n\x10TRAIN_METHOD_DPO\x10\x02\x12\x19\n\x15TRAIN_METHOD_FULL_SFT\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'selfimprove.v1.stages_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LABELMODE']._serialized_start=2872
-  _globals['_LABELMODE']._serialized_end=2963
-  _globals['_TRAINMETHOD']._serialized_start=2965
-  _globals['_TRAINMETHOD']._serialized_end=3079
+  _globals['_LABELMODE']._serialized_start=2893
+  _globals['_LABELMODE']._serialized_end=2984
+  _globals['_TRAINMETHOD']._serialized_start=2986
+  _globals['_TRAINMETHOD']._serialized_end=3100
   _globals['_ACQUIRECOMMAND']._serialized_start=77
-  _globals['_ACQUIRECOMMAND']._serialized_end=338
-  _globals['_ACQUIRERESULT']._serialized_start=340
-  _globals['_ACQUIRERESULT']._serialized_end=454
-  _globals['_SELECTCOMMAND']._serialized_start=457
-  _globals['_SELECTCOMMAND']._serialized_end=681
-  _globals['_SELECTRESULT']._serialized_start=684
-  _globals['_SELECTRESULT']._serialized_end=885
-  _globals['_TRAINCOMMAND']._serialized_start=888
-  _globals['_TRAINCOMMAND']._serialized_end=1072
-  _globals['_TRAINRESULT']._serialized_start=1075
-  _globals['_TRAINRESULT']._serialized_end=1220
-  _globals['_EVALUATECOMMAND']._serialized_start=1223
-  _globals['_EVALUATECOMMAND']._serialized_end=1455
-  _globals['_SUITESCORE']._serialized_start=1458
-  _globals['_SUITESCORE']._serialized_end=1607
-  _globals['_EVALUATERESULT']._serialized_start=1610
-  _globals['_EVALUATERESULT']._serialized_end=1754
-  _globals['_REFINECOMMAND']._serialized_start=1757
-  _globals['_REFINECOMMAND']._serialized_end=1978
-  _globals['_STRATEGYSCORE']._serialized_start=1980
-  _globals['_STRATEGYSCORE']._serialized_end=2099
-  _globals['_REFINERESULT']._serialized_start=2102
-  _globals['_REFINERESULT']._serialized_end=2312
-  _globals['_STAGEFAILURE']._serialized_start=2314
-  _globals['_STAGEFAILURE']._serialized_end=2384
-  _globals['_DECISION']._serialized_start=2387
-  _globals['_DECISION']._serialized_end=2698
-  _globals['_DECISION_KIND']._serialized_start=2585
-  _globals['_DECISION_KIND']._serialized_end=2698
-  _globals['_RUNCONTROL']._serialized_start=2701
-  _globals['_RUNCONTROL']._serialized_end=2870
-  _globals['_RUNCONTROL_ACTION']._serialized_start=2803
-  _globals['_RUNCONTROL_ACTION']._serialized_end=2870
+  _globals['_ACQUIRECOMMAND']._serialized_end=359
+  _globals['_ACQUIRERESULT']._serialized_start=361
+  _globals['_ACQUIRERESULT']._serialized_end=475
+  _globals['_SELECTCOMMAND']._serialized_start=478
+  _globals['_SELECTCOMMAND']._serialized_end=702
+  _globals['_SELECTRESULT']._serialized_start=705
+  _globals['_SELECTRESULT']._serialized_end=906
+  _globals['_TRAINCOMMAND']._serialized_start=909
+  _globals['_TRAINCOMMAND']._serialized_end=1093
+  _globals['_TRAINRESULT']._serialized_start=1096
+  _globals['_TRAINRESULT']._serialized_end=1241
+  _globals['_EVALUATECOMMAND']._serialized_start=1244
+  _globals['_EVALUATECOMMAND']._serialized_end=1476
+  _globals['_SUITESCORE']._serialized_start=1479
+  _globals['_SUITESCORE']._serialized_end=1628
+  _globals['_EVALUATERESULT']._serialized_start=1631
+  _globals['_EVALUATERESULT']._serialized_end=1775
+  _globals['_REFINECOMMAND']._serialized_start=1778
+  _globals['_REFINECOMMAND']._serialized_end=1999
+  _globals['_STRATEGYSCORE']._serialized_start=2001
+  _globals['_STRATEGYSCORE']._serialized_end=2120
+  _globals['_REFINERESULT']._serialized_start=2123
+  _globals['_REFINERESULT']._serialized_end=2333
+  _globals['_STAGEFAILURE']._serialized_start=2335
+  _globals['_STAGEFAILURE']._serialized_end=2405
+  _globals['_DECISION']._serialized_start=2408
+  _globals['_DECISION']._serialized_end=2719
+  _globals['_DECISION_KIND']._serialized_start=2606
+  _globals['_DECISION_KIND']._serialized_end=2719
+  _globals['_RUNCONTROL']._serialized_start=2722
+  _globals['_RUNCONTROL']._serialized_end=2891
+  _globals['_RUNCONTROL_ACTION']._serialized_start=2824
+  _globals['_RUNCONTROL_ACTION']._serialized_end=2891
 # @@protoc_insertion_point(module_scope)

@@ -77,6 +77,7 @@ class AcquireCommand(_message.Message):
     SEED_FIELD_NUMBER: _builtins.int
     SELF_JUDGE_FIELD_NUMBER: _builtins.int
     SELF_INSTRUCT_FIELD_NUMBER: _builtins.int
+    RATIONALIZE_FIELD_NUMBER: _builtins.int
     shard: _builtins.int
     num_shards: _builtins.int
     num_prompts: _builtins.int
@@ -85,6 +86,11 @@ class AcquireCommand(_message.Message):
     """Score samples with the model as its own judge."""
     self_instruct: _builtins.bool
     """Generate prompts by self-instruct from the task's seed set instead of its generator."""
+    rationalize: _builtins.bool
+    """Verified tasks only (STaR rationalization): a prompt none of whose samples verified is sampled
+    again with its reference answer as a hint; hinted replies are stored apart and never counted in
+    the pass rate.
+    """
     @_builtins.property
     def policy(self) -> _common_pb2.ModelRef: ...
     @_builtins.property
@@ -103,10 +109,11 @@ class AcquireCommand(_message.Message):
         seed: _builtins.int = ...,
         self_judge: _builtins.bool = ...,
         self_instruct: _builtins.bool = ...,
+        rationalize: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "sampling", b"sampling", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["num_prompts", b"num_prompts", "num_shards", b"num_shards", "policy", b"policy", "sampling", b"sampling", "seed", b"seed", "self_instruct", b"self_instruct", "self_judge", b"self_judge", "shard", b"shard", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["num_prompts", b"num_prompts", "num_shards", b"num_shards", "policy", b"policy", "rationalize", b"rationalize", "sampling", b"sampling", "seed", b"seed", "self_instruct", b"self_instruct", "self_judge", b"self_judge", "shard", b"shard", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,14 +1,17 @@
 """Acquisition's pure logic: shard prompts, rows and statistics, sampling defaults, doctests."""
 
+import dataclasses
 import doctest
 import importlib
 
 import pytest
 
 from selfimprove.acquisition import prompts
+from selfimprove.acquisition.generate import ShardJob, run_shard
 from selfimprove.acquisition.service import sampling_params
 from selfimprove.acquisition.shard import from_jsonl, make_row, shard_stats, to_jsonl
-from selfimprove.runtime.engine import Sample
+from selfimprove.runtime.engine import PromptResult, Sample
+from selfimprove.runtime.engine import SamplingParams as EngineSampling
 from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
 from selfimprove.v1.common_pb2 import SamplingParams
 from selfimprove.v1.stages_pb2 import AcquireCommand
@@ -68,3 +71,38 @@ def test_sampling_defaults_and_per_shard_seed():
     )
     cmd.shard = 2
     assert sampling_params(cmd, 2).seed != params.seed
+
+
+class HintReader:
+    """A stand-in engine that answers right only when the prompt carries the answer as a hint."""
+
+    def __init__(self):
+        self.prompts = []
+
+    def generate(self, request):
+        self.prompts.append(list(request.prompts))
+        out = []
+        for p in request.prompts:
+            answer = p.split("The answer is ")[1].split(".")[0] if "The answer is " in p else "0"
+            out.append(PromptResult((Sample(f"It is {answer}.", 4, "stop"),) * request.params.n, 8))
+        return out
+
+
+def test_rationalize_asks_again_only_for_unanswered_prompts_and_keeps_hints_apart():
+    task = ArithmeticTask(categories=("add2",))
+    items = task.items("train", 4, seed=3)
+    items[0] = dataclasses.replace(items[0], prompt="What is 0 + 0?", answer="0")  # the model gets this one
+    engine = HintReader()
+    job = ShardJob(items, EngineSampling(n=2, max_new_tokens=8), rationalize=True)
+    rows, _, _ = run_shard(engine, task, job)
+    assert len(engine.prompts) == 2 and len(engine.prompts[1]) == 3
+    assert all(p.endswith("Reply briefly, giving the answer.") for p in engine.prompts[1])
+    assert rows[0]["rationales"] == [] and rows[0]["pass_rate"] == 1.0
+    for row, item in zip(rows[1:], items[1:], strict=True):
+        assert row["pass_rate"] == 0.0 and row["prompt"] == item.prompt
+        assert [s["verified"] for s in row["rationales"]] == [True, True]
+    stats = shard_stats(rows, 1.0)
+    assert stats["yield"] == 0.25 and stats["rationalized"] == 3 and stats["hinted_samples"] == 6
+    assert stats["tokens"] == 4 * 2 * 4 + 6 * 4
+    off, _, _ = run_shard(HintReader(), task, ShardJob(items, EngineSampling(n=2, max_new_tokens=8)))
+    assert all(r["rationales"] == [] for r in off)

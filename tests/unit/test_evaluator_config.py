@@ -69,3 +69,15 @@ def test_controller_imports_no_torch():
     code = "import sys, selfimprove.evaluator.service, selfimprove.cli.status; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_rationalize_needs_verified_mode_and_the_label_free_override_turns_it_off(tmp_path):
+    from selfimprove.cli.run import prepare_config
+
+    with pytest.raises(ConfigError, match="acquisition.rationalize"):
+        load_config("label_mode: label-free\nacquisition: {rationalize: true}\n")
+    path = tmp_path / "run.yaml"
+    path.write_text("label_mode: verified\nacquisition: {rationalize: true}\n")
+    assert load_config(prepare_config(path, None, None, None)).acquisition.rationalize
+    free = load_config(prepare_config(path, None, "label-free", None))
+    assert free.label_mode == "label-free" and not free.acquisition.rationalize

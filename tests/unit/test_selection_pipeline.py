@@ -146,3 +146,49 @@ def test_prefer_short_keeps_the_shortest_correct_responses():
     assert sum(tokens[(x["prompt"], x["response"])] for x in short.sft) < sum(
         tokens[(x["prompt"], x["response"])] for x in first.sft
     )
+
+
+def with_rationales(rows):
+    """Rows where every prompt the model never answered has one right and one wrong hinted reply."""
+    out = []
+    for row in rows:
+        hinted = []
+        if row["pass_rate"] == 0.0:
+            right = Sample(f"The answer is {row['answer']}.", 6, "stop")
+            wrong = Sample(f"The answer is {int(row['answer']) + 7}.", 6, "stop")
+            item = next(i for i in TASK.items("train", 30, seed=5) if i.id == row["id"])
+            hinted = [right, wrong]
+            row = make_row(
+                item,
+                [Sample(s["text"], s["tokens"], s["finish_reason"]) for s in row["samples"]],
+                TASK.extract,
+                TASK.verify,
+                None,
+                hinted,
+            )
+        out.append(row)
+    return out
+
+
+def test_verified_mode_trains_on_verified_rationales_under_the_plain_prompt():
+    rows = with_rationales(synthetic_rows())
+    never = {r["prompt"]: r["answer"] for r in rows if r["pass_rate"] == 0.0}
+    assert never
+    chosen = select(rows, VERIFIED, SelectParams(), embed=hash_embed, extract=TASK.extract)
+    hinted = [x for x in chosen.sft if x["prompt"] in never]
+    assert {x["prompt"] for x in hinted} == set(never)  # rescued from the difficulty band
+    assert all(x["response"] == f"The answer is {never[x['prompt']]}." for x in hinted)
+    assert all("The answer is" not in x["prompt"] for x in chosen.sft)
+    assert chosen.card["counts"]["prompts_rationalized"] == len(never)
+    assert chosen.card["sft_answer_precision"] == 1.0
+    plain = select(synthetic_rows(), VERIFIED, SelectParams(), embed=hash_embed, extract=TASK.extract)
+    assert not {x["prompt"] for x in plain.sft} & set(never)
+    assert plain.card["counts"]["prompts_rationalized"] == 0
+
+
+def test_label_free_mode_never_sees_rationales():
+    rows = synthetic_rows()
+    params = SelectParams(band=(0.0, 1.01))
+    a = select(rows, LABEL_FREE, params, embed=hash_embed, extract=TASK.extract)
+    b = select(with_rationales(rows), LABEL_FREE, params, embed=hash_embed, extract=TASK.extract)
+    assert a.sft == b.sft and b.card["counts"]["prompts_rationalized"] == 0
