@@ -125,8 +125,8 @@ def render(facts: RunFacts, out: Path) -> Path:
         "",
         "## Data per iteration",
         "",
-        "| iteration | samples | yield | kept | diversity | drops per filter |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| iteration | samples | yield | kept | hinted prompts | diversity | drops per filter |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in facts.lineage.get("history", []):
         card = facts.cards.get(r.get("iteration"), {})
@@ -134,7 +134,8 @@ def render(facts: RunFacts, out: Path) -> Path:
         drop_text = ", ".join(f"{k} {v}" for k, v in drops.items()) if isinstance(drops, dict) else str(drops)
         lines.append(
             f"| {r.get('iteration')} | {_num(r.get('samples'), '.0f')} | {_pct(r.get('yield'))} "
-            f"| {_num(r.get('kept'), '.0f')} | {_num(r.get('diversity'), '.3f')} | {drop_text or '-'} |"
+            f"| {_num(r.get('kept'), '.0f')} | {_num((card.get('counts') or {}).get('prompts_rationalized'), '.0f')} "
+            f"| {_num(r.get('diversity'), '.3f')} | {drop_text or '-'} |"
         )
     if plot := _plot_losses(facts, out):
         lines += ["", "## Training", "", f"![loss]({plot})"]

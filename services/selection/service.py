@@ -44,6 +44,7 @@ def result_stats(card: dict) -> dict[str, float]:
         "pairs": card["counts"]["pairs"],
         "prompts_in": card["counts"]["prompts_in"],
         "prompts_kept": card["counts"]["prompts_kept"],
+        "prompts_rationalized": card["counts"].get("prompts_rationalized", 0),
         "diversity": card["diversity"],
         "yield": card["yield"],
         "pseudo_label_precision": card["pseudo_label_precision"],

@@ -41,7 +41,7 @@ def test_report_has_every_section_and_plot(tmp_path):
             ],
         },
         decisions=[{"line": "promote: significant gain"}, {"line": "reject: not significant"}],
-        cards={1: {"dropped": {"decontamination": 7, "difficulty": 5}}},
+        cards={1: {"dropped": {"decontamination": 7, "difficulty": 5}, "counts": {"prompts_rationalized": 12}}},
         losses={1: [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.6}]},
         refine_tables={
             1: [{"strategy": "greedy", "accuracy": 0.5, "tokens_per_problem": 40, "seconds_per_problem": 0.1}]
@@ -64,6 +64,7 @@ def test_report_has_every_section_and_plot(tmp_path):
     assert "| 1 | 20.0 % | 50.0 % | 0.001 | True |" in text
     assert "| two_digit_addition | 19.0 % (14.0 %-25.0 %, n=200) | 60.0 % (53.0 %-66.0 %, n=200) |" in text
     assert "decontamination 7, difficulty 5" in text
+    assert "| 12 |" in text.split("## Data per iteration")[1].splitlines()[4]  # iteration 1's hinted prompts
     assert "| 1 | greedy | 50.0 % | 40.0 | 0.100 |" in text
     assert "1. promote: significant gain" in text and "2. reject: not significant" in text
     assert "| 1 | 300 | - | 120 | - | - |" in text
