@@ -41,7 +41,9 @@ def test_report_has_every_section_and_plot(tmp_path):
             ],
         },
         decisions=[{"line": "promote: significant gain"}, {"line": "reject: not significant"}],
-        cards={1: {"dropped": {"decontamination": 7, "difficulty": 5}, "counts": {"prompts_rationalized": 12}}},
+        cards={
+            1: {"dropped": {"decontamination": 7, "difficulty": 5}, "counts": {"prompts_rationalized": 12}}
+        },
         losses={1: [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.6}]},
         refine_tables={
             1: [{"strategy": "greedy", "accuracy": 0.5, "tokens_per_problem": 40, "seconds_per_problem": 0.1}]
