@@ -92,6 +92,7 @@ def _selected(step: Step) -> None:
     verdict = judge.selection_verdict(stats, cfg.selection.min_kept)
     row = _row(step)
     row.update(kept=verdict.stats["kept"], diversity=verdict.stats["diversity"])
+    row["sft_set"] = s.accepted["select"].get("sft_set")  # for later iterations' replay
     if not verdict.ok:
         _too_little_data(step, verdict)
         return

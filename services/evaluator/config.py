@@ -84,6 +84,9 @@ class TrainingConfig(_Strict):
     heldout_tolerance: float = Field(
         0.0, ge=0, le=10, description="Relative rise of the held-out loss still accepted (0: must fall)."
     )
+    replay_iterations: int = Field(
+        0, ge=0, description="Also train on the selected sets of up to this many earlier iterations."
+    )
 
 
 class EvaluationConfig(_Strict):

@@ -159,3 +159,16 @@ def test_redelivered_result_gives_the_same_outputs():
 def test_state_survives_its_snapshot_format():
     state, _ = run(BASE, {"eval": [[0.6, 0.4, 0.01]]})
     assert RunState.from_json(state.to_json()) == state
+
+
+def test_replay_trains_on_earlier_iterations_selected_sets_newest_first():
+    config = BASE + "training: {replay_iterations: 1}\nstopping: {plateau_patience: 5}\n"
+    state, log = run(config, {"eval": [[0.6, 0.4, 0.01], [0.5, 0.6, 0.5]]})
+    trains = [o.envelope for o in log if o.envelope.WhichOneof("payload") == "train_command"]
+    sets = [[d.uri for d in t.train_command.datasets] for t in trains]
+    selected = [r["sft_set"]["uri"] for r in state.history]
+    assert len(sets) == 3 and len(set(selected)) == 3
+    assert sets == [[selected[0]], [selected[1], selected[0]], [selected[2], selected[1]]]
+    plain, log = run(BASE, {"eval": [[0.6, 0.4, 0.01], [0.5, 0.6, 0.5]]})
+    trains = [o.envelope for o in log if o.envelope.WhichOneof("payload") == "train_command"]
+    assert all(len(t.train_command.datasets) == 1 for t in trains)
