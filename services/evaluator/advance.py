@@ -9,7 +9,7 @@ incumbent; the stopping rules run at the end of each iteration (collapse also af
 from __future__ import annotations
 
 from selfimprove.evaluator import judge
-from selfimprove.evaluator.state import COMPLETED, slot_name
+from selfimprove.evaluator.state import COMPLETED, slot_name, training_sets
 from selfimprove.evaluator.step import Step
 
 
@@ -119,7 +119,7 @@ def _trained(step: Step) -> None:
             **candidate,
             "iteration": s.iteration,
             "parent": s.incumbent.get("version", ""),
-            "trained_from": [s.accepted["select"]["sft_set"].get("uri", "")],
+            "trained_from": [d.get("uri", "") for d in training_sets(s, cfg.training.replay_iterations)],
             "train_event_id": rec["event_id"],
             "promoted": False,
         }

@@ -15,7 +15,7 @@ from selfimprove.core.bus import Outgoing
 from selfimprove.core.topics import Topics
 from selfimprove.evaluator.config import RunConfig
 from selfimprove.evaluator.refs import to_model, to_ref
-from selfimprove.evaluator.state import RunState, slot_shard, slot_stage
+from selfimprove.evaluator.state import RunState, slot_shard, slot_stage, training_sets
 from selfimprove.v1.common_pb2 import SamplingParams, Stage, TaskSpec
 from selfimprove.v1.stages_pb2 import (
     AcquireCommand,
@@ -168,19 +168,6 @@ def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
             target_prompts=r.target_prompts,
         )
     raise ValueError(f"no command for slot {slot!r}")
-
-
-def training_sets(state: RunState, replay: int) -> list[dict]:
-    """This iteration's selected set, then those of up to ``replay`` earlier iterations, newest first.
-
-    >>> s = RunState("r", "", iteration=3, accepted={"select": {"sft_set": {"uri": "c"}}},
-    ...              history=[{"iteration": 1, "sft_set": {"uri": "a"}}, {"iteration": 2, "sft_set": {"uri": "b"}},
-    ...                       {"iteration": 3, "sft_set": {"uri": "c"}}])
-    >>> [d["uri"] for d in training_sets(s, 0)], [d["uri"] for d in training_sets(s, 5)]
-    (['c'], ['c', 'b', 'a'])
-    """
-    earlier = [r["sft_set"] for r in state.history if r["iteration"] < state.iteration and r.get("sft_set")]
-    return [state.accepted["select"]["sft_set"], *reversed(earlier)][: replay + 1]
 
 
 def _shard_order(slot: str) -> tuple[int, str]:

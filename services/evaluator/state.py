@@ -99,3 +99,16 @@ class RunState:
         if event_id and event_id not in self.applied:
             self.applied.append(event_id)
             del self.applied[:-APPLIED_KEEP]
+
+
+def training_sets(state: RunState, replay: int) -> list[dict]:
+    """This iteration's selected set, then those of up to ``replay`` earlier iterations, newest first.
+
+    >>> s = RunState("r", "", iteration=3, accepted={"select": {"sft_set": {"uri": "c"}}},
+    ...              history=[{"iteration": 1, "sft_set": {"uri": "a"}}, {"iteration": 2, "sft_set": {"uri": "b"}},
+    ...                       {"iteration": 3, "sft_set": {"uri": "c"}}])
+    >>> [d["uri"] for d in training_sets(s, 0)], [d["uri"] for d in training_sets(s, 5)]
+    (['c'], ['c', 'b', 'a'])
+    """
+    earlier = [r["sft_set"] for r in state.history if r["iteration"] < state.iteration and r.get("sft_set")]
+    return [state.accepted["select"]["sft_set"], *reversed(earlier)][: replay + 1]
