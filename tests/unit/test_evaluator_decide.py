@@ -169,7 +169,9 @@ def test_replay_trains_on_earlier_iterations_selected_sets_newest_first():
     selected = [r["sft_set"]["uri"] for r in state.history]
     assert len(sets) == 3 and len(set(selected)) == 3
     assert sets == [[selected[0]], [selected[1], selected[0]], [selected[2], selected[1]]]
-    assert [m["trained_from"] for m in state.lineage["models"] if m["iteration"]] == sets  # gc keeps every set a model used
+    assert [
+        m["trained_from"] for m in state.lineage["models"] if m["iteration"]
+    ] == sets  # gc keeps every set a model used
     plain, log = run(BASE, {"eval": [[0.6, 0.4, 0.01], [0.5, 0.6, 0.5]]})
     trains = [o.envelope for o in log if o.envelope.WhichOneof("payload") == "train_command"]
     assert all(len(t.train_command.datasets) == 1 for t in trains)
