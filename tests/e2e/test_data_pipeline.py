@@ -1,8 +1,9 @@
 """Acquisition then selection with the real base model on arithmetic, each service its own process.
 
 CI runs a small iteration (24 prompts x 4 samples). For the figures in docs/data.md run it by hand
-with more prompts: ``DATA_E2E_PROMPTS=200 pytest -m e2e tests/e2e/test_data_pipeline.py -s``; the
-figures are printed and written to ``$DATA_E2E_REPORT`` when set.
+with more prompts: ``DATA_E2E_PROMPTS=200 DATA_E2E_RATIONALIZE=0 pytest -m e2e tests/e2e/test_data_pipeline.py -s``;
+the figures are printed and written to ``$DATA_E2E_REPORT`` when set. CI runs with rationalization on
+and checks that hinted replies feed verified selection only.
 """
 
 import json
@@ -19,6 +20,7 @@ from tests.integration.buskit import ServiceProcess, artifact_store, kafka_setti
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
 PROMPTS = int(os.environ.get("DATA_E2E_PROMPTS", "24"))
+RATIONALIZE = os.environ.get("DATA_E2E_RATIONALIZE", "1") == "1"
 ENV = dict(SELFIMPROVE_KAFKA_SESSION_TIMEOUT_MS="6000", SELFIMPROVE_THREADS="2")
 
 
@@ -45,6 +47,7 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
             num_prompts=PROMPTS,
             sampling=SamplingParams(n=4, temperature=0.7, top_p=0.95, max_new_tokens=64),
             seed=1,
+            rationalize=RATIONALIZE,
         )
         env = envelopes.make(
             run_id=unique_name,
@@ -63,6 +66,13 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
     acquired = envelopes.decode(record.value).acquire_result
     report["acquire"] = dict(acquired.stats.values)
     assert acquired.stats.values["prompts"] == PROMPTS
+    store = artifact_store(stack)
+    rows = [json.loads(line) for line in store.read_file(acquired.samples, "samples.jsonl").splitlines()]
+    hinted = [r for r in rows if any(s["verified"] for s in r["rationales"])]
+    assert acquired.stats.values["rationalized"] == len(hinted)
+    assert all(r["pass_rate"] == 0.0 for r in hinted)  # only prompts the model never answered
+    if RATIONALIZE:
+        assert hinted, "no prompt was rescued by a hint"
 
     selection = ServiceProcess("-m selfimprove.selection", stack, unique_name, tmp_path / "s.log", **ENV)
     try:
@@ -82,7 +92,6 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
         report["select_wall_seconds_both"] = time.monotonic() - started
     finally:
         selection.stop()
-    store = artifact_store(stack)
     for rec in records:
         env = envelopes.decode(rec.value)
         assert env.WhichOneof("payload") == "select_result", env
@@ -90,6 +99,10 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
         card = json.loads(store.read_file(env.select_result.data_card, "card.json"))
         report[mode] = {"stats": dict(env.select_result.stats.values), "category_mix": card["category_mix"]}
         assert env.select_result.stats.values["kept"] > 0, card
+        if mode == "label_free":
+            assert card["counts"]["prompts_rationalized"] == 0
+        elif RATIONALIZE:
+            assert card["counts"]["prompts_rationalized"] > 0, card
     print(json.dumps(report, indent=2, sort_keys=True))
     if os.environ.get("DATA_E2E_REPORT"):
         with open(os.environ["DATA_E2E_REPORT"], "w") as f:
