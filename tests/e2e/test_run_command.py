@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,3 +50,53 @@ def test_run_local_writes_the_report(tmp_path):
     wall = text.split("## Wall time per stage (s)")[1].strip().splitlines()
     first = [cell.strip() for cell in wall[2].strip("|").split("|")]
     assert first[0] == "1" and "-" not in first[1:], wall  # every stage of iteration 1 ran and has a time
+
+
+def children(pid: int) -> set[int]:
+    """Every descendant of ``pid`` (from /proc)."""
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            kids = (
+                {int(x) for x in (task / "children").read_text().split()}
+                if (task / "children").exists()
+                else set()
+            )
+            todo += list(kids - found)
+            found |= kids
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_stops_a_local_run_and_every_service(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(CONFIG.replace("prompts_per_shard: 8", "prompts_per_shard: 64"))
+    env = {**os.environ, "SELFIMPROVE_KAFKA_SESSION_TIMEOUT_MS": "6000", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "selfimprove.cli.main", "run", "--local", "--config", str(config),
+         "--run-id", "cli-term", "--data-dir", str(tmp_path / "stack"), "--no-report"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    seen = []
+    for line in proc.stdout:  # follow until the run is under way (acquisition is generating)
+        seen.append(line)
+        if "decision: continue: run started" in line:
+            break
+    assert proc.poll() is None, "".join(seen)
+    time.sleep(5)
+    descendants = children(proc.pid)
+    assert len(descendants) >= 6, descendants  # broker, object store and the services
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, "".join(seen) + rest
+    deadline = time.monotonic() + 30
+    while any(alive(p) for p in descendants) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [p for p in descendants if alive(p)], "".join(seen) + rest
