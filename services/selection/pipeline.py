@@ -71,7 +71,8 @@ def select(
     kept_idx, near = near_dedup([r["prompt"] for r in work], params.prompt_duplicate, params.num_perm)
     work, drops["duplicate_prompt"] = _keep(work, kept_idx), drops["duplicate_prompt"] + near
     work, drops["decontamination"] = filters.decontaminate(work, eval_keys)
-    rescued = (lambda r: bool(labels.rationales(r))) if mode != labels.LABEL_FREE else (lambda r: False)
+    # label-free rows are blind: no rationales, so nothing is rescued or used from them
+    rescued = lambda r: bool(labels.rationales(r))  # noqa: E731
     work, drops["difficulty"] = filters.band(work, lambda r: labels.rate(r, mode), *params.band, rescued)
 
     by_id = {t.get("id"): t["response"] for t in refined if t.get("id")}
@@ -89,7 +90,7 @@ def select(
             wanted = label if mode == labels.LABEL_FREE else row.get("answer")
             if sample["extracted"] is not None and sample["extracted"] == wanted:
                 right = [sample, *right]
-        if not right and mode != labels.LABEL_FREE:
+        if not right:
             right = labels.rationales(row)
             if right:
                 hinted_ids.add(row["id"])
