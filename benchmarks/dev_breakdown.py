@@ -1,0 +1,60 @@
+"""Where a run's candidate is right on the dev set: an iteration's evaluation details, read from the
+local stack's store, counted by operation and by the sign of the answer.
+
+    .venv/bin/python benchmarks/dev_breakdown.py demo-r --iteration 3
+
+Prints, for incumbent and candidate: right / items for addition, subtraction with a result >= 0, and
+subtraction with a negative result (the main dev suite only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+from selfimprove.core.stack import LocalStack
+
+
+def kind(prompt: str, answer: str) -> str:
+    """``add``, ``sub`` or ``sub<0`` of a 2-operand problem.
+
+    >>> kind("What is 86 plus 29?", "115"), kind("Calculate 53 - 55.", "-2"), kind("What is 9 minus 2?", "7")
+    ('add', 'sub<0', 'sub')
+    """
+    if "plus" in prompt or "+" in prompt:
+        return "add"
+    return "sub<0" if answer.startswith("-") else "sub"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run_id")
+    ap.add_argument("--iteration", type=int, default=1)
+    ap.add_argument("--data-dir", type=Path, default=Path(".stack"))
+    args = ap.parse_args()
+    prefix = f"runs/{args.run_id}/iter-{args.iteration:03d}/evaluate/"
+    with LocalStack(root=args.data_dir) as stack:
+        client = stack.s3_client()
+        names = sorted(
+            o.object_name
+            for o in client.list_objects(stack.bucket, prefix=prefix, recursive=True)
+            if o.object_name.endswith("/details.jsonl")
+        )
+        if not names:
+            raise SystemExit(f"no evaluation details under s3://{prefix} in {args.data_dir}")
+        data = client.get_object(stack.bucket, names[-1]).read().decode()  # the latest attempt
+    rows = [r for r in map(json.loads, data.splitlines()) if r["suite"] == "dev"]
+    total, right = Counter(), {"incumbent": Counter(), "candidate": Counter()}
+    for r in rows:
+        k = kind(r["prompt"], r["answer"])
+        total[k] += 1
+        for model, counts in right.items():
+            counts[k] += bool(r[f"{model}_ok"])
+    for model, counts in right.items():
+        print(f"{model}: " + ", ".join(f"{k} {counts[k]}/{total[k]}" for k in sorted(total)))
+
+
+if __name__ == "__main__":
+    main()
