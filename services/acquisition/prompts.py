@@ -2,7 +2,9 @@
 
 Task prompts are the slice ``[shard * n, (shard + 1) * n)`` of one stream of ``n * num_shards``
 distinct train items drawn with a seed fixed by ``(seed, iteration)``, so the shards of an iteration
-never overlap and a redelivered shard gets the same prompts. Self-instruct prompts are written by the
+never overlap and a redelivered shard gets the same prompts. With category weights (the evaluator's
+focus on what the model fails), the stream is first drawn ``len(categories)`` times as long and
+then cut to ``n * num_shards`` items shared out by weight (:func:`focused`). Self-instruct prompts are written by the
 model from a few seed examples; they have no reference answer (no verifier).
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from selfimprove.runtime.tasks.base import Item, Task
 from selfimprove.runtime.tasks.seedset import SeedExample
@@ -58,14 +60,79 @@ def shard_bounds(shard: int, num_prompts: int) -> tuple[int, int]:
     return shard * num_prompts, (shard + 1) * num_prompts
 
 
+def quotas(weights: Mapping[str, float], available: Mapping[str, int], n: int) -> dict[str, int]:
+    """``n`` prompts shared out over categories by ``weights`` (largest remainder), none above what
+    it has ``available``; a category's shortfall goes to the others by weight, then to any.
+
+    >>> quotas({"add2": 1, "sub2": 3}, {"add2": 100, "sub2": 100}, 10)
+    {'add2': 3, 'sub2': 7}
+    >>> quotas({"add1": 3, "add2": 1}, {"add1": 4, "add2": 100}, 10)
+    {'add1': 4, 'add2': 6}
+    >>> quotas({"add2": 1}, {"add2": 2, "sub2": 9}, 5)
+    {'add2': 2, 'sub2': 3}
+    """
+    if sum(available.values()) < n:
+        raise ValueError(f"{n} prompts asked but only {sum(available.values())} available")
+    out = dict.fromkeys(available, 0)
+    while (left := n - sum(out.values())) > 0:
+        room = [c for c in available if out[c] < available[c]]
+        live = [c for c in room if weights.get(c, 0) > 0] or room
+        weight = {c: weights.get(c, 0) or 1.0 for c in live}
+        share = {c: left * weight[c] / sum(weight.values()) for c in live}
+        give = {c: int(share[c]) for c in live}
+        for c in sorted(live, key=lambda c: (give[c] - share[c], c))[: left - sum(give.values())]:
+            give[c] += 1
+        for c in live:
+            out[c] += min(give[c], available[c] - out[c])
+    return out
+
+
+def focused(pool: Sequence[Item], weights: Mapping[str, float], n: int) -> list[Item]:
+    """``n`` items of ``pool``: each category's first items in pool order, as many as its
+    :func:`quotas` share, interleaved evenly so that every slice of the result has about the same mix.
+
+    >>> pool = [Item(id=str(i), prompt="p", category="ab"[i % 2], difficulty=1) for i in range(12)]
+    >>> [i.category + i.id for i in focused(pool, {"a": 1, "b": 3}, 8)]
+    ['b1', 'a0', 'b3', 'b5', 'b7', 'a2', 'b9', 'b11']
+    """
+    counts: dict[str, int] = {}
+    for item in pool:
+        counts[item.category] = counts.get(item.category, 0) + 1
+    want = quotas(weights, counts, n)
+    taken: dict[str, int] = {}
+    keyed = []
+    for position, item in enumerate(pool):
+        k = taken.get(item.category, 0)
+        if k < want[item.category]:
+            taken[item.category] = k + 1
+            keyed.append(((k + 0.5) / want[item.category], position, item))
+    return [item for *_, item in sorted(keyed, key=lambda t: t[:2])]
+
+
 def shard_items(
-    task: Task, seed: int, iteration: int, shard: int, num_shards: int, num_prompts: int
+    task: Task,
+    seed: int,
+    iteration: int,
+    shard: int,
+    num_shards: int,
+    num_prompts: int,
+    weights: Mapping[str, float] | None = None,
 ) -> list[Item]:
     """The task prompts of one shard (see the module docstring)."""
     if not 0 <= shard < max(1, num_shards):
         raise ValueError(f"shard {shard} is outside 0..{num_shards - 1}")
     start, stop = shard_bounds(shard, num_prompts)
-    return task.items("train", stop, seed=stream_seed(seed, iteration))[start:stop]
+    if not weights:
+        return task.items("train", stop, seed=stream_seed(seed, iteration))[start:stop]
+    unknown = sorted(set(weights) - set(task.categories))
+    if unknown or any(w < 0 for w in weights.values()):
+        raise ValueError(
+            f"category weights {dict(weights)}: unknown categories {unknown} or a negative weight "
+            f"(the task has {', '.join(task.categories)})"
+        )
+    total = num_prompts * num_shards
+    pool = task.items("train", total * max(1, len(task.categories)), seed=stream_seed(seed, iteration))
+    return focused(pool, weights, total)[start:stop]
 
 
 def instruct_prompt(examples: Sequence[SeedExample]) -> str:

@@ -109,7 +109,13 @@ class Acquirer:
                 )
             else:
                 items = prompts.shard_items(
-                    task, cmd.seed, env.iteration, cmd.shard, cmd.num_shards, cmd.num_prompts
+                    task,
+                    cmd.seed,
+                    env.iteration,
+                    cmd.shard,
+                    cmd.num_shards,
+                    cmd.num_prompts,
+                    dict(cmd.category_weights),
                 )
         except (ValueError, FileNotFoundError, ModelNotFoundError, ArtifactError) as exc:
             raise StageInputError(f"{type(exc).__name__}: {exc}") from exc

@@ -23,6 +23,8 @@ from selfimprove.acquisition.scoring import PASS_RATE_BUCKETS, agreement, bucket
 from selfimprove.runtime.tasks.base import Item
 
 Row = dict[str, Any]
+CATEGORY_PASS_RATE = "pass_rate/"  # stats key prefix: a category's mean pass rate
+CATEGORY_PROMPTS = "prompts/"  # stats key prefix: how many of a category's prompts were verified
 
 
 def jsonable(value: Any) -> Any:
@@ -99,6 +101,9 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
     >>> s = shard_stats([row], 2.0)
     >>> s["tokens"], s["tokens_per_second"], s["yield"], s["pass_rate_0_50"]
     (8, 4.0, 1.0, 1)
+    >>> s = shard_stats([{**row, "category": "add2"}, {**row, "category": "add2", "pass_rate": 1.0}], 1.0)
+    >>> s["pass_rate/add2"], s["prompts/add2"]
+    (0.75, 2)
     """
     samples = [s for r in rows for s in r["samples"]]
     hinted = [s for r in rows for s in r.get("rationales", ())]
@@ -119,6 +124,13 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
     out.update(dict.fromkeys(PASS_RATE_BUCKETS, 0))
     for rate in rates:
         out[bucket(rate)] += 1
+    by_category: dict[str, list[float]] = {}
+    for r in rows:
+        if r["pass_rate"] is not None and r.get("category"):
+            by_category.setdefault(r["category"], []).append(r["pass_rate"])
+    for category, values in sorted(by_category.items()):
+        out[f"{CATEGORY_PASS_RATE}{category}"] = sum(values) / len(values)
+        out[f"{CATEGORY_PROMPTS}{category}"] = len(values)
     return out
 
 

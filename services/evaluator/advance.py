@@ -9,6 +9,7 @@ incumbent; the stopping rules run at the end of each iteration (collapse also af
 from __future__ import annotations
 
 from selfimprove.evaluator import judge
+from selfimprove.evaluator.focus import category_pass
 from selfimprove.evaluator.state import COMPLETED, slot_name, training_sets
 from selfimprove.evaluator.step import Step
 
@@ -76,6 +77,7 @@ def _acquired(step: Step) -> None:
     verdict = judge.data_verdict(shards, a.min_samples, a.min_yield)
     row = _row(step)
     row.update(samples=verdict.stats["samples"], **{"yield": verdict.stats["yield"]})
+    row["category_pass"] = category_pass(shards)  # the next iteration's focus
     row["agreement"] = (
         judge._weighted(shards, "agreement_mean") if any("agreement_mean" in x for x in shards) else 0.0
     )

@@ -14,6 +14,7 @@ from selfimprove.core import envelope as envelopes
 from selfimprove.core.bus import Outgoing
 from selfimprove.core.topics import Topics
 from selfimprove.evaluator.config import RunConfig
+from selfimprove.evaluator.focus import next_weights
 from selfimprove.evaluator.refs import to_model, to_ref
 from selfimprove.evaluator.state import RunState, slot_shard, slot_stage, training_sets
 from selfimprove.v1.common_pb2 import SamplingParams, Stage, TaskSpec
@@ -112,6 +113,7 @@ def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
             self_judge=a.self_judge,
             self_instruct=a.self_instruct,
             rationalize=a.rationalize,
+            category_weights=next_weights(state.history, state.iteration, a.focus_floor) if a.focus else {},
         )
     if stage == "select":
         shards = [

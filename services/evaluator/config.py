@@ -66,6 +66,14 @@ class AcquisitionConfig(_Strict):
         False,
         description="Verified mode only: re-ask prompts no sample answered with the answer as a hint (STaR).",
     )
+    focus: bool = Field(
+        False,
+        description="Share each iteration's prompts over the task's categories by how often the last "
+        "acquisition failed them (verified tasks; the first iteration uses the task's even mix).",
+    )
+    focus_floor: float = Field(
+        0.1, ge=0, le=1, description="With focus: the least share of prompts any category gets."
+    )
     min_samples: int = Field(1, ge=0, description="Fewer samples over all shards is too little data.")
     min_yield: float = Field(0.0, ge=0, le=1, description="Lower mean yield is too little data.")
     more_prompts_factor: float = Field(2.0, ge=1, description="Prompts grow by this on a data retry.")
@@ -185,6 +193,11 @@ def check_label_mode(cfg: RunConfig) -> None:
         raise ConfigError(
             "invalid run config: acquisition.rationalize: hints carry the reference answer, "
             f"so it needs label_mode verified (got {cfg.label_mode})"
+        )
+    if cfg.label_mode == "label-free" and cfg.acquisition.focus:
+        raise ConfigError(
+            "invalid run config: acquisition.focus: it follows pass rates measured against the reference "
+            f"answers, so it needs label_mode verified (got {cfg.label_mode})"
         )
 
 

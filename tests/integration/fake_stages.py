@@ -74,6 +74,8 @@ def respond(env: Envelope, script: dict, refs=None) -> list[Envelope]:
             "agreement_mean": float(_pick(script.get("agreement"), it, 0.5)),
             "pass_rate_mean": 0.5,
         }
+        for category, rate in script.get("category_pass", {}).items():  # e.g. {"add2": 0.75}
+            stats[f"pass_rate/{category}"], stats[f"prompts/{category}"] = rate, 2
         ref = refs("samples", {"samples.jsonl": b"{}\n" * max(n, 1)}, stats)
         out = AcquireResult(shard=env.shard, samples=ref, stats=Stats(values=stats))
         result = envelopes.caused_by(env, PRODUCER, acquire_result=out)

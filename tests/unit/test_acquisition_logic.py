@@ -38,6 +38,23 @@ def test_shards_are_disjoint_deterministic_and_change_with_iteration():
         prompts.shard_items(task, 7, 1, 4, 4, 10)
 
 
+def test_category_weights_share_out_disjoint_shards():
+    from collections import Counter
+
+    task = ArithmeticTask(categories=("add2", "sub2"))
+    weights = {"add2": 0.25, "sub2": 0.75}
+    shards = [prompts.shard_items(task, 7, 2, s, 2, 40, weights) for s in range(2)]
+    ids = [i.id for shard in shards for i in shard]
+    assert len(ids) == len(set(ids)) == 80
+    assert Counter(i.category for shard in shards for i in shard) == {"add2": 20, "sub2": 60}
+    assert [i.id for i in prompts.shard_items(task, 7, 2, 1, 2, 40, weights)] == [i.id for i in shards[1]]
+    assert all({i.category for i in shard} == {"add2", "sub2"} for shard in shards)  # each shard a mix
+    with pytest.raises(ValueError, match="unknown categories \\['mul2'\\]"):
+        prompts.shard_items(task, 7, 2, 0, 2, 40, {"mul2": 1.0})
+    with pytest.raises(ValueError, match="negative weight"):
+        prompts.shard_items(task, 7, 2, 0, 2, 40, {"add2": -1.0})
+
+
 def test_rows_score_every_sample_and_round_trip():
     task = ArithmeticTask(categories=("add2",))
     [item] = task.items("train", 1, seed=0)

@@ -81,3 +81,15 @@ def test_rationalize_needs_verified_mode_and_the_label_free_override_turns_it_of
     assert load_config(prepare_config(path, None, None, None)).acquisition.rationalize
     free = load_config(prepare_config(path, None, "label-free", None))
     assert free.label_mode == "label-free" and not free.acquisition.rationalize
+
+
+def test_focus_needs_verified_mode_and_the_label_free_override_turns_it_off(tmp_path):
+    from selfimprove.cli.run import prepare_config
+
+    with pytest.raises(ConfigError, match="acquisition.focus"):
+        load_config("label_mode: label-free\nacquisition: {focus: true}\n")
+    path = tmp_path / "run.yaml"
+    path.write_text("label_mode: verified\nacquisition: {focus: true, rationalize: true}\n")
+    assert load_config(prepare_config(path, None, None, None)).acquisition.focus
+    free = load_config(prepare_config(path, None, "label-free", None))
+    assert free.label_mode == "label-free" and not free.acquisition.focus

@@ -175,3 +175,19 @@ def test_replay_trains_on_earlier_iterations_selected_sets_newest_first():
     plain, log = run(BASE, {"eval": [[0.6, 0.4, 0.01], [0.5, 0.6, 0.5]]})
     trains = [o.envelope for o in log if o.envelope.WhichOneof("payload") == "train_command"]
     assert all(len(t.train_command.datasets) == 1 for t in trains)
+
+
+def test_focus_shares_the_next_iterations_prompts_by_the_last_failure_rates():
+    config = (
+        BASE + "acquisition: {shards: 2, focus: true, focus_floor: 0.1}\nstopping: {plateau_patience: 5}\n"
+    )
+    script = {"eval": [[0.6, 0.4, 0.01]], "category_pass": {"add2": 0.7, "sub2": 0.1}}
+    state, log = run(config, script)
+    acquires = [o.envelope for o in log if o.envelope.WhichOneof("payload") == "acquire_command"]
+    weights = [dict(a.acquire_command.category_weights) for a in acquires]
+    assert len(weights) == 6 and weights[:2] == [{}, {}]  # the first iteration: the task's even mix
+    assert weights[2] == weights[5] == pytest.approx({"add2": 0.25, "sub2": 0.75})
+    assert state.history[0]["category_pass"] == pytest.approx({"add2": 0.7, "sub2": 0.1})
+    plain, log = run(BASE, script)
+    acquires = [o.envelope for o in log if o.envelope.WhichOneof("payload") == "acquire_command"]
+    assert all(not a.acquire_command.category_weights for a in acquires)
