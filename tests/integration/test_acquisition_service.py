@@ -36,7 +36,7 @@ def tiny_base(tmp_path_factory):
     return str(folder)
 
 
-def acquire(run_id, shard, base, num_shards=4, prompts=6):
+def acquire(run_id, shard, base, num_shards=4, prompts=6, weights=None):
     return envelopes.make(
         run_id=run_id,
         iteration=1,
@@ -52,6 +52,7 @@ def acquire(run_id, shard, base, num_shards=4, prompts=6):
             sampling=SamplingParams(n=2, temperature=0.7, top_p=0.95, max_new_tokens=12),
             seed=11,
             self_judge=True,
+            category_weights=weights or {},
         ),
     )
 
@@ -99,7 +100,8 @@ async def test_one_shard_in_artifact_and_result_out(stack, unique_name, tmp_path
         service.wait_ready()
         mislabelled = acquire(unique_name, 1, tiny_base)
         mislabelled.stage = Stage.STAGE_TRAIN  # would answer on the trainer's result topic
-        results_topic = await publish(stack, unique_name, [mislabelled, acquire(unique_name, 2, tiny_base)])
+        focused = acquire(unique_name, 2, tiny_base, weights={"add2": 1.0})  # add1 gets no share
+        results_topic = await publish(stack, unique_name, [mislabelled, focused])
         [record] = await read_topic(stack.kafka_bootstrap, results_topic, expect=1, timeout=120)
         [dead] = await read_topic(
             stack.kafka_bootstrap, f"{unique_name}.cmd.acquire.dlq", expect=1, timeout=30
@@ -120,6 +122,7 @@ async def test_one_shard_in_artifact_and_result_out(stack, unique_name, tmp_path
     assert manifest.meta["shard"] == 2 and manifest.meta["model_version"] == "tiny"
     rows = [json.loads(x) for x in store.read_file(res.samples, "samples.jsonl").decode().splitlines()]
     assert len(rows) == 6 and all(len(r["samples"]) == 2 for r in rows)
+    assert {r["category"] for r in rows} == {"add2"}
     sample_keys = {"text", "tokens", "finish_reason", "extracted", "verified", "agrees", "judge"}
     assert all(set(s) == sample_keys and 0 <= s["judge"] <= 1 for r in rows for s in r["samples"])
     stats = res.stats.values
@@ -134,6 +137,7 @@ async def test_one_shard_in_artifact_and_result_out(stack, unique_name, tmp_path
     ):
         assert key in stats
     assert stats["prompts"] == 6 and stats["samples"] == 12
+    assert stats["prompts/add2"] == 6 and 0 <= stats["pass_rate/add2"] <= 1 and "prompts/add1" not in stats
 
 
 async def test_commands_sent_before_a_run_ended_are_not_carried_out(stack, unique_name, tmp_path, tiny_base):

@@ -1,0 +1,108 @@
+"""Does accuracy on a category keep growing with more verified examples of the loop's answer form?
+
+Continues an adapter (for example a demo's final one, copied from the store) with LoRA SFT, as the
+trainer does (same loop, one epoch, batch 8, lr 3e-4), on N train-split problems of one category
+answered as the loop's trained replies read ("The answer is N."), and scores greedy answers on
+fixed dev-split problems before, after each of the ``--at`` example counts, and at the end.
+The dev split never meets the train split, and the GPT-3 sets are not read.
+
+    .venv/bin/python benchmarks/data_volume.py --adapter DIR --category sub2 --examples 1600 --at 400 800
+
+Prints one JSON line per point: examples seen, training seconds so far, accuracy, and right/items
+split by the sign of the answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from selfimprove.runtime.extract import last_integer
+from selfimprove.runtime.models import resolve_base
+from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
+from selfimprove.trainer.batches import encode
+from selfimprove.trainer.hparams import Hparams
+from selfimprove.trainer.model import trainable_model
+from selfimprove.trainer.sft import train_sft
+
+
+def score(model, tok, dev, batch: int = 50) -> dict:
+    model.eval()
+    tok.padding_side = "left"
+    right = {"neg": 0, "pos": 0}
+    total = {"neg": 0, "pos": 0}
+    for start in range(0, len(dev), batch):
+        chunk = dev[start : start + batch]
+        texts = [
+            tok.apply_chat_template(
+                [{"role": "user", "content": i.prompt}], add_generation_prompt=True, tokenize=False
+            )
+            for i in chunk
+        ]
+        enc = tok(texts, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=16, do_sample=False, pad_token_id=tok.pad_token_id)
+        for item, ids in zip(chunk, out, strict=True):
+            reply = tok.decode(ids[enc.input_ids.shape[1] :], skip_special_tokens=True)
+            sign = "neg" if item.answer.startswith("-") else "pos"
+            total[sign] += 1
+            right[sign] += str(last_integer(reply)) == item.answer
+    model.train()
+    return {
+        "accuracy": round(sum(right.values()) / len(dev), 4),
+        **{f"{k}_right": f"{right[k]}/{total[k]}" for k in total},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--adapter", type=Path, help="PEFT folder to continue (default: a new LoRA on the base)")
+    ap.add_argument("--category", default="sub2")
+    ap.add_argument("--examples", type=int, default=1600)
+    ap.add_argument("--at", type=int, nargs="*", default=[400, 800], help="also score after this many")
+    ap.add_argument("--dev", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    task = ArithmeticTask(categories=[args.category])
+    train, dev = task.items("train", args.examples, seed=11), task.items("dev", args.dev, seed=1234)
+    hp = Hparams(epochs=1, lr=3e-4, lora_r=16, batch_size=8, grad_accum=1)
+    model, tok = trainable_model(resolve_base("smollm2-135m-instruct", None), args.adapter, hp, 0)
+    examples = [encode(tok, i.prompt, f"The answer is {i.answer}.", hp.max_length) for i in train]
+    print(json.dumps({"examples": 0, "train_s": 0, **score(model, tok, dev)}), flush=True)
+    start, scoring = time.perf_counter(), 0.0
+
+    def on_step(point: dict) -> None:
+        nonlocal scoring
+        if point["examples"] in args.at:
+            tic = time.perf_counter()
+            seconds = round(tic - start - scoring)
+            print(
+                json.dumps({"examples": point["examples"], "train_s": seconds, **score(model, tok, dev)}),
+                flush=True,
+            )
+            scoring += time.perf_counter() - tic
+
+    with tempfile.TemporaryDirectory() as work:
+        out = train_sft(
+            model,
+            examples,
+            hp,
+            seed=0,
+            lr=hp.lr,
+            pad_id=tok.pad_token_id,
+            work=Path(work),
+            sync=None,
+            checkpoint_every=0,
+            on_step=on_step,
+        )
+    print(json.dumps({"examples": out.examples, "train_s": round(out.seconds), **score(model, tok, dev)}))
+
+
+if __name__ == "__main__":
+    main()
