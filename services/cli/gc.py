@@ -1,6 +1,6 @@
 """``selfimprove gc RUN``: delete a run's abandoned attempts (artifacts no accepted result points to);
 ``--old`` also deletes what an ended run no longer needs. Never deleted: the run's state, the adapters
-of promoted models and the data that trained them.
+of promoted models and the data that trained them (with the candidates they continued).
 
 selfimprove gc run-1a2b3c4d --dry-run
 selfimprove gc run-1a2b3c4d --old
@@ -27,6 +27,26 @@ def attempt_of(key_or_uri: str) -> str:
     return m.group(1) if m else ""
 
 
+def ancestry(models: list[dict]) -> list[dict]:
+    """Promoted models and the unpromoted candidates they were trained from (``parent`` links;
+    ``training.continue_pending``), so a promoted model's whole training history is kept.
+
+    >>> ms = [{"version": "a", "parent": ""}, {"version": "b", "parent": "a"}, {"version": "c", "parent": "b", "promoted": True}]
+    >>> [m["version"] for m in ancestry(ms)]
+    ['c', 'b', 'a']
+    """
+    by_version = {m.get("version"): m for m in models}
+    out: list[dict] = []
+    for m in models:
+        if not m.get("promoted"):
+            continue
+        while m is not None and m not in out:
+            out.append(m)
+            parent = by_version.get(m.get("parent"))
+            m = parent if parent is not None and not parent.get("promoted") else None
+    return out
+
+
 def plan(keys: list[str], lineage: dict, old: bool) -> tuple[list[str], set[str]]:
     """Keys to delete and the attempt prefixes protected, from the run's lineage. Pure.
 
@@ -43,10 +63,9 @@ def plan(keys: list[str], lineage: dict, old: bool) -> tuple[list[str], set[str]
         attempt_of(ref["uri"]) for a in lineage.get("artifacts", []) for ref in a.get("refs", {}).values()
     }
     protected: set[str] = set()
-    for m in lineage.get("models", []):
-        if m.get("promoted"):
-            protected.add(attempt_of(m.get("adapter", {}).get("uri", "")))
-            protected.update(attempt_of(u) for u in m.get("trained_from", []))
+    for m in ancestry(lineage.get("models", [])):
+        protected.add(attempt_of(m.get("adapter", {}).get("uri", "")))
+        protected.update(attempt_of(u) for u in m.get("trained_from", []))
     protected.discard("")
     keep = protected if old else accepted | protected
     return [k for k in keys if (p := attempt_of(k)) and p not in keep], protected

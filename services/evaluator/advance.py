@@ -3,7 +3,8 @@
 acquire (all shards) -> select -> train -> evaluate -> refine -> next iteration or stop. Too little
 data after acquisition or selection re-acquires with more prompts and another seed (a new round,
 ``max_data_retries`` times) or stops; an unhealthy training or a rejected candidate keeps the
-incumbent; the stopping rules run at the end of each iteration (collapse also after selection).
+incumbent (with ``training.continue_pending``, a candidate rejected only for a gain not yet significant
+is what the next training continues); the stopping rules run at the end of each iteration (collapse also after selection).
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def _trained(step: Step) -> None:
         {
             **candidate,
             "iteration": s.iteration,
-            "parent": s.incumbent.get("version", ""),
+            "parent": (s.train_parent or s.incumbent).get("version", ""),
             "trained_from": [d.get("uri", "") for d in training_sets(s, cfg.training.replay_iterations)],
             "train_event_id": rec["event_id"],
             "promoted": False,
@@ -173,10 +174,13 @@ def _evaluated(step: Step) -> None:
             if m.get("version") == s.candidate.get("version"):
                 m.update(promoted=True, promoted_at=step.now, promoted_by=rec["event_id"])
         s.incumbent, s.incumbent_accuracy = dict(s.candidate), cand_acc
+        s.train_parent = {}
         step.signal("promote", cand_acc)
         row["promoted"] = True
     else:
         step.decide("reject", verdict.reason, model=s.candidate, evidence=suites, stats=verdict.stats)
+        pending = step.cfg.training.continue_pending and verdict.stats.get("pending")
+        s.train_parent = dict(s.candidate) if pending else {}  # else back to the incumbent
         s.incumbent_accuracy = inc_acc
         step.signal("reject", inc_acc)
         row["promoted"] = False

@@ -131,7 +131,7 @@ def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
         )
     if stage == "train":
         return TrainCommand(
-            policy=incumbent,
+            policy=to_model(state.train_parent) if state.train_parent else incumbent,
             datasets=[to_ref(d) for d in training_sets(state, cfg.training.replay_iterations)],
             method=METHODS[cfg.training.method],
             hparams_json=json.dumps(cfg.training.hparams, sort_keys=True),

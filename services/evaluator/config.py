@@ -95,6 +95,11 @@ class TrainingConfig(_Strict):
     replay_iterations: int = Field(
         0, ge=0, description="Also train on the selected sets of up to this many earlier iterations."
     )
+    continue_pending: bool = Field(
+        False,
+        description="A candidate rejected only because its gain was not significant is what the next "
+        "iteration trains further (the incumbent still serves, samples and is the baseline).",
+    )
 
 
 class EvaluationConfig(_Strict):

@@ -133,6 +133,8 @@ def evaluation_verdict(suites: Sequence[Mapping[str, Any]], alpha: float, margin
     >>> reg = {"name": "add1", "candidate_accuracy": 0.7, "incumbent_accuracy": 0.9, "p_value": 0.02, "n": 50}
     >>> evaluation_verdict([main, reg], 0.05, 0.05).reason
     'regression on add1: 0.700 < 0.900 - margin 0.05'
+    >>> evaluation_verdict([{**main, "p_value": 0.2}], 0.05, 0.05).stats["pending"]
+    1.0
     """
     if not suites:
         return Verdict(False, "evaluation returned no suites")
@@ -149,6 +151,7 @@ def evaluation_verdict(suites: Sequence[Mapping[str, Any]], alpha: float, margin
     if cand <= inc:
         return Verdict(False, f"no gain: candidate {cand:.3f} <= incumbent {inc:.3f}", stats)
     if p >= alpha:
+        stats["pending"] = 1.0  # a gain, no regression, not (yet) significant
         return Verdict(False, f"gain {cand - inc:+.3f} not significant (p={p:.4f} >= alpha {alpha})", stats)
     return Verdict(True, f"significant gain {cand - inc:+.3f} (p={p:.4f} < alpha {alpha})", stats)
 

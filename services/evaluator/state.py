@@ -66,6 +66,8 @@ class RunState:
     incumbent: dict[str, Any] = field(default_factory=dict)
     incumbent_accuracy: float | None = None
     candidate: dict[str, Any] = field(default_factory=dict)
+    # the model the next training continues (empty: the incumbent); see training.continue_pending
+    train_parent: dict[str, Any] = field(default_factory=dict)
     accuracy: list[float] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)

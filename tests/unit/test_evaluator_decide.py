@@ -191,3 +191,26 @@ def test_focus_shares_the_next_iterations_prompts_by_the_last_failure_rates():
     plain, log = run(BASE, script)
     acquires = [o.envelope for o in log if o.envelope.WhichOneof("payload") == "acquire_command"]
     assert all(not a.acquire_command.category_weights for a in acquires)
+
+
+def test_continue_pending_trains_on_from_a_candidate_whose_gain_is_not_yet_significant():
+    config = (
+        BASE
+        + "training: {continue_pending: true}\nbudget: {iterations: 4}\nstopping: {plateau_patience: 5}\n"
+    )
+    # 1: promoted; 2: +5 points, not significant; 3: significant; 4: worse than the incumbent
+    script = {"eval": [[0.6, 0.4, 0.01], [0.65, 0.6, 0.3], [0.7, 0.6, 0.01], [0.6, 0.7, 0.01]]}
+    state, log = run(config, script)
+    trains = [o.envelope.train_command for o in log if o.envelope.WhichOneof("payload") == "train_command"]
+    evals = [
+        o.envelope.evaluate_command for o in log if o.envelope.WhichOneof("payload") == "evaluate_command"
+    ]
+    assert [t.policy.version for t in trains] == ["r1/base", "r1/iter-001", "r1/iter-002", "r1/iter-003"]
+    assert [e.incumbent.version for e in evals] == ["r1/base", "r1/iter-001", "r1/iter-001", "r1/iter-003"]
+    assert kinds(state).count("promote") == 2 and state.incumbent["version"] == "r1/iter-003"
+    parents = {m["version"]: m["parent"] for m in state.lineage["models"] if m["iteration"]}
+    assert parents["r1/iter-003"] == "r1/iter-002" and parents["r1/iter-002"] == "r1/iter-001"
+    assert state.train_parent == {}  # iteration 4 was worse: the next training starts from the incumbent
+    plain, log = run(BASE + "budget: {iterations: 4}\nstopping: {plateau_patience: 5}\n", script)
+    trains = [o.envelope.train_command for o in log if o.envelope.WhichOneof("payload") == "train_command"]
+    assert [t.policy.version for t in trains] == ["r1/base", "r1/iter-001", "r1/iter-001", "r1/iter-003"]
