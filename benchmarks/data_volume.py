@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
 from selfimprove.trainer.batches import encode
 from selfimprove.trainer.hparams import Hparams
 from selfimprove.trainer.model import trainable_model
-from selfimprove.trainer.sft import train_sft
+from selfimprove.trainer.sft import train_unsynced
 
 
 def score(model, tok, dev, batch: int = 50) -> dict:
@@ -88,19 +87,7 @@ def main() -> None:
             )
             scoring += time.perf_counter() - tic
 
-    with tempfile.TemporaryDirectory() as work:
-        out = train_sft(
-            model,
-            examples,
-            hp,
-            seed=0,
-            lr=hp.lr,
-            pad_id=tok.pad_token_id,
-            work=Path(work),
-            sync=None,
-            checkpoint_every=0,
-            on_step=on_step,
-        )
+    out = train_unsynced(model, examples, hp, tok.pad_token_id, on_step)
     print(json.dumps({"examples": out.examples, "train_s": round(out.seconds), **score(model, tok, dev)}))
 
 

@@ -17,7 +17,6 @@ import platform
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
@@ -43,25 +42,14 @@ def ours(base: str, data: list[dict], batch: int) -> tuple[float, int]:
     from selfimprove.runtime.models import load_model
     from selfimprove.trainer.batches import encode
     from selfimprove.trainer.hparams import Hparams
-    from selfimprove.trainer.sft import train_sft
+    from selfimprove.trainer.sft import train_unsynced
 
     model, tok = load_model(base, merge=False)
     torch.manual_seed(0)
     model = get_peft_model(model, lora())
     hp = Hparams(epochs=1, batch_size=batch, grad_accum=1)
     examples = [encode(tok, r["prompt"], r["response"], hp.max_length) for r in data]
-    with tempfile.TemporaryDirectory() as work:
-        out = train_sft(
-            model,
-            examples,
-            hp,
-            seed=0,
-            lr=hp.lr,
-            pad_id=tok.pad_token_id,
-            work=Path(work),
-            sync=None,
-            checkpoint_every=10**9,
-        )
+    out = train_unsynced(model, examples, hp, tok.pad_token_id)
     return out.seconds, out.tokens_run
 
 

@@ -157,3 +157,24 @@ def _checkpoint(model, params, optimizer, scheduler, out: Outcome, work: Path, s
     }
     torch.save(state, folder / STATE)
     sync.push(out.steps, folder)
+
+
+def train_unsynced(
+    model, examples: Sequence[Encoded], hp: Hparams, pad_id: int, on_step: OnStep = lambda p: None
+) -> Outcome:
+    """:func:`train_sft` with seed 0 and ``hp.lr`` in a temporary folder, no checkpoints (benchmarks)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as work:
+        return train_sft(
+            model,
+            examples,
+            hp,
+            seed=0,
+            lr=hp.lr,
+            pad_id=pad_id,
+            work=Path(work),
+            sync=None,
+            checkpoint_every=10**9,
+            on_step=on_step,
+        )

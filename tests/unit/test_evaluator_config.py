@@ -71,25 +71,14 @@ def test_controller_imports_no_torch():
     assert out.stdout.strip() == "False"
 
 
-def test_rationalize_needs_verified_mode_and_the_label_free_override_turns_it_off(tmp_path):
+@pytest.mark.parametrize("field", ["rationalize", "focus"])
+def test_truth_fed_acquisition_needs_verified_mode_and_the_label_free_override_turns_it_off(tmp_path, field):
     from selfimprove.cli.run import prepare_config
 
-    with pytest.raises(ConfigError, match="acquisition.rationalize"):
-        load_config("label_mode: label-free\nacquisition: {rationalize: true}\n")
+    with pytest.raises(ConfigError, match=f"acquisition.{field}"):
+        load_config(f"label_mode: label-free\nacquisition: {{{field}: true}}\n")
     path = tmp_path / "run.yaml"
-    path.write_text("label_mode: verified\nacquisition: {rationalize: true}\n")
-    assert load_config(prepare_config(path, None, None, None)).acquisition.rationalize
+    path.write_text(f"label_mode: verified\nacquisition: {{{field}: true}}\n")
+    assert getattr(load_config(prepare_config(path, None, None, None)).acquisition, field)
     free = load_config(prepare_config(path, None, "label-free", None))
-    assert free.label_mode == "label-free" and not free.acquisition.rationalize
-
-
-def test_focus_needs_verified_mode_and_the_label_free_override_turns_it_off(tmp_path):
-    from selfimprove.cli.run import prepare_config
-
-    with pytest.raises(ConfigError, match="acquisition.focus"):
-        load_config("label_mode: label-free\nacquisition: {focus: true}\n")
-    path = tmp_path / "run.yaml"
-    path.write_text("label_mode: verified\nacquisition: {focus: true, rationalize: true}\n")
-    assert load_config(prepare_config(path, None, None, None)).acquisition.focus
-    free = load_config(prepare_config(path, None, "label-free", None))
-    assert free.label_mode == "label-free" and not free.acquisition.focus
+    assert free.label_mode == "label-free" and not getattr(free.acquisition, field)
