@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from selfimprove.runtime.tasks.base import Item, Task
@@ -95,10 +96,7 @@ def focused(pool: Sequence[Item], weights: Mapping[str, float], n: int) -> list[
     >>> [i.category + i.id for i in focused(pool, {"a": 1, "b": 3}, 8)]
     ['b1', 'a0', 'b3', 'b5', 'b7', 'a2', 'b9', 'b11']
     """
-    counts: dict[str, int] = {}
-    for item in pool:
-        counts[item.category] = counts.get(item.category, 0) + 1
-    want = quotas(weights, counts, n)
+    want = quotas(weights, Counter(item.category for item in pool), n)
     taken: dict[str, int] = {}
     keyed = []
     for position, item in enumerate(pool):

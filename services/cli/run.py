@@ -29,7 +29,7 @@ def prepare_config(path: Path, iterations: int | None, label_mode: str | None, r
     """The config file with the command-line overrides applied, validated (clear error on a bad field)."""
     import yaml
 
-    from selfimprove.evaluator.config import dump_config, load_config
+    from selfimprove.evaluator.config import TRUTH_FED, dump_config, load_config
 
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -48,8 +48,7 @@ def prepare_config(path: Path, iterations: int | None, label_mode: str | None, r
     if label_mode is not None:
         data["label_mode"] = label_mode
         if label_mode == "label-free" and isinstance(data.get("acquisition"), dict):
-            data["acquisition"]["rationalize"] = False  # hints carry the answer
-            data["acquisition"]["focus"] = False  # pass rates are measured against the answers
+            data["acquisition"].update(dict.fromkeys(TRUTH_FED, False))
     if run_id is not None:
         data["run_id"] = run_id
     return dump_config(load_config(yaml.safe_dump(data)))

@@ -186,6 +186,14 @@ def load_config(text: str) -> RunConfig:
     return cfg
 
 
+# acquisition switches that read the reference answers: refused in label-free runs, and turned off
+# by ``run --label-mode label-free``
+TRUTH_FED = {
+    "rationalize": "hints carry the reference answer",
+    "focus": "it follows pass rates measured against the reference answers",
+}
+
+
 def check_label_mode(cfg: RunConfig) -> None:
     """Refuse settings that would show the truth to a label-free run.
 
@@ -194,16 +202,14 @@ def check_label_mode(cfg: RunConfig) -> None:
     ...
     selfimprove.evaluator.config.ConfigError: invalid run config: acquisition.rationalize: hints carry the reference answer, so it needs label_mode verified (got label-free)
     """
-    if cfg.label_mode == "label-free" and cfg.acquisition.rationalize:
-        raise ConfigError(
-            "invalid run config: acquisition.rationalize: hints carry the reference answer, "
-            f"so it needs label_mode verified (got {cfg.label_mode})"
-        )
-    if cfg.label_mode == "label-free" and cfg.acquisition.focus:
-        raise ConfigError(
-            "invalid run config: acquisition.focus: it follows pass rates measured against the reference "
-            f"answers, so it needs label_mode verified (got {cfg.label_mode})"
-        )
+    if cfg.label_mode != "label-free":
+        return
+    for name, why in TRUTH_FED.items():
+        if getattr(cfg.acquisition, name):
+            raise ConfigError(
+                f"invalid run config: acquisition.{name}: {why}, so it needs label_mode verified "
+                f"(got {cfg.label_mode})"
+            )
 
 
 def check_dev_sizes(cfg: RunConfig) -> None:

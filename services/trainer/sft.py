@@ -12,6 +12,7 @@ import logging
 import math
 import random
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -163,8 +164,6 @@ def train_unsynced(
     model, examples: Sequence[Encoded], hp: Hparams, pad_id: int, on_step: OnStep = lambda p: None
 ) -> Outcome:
     """:func:`train_sft` with seed 0 and ``hp.lr`` in a temporary folder, no checkpoints (benchmarks)."""
-    import tempfile
-
     with tempfile.TemporaryDirectory() as work:
         return train_sft(
             model,
