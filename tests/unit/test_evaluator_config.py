@@ -13,7 +13,7 @@ from selfimprove.evaluator.crash import CrashHooks
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
-PURE = ["config", "state", "refs", "judge", "commands", "snapshot", "scoring", "evalcache", "decide"]
+PURE = ["config", "state", "refs", "judge", "commands", "snapshot", "scoring", "evalcache", "decide", "focus"]
 
 
 @pytest.mark.parametrize("name", PURE)
