@@ -4,7 +4,9 @@ Task prompts are the slice ``[shard * n, (shard + 1) * n)`` of one stream of ``n
 distinct train items drawn with a seed fixed by ``(seed, iteration)``, so the shards of an iteration
 never overlap and a redelivered shard gets the same prompts. With category weights (the evaluator's
 focus on what the model fails), the stream is first drawn ``len(categories)`` times as long and
-then cut to ``n * num_shards`` items shared out by weight (:func:`focused`). Self-instruct prompts are written by the
+then cut to ``n * num_shards`` items shared out by weight (:func:`focused`). Problems of the
+evaluation sets (``exclude``, by the key selection decontaminates with) are skipped before sampling,
+so no generation is spent on a prompt selection would drop. Self-instruct prompts are written by the
 model from a few seed examples; they have no reference answer (no verifier).
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from selfimprove.runtime.tasks.base import Item, Task
 from selfimprove.runtime.tasks.seedset import SeedExample
@@ -107,6 +109,30 @@ def focused(pool: Sequence[Item], weights: Mapping[str, float], n: int) -> list[
     return [item for *_, item in sorted(keyed, key=lambda t: t[:2])]
 
 
+def train_stream(task: Task, n: int, seed: int, exclude: Collection[tuple] = frozenset()) -> list[Item]:
+    """The first ``n`` items of the task's train stream whose problem key is not in ``exclude``.
+
+    >>> from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
+    >>> task = ArithmeticTask(("add2",))
+    >>> plain = train_stream(task, 6, 0)
+    >>> skipped = train_stream(task, 5, 0, {tuple(plain[1].meta["key"])})
+    >>> [i.id for i in skipped] == [i.id for i in plain if i is not plain[1]]
+    True
+    """
+    size = n
+    while True:
+        pool = task.items("train", size, seed=seed)
+        kept = [item for item in pool if _key(item) not in exclude]
+        if len(kept) >= n:
+            return kept[:n]
+        size += 2 * (n - len(kept))
+
+
+def _key(item: Item) -> tuple | None:
+    key = (item.meta or {}).get("key")
+    return None if key is None else (key[0], tuple(key[1]))
+
+
 def shard_items(
     task: Task,
     seed: int,
@@ -115,13 +141,14 @@ def shard_items(
     num_shards: int,
     num_prompts: int,
     weights: Mapping[str, float] | None = None,
+    exclude: Collection[tuple] = frozenset(),
 ) -> list[Item]:
     """The task prompts of one shard (see the module docstring)."""
     if not 0 <= shard < max(1, num_shards):
         raise ValueError(f"shard {shard} is outside 0..{num_shards - 1}")
     start, stop = shard_bounds(shard, num_prompts)
     if not weights:
-        return task.items("train", stop, seed=stream_seed(seed, iteration))[start:stop]
+        return train_stream(task, stop, stream_seed(seed, iteration), exclude)[start:stop]
     unknown = sorted(set(weights) - set(task.categories))
     if unknown or any(w < 0 for w in weights.values()):
         raise ValueError(
@@ -129,7 +156,7 @@ def shard_items(
             f"(the task has {', '.join(task.categories)})"
         )
     total = num_prompts * num_shards
-    pool = task.items("train", total * max(1, len(task.categories)), seed=stream_seed(seed, iteration))
+    pool = train_stream(task, total * max(1, len(task.categories)), stream_seed(seed, iteration), exclude)
     return focused(pool, weights, total)[start:stop]
 
 

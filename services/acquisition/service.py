@@ -7,6 +7,7 @@ task, missing model or seed set, bad shard numbers) is answered with a ``stage_f
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from typing import Any
@@ -85,6 +86,20 @@ class Acquirer:
             "acquisition_yield", "Fraction of the last shard's prompts with a verified sample"
         )
 
+    @functools.cached_property
+    def eval_keys(self) -> frozenset:
+        """Problems of the evaluation sets, never drawn as task prompts (none when unreadable:
+        selection, which refuses to run without them by default, still drops them)."""
+        from selfimprove.runtime.benchmarks import BenchmarkNotFoundError, decontamination_keys
+
+        if not self.settings.skip_eval_problems:
+            return frozenset()
+        try:
+            return frozenset(decontamination_keys(self.settings.benchmarks_dir))
+        except BenchmarkNotFoundError as exc:
+            log.warning("evaluation problems are not skipped before sampling: %s", exc)
+            return frozenset()
+
     def build(self, env: Envelope) -> tuple[dict[str, bytes], dict[str, Any]]:
         import tempfile
         from pathlib import Path
@@ -116,6 +131,7 @@ class Acquirer:
                     cmd.num_shards,
                     cmd.num_prompts,
                     dict(cmd.category_weights),
+                    self.eval_keys,
                 )
         except (ValueError, FileNotFoundError, ModelNotFoundError, ArtifactError) as exc:
             raise StageInputError(f"{type(exc).__name__}: {exc}") from exc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -14,3 +16,9 @@ class AcquisitionSettings(BaseSettings):
     max_handler_seconds: float = Field(3600.0, gt=0, description="Longest a shard may take.")
     judge_max_new_tokens: int = Field(4, ge=1, description="Tokens of a self-judge verdict.")
     instruct_max_new_tokens: int = Field(96, ge=8, description="Tokens of a self-instruct problem.")
+    benchmarks_dir: Path | None = Field(
+        None, description="GPT-3 arithmetic sets whose problems are skipped when drawing task prompts."
+    )
+    skip_eval_problems: bool = Field(
+        True, description="Draw no task prompt that selection's decontamination would drop."
+    )

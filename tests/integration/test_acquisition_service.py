@@ -9,6 +9,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from selfimprove.core import envelope as envelopes
 from selfimprove.evaluator.snapshot import snapshot_key
 from selfimprove.evaluator.state import RunState, Slot
+from selfimprove.runtime.benchmarks import decontamination_keys
 from selfimprove.v1.common_pb2 import ModelRef, SamplingParams, Stage, TaskSpec
 from selfimprove.v1.stages_pb2 import AcquireCommand
 
@@ -123,6 +124,8 @@ async def test_one_shard_in_artifact_and_result_out(stack, unique_name, tmp_path
     rows = [json.loads(x) for x in store.read_file(res.samples, "samples.jsonl").decode().splitlines()]
     assert len(rows) == 6 and all(len(r["samples"]) == 2 for r in rows)
     assert {r["category"] for r in rows} == {"add2"}
+    eval_keys = decontamination_keys()
+    assert not {("+", tuple(r["meta"]["key"][1])) for r in rows} & eval_keys  # skipped before sampling
     sample_keys = {"text", "tokens", "finish_reason", "extracted", "verified", "agrees", "judge"}
     assert all(set(s) == sample_keys and 0 <= s["judge"] <= 1 for r in rows for s in r["samples"])
     stats = res.stats.values

@@ -38,6 +38,19 @@ def test_shards_are_disjoint_deterministic_and_change_with_iteration():
         prompts.shard_items(task, 7, 1, 4, 4, 10)
 
 
+def test_evaluation_problems_are_never_drawn():
+    task = ArithmeticTask(categories=("add2", "sub2"))
+    plain = [i for s in range(2) for i in prompts.shard_items(task, 7, 1, s, 2, 20)]
+    banned = {prompts._key(i) for i in plain[::3]}  # every third problem is an evaluation item
+    for weights in (None, {"add2": 1.0, "sub2": 3.0}):
+        shards = [prompts.shard_items(task, 7, 1, s, 2, 20, weights, banned) for s in range(2)]
+        drawn = [i for shard in shards for i in shard]
+        assert len({i.id for i in drawn}) == 40 and not {prompts._key(i) for i in drawn} & banned
+    unbanned = [i.id for i in plain if prompts._key(i) not in banned]
+    assert [i.id for i in drawn] != unbanned  # weighted: a different mix
+    assert [i.id for i in prompts.shard_items(task, 7, 1, 0, 2, 20, None, banned)] == unbanned[:20]
+
+
 def test_category_weights_share_out_disjoint_shards():
     from collections import Counter
 
