@@ -1,7 +1,7 @@
 """Does accuracy on a category keep growing with more verified examples of the loop's answer form?
 
 Continues an adapter (for example a demo's final one, copied from the store) with LoRA SFT, as the
-trainer does (same loop, one epoch, batch 8, lr 3e-4), on N train-split problems of one category
+trainer does (same loop, one epoch, batch 8, lr 3e-4 unless ``--lr``), on N train-split problems of one category
 answered as the loop's trained replies read ("The answer is N."), and scores greedy answers on
 fixed dev-split problems before, after each of the ``--at`` example counts, and at the end.
 The dev split never meets the train split, and the GPT-3 sets are not read.
@@ -66,13 +66,15 @@ def main() -> None:
     ap.add_argument("--at", type=int, nargs="*", default=[400, 800], help="also score after this many")
     ap.add_argument("--dev", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=3e-4, help="the demo's learning rate by default")
+    ap.add_argument("--answer", default="The answer is {answer}.", help="the trained reply's form")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     task = ArithmeticTask(categories=[args.category])
     train, dev = task.items("train", args.examples, seed=11), task.items("dev", args.dev, seed=1234)
-    hp = Hparams(epochs=1, lr=3e-4, lora_r=16, batch_size=8, grad_accum=1)
+    hp = Hparams(epochs=1, lr=args.lr, lora_r=16, batch_size=8, grad_accum=1)
     model, tok = trainable_model(resolve_base("smollm2-135m-instruct", None), args.adapter, hp, 0)
-    examples = [encode(tok, i.prompt, f"The answer is {i.answer}.", hp.max_length) for i in train]
+    examples = [encode(tok, i.prompt, args.answer.format(answer=i.answer), hp.max_length) for i in train]
     print(json.dumps({"examples": 0, "train_s": 0, **score(model, tok, dev)}), flush=True)
     start, scoring = time.perf_counter(), 0.0
 
