@@ -9,7 +9,8 @@ The dev split never meets the train split, and the GPT-3 sets are not read.
     .venv/bin/python benchmarks/data_volume.py --adapter DIR --category sub2 --examples 1600 --at 400 800
 
 Prints one JSON line per point: examples seen, training seconds so far (scoring left out), accuracy, and right/items
-split by the sign of the answer.
+split by the sign of the answer. ``--form difference`` trains negative answers restated as the
+positive difference first ("76 - 48 = 28, so the answer is -28.") instead.
 """
 
 from __future__ import annotations
@@ -29,6 +30,27 @@ from selfimprove.trainer.hparams import Hparams
 from selfimprove.trainer.model import trainable_model
 from selfimprove.trainer.sft import train_unsynced
 
+FORMS = {
+    # the loop's trained replies read like this
+    "direct": "The answer is {answer}.",
+    # a negative difference restated as the positive one first (two operands only)
+    "difference": "{b} - {a} = {d}, so the answer is {answer}.",
+}
+
+
+def reply(form: str, item) -> str:
+    """The trained reply of ``item`` in ``form``; "difference" applies to negative answers only.
+
+    >>> from selfimprove.runtime.tasks.base import Item
+    >>> item = Item(id="x", prompt="What is 48 - 76?", category="sub2", difficulty=2, answer="-28",
+    ...             meta={"operands": (48, 76)})
+    >>> reply("difference", item), reply("direct", item)
+    ('76 - 48 = 28, so the answer is -28.', 'The answer is -28.')
+    """
+    a, b = item.meta["operands"]
+    template = FORMS[form] if item.answer.startswith("-") else FORMS["direct"]
+    return template.format(a=a, b=b, d=b - a, answer=item.answer)
+
 
 def score(model, tok, dev, batch: int = 50) -> dict:
     model.eval()
@@ -45,7 +67,7 @@ def score(model, tok, dev, batch: int = 50) -> dict:
         ]
         enc = tok(texts, return_tensors="pt", padding=True)
         with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=16, do_sample=False, pad_token_id=tok.pad_token_id)
+            out = model.generate(**enc, max_new_tokens=32, do_sample=False, pad_token_id=tok.pad_token_id)
         for item, ids in zip(chunk, out, strict=True):
             reply = tok.decode(ids[enc.input_ids.shape[1] :], skip_special_tokens=True)
             sign = "neg" if item.answer.startswith("-") else "pos"
@@ -67,14 +89,16 @@ def main() -> None:
     ap.add_argument("--dev", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", type=float, default=3e-4, help="the demo's learning rate by default")
-    ap.add_argument("--answer", default="The answer is {answer}.", help="the trained reply's form")
+    ap.add_argument(
+        "--form", choices=sorted(FORMS), default="direct", help="the trained reply's form (see FORMS)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     task = ArithmeticTask(categories=[args.category])
     train, dev = task.items("train", args.examples, seed=11), task.items("dev", args.dev, seed=1234)
     hp = Hparams(epochs=1, lr=args.lr, lora_r=16, batch_size=8, grad_accum=1)
     model, tok = trainable_model(resolve_base("smollm2-135m-instruct", None), args.adapter, hp, 0)
-    examples = [encode(tok, i.prompt, args.answer.format(answer=i.answer), hp.max_length) for i in train]
+    examples = [encode(tok, i.prompt, reply(args.form, i), hp.max_length) for i in train]
     print(json.dumps({"examples": 0, "train_s": 0, **score(model, tok, dev)}), flush=True)
     start, scoring = time.perf_counter(), 0.0
 
