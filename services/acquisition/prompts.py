@@ -17,7 +17,7 @@ import random
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 
-from selfimprove.runtime.tasks.base import Item, Task
+from selfimprove.runtime.tasks.base import Item, Task, problem_key
 from selfimprove.runtime.tasks.seedset import SeedExample
 
 HINT = "{prompt} The answer is {answer}. Reply briefly, giving the answer."
@@ -122,15 +122,10 @@ def train_stream(task: Task, n: int, seed: int, exclude: Collection[tuple] = fro
     size = n
     while True:
         pool = task.items("train", size, seed=seed)
-        kept = [item for item in pool if _key(item) not in exclude]
-        if len(kept) >= n:
+        kept = [item for item in pool if problem_key(item.meta) not in exclude]
+        if len(kept) >= n or len(pool) < size:  # enough, or the task has no more
             return kept[:n]
         size += 2 * (n - len(kept))
-
-
-def _key(item: Item) -> tuple | None:
-    key = (item.meta or {}).get("key")
-    return None if key is None else (key[0], tuple(key[1]))
 
 
 def shard_items(

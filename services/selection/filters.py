@@ -11,23 +11,21 @@ from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+from selfimprove.runtime.tasks.base import problem_key
+
 Row = dict[str, Any]
 Sample = dict[str, Any]
 
 
 def row_key(row: Row) -> tuple | None:
-    """The ``(operator, operands)`` key of a row from its meta (JSON lists back to tuples).
+    """The ``(operator, operands)`` key of a row from its meta (:func:`problem_key`).
 
     >>> row_key({"meta": {"key": ["+", [48, 27]]}})
     ('+', (48, 27))
     >>> row_key({"meta": {}}) is None
     True
     """
-    key = (row.get("meta") or {}).get("key")
-    if not key:
-        return None
-    op, operands = key
-    return (op, tuple(operands))
+    return problem_key(row.get("meta"))
 
 
 def decontaminate(rows: Sequence[Row], keys: Collection[tuple]) -> tuple[list[Row], int]:

@@ -13,6 +13,7 @@ from selfimprove.acquisition.shard import from_jsonl, make_row, shard_stats, to_
 from selfimprove.runtime.engine import PromptResult, Sample
 from selfimprove.runtime.engine import SamplingParams as EngineSampling
 from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
+from selfimprove.runtime.tasks.base import problem_key
 from selfimprove.v1.common_pb2 import SamplingParams
 from selfimprove.v1.stages_pb2 import AcquireCommand
 
@@ -39,16 +40,29 @@ def test_shards_are_disjoint_deterministic_and_change_with_iteration():
 
 
 def test_evaluation_problems_are_never_drawn():
+    from collections import Counter
+
     task = ArithmeticTask(categories=("add2", "sub2"))
     plain = [i for s in range(2) for i in prompts.shard_items(task, 7, 1, s, 2, 20)]
-    banned = {prompts._key(i) for i in plain[::3]}  # every third problem is an evaluation item
+    banned = {problem_key(i.meta) for i in plain[::3]}  # every third problem is an evaluation item
     for weights in (None, {"add2": 1.0, "sub2": 3.0}):
         shards = [prompts.shard_items(task, 7, 1, s, 2, 20, weights, banned) for s in range(2)]
         drawn = [i for shard in shards for i in shard]
-        assert len({i.id for i in drawn}) == 40 and not {prompts._key(i) for i in drawn} & banned
-    unbanned = [i.id for i in plain if prompts._key(i) not in banned]
-    assert [i.id for i in drawn] != unbanned  # weighted: a different mix
+        assert len({i.id for i in drawn}) == 40 and not {problem_key(i.meta) for i in drawn} & banned
+    assert Counter(i.category for i in drawn) == {"add2": 10, "sub2": 30}  # the weights still hold
+    unbanned = [i.id for i in plain if problem_key(i.meta) not in banned]
     assert [i.id for i in prompts.shard_items(task, 7, 1, 0, 2, 20, None, banned)] == unbanned[:20]
+
+
+def test_a_task_that_runs_out_gives_what_it_has():
+    class Three(ArithmeticTask):  # a task with only three train problems
+        def items(self, split, n, seed=0, difficulty=None):
+            return super().items(split, min(n, 3), seed, difficulty)
+
+    task = Three(categories=("add2",))
+    first = task.items("train", 3)
+    left = prompts.train_stream(task, 5, 0, {problem_key(first[0].meta)})
+    assert [i.id for i in left] == [i.id for i in first[1:]]
 
 
 def test_category_weights_share_out_disjoint_shards():

@@ -18,6 +18,7 @@ MODULES = [
     "selfimprove.core.stage",
     "selfimprove.runtime.policy",
     "selfimprove.runtime.tasks.arithmetic",
+    "selfimprove.runtime.tasks.base",
     "selfimprove.cli.report",
     "selfimprove.cli.modelref",
     "selfimprove.cli.control",

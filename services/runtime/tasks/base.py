@@ -30,6 +30,20 @@ class Item:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
 
+def problem_key(meta: Mapping[str, Any] | None) -> tuple | None:
+    """The ``(operator, operands)`` key in an item's or a row's meta (JSON lists back to tuples); the
+    key decontamination compares.
+
+    >>> problem_key({"key": ["+", [48, 27]]}), problem_key({}) is None
+    (('+', (48, 27)), True)
+    """
+    key = (meta or {}).get("key")
+    if not key:
+        return None
+    op, operands = key
+    return (op, tuple(operands))
+
+
 class Task(ABC):
     """A source of prompts with an optional programmatic verifier."""
 
