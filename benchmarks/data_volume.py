@@ -38,18 +38,19 @@ FORMS = {
 }
 
 
-def reply(form: str, item) -> str:
-    """The trained reply of ``item`` in ``form``; "difference" applies to negative answers only.
+def trained_reply(form: str, item) -> str:
+    """The trained reply of ``item`` in ``form``; "difference" changes negative answers only.
 
     >>> from selfimprove.runtime.tasks.base import Item
     >>> item = Item(id="x", prompt="What is 48 - 76?", category="sub2", difficulty=2, answer="-28",
     ...             meta={"operands": (48, 76)})
-    >>> reply("difference", item), reply("direct", item)
+    >>> trained_reply("difference", item), trained_reply("direct", item)
     ('76 - 48 = 28, so the answer is -28.', 'The answer is -28.')
     """
+    if form == "direct" or not item.answer.startswith("-"):
+        return FORMS["direct"].format(answer=item.answer)
     a, b = item.meta["operands"]
-    template = FORMS[form] if item.answer.startswith("-") else FORMS["direct"]
-    return template.format(a=a, b=b, d=b - a, answer=item.answer)
+    return FORMS[form].format(a=a, b=b, d=b - a, answer=item.answer)
 
 
 def score(model, tok, dev, batch: int = 50) -> dict:
@@ -98,7 +99,7 @@ def main() -> None:
     train, dev = task.items("train", args.examples, seed=11), task.items("dev", args.dev, seed=1234)
     hp = Hparams(epochs=1, lr=args.lr, lora_r=16, batch_size=8, grad_accum=1)
     model, tok = trainable_model(resolve_base("smollm2-135m-instruct", None), args.adapter, hp, 0)
-    examples = [encode(tok, i.prompt, reply(args.form, i), hp.max_length) for i in train]
+    examples = [encode(tok, i.prompt, trained_reply(args.form, i), hp.max_length) for i in train]
     print(json.dumps({"examples": 0, "train_s": 0, **score(model, tok, dev)}), flush=True)
     start, scoring = time.perf_counter(), 0.0
 
