@@ -1,4 +1,6 @@
-"""Training throughput: our LoRA SFT loop next to TRL's ``SFTTrainer``, same model, LoRA and data.
+"""Training throughput: our LoRA SFT loop next to TRL's ``SFTTrainer`` (or, with ``--against
+full-rows``, next to itself running every row in full instead of the batch's shared prefix once),
+same model, LoRA and data.
 
 Both train one epoch over the same chat examples (loss on the assistant turn only), batch size 8,
 LoRA r=16, alpha=32, dropout 0.05 on every linear projection, AdamW, on CPU with the same torch
@@ -6,7 +8,12 @@ threads. Tokens are the examples' non-padding tokens, identical for both; tokens
 seconds in ``train``. Examples are arithmetic questions with template answers (speed only: the
 text does not matter here, and no model quality is claimed from it).
 
-Run: ``.venv/bin/python benchmarks/training_speed.py [--examples 160] [--threads 2] [--base PATH]``
+With ``--against full-rows`` both runs also start from the same LoRA weights and seed, so their loss
+curves should match (up to float rounding and LoRA dropout on the shared positions); the mean
+absolute difference of the per-step losses is printed. ``--reply`` sets the answer text.
+
+Run: ``.venv/bin/python benchmarks/training_speed.py [--examples 160] [--threads 2] [--base PATH]
+[--against trl|full-rows] [--reply "The answer is {answer}."]``
 """
 
 from __future__ import annotations
@@ -21,11 +28,11 @@ import time
 import torch
 
 
-def rows(n: int) -> list[dict]:
+def rows(n: int, reply: str) -> list[dict]:
     from selfimprove.runtime.tasks import load_task
 
     items = load_task("arithmetic").items("train", n, seed=3)
-    return [{"prompt": i.prompt, "response": f"Let me compute it. The result is {i.answer}."} for i in items]
+    return [{"prompt": i.prompt, "response": reply.format(answer=i.answer)} for i in items]
 
 
 def lora():
@@ -36,7 +43,7 @@ def lora():
     )
 
 
-def ours(base: str, data: list[dict], batch: int) -> tuple[float, int]:
+def ours(base: str, data: list[dict], batch: int, share_prefix: bool = True):
     from peft import get_peft_model
 
     from selfimprove.runtime.models import load_model
@@ -47,10 +54,10 @@ def ours(base: str, data: list[dict], batch: int) -> tuple[float, int]:
     model, tok = load_model(base, merge=False)
     torch.manual_seed(0)
     model = get_peft_model(model, lora())
-    hp = Hparams(epochs=1, batch_size=batch, grad_accum=1)
+    hp = Hparams(epochs=1, batch_size=batch, grad_accum=1, share_prefix=share_prefix)
     examples = [encode(tok, r["prompt"], r["response"], hp.max_length) for r in data]
     out = train_unsynced(model, examples, hp, tok.pad_token_id)
-    return out.seconds, out.tokens_run
+    return out.seconds, out.tokens_run, [p["loss"] for p in out.curve]
 
 
 def trl(base: str, data: list[dict], batch: int) -> tuple[float, int]:
@@ -104,22 +111,39 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--base", default="smollm2-135m-instruct")
+    ap.add_argument("--against", choices=["trl", "full-rows"], default="trl")
+    ap.add_argument("--reply", default="Let me compute it. The result is {answer}.")
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(a.threads)
-    data = rows(a.examples)
+    data = rows(a.examples, a.reply)
     print(f"command: {' '.join([sys.executable, *sys.argv])}")
     print(
         f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}, "
         f"{a.threads} threads, load average {os.getloadavg()[0]:.2f} (shared machine)"
     )
-    t_ours, n_ours = ours(a.base, data, a.batch)
+    if a.against == "full-rows":
+        return against_full_rows(a, data)
+    t_ours, n_ours, _ = ours(a.base, data, a.batch)
     t_trl, n_trl = trl(a.base, data, a.batch)
     r_ours, r_trl = n_ours / t_ours, n_trl / t_trl
     print(f"model {a.base}, {a.examples} examples, batch {a.batch}, 1 epoch, LoRA r16 all-linear")
     print(f"ours          {n_ours:7d} tokens {t_ours:7.1f} s {r_ours:7.1f} tokens/s")
     print(f"trl SFTTrainer {n_trl:6d} tokens {t_trl:7.1f} s {r_trl:7.1f} tokens/s")
     print(f"ratio ours/trl: {r_ours / r_trl:.2f}x (goal >= 1.5x); load average now {os.getloadavg()[0]:.2f}")
+
+
+def against_full_rows(a, data: list[dict]) -> None:
+    t_full, n_full, loss_full = ours(a.base, data, a.batch, share_prefix=False)
+    t_once, n_once, loss_once = ours(a.base, data, a.batch, share_prefix=True)
+    gap = sum(abs(x - y) for x, y in zip(loss_full, loss_once, strict=True)) / len(loss_full)
+    print(
+        f"model {a.base}, {a.examples} examples ({a.reply!r}), batch {a.batch}, 1 epoch, LoRA r16 all-linear"
+    )
+    print(f"full rows      {n_full:6d} tokens {t_full:7.1f} s {a.examples / t_full:6.2f} examples/s")
+    print(f"prefix once    {n_once:6d} tokens {t_once:7.1f} s {a.examples / t_once:6.2f} examples/s")
+    print(f"speed-up: {t_full / t_once:.2f}x; per-step loss: mean |difference| {gap:.4f}, last step")
+    print(f"{loss_full[-1]:.4f} vs {loss_once[-1]:.4f}; load average now {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

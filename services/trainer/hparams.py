@@ -43,12 +43,19 @@ class Hparams:
     dpo_beta: float = 0.1
     dpo_lr: float = 5e-5
     full_lr: float = 2e-5
+    share_prefix: bool = (
+        True  # run a batch's common prefix (the system prompt) once: same gradient, fewer tokens
+    )
 
     def __post_init__(self) -> None:
         positive = ("lr", "epochs", "batch_size", "grad_accum", "max_length", "bucket_size", "lora_r")
         bad = [name for name in positive if getattr(self, name) <= 0]
         if bad or not 0 <= self.heldout_fraction < 1 or not 0 <= self.lora_dropout < 1:
             raise StageInputError(f"hparams_json: out of range: {', '.join(bad) or 'fractions'}")
+        if not isinstance(self.share_prefix, bool):
+            raise StageInputError(
+                f"hparams_json: share_prefix must be true or false, not {self.share_prefix!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

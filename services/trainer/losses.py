@@ -3,6 +3,13 @@
 A causal LM's cost on a CPU is dominated by the 49k-vocabulary output layer. Only response tokens
 carry a label, so the decoder's hidden states are computed for every position but the output layer
 runs only on the positions whose next token is learned (or scored).
+
+Every example of a batch starts with the same tokens (the chat template's system prompt: about 20
+of a 48-token arithmetic example). :func:`shared_prefix_len` finds them; the decoder runs them once,
+its key/value cache is repeated over the batch, and the rows continue from there. The gradient flows
+back through the repeated cache, so the loss and its gradient are the same as running every row in
+full (up to float rounding), and a batch of 8 processes about 40 % fewer tokens. One difference: LoRA
+dropout on the shared positions draws one mask for the batch instead of one per row.
 """
 
 from __future__ import annotations
@@ -19,20 +26,62 @@ def _causal(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor):
-    """``(selected, targets, rows)``: log-softmax rows at labelled positions, their targets, row index."""
+def shared_prefix_len(ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> int:
+    """Leading positions that every row has in common (same ids, not padding) and whose outputs
+    nothing learns from; 0 for a single row.
+
+    >>> ids = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 7, 3, 0]])
+    >>> mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
+    >>> shared_prefix_len(ids, mask, torch.tensor([[-100, -100, -100, 8, 9], [-100, -100, -100, 3, -100]]))
+    2
+    >>> shared_prefix_len(ids, mask, torch.tensor([[-100, -100, -100, -100, 9], [-100] * 5]))
+    3
+    """
+    if ids.shape[0] < 2:
+        return 0
+    same = ((ids == ids[:1]) & (mask == 1)).all(0)
+    common = int(same.int().cumprod(0).sum())
+    learned = (labels != IGNORE).any(0).nonzero()
+    first_label = int(learned[0]) if len(learned) else ids.shape[1]
+    # the output at position j predicts label j + 1: positions before first_label - 1 teach nothing
+    return max(0, min(common, first_label - 1, ids.shape[1] - 1))
+
+
+def decoder_states(
+    model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, min_shared: int | None = 4
+):
+    """``(hidden, targets)``: the decoder's last hidden states from the first position any label
+    needs on, and the next-token labels they predict. A shared prefix of at least ``min_shared``
+    tokens is run once (see above); ``None`` runs every row in full."""
     causal = _causal(model)
-    hidden = causal.model(input_ids=ids, attention_mask=mask).last_hidden_state
-    targets = labels[:, 1:]
+    shared = shared_prefix_len(ids, mask, labels)
+    if min_shared is None or shared < min_shared:
+        return causal.model(input_ids=ids, attention_mask=mask).last_hidden_state, labels[:, 1:]
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    causal.model(input_ids=ids[:1, :shared], cache=cache, use_cache=True)
+    cache.batch_repeat_interleave(ids.shape[0])
+    rest = causal.model(input_ids=ids[:, shared:], attention_mask=mask, cache=cache, use_cache=True)
+    return rest.last_hidden_state, labels[:, shared + 1 :]
+
+
+def token_logprobs(
+    model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, min_shared: int | None = 4
+):
+    """``(selected, targets, rows)``: output-layer rows at labelled positions, their targets, row index."""
+    causal = _causal(model)
+    hidden, targets = decoder_states(model, ids, mask, labels, min_shared)
     keep = targets != IGNORE
     logits = causal.lm_head(hidden[:, :-1][keep]).float()
     rows = torch.arange(ids.shape[0]).unsqueeze(1).expand_as(targets)[keep]
     return logits, targets[keep], rows
 
 
-def response_loss(model, ids, mask, labels) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over response tokens, and their count."""
-    logits, targets, _ = token_logprobs(model, ids, mask, labels)
+def response_loss(model, ids, mask, labels, min_shared: int | None = 4) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over response tokens, and their count (``min_shared``: see
+    :func:`decoder_states`)."""
+    logits, targets, _ = token_logprobs(model, ids, mask, labels, min_shared)
     return F.cross_entropy(logits, targets, reduction="sum"), int(targets.numel())
 
 

@@ -7,14 +7,14 @@ import shutil
 
 import pytest
 
-from selfimprove.trainer import batches, checkpoints, data, hparams, job
+from selfimprove.trainer import batches, checkpoints, data, hparams, job, losses
 from selfimprove.trainer.batches import IGNORE, Encoded, collate, encode
 from selfimprove.trainer.hparams import Hparams, parse_hparams
 
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize("module", [batches, checkpoints, data, hparams, job])
+@pytest.mark.parametrize("module", [batches, checkpoints, data, hparams, job, losses])
 def test_doctests(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
@@ -25,6 +25,37 @@ def tiny():
     from selfimprove.runtime.tiny import tiny_llama
 
     return tiny_llama(layers=1, hidden=32)
+
+
+def test_a_shared_prefix_run_once_gives_the_same_loss_and_gradient():
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from selfimprove.runtime.tiny import tiny_llama
+    from selfimprove.trainer.losses import decoder_states, response_loss, shared_prefix_len
+
+    model, tok = tiny_llama(layers=2, hidden=32)
+    torch.manual_seed(0)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.0))
+    rows = [("What is 76 - 48?", "The answer is 28."), ("What is 3 + 4?", "7"), ("Add 12 and 9.", "21 it is")]
+    ids, mask, labels = collate([encode(tok, p, r, 128) for p, r in rows], tok.pad_token_id)
+    shared = shared_prefix_len(ids, mask, labels)
+    assert shared >= 20  # the chat template's system prompt and the user turn's header
+
+    def loss_and_grads(min_shared):
+        model.zero_grad()
+        hidden, _ = decoder_states(model, ids, mask, labels, min_shared=min_shared)
+        assert hidden.shape[1] == ids.shape[1] - (shared if min_shared else 0)
+        loss, _ = response_loss(model, ids, mask, labels, min_shared=min_shared)
+        loss.backward()
+        return loss.item(), {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
+
+    once, grads_once = loss_and_grads(4)
+    full, grads_full = loss_and_grads(None)
+    assert once == pytest.approx(full, rel=1e-5)
+    for name, g in grads_full.items():
+        assert torch.allclose(grads_once[name], g, atol=1e-6, rtol=1e-4), name
+    assert any(g.abs().sum() > 0 for g in grads_full.values())
 
 
 def test_encode_learns_the_response_and_its_end_of_turn(tiny):
