@@ -3,8 +3,8 @@
 acquire (all shards) -> select -> train -> evaluate -> refine -> next iteration or stop. Too little
 data after acquisition or selection re-acquires with more prompts and another seed (a new round,
 ``max_data_retries`` times) or stops; an unhealthy training or a rejected candidate keeps the
-incumbent (with ``training.continue_pending``, a candidate rejected only for a gain not yet significant
-is what the next training continues); the stopping rules run at the end of each iteration (collapse also after selection).
+incumbent (with ``training.continue_pending``, a candidate rejected only for a gain not yet significant,
+or within ``training.pending_tolerance`` below the incumbent, is what the next training continues); the stopping rules run at the end of each iteration (collapse also after selection).
 """
 
 from __future__ import annotations
@@ -146,7 +146,9 @@ def _evaluated(step: Step) -> None:
     s, e = step.state, step.cfg.evaluation
     rec = s.accepted["evaluate"]
     suites = rec["suites"]
-    verdict = judge.evaluation_verdict(suites, e.alpha, e.regression_margin)
+    verdict = judge.evaluation_verdict(
+        suites, e.alpha, e.regression_margin, step.cfg.training.pending_tolerance
+    )
     main = suites[0] if suites else {}
     cand_acc = float(main.get("candidate_accuracy", 0.0))
     inc_acc = float(main.get("incumbent_accuracy", 0.0))

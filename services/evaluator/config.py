@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 STAGE_NAMES = ("acquire", "select", "train", "evaluate", "refine")
 
@@ -100,6 +100,19 @@ class TrainingConfig(_Strict):
         description="A candidate rejected only because its gain was not significant is what the next "
         "iteration trains further (the incumbent still serves, samples and is the baseline).",
     )
+    pending_tolerance: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="With continue_pending: a candidate at most this far below the incumbent on the dev "
+        "set (and no regression) is trained further too, as noise, not a loss (0: only a gain).",
+    )
+
+    @model_validator(mode="after")
+    def _tolerance_needs_pending(self) -> TrainingConfig:
+        if self.pending_tolerance > 0 and not self.continue_pending:
+            raise ValueError("training.pending_tolerance needs training.continue_pending: true")
+        return self
 
 
 class EvaluationConfig(_Strict):

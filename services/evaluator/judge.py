@@ -123,9 +123,12 @@ def training_verdict(
     return Verdict(True, f"training healthy: loss {initial:.4f} -> {final:.4f}", out)
 
 
-def evaluation_verdict(suites: Sequence[Mapping[str, Any]], alpha: float, margin: float) -> Verdict:
+def evaluation_verdict(
+    suites: Sequence[Mapping[str, Any]], alpha: float, margin: float, pending_tolerance: float = 0.0
+) -> Verdict:
     """Promote only a significant gain on the main suite (the first) with no regression beyond
-    ``margin`` on any other suite.
+    ``margin`` on any other suite. A rejected candidate is ``pending`` (worth training further) when
+    it gained without significance, or fell no more than ``pending_tolerance`` below the incumbent.
 
     >>> main = {"name": "dev", "candidate_accuracy": 0.6, "incumbent_accuracy": 0.4, "p_value": 0.01, "n": 100}
     >>> evaluation_verdict([main], 0.05, 0.05).ok
@@ -135,6 +138,11 @@ def evaluation_verdict(suites: Sequence[Mapping[str, Any]], alpha: float, margin
     'regression on add1: 0.700 < 0.900 - margin 0.05'
     >>> evaluation_verdict([{**main, "p_value": 0.2}], 0.05, 0.05).stats["pending"]
     1.0
+    >>> lower = {**main, "candidate_accuracy": 0.39, "p_value": 0.8}
+    >>> [evaluation_verdict([lower], 0.05, 0.05, t).stats.get("pending") for t in (0.0, 0.01, 0.005)]
+    [None, 1.0, None]
+    >>> evaluation_verdict([lower], 0.05, 0.05, 0.01).reason
+    'no gain: candidate 0.390 <= incumbent 0.400 (within the pending tolerance 0.01)'
     """
     if not suites:
         return Verdict(False, "evaluation returned no suites")
@@ -149,7 +157,11 @@ def evaluation_verdict(suites: Sequence[Mapping[str, Any]], alpha: float, margin
                 False, f"regression on {s.get('name')}: {c:.3f} < {i:.3f} - margin {margin}", stats
             )
     if cand <= inc:
-        return Verdict(False, f"no gain: candidate {cand:.3f} <= incumbent {inc:.3f}", stats)
+        reason = f"no gain: candidate {cand:.3f} <= incumbent {inc:.3f}"
+        if pending_tolerance > 0 and inc - cand <= pending_tolerance + 1e-9:
+            stats["pending"] = 1.0  # within noise of the incumbent: its training is not thrown away
+            reason += f" (within the pending tolerance {pending_tolerance:g})"
+        return Verdict(False, reason, stats)
     if p >= alpha:
         stats["pending"] = 1.0  # a gain, no regression, not (yet) significant
         return Verdict(False, f"gain {cand - inc:+.3f} not significant (p={p:.4f} >= alpha {alpha})", stats)

@@ -6,7 +6,7 @@ import pytest
 
 from selfimprove.core.topics import Topics
 from selfimprove.evaluator import decide
-from selfimprove.evaluator.config import dump_config, load_config
+from selfimprove.evaluator.config import ConfigError, dump_config, load_config
 from selfimprove.evaluator.state import COMPLETED, FAILED, RunState
 from tests.integration.fake_stages import respond
 
@@ -191,6 +191,28 @@ def test_focus_shares_the_next_iterations_prompts_by_the_last_failure_rates():
     plain, log = run(BASE, script)
     acquires = [o.envelope for o in log if o.envelope.WhichOneof("payload") == "acquire_command"]
     assert all(not a.acquire_command.category_weights for a in acquires)
+
+
+def test_pending_tolerance_trains_on_from_a_candidate_within_noise_below_the_incumbent():
+    budget = "budget: {iterations: 4}\nstopping: {plateau_patience: 5}\n"
+    # 1: promoted; 2: one point below the incumbent; 3: five points below; 4: anything
+    script = {"eval": [[0.6, 0.4, 0.01], [0.59, 0.6, 0.8], [0.55, 0.6, 0.3], [0.6, 0.6, 1.0]]}
+
+    def parents(training):
+        state, log = run(BASE + f"training: {training}\n" + budget, script)
+        trains = [
+            o.envelope.train_command for o in log if o.envelope.WhichOneof("payload") == "train_command"
+        ]
+        return state, [t.policy.version for t in trains]
+
+    state, versions = parents("{continue_pending: true, pending_tolerance: 0.02}")
+    assert versions == ["r1/base", "r1/iter-001", "r1/iter-002", "r1/iter-001"]
+    assert state.incumbent["version"] == "r1/iter-001"  # a pending line never serves
+    assert "within the pending tolerance 0.02" in " ".join(d["reason"] for d in state.decisions)
+    _, versions = parents("{continue_pending: true}")
+    assert versions == ["r1/base", "r1/iter-001", "r1/iter-001", "r1/iter-001"]
+    with pytest.raises(ConfigError, match="pending_tolerance needs training.continue_pending"):
+        load_config(BASE + "training: {pending_tolerance: 0.02}\n")
 
 
 def test_continue_pending_trains_on_from_a_candidate_whose_gain_is_not_yet_significant():
