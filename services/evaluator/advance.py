@@ -3,8 +3,9 @@
 acquire (all shards) -> select -> train -> evaluate -> refine -> next iteration or stop. Too little
 data after acquisition or selection re-acquires with more prompts and another seed (a new round,
 ``max_data_retries`` times) or stops; an unhealthy training or a rejected candidate keeps the
-incumbent (with ``training.continue_pending``, a candidate rejected only for a gain not yet significant,
-or within ``training.pending_tolerance`` below the incumbent, is what the next training continues); the stopping rules run at the end of each iteration (collapse also after selection).
+incumbent (with ``training.continue_pending``, a candidate rejected only for a gain not yet
+significant, or within ``training.pending_tolerance`` below the incumbent, is what the next training
+continues); the stopping rules run at the end of each iteration (collapse also after selection).
 """
 
 from __future__ import annotations

@@ -43,9 +43,8 @@ class Hparams:
     dpo_beta: float = 0.1
     dpo_lr: float = 5e-5
     full_lr: float = 2e-5
-    share_prefix: bool = (
-        True  # run a batch's common prefix (the system prompt) once: same gradient, fewer tokens
-    )
+    # run a batch's common prefix (the system prompt) once: the same gradient from fewer tokens
+    share_prefix: bool = True
 
     def __post_init__(self) -> None:
         positive = ("lr", "epochs", "batch_size", "grad_accum", "max_length", "bucket_size", "lora_r")

@@ -95,6 +95,9 @@ def test_bad_hparams_are_refused():
         parse_hparams('{"lr": 0}')
     with pytest.raises(StageInputError, match="not JSON"):
         parse_hparams("{")
+    with pytest.raises(StageInputError, match="share_prefix must be true or false, not 'no'"):
+        parse_hparams('{"share_prefix": "no"}')
+    assert parse_hparams('{"share_prefix": false}').share_prefix is False
 
 
 def test_bad_rows_are_refused():
