@@ -1,0 +1,66 @@
+"""How fast a run's trainer trained, iteration by iteration: the loss curves it stored, read from a
+local stack's store after the run (the stack must not be running).
+
+    .venv/bin/python benchmarks/loop_training.py demo-s --data-dir .stack
+
+Prints one line per iteration (the latest training attempt): optimizer steps, examples, tokens,
+seconds inside the training loop (the curve's per-step seconds: no model loading, held-out loss or
+upload), and examples/s; then the totals. Runs on different stacks compare the trainer in the loop,
+not in isolation (other stages do not overlap training, but the examples differ).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from selfimprove.core.stack import LocalStack
+
+
+def summary(points: list[dict]) -> dict:
+    """Steps, examples, tokens and seconds of one loss curve.
+
+    >>> summary([{"seconds": 1.5, "tokens": 300, "batch_examples": 8}, {"seconds": 0.5, "tokens": 90, "batch_examples": 2}])
+    {'steps': 2, 'examples': 10, 'tokens': 390, 'seconds': 2.0}
+    """
+    return {
+        "steps": len(points),
+        "examples": sum(int(p.get("batch_examples", 0)) for p in points),
+        "tokens": sum(int(p.get("tokens", 0)) for p in points),
+        "seconds": round(sum(float(p.get("seconds", 0.0)) for p in points), 3),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run_id")
+    ap.add_argument("--data-dir", type=Path, default=Path(".stack"))
+    args = ap.parse_args()
+    prefix = f"runs/{args.run_id}/"
+    latest: dict[int, str] = {}
+    with LocalStack(root=args.data_dir) as stack:
+        client = stack.s3_client()
+        for o in client.list_objects(stack.bucket, prefix=prefix, recursive=True):
+            m = re.search(r"/iter-(\d+)/train/.*/loss_curve\.json$", o.object_name)
+            if m and o.object_name > latest.get(int(m.group(1)), ""):
+                latest[int(m.group(1))] = o.object_name  # attempts sort by number: the latest wins
+        if not latest:
+            raise SystemExit(f"no loss curves under s3://{prefix} in {args.data_dir}")
+        curves = {i: json.loads(client.get_object(stack.bucket, name).read()) for i, name in latest.items()}
+    total = {"steps": 0, "examples": 0, "tokens": 0, "seconds": 0.0}
+    for iteration in sorted(curves):
+        curve = curves[iteration]
+        row = summary(curve if isinstance(curve, list) else curve.get("points", []))
+        print(json.dumps({"iteration": iteration, **row, "examples_per_s": _rate(row)}))
+        total = {k: total[k] + row[k] for k in total}
+    print(json.dumps({"run": args.run_id, **total, "examples_per_s": _rate(total)}))
+
+
+def _rate(row: dict) -> float:
+    return round(row["examples"] / row["seconds"], 2) if row["seconds"] else 0.0
+
+
+if __name__ == "__main__":
+    main()
