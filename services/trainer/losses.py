@@ -19,7 +19,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from selfimprove.runtime.stopping import common_prefix_len
 from selfimprove.trainer.batches import IGNORE, Encoded, collate
+
+MIN_SHARED = 4  # a shorter common prefix is not worth a separate decoder pass
 
 
 def _causal(model):
@@ -39,8 +42,7 @@ def shared_prefix_len(ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tenso
     """
     if ids.shape[0] < 2:
         return 0
-    same = ((ids == ids[:1]) & (mask == 1)).all(0)
-    common = int(same.int().cumprod(0).sum())
+    common = common_prefix_len([row[:n] for row, n in zip(ids.tolist(), mask.sum(1).tolist(), strict=True)])
     learned = (labels != IGNORE).any(0).nonzero()
     first_label = int(learned[0]) if len(learned) else ids.shape[1]
     # the output at position j predicts label j + 1: positions before first_label - 1 teach nothing
@@ -48,14 +50,14 @@ def shared_prefix_len(ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tenso
 
 
 def decoder_states(
-    model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, min_shared: int | None = 4
+    model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, share_prefix: bool = True
 ):
     """``(hidden, targets)``: the decoder's last hidden states from the first position any label
-    needs on, and the next-token labels they predict. A shared prefix of at least ``min_shared``
-    tokens is run once (see above); ``None`` runs every row in full."""
+    needs on, and the next-token labels they predict. With ``share_prefix``, a shared prefix of at
+    least ``MIN_SHARED`` tokens is run once (see above); without, every row runs in full."""
     causal = _causal(model)
-    shared = shared_prefix_len(ids, mask, labels)
-    if min_shared is None or shared < min_shared:
+    shared = shared_prefix_len(ids, mask, labels) if share_prefix else 0
+    if shared < MIN_SHARED:
         return causal.model(input_ids=ids, attention_mask=mask).last_hidden_state, labels[:, 1:]
     from transformers import DynamicCache
 
@@ -67,21 +69,21 @@ def decoder_states(
 
 
 def token_logprobs(
-    model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, min_shared: int | None = 4
+    model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, share_prefix: bool = True
 ):
     """``(selected, targets, rows)``: output-layer rows at labelled positions, their targets, row index."""
     causal = _causal(model)
-    hidden, targets = decoder_states(model, ids, mask, labels, min_shared)
+    hidden, targets = decoder_states(model, ids, mask, labels, share_prefix)
     keep = targets != IGNORE
     logits = causal.lm_head(hidden[:, :-1][keep]).float()
     rows = torch.arange(ids.shape[0]).unsqueeze(1).expand_as(targets)[keep]
     return logits, targets[keep], rows
 
 
-def response_loss(model, ids, mask, labels, min_shared: int | None = 4) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over response tokens, and their count (``min_shared``: see
+def response_loss(model, ids, mask, labels, share_prefix: bool = True) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over response tokens, and their count (``share_prefix``: see
     :func:`decoder_states`)."""
-    logits, targets, _ = token_logprobs(model, ids, mask, labels, min_shared)
+    logits, targets, _ = token_logprobs(model, ids, mask, labels, share_prefix)
     return F.cross_entropy(logits, targets, reduction="sum"), int(targets.numel())
 
 

@@ -112,7 +112,7 @@ def train_sft(
         total, tokens = 0.0, 0
         for batch in micro:
             ids, mask, labels = collate(batch, pad_id)
-            loss, _ = response_loss(model, ids, mask, labels, min_shared=4 if hp.share_prefix else None)
+            loss, _ = response_loss(model, ids, mask, labels, hp.share_prefix)
             (loss / n_labels).backward()
             total += loss.item()
             tokens += int(mask.sum())

@@ -42,16 +42,16 @@ def test_a_shared_prefix_run_once_gives_the_same_loss_and_gradient():
     shared = shared_prefix_len(ids, mask, labels)
     assert shared >= 20  # the chat template's system prompt and the user turn's header
 
-    def loss_and_grads(min_shared):
+    def loss_and_grads(share_prefix):
         model.zero_grad()
-        hidden, _ = decoder_states(model, ids, mask, labels, min_shared=min_shared)
-        assert hidden.shape[1] == ids.shape[1] - (shared if min_shared else 0)
-        loss, _ = response_loss(model, ids, mask, labels, min_shared=min_shared)
+        hidden, _ = decoder_states(model, ids, mask, labels, share_prefix)
+        assert hidden.shape[1] == ids.shape[1] - (shared if share_prefix else 0)
+        loss, _ = response_loss(model, ids, mask, labels, share_prefix)
         loss.backward()
         return loss.item(), {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
 
-    once, grads_once = loss_and_grads(4)
-    full, grads_full = loss_and_grads(None)
+    once, grads_once = loss_and_grads(True)
+    full, grads_full = loss_and_grads(False)
     assert once == pytest.approx(full, rel=1e-5)
     for name, g in grads_full.items():
         assert torch.allclose(grads_once[name], g, atol=1e-6, rtol=1e-4), name
