@@ -14,7 +14,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from selfimprove.core.stack import LocalStack
+from storekit import read_latest
 
 
 def kind(prompt: str, answer: str) -> str:
@@ -34,17 +34,7 @@ def main() -> None:
     ap.add_argument("--iteration", type=int, default=1)
     ap.add_argument("--data-dir", type=Path, default=Path(".stack"))
     args = ap.parse_args()
-    prefix = f"runs/{args.run_id}/iter-{args.iteration:03d}/evaluate/"
-    with LocalStack(root=args.data_dir) as stack:
-        client = stack.s3_client()
-        names = sorted(
-            o.object_name
-            for o in client.list_objects(stack.bucket, prefix=prefix, recursive=True)
-            if o.object_name.endswith("/details.jsonl")
-        )
-        if not names:
-            raise SystemExit(f"no evaluation details under s3://{prefix} in {args.data_dir}")
-        data = client.get_object(stack.bucket, names[-1]).read().decode()  # the latest attempt
+    [data] = read_latest(args.data_dir, args.run_id, "evaluate", "details.jsonl", args.iteration).values()
     rows = [r for r in map(json.loads, data.splitlines()) if r["suite"] == "dev"]
     total, right = Counter(), {"incumbent": Counter(), "candidate": Counter()}
     for r in rows:

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
-from selfimprove.core.stack import LocalStack
+from storekit import read_latest
 
 
 def summary(points: list[dict]) -> dict:
@@ -38,17 +37,8 @@ def main() -> None:
     ap.add_argument("run_id")
     ap.add_argument("--data-dir", type=Path, default=Path(".stack"))
     args = ap.parse_args()
-    prefix = f"runs/{args.run_id}/"
-    latest: dict[int, str] = {}
-    with LocalStack(root=args.data_dir) as stack:
-        client = stack.s3_client()
-        for o in client.list_objects(stack.bucket, prefix=prefix, recursive=True):
-            m = re.search(r"/iter-(\d+)/train/.*/loss_curve\.json$", o.object_name)
-            if m and o.object_name > latest.get(int(m.group(1)), ""):
-                latest[int(m.group(1))] = o.object_name  # attempts sort by number: the latest wins
-        if not latest:
-            raise SystemExit(f"no loss curves under s3://{prefix} in {args.data_dir}")
-        curves = {i: json.loads(client.get_object(stack.bucket, name).read()) for i, name in latest.items()}
+    stored = read_latest(args.data_dir, args.run_id, "train", "loss_curve.json")
+    curves = {iteration: json.loads(data) for (iteration, _), data in stored.items()}
     total = {"steps": 0, "examples": 0, "tokens": 0, "seconds": 0.0}
     for iteration in sorted(curves):
         curve = curves[iteration]

@@ -14,7 +14,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from selfimprove.core.stack import LocalStack
+from storekit import read_latest
+
 from selfimprove.selection.labels import LABEL_FREE, label_of
 
 
@@ -25,16 +26,8 @@ def main() -> None:
     ap.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.66])
     ap.add_argument("--data-dir", type=Path, default=Path(".stack"))
     args = ap.parse_args()
-    prefix = f"runs/{args.run_id}/iter-{args.iteration:03d}/acquire/"
-    rows = []
-    with LocalStack(root=args.data_dir) as stack:
-        client = stack.s3_client()
-        for obj in client.list_objects(stack.bucket, prefix=prefix, recursive=True):
-            if obj.object_name.endswith("/samples.jsonl"):
-                data = client.get_object(stack.bucket, obj.object_name).read().decode()
-                rows += [json.loads(line) for line in data.splitlines()]
-    if not rows:
-        raise SystemExit(f"no samples under s3://{prefix} in {args.data_dir}")
+    shards = read_latest(args.data_dir, args.run_id, "acquire", "samples.jsonl", args.iteration)
+    rows = [json.loads(line) for data in shards.values() for line in data.decode().splitlines()]
     for threshold in args.thresholds:
         prompts, labelled, right = Counter(), Counter(), Counter()
         for row in rows:
