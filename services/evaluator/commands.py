@@ -94,10 +94,11 @@ def command(topics: Topics, state: RunState, cfg: RunConfig, slot: str, attempt:
 def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
     stage, seed = slot_stage(slot), stage_seed(cfg, state.iteration, slot, attempt)
     incumbent = to_model(state.incumbent)
+    pending = to_model(state.train_parent) if state.train_parent else incumbent
     if stage == "acquire":
         a = cfg.acquisition
         return AcquireCommand(
-            policy=incumbent,
+            policy=pending if a.sample_pending else incumbent,
             task=main_task(cfg),
             shard=slot_shard(slot),
             num_shards=a.shards,
@@ -131,7 +132,7 @@ def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
         )
     if stage == "train":
         return TrainCommand(
-            policy=to_model(state.train_parent) if state.train_parent else incumbent,
+            policy=pending,
             datasets=[to_ref(d) for d in training_sets(state, cfg.training.replay_iterations)],
             method=METHODS[cfg.training.method],
             hparams_json=json.dumps(cfg.training.hparams, sort_keys=True),

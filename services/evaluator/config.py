@@ -74,6 +74,11 @@ class AcquisitionConfig(_Strict):
     focus_floor: float = Field(
         0.1, ge=0, le=1, description="With focus: the least share of prompts any category gets."
     )
+    sample_pending: bool = Field(
+        False,
+        description="While training goes on from a pending candidate (training.continue_pending), that "
+        "candidate samples the data it is trained on next, not the incumbent.",
+    )
     min_samples: int = Field(1, ge=0, description="Fewer samples over all shards is too little data.")
     min_yield: float = Field(0.0, ge=0, le=1, description="Lower mean yield is too little data.")
     more_prompts_factor: float = Field(2.0, ge=1, description="Prompts grow by this on a data retry.")
@@ -98,7 +103,8 @@ class TrainingConfig(_Strict):
     continue_pending: bool = Field(
         False,
         description="A candidate rejected only because its gain was not significant is what the next "
-        "iteration trains further (the incumbent still serves, samples and is the baseline).",
+        "iteration trains further (the incumbent still serves and is the baseline; it samples unless "
+        "acquisition.sample_pending).",
     )
     pending_tolerance: float = Field(
         0.0,
@@ -172,6 +178,12 @@ class RunConfig(_Strict):
     stages: dict[Literal["acquire", "select", "train", "evaluate", "refine"], StageConfig] = Field(
         default_factory=_stages
     )
+
+    @model_validator(mode="after")
+    def _sample_pending_needs_pending(self) -> RunConfig:
+        if self.acquisition.sample_pending and not self.training.continue_pending:
+            raise ValueError("acquisition.sample_pending needs training.continue_pending: true")
+        return self
 
     def stage(self, name: str) -> StageConfig:
         return self.stages.get(name) or StageConfig()  # type: ignore[call-overload]

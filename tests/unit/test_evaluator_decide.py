@@ -215,6 +215,30 @@ def test_pending_tolerance_trains_on_from_a_candidate_within_noise_below_the_inc
         load_config(BASE + "training: {pending_tolerance: 0.02}\n")
 
 
+def test_sample_pending_acquires_with_the_candidate_that_training_goes_on_from():
+    budget = "budget: {iterations: 4}\nstopping: {plateau_patience: 5}\n"
+    # 1: promoted; 2: +5 points, not significant (pending); 3: worse (back to the incumbent); 4: anything
+    script = {"eval": [[0.6, 0.4, 0.01], [0.65, 0.6, 0.3], [0.5, 0.6, 0.01], [0.6, 0.6, 1.0]]}
+
+    def samplers(acquisition):
+        config = BASE + f"acquisition: {acquisition}\ntraining: {{continue_pending: true}}\n" + budget
+        _, log = run(config, script)
+        acquires = [
+            o.envelope.acquire_command for o in log if o.envelope.WhichOneof("payload") == "acquire_command"
+        ]
+        return [a.policy.version for a in acquires[::2]]  # shard 0 of each iteration
+
+    assert samplers("{shards: 2, sample_pending: true}") == [
+        "r1/base",
+        "r1/iter-001",
+        "r1/iter-002",
+        "r1/iter-001",
+    ]
+    assert samplers("{shards: 2}") == ["r1/base", "r1/iter-001", "r1/iter-001", "r1/iter-001"]
+    with pytest.raises(ConfigError, match="sample_pending needs training.continue_pending"):
+        load_config(BASE.replace("acquisition: {shards: 2}", "acquisition: {sample_pending: true}"))
+
+
 def test_continue_pending_trains_on_from_a_candidate_whose_gain_is_not_yet_significant():
     config = (
         BASE
