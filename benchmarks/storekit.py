@@ -1,6 +1,6 @@
 """A finished run's stored files, read from a local stack folder after the run (the scripts that look
-back at a run share it: dev_breakdown, loop_training, pseudo_labels). Start no other stack on the
-folder while the run is going."""
+back at a run share it: dev_breakdown, loop_training, pseudo_labels). While the run is going its
+stack holds the folder, and these scripts are refused."""
 
 from __future__ import annotations
 

