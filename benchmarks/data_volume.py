@@ -10,13 +10,16 @@ The dev split never meets the train split, and the GPT-3 sets are not read.
 
 Prints one JSON line per point: examples seen, training seconds so far (scoring left out), accuracy, and right/items
 split by the sign of the answer. ``--form difference`` trains negative answers restated as the
-positive difference first ("76 - 48 = 28, so the answer is -28.") instead.
+positive difference first ("76 - 48 = 28, so the answer is -28.") instead. ``--full`` trains every
+weight (the adapter, if any, merged first; the trainer's ``full`` method) instead of LoRA: give it its
+own ``--lr``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -90,6 +93,10 @@ def main() -> None:
     ap.add_argument("--dev", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", type=float, default=3e-4, help="the demo's learning rate by default")
+    ap.add_argument("--full", action="store_true", help="train every weight, not a LoRA")
+    ap.add_argument(
+        "--lora-r", type=int, help="a new LoRA of this rank (alpha twice it) on the merged adapter"
+    )
     ap.add_argument(
         "--form", choices=sorted(FORMS), default="direct", help="the trained reply's form (see FORMS)"
     )
@@ -97,8 +104,23 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     task = ArithmeticTask(categories=[args.category])
     train, dev = task.items("train", args.examples, seed=11), task.items("dev", args.dev, seed=1234)
-    hp = Hparams(epochs=1, lr=args.lr, lora_r=16, batch_size=8, grad_accum=1)
-    model, tok = trainable_model(resolve_base("smollm2-135m-instruct", None), args.adapter, hp, 0)
+    hp = Hparams(
+        epochs=1,
+        lr=args.lr,
+        lora_r=args.lora_r or 16,
+        lora_alpha=2 * (args.lora_r or 16),
+        batch_size=8,
+        grad_accum=1,
+    )
+    base = resolve_base("smollm2-135m-instruct", None)
+    if args.lora_r and args.adapter:  # merge the adapter, then a new LoRA of the given rank
+        from selfimprove.runtime.models import load_model
+
+        merged, merged_tok = load_model(str(base), [args.adapter], merge=True)
+        merged.save_pretrained(tmp := Path(tempfile.mkdtemp()))
+        merged_tok.save_pretrained(tmp)
+        base, args.adapter = tmp, None
+    model, tok = trainable_model(base, args.adapter, hp, 0, full=args.full)
     examples = [encode(tok, i.prompt, trained_reply(args.form, i), hp.max_length) for i in train]
     print(json.dumps({"examples": 0, "train_s": 0, **score(model, tok, dev)}), flush=True)
     start, scoring = time.perf_counter(), 0.0
