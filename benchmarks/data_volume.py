@@ -112,15 +112,16 @@ def main() -> None:
         batch_size=8,
         grad_accum=1,
     )
-    base = resolve_base("smollm2-135m-instruct", None)
-    if args.lora_r and args.adapter:  # merge the adapter, then a new LoRA of the given rank
+    base, adapter = resolve_base("smollm2-135m-instruct", None), args.adapter
+    merged_dir = tempfile.TemporaryDirectory()  # removed when the script ends
+    if args.lora_r and adapter:  # merge the adapter, then a new LoRA of the given rank
         from selfimprove.runtime.models import load_model
 
-        merged, merged_tok = load_model(str(base), [args.adapter], merge=True)
-        merged.save_pretrained(tmp := Path(tempfile.mkdtemp()))
-        merged_tok.save_pretrained(tmp)
-        base, args.adapter = tmp, None
-    model, tok = trainable_model(base, args.adapter, hp, 0, full=args.full)
+        merged, merged_tok = load_model(str(base), [adapter], merge=True)
+        base, adapter = Path(merged_dir.name), None
+        merged.save_pretrained(base)
+        merged_tok.save_pretrained(base)
+    model, tok = trainable_model(base, adapter, hp, 0, full=args.full)
     examples = [encode(tok, i.prompt, trained_reply(args.form, i), hp.max_length) for i in train]
     print(json.dumps({"examples": 0, "train_s": 0, **score(model, tok, dev)}), flush=True)
     start, scoring = time.perf_counter(), 0.0
