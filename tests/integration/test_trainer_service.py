@@ -243,3 +243,40 @@ async def test_killed_trainer_resumes_from_its_checkpoint(stack, unique_name, tm
     assert stats["steps_run"] == ran == expected - stats["resumed_from_step"]
     curve = json.loads(store.get_bytes(got["resume"].train_result.loss_curve))
     assert [p["step"] for p in curve] == list(range(1, expected + 1))
+
+
+async def test_full_fine_tuning_writes_a_whole_model_that_transformers_loads(
+    stack, unique_name, tmp_path, tiny_base
+):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    store = artifact_store(stack)
+    data = publish_dataset(store, f"{unique_name}/data/full/", sft=arithmetic_rows(40))
+    hp = {"epochs": 1, "batch_size": 8, "grad_accum": 1, "full_lr": 1e-3}
+    await send(
+        stack, unique_name, command("full", tiny_base, [data], hp, method=TrainMethod.TRAIN_METHOD_FULL_SFT)
+    )
+    service = trainer(stack, unique_name, tmp_path, "trainer-full")
+    try:
+        service.wait_ready()
+        got = await results(stack, unique_name, expect=1)
+    finally:
+        service.stop()
+    res = got["full"].train_result
+    stats = dict(res.stats.values)
+    assert stats["final_loss"] < stats["initial_loss"]
+    names = {e.path for e in store.verify(res.candidate.adapter).files}
+    assert {"config.json", "model.safetensors", "training_config.json"} <= names
+    assert "adapter_config.json" not in names
+    config = json.loads(store.read_file(res.candidate.adapter, "training_config.json"))
+    assert config["method"] == "full_sft" and config["hparams"]["full_lr"] == 1e-3
+    folder = store.get_folder(res.candidate.adapter, tmp_path / "full-model")
+    base_model, tuned = (
+        AutoModelForCausalLM.from_pretrained(tiny_base),
+        AutoModelForCausalLM.from_pretrained(folder),
+    )
+    assert stats["trainable_parameters"] == sum(p.numel() for p in tuned.parameters())
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert not torch.allclose(base_model(ids).logits, tuned(ids).logits)

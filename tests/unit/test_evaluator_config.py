@@ -44,6 +44,8 @@ def test_errors_name_the_field():
         load_config("stopping: {plateau_patience: 1}")
     with pytest.raises(ConfigError, match="training.method"):
         load_config("training: {method: rl}")
+    with pytest.raises(ConfigError, match="training.method full is not supported in a run yet"):
+        load_config("training: {method: full}")  # its candidates could not be evaluated
     with pytest.raises(ConfigError, match="stages.deploy"):
         load_config("stages: {deploy: {timeout_s: 1}}")
     with pytest.raises(ConfigError, match="not valid YAML"):
