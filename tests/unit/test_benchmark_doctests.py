@@ -11,7 +11,9 @@ pytestmark = pytest.mark.unit
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-@pytest.mark.parametrize("name", ["data_volume", "dev_breakdown", "loop_training", "storekit", "suitekit"])
+@pytest.mark.parametrize(
+    "name", ["data_volume", "dev_breakdown", "kept_by_category", "loop_training", "storekit", "suitekit"]
+)
 def test_doctests(name, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # the scripts import their kits by file name
     spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")

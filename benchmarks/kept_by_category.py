@@ -1,0 +1,45 @@
+"""How many selected (trained-on) examples each iteration of a finished run kept, per task category,
+read from the run's stored ``sft.jsonl`` sets in a local stack folder (the stack must not be running).
+
+    .venv/bin/python benchmarks/kept_by_category.py demo-u --data-dir DIR
+
+Prints one JSON line per iteration (the latest selection attempt), then the totals. Replay means an
+example can be trained on in two iterations; these counts are each iteration's new selection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+from storekit import read_latest
+
+
+def by_category(jsonl: bytes) -> dict[str, int]:
+    """Selected rows per ``category`` (sorted by name).
+
+    >>> by_category(b'{"category": "sub2"}\\n{"category": "add2"}\\n{"category": "sub2"}\\n')
+    {'add2': 1, 'sub2': 2}
+    """
+    counts = Counter(json.loads(line).get("category", "?") for line in jsonl.splitlines() if line.strip())
+    return dict(sorted(counts.items()))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run_id")
+    ap.add_argument("--data-dir", type=Path, default=Path(".stack"))
+    args = ap.parse_args()
+    stored = read_latest(args.data_dir, args.run_id, "select", "sft.jsonl")
+    total: Counter[str] = Counter()
+    for (iteration, _), data in sorted(stored.items()):
+        row = by_category(data)
+        print(json.dumps({"iteration": iteration, **row}))
+        total.update(row)
+    print(json.dumps({"run": args.run_id, **dict(sorted(total.items()))}))
+
+
+if __name__ == "__main__":
+    main()
