@@ -103,6 +103,16 @@ def trainer(stack, prefix, tmp_path, name, **env):
     )
 
 
+async def train(stack, prefix, tmp_path, name, expect):
+    """Start a trainer service, collect ``expect`` results on the prefix's topic, stop it."""
+    service = trainer(stack, prefix, tmp_path, name)
+    try:
+        service.wait_ready()
+        return await results(stack, prefix, expect=expect)
+    finally:
+        service.stop()
+
+
 async def test_train_command_in_adapter_and_result_out(stack, unique_name, tmp_path, tiny_base):
     import torch
     from peft import PeftModel
@@ -184,12 +194,7 @@ async def test_train_command_in_adapter_and_result_out(stack, unique_name, tmp_p
         unique_name,
         command("wrongbase", other_base(tmp_path), [good], hp, adapter=res.candidate.adapter),
     )
-    service = trainer(stack, unique_name, tmp_path, "trainer2")
-    try:
-        service.wait_ready()
-        got = await results(stack, unique_name, expect=8)
-    finally:
-        service.stop()
+    got = await train(stack, unique_name, tmp_path, "trainer2", expect=8)
     nxt = got["next"].train_result
     config = json.loads(store.read_file(nxt.candidate.adapter, "training_config.json"))
     assert config["parent_adapter"]["sha256"] == res.candidate.adapter.sha256
@@ -257,12 +262,7 @@ async def test_full_fine_tuning_writes_a_whole_model_that_transformers_loads(
     await send(
         stack, unique_name, command("full", tiny_base, [data], hp, method=TrainMethod.TRAIN_METHOD_FULL_SFT)
     )
-    service = trainer(stack, unique_name, tmp_path, "trainer-full")
-    try:
-        service.wait_ready()
-        got = await results(stack, unique_name, expect=1)
-    finally:
-        service.stop()
+    got = await train(stack, unique_name, tmp_path, "trainer-full", expect=1)
     res = got["full"].train_result
     stats = dict(res.stats.values)
     assert stats["final_loss"] < stats["initial_loss"]
