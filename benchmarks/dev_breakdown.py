@@ -9,12 +9,10 @@ subtraction with a negative result (the main dev suite only).
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
-from pathlib import Path
 
-from storekit import read_latest
+from storekit import read_latest, run_parser
 
 
 def kind(prompt: str, answer: str) -> str:
@@ -29,10 +27,8 @@ def kind(prompt: str, answer: str) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("run_id")
+    ap = run_parser(__doc__)
     ap.add_argument("--iteration", type=int, default=1)
-    ap.add_argument("--data-dir", type=Path, default=Path(".stack"))
     args = ap.parse_args()
     [data] = read_latest(args.data_dir, args.run_id, "evaluate", "details.jsonl", args.iteration).values()
     rows = [r for r in map(json.loads, data.splitlines()) if r["suite"] == "dev"]

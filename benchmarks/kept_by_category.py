@@ -9,12 +9,10 @@ example can be trained on in two iterations; these counts are each iteration's n
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
-from pathlib import Path
 
-from storekit import read_latest
+from storekit import read_latest, run_parser
 
 
 def by_category(jsonl: bytes) -> dict[str, int]:
@@ -28,9 +26,7 @@ def by_category(jsonl: bytes) -> dict[str, int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("run_id")
-    ap.add_argument("--data-dir", type=Path, default=Path(".stack"))
+    ap = run_parser(__doc__)
     args = ap.parse_args()
     stored = read_latest(args.data_dir, args.run_id, "select", "sft.jsonl")
     total: Counter[str] = Counter()

@@ -11,11 +11,9 @@ not in isolation (other stages do not overlap training, but the examples differ)
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
-from storekit import read_latest
+from storekit import read_latest, run_parser
 
 
 def summary(points: list[dict]) -> dict:
@@ -33,9 +31,7 @@ def summary(points: list[dict]) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("run_id")
-    ap.add_argument("--data-dir", type=Path, default=Path(".stack"))
+    ap = run_parser(__doc__)
     args = ap.parse_args()
     stored = read_latest(args.data_dir, args.run_id, "train", "loss_curve.json")
     curves = {iteration: json.loads(data) for (iteration, _), data in stored.items()}

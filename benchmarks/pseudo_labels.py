@@ -9,22 +9,18 @@ Prints, per threshold and category: prompts, prompts with a pseudo-label, and ho
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
-from pathlib import Path
 
-from storekit import read_latest
+from storekit import read_latest, run_parser
 
 from selfimprove.selection.labels import LABEL_FREE, label_of
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("run_id")
+    ap = run_parser(__doc__)
     ap.add_argument("--iteration", type=int, default=1)
     ap.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.66])
-    ap.add_argument("--data-dir", type=Path, default=Path(".stack"))
     args = ap.parse_args()
     shards = read_latest(args.data_dir, args.run_id, "acquire", "samples.jsonl", args.iteration)
     rows = [json.loads(line) for data in shards.values() for line in data.decode().splitlines()]

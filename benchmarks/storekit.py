@@ -4,6 +4,7 @@ stack holds the folder, and these scripts are refused."""
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -45,3 +46,11 @@ def read_latest(
         if not chosen:
             raise SystemExit(f"no {stage} {filename} under s3://{prefix} in {data_dir}")
         return {slot: client.get_object(stack.bucket, name).read() for slot, name in chosen.items()}
+
+
+def run_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The scripts' common arguments: the run's id and its stack folder (``--data-dir``)."""
+    ap = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    ap.add_argument("run_id")
+    ap.add_argument("--data-dir", type=Path, default=Path(".stack"))
+    return ap
