@@ -10,9 +10,11 @@ The dev split never meets the train split, and the GPT-3 sets are not read.
 
 Prints one JSON line per point: examples seen, training seconds so far (scoring left out), accuracy, and right/items
 split by the sign of the answer. ``--form difference`` trains negative answers restated as the
-positive difference first ("76 - 48 = 28, so the answer is -28.") instead. ``--full`` trains every
+positive difference first ("76 - 48 = 28, so the answer is -28.") instead; ``--form steps`` works every
+difference out in two steps, tens then ones ("76 - 40 = 36, 36 - 8 = 28, so the answer is -28."). ``--full`` trains every
 weight (the adapter, if any, merged first; the trainer's ``full`` method) instead of LoRA: give it its
-own ``--lr``.
+own ``--lr``. ``--epochs 2`` trains each example twice (``--at`` and the counts printed include every pass),
+so fresh examples can be weighed against repeated ones at the same training cost.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ FORMS = {
     "direct": "The answer is {answer}.",
     # a negative difference restated as the positive one first (two operands only)
     "difference": "{b} - {a} = {d}, so the answer is {answer}.",
+    # tens, then ones: the larger operand less the other's (a sum: the first plus the second's)
+    "steps": "{big} {op} {tens} = {mid}, {mid} {op} {ones} = {d}, so the answer is {answer}.",
 }
 
 
@@ -49,7 +53,25 @@ def trained_reply(form: str, item) -> str:
     ...             meta={"operands": (48, 76)})
     >>> trained_reply("difference", item), trained_reply("direct", item)
     ('76 - 48 = 28, so the answer is -28.', 'The answer is -28.')
+    >>> total = Item(id="y", prompt="What is 47 + 36?", category="add2", difficulty=2, answer="83",
+    ...              meta={"operands": (47, 36), "operator": "+"})
+    >>> trained_reply("steps", item), trained_reply("steps", total)
+    ('76 - 40 = 36, 36 - 8 = 28, so the answer is -28.', '47 + 30 = 77, 77 + 6 = 83, so the answer is 83.')
     """
+    if form == "steps":
+        op = item.meta.get("operator", "-")
+        sign = 1 if op == "+" else -1
+        first, other = item.meta["operands"] if op == "+" else sorted(item.meta["operands"], reverse=True)
+        tens, ones = other - other % 10, other % 10
+        return FORMS[form].format(
+            big=first,
+            op=op,
+            tens=tens,
+            mid=first + sign * tens,
+            ones=ones,
+            d=first + sign * other,
+            answer=item.answer,
+        )
     if form == "direct" or not item.answer.startswith("-"):
         return FORMS["direct"].format(answer=item.answer)
     a, b = item.meta["operands"]
@@ -71,7 +93,7 @@ def score(model, tok, dev, batch: int = 50) -> dict:
         ]
         enc = tok(texts, return_tensors="pt", padding=True)
         with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=32, do_sample=False, pad_token_id=tok.pad_token_id)
+            out = model.generate(**enc, max_new_tokens=48, do_sample=False, pad_token_id=tok.pad_token_id)
         for item, ids in zip(chunk, out, strict=True):
             reply = tok.decode(ids[enc.input_ids.shape[1] :], skip_special_tokens=True)
             sign = "neg" if item.answer.startswith("-") else "pos"
@@ -87,25 +109,27 @@ def score(model, tok, dev, batch: int = 50) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--adapter", type=Path, help="PEFT folder to continue (default: a new LoRA on the base)")
-    ap.add_argument("--category", default="sub2")
+    ap.add_argument("--category", nargs="+", default=["sub2"], help="one or more task categories, mixed")
     ap.add_argument("--examples", type=int, default=1600)
     ap.add_argument("--at", type=int, nargs="*", default=[400, 800], help="also score after this many")
     ap.add_argument("--dev", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", type=float, default=3e-4, help="the demo's learning rate by default")
+    ap.add_argument("--epochs", type=int, default=1, help="passes over the examples (--at counts every pass)")
     ap.add_argument("--full", action="store_true", help="train every weight, not a LoRA")
     ap.add_argument(
         "--lora-r", type=int, help="a new LoRA of this rank (alpha twice it) on the merged adapter"
     )
+    ap.add_argument("--save", type=Path, help="write the trained adapter (or model) to this folder")
     ap.add_argument(
         "--form", choices=sorted(FORMS), default="direct", help="the trained reply's form (see FORMS)"
     )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    task = ArithmeticTask(categories=[args.category])
+    task = ArithmeticTask(categories=args.category)
     train, dev = task.items("train", args.examples, seed=11), task.items("dev", args.dev, seed=1234)
     hp = Hparams(
-        epochs=1,
+        epochs=args.epochs,
         lr=args.lr,
         lora_r=args.lora_r or 16,
         lora_alpha=2 * (args.lora_r or 16),
@@ -143,6 +167,8 @@ def main() -> None:
             {"examples": out.examples, "train_s": round(out.seconds - scoring), **score(model, tok, dev)}
         )
     )
+    if args.save:
+        model.save_pretrained(args.save)
 
 
 if __name__ == "__main__":
