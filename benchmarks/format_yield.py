@@ -3,7 +3,8 @@
 Samples train-split 2-digit addition and subtraction problems (T = 0.7, top-p 0.95, 2 samples each,
 as the demo acquires) three ways: the plain prompt; the same prompt after three worked examples as
 chat turns (the tens, then the ones: "61 - 20 = 41, 41 - 3 = 38, so the answer is -38."); and that
-with the answer as a hint, as rationalization asks. For each it counts samples with the right final
+with the answer as a hint. The hint is the loop's (``acquisition.prompts.hint_prompt``) without its
+"Reply briefly" request, which would ask for the direct form instead of the one shown. For each it counts samples with the right final
 answer, samples that use the form (an equation ``a ± b = c``), and right samples whose every equation
 is true: the ones a loop could train the form on. The GPT-3 sets are not read.
 
@@ -47,6 +48,14 @@ def equations_true(text: str) -> bool:
 
 
 def shown(prompt: str) -> list[dict]:
+    """``prompt`` after the worked examples as chat turns; their replies are ``data_volume``'s steps form.
+
+    >>> from data_volume import FORMS
+    >>> FORMS["steps"].format(big=61, op="-", tens=20, mid=41, ones=3, d=38, answer=-38) == DEMONSTRATION[1][1]
+    True
+    >>> [t["role"] for t in shown("What is 1 + 2?")][-3:]
+    ['user', 'assistant', 'user']
+    """
     turns = [{"role": r, "content": t} for q, a in DEMONSTRATION for r, t in (("user", q), ("assistant", a))]
     return [*turns, {"role": "user", "content": prompt}]
 

@@ -12,7 +12,16 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 @pytest.mark.parametrize(
-    "name", ["data_volume", "dev_breakdown", "kept_by_category", "loop_training", "storekit", "suitekit"]
+    "name",
+    [
+        "data_volume",
+        "dev_breakdown",
+        "format_yield",
+        "kept_by_category",
+        "loop_training",
+        "storekit",
+        "suitekit",
+    ],
 )
 def test_doctests(name, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # the scripts import their kits by file name
