@@ -30,6 +30,7 @@ import torch
 from selfimprove.runtime.extract import last_integer
 from selfimprove.runtime.models import resolve_base
 from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
+from selfimprove.runtime.tasks.worked import REPLY, plan
 from selfimprove.trainer.batches import encode
 from selfimprove.trainer.hparams import Hparams
 from selfimprove.trainer.model import trainable_model
@@ -40,8 +41,9 @@ FORMS = {
     "direct": "The answer is {answer}.",
     # a negative difference restated as the positive one first (two operands only)
     "difference": "{b} - {a} = {d}, so the answer is {answer}.",
-    # tens, then ones: the larger operand less the other's (a sum: the first plus the second's)
-    "steps": "{big} {op} {tens} = {mid}, {mid} {op} {ones} = {d}, so the answer is {answer}.",
+    # tens, then ones: the larger operand less the other's (a sum: the first plus the second's);
+    # the loop's worked replies (selfimprove.runtime.tasks.worked)
+    "steps": REPLY,
 }
 
 
@@ -50,7 +52,7 @@ def trained_reply(form: str, item) -> str:
 
     >>> from selfimprove.runtime.tasks.base import Item
     >>> item = Item(id="x", prompt="What is 48 - 76?", category="sub2", difficulty=2, answer="-28",
-    ...             meta={"operands": (48, 76)})
+    ...             meta={"operands": (48, 76), "operator": "-"})
     >>> trained_reply("difference", item), trained_reply("direct", item)
     ('76 - 48 = 28, so the answer is -28.', 'The answer is -28.')
     >>> total = Item(id="y", prompt="What is 47 + 36?", category="add2", difficulty=2, answer="83",
@@ -59,19 +61,7 @@ def trained_reply(form: str, item) -> str:
     ('76 - 40 = 36, 36 - 8 = 28, so the answer is -28.', '47 + 30 = 77, 77 + 6 = 83, so the answer is 83.')
     """
     if form == "steps":
-        op = item.meta.get("operator", "-")
-        sign = 1 if op == "+" else -1
-        first, other = item.meta["operands"] if op == "+" else sorted(item.meta["operands"], reverse=True)
-        tens, ones = other - other % 10, other % 10
-        return FORMS[form].format(
-            big=first,
-            op=op,
-            tens=tens,
-            mid=first + sign * tens,
-            ones=ones,
-            d=first + sign * other,
-            answer=item.answer,
-        )
+        return plan(item.meta).solved()
     if form == "direct" or not item.answer.startswith("-"):
         return FORMS["direct"].format(answer=item.answer)
     a, b = item.meta["operands"]

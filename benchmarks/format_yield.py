@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 
@@ -24,34 +23,21 @@ import torch
 from selfimprove.runtime.engine import GenerationRequest, SamplingParams, make_engine
 from selfimprove.runtime.models import resolve_base
 from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
+from selfimprove.runtime.tasks.worked import EQUATION, equations_true
 
 DEMONSTRATION = [
     ("What is 52 - 17?", "52 - 10 = 42, 42 - 7 = 35, so the answer is 35."),
     ("What is 23 - 61?", "61 - 20 = 41, 41 - 3 = 38, so the answer is -38."),
     ("What is 47 + 36?", "47 + 30 = 77, 77 + 6 = 83, so the answer is 83."),
 ]
-EQUATION = re.compile(r"(-?\d+)\s*([+-])\s*(\d+)\s*=\s*(-?\d+)")
-
-
-def equations_true(text: str) -> bool:
-    """Whether ``text`` states at least one equation and every one is true.
-
-    >>> equations_true("61 - 20 = 41, 41 - 3 = 38, so the answer is -38.")
-    True
-    >>> equations_true("34 - 55 = 10, 10 - 5 = 5"), equations_true("The answer is 5.")
-    (False, False)
-    """
-    found = EQUATION.findall(text)
-    return bool(found) and all(
-        (int(a) + int(b) if op == "+" else int(a) - int(b)) == int(c) for a, op, b, c in found
-    )
 
 
 def shown(prompt: str) -> list[dict]:
-    """``prompt`` after the worked examples as chat turns; their replies are ``data_volume``'s steps form.
+    """``prompt`` after the worked examples as chat turns; their replies are the loop's worked form.
 
-    >>> from data_volume import FORMS
-    >>> FORMS["steps"].format(big=61, op="-", tens=20, mid=41, ones=3, d=38, answer=-38) == DEMONSTRATION[1][1]
+    >>> from selfimprove.runtime.tasks.worked import plan
+    >>> [plan({"operator": q.split()[3], "operands": (int(q.split()[2]), int(q.split()[4][:-1]))}).solved()
+    ...  for q, _ in DEMONSTRATION] == [a for _, a in DEMONSTRATION]
     True
     >>> [t["role"] for t in shown("What is 1 + 2?")][-3:]
     ['user', 'assistant', 'user']

@@ -27,6 +27,7 @@ class ShardJob:
     self_judge: bool = False
     judge_max_new_tokens: int = 4
     rationalize: bool = False
+    worked: bool = False
 
 
 def self_instruct(
@@ -83,21 +84,67 @@ def rationalize(
     return hinted
 
 
+@dataclass(frozen=True)
+class Worked:
+    """A worked reply written from the model's answers to its two sub-questions (``steps``)."""
+
+    text: str
+    tokens: int
+    finish_reason: str
+    steps: tuple[str, ...]
+
+
+def work_out(
+    engine: Engine, task: Task, items: Sequence[Item], sampling: SamplingParams
+) -> list[list[Worked]]:
+    """One worked reply per item the task has a plan for (else none), from greedy answers to the
+    plan's sub-questions asked as plain prompts; an item whose first answer has no number gets none.
+
+    The reply is written from the model's own answers, right or wrong: the verifier (final answer
+    and every step) decides what is kept.
+    """
+    greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=sampling.max_new_tokens, stop=sampling.stop)
+    plans = [(i, p) for i, item in enumerate(items) if (p := task.worked_plan(item)) is not None]
+    firsts = engine.generate(GenerationRequest([p.first_prompt() for _, p in plans], greedy)) if plans else []
+    pending = []
+    for (i, p), r in zip(plans, firsts, strict=True):
+        mid = task.extract(r.samples[0].text)
+        if mid is not None:
+            pending.append((i, p, int(mid), r.samples[0]))
+    seconds = (
+        engine.generate(GenerationRequest([p.second_prompt(m) for _, p, m, _ in pending], greedy))
+        if pending
+        else []
+    )
+    out: list[list[Worked]] = [[] for _ in items]
+    for (i, p, mid, first), r in zip(pending, seconds, strict=True):
+        second = r.samples[0]
+        d = task.extract(second.text)
+        if d is not None:
+            text = p.reply(mid, int(d))
+            out[i] = [Worked(text, first.tokens + second.tokens, "stop", (first.text, second.text))]
+    return out
+
+
 def run_shard(engine: Engine, task: Task, job: ShardJob) -> tuple[list[Row], float, float]:
     """Rows of the shard, seconds spent sampling the answers, and seconds in total."""
     started = time.perf_counter()
     results = engine.generate(GenerationRequest([i.prompt for i in job.items], job.sampling))
     samples = [r.samples for r in results]
+    worked: list[list[Worked]] = [[] for _ in job.items]
+    if job.worked:
+        worked = work_out(engine, task, job.items, job.sampling)
     hinted: list[list[Any]] = [[] for _ in job.items]
-    if job.rationalize:
-        hinted = rationalize(engine, task, job.items, samples, job.sampling)
+    if job.rationalize:  # a prompt that a worked reply answered needs no hint
+        answered = [[*ss, *ws] for ss, ws in zip(samples, worked, strict=True)]
+        hinted = rationalize(engine, task, job.items, answered, job.sampling)
     sampling_seconds = time.perf_counter() - started
     judges: list[list[float]] | list[None] = [None] * len(job.items)
     if job.self_judge:
         texts = [[s.text for s in ss] for ss in samples]
         judges = judge_all(engine, job.items, texts, job.judge_max_new_tokens)
     rows = [
-        make_row(item, ss, task.extract, task.verify, j, h)
-        for item, ss, j, h in zip(job.items, samples, judges, hinted, strict=True)
+        make_row(item, ss, task.extract, task.verify, j, h, w)
+        for item, ss, j, h, w in zip(job.items, samples, judges, hinted, worked, strict=True)
     ]
     return rows, sampling_seconds, time.perf_counter() - started

@@ -139,7 +139,7 @@ class Acquirer:
             raise StageInputError("self-instruct produced no usable prompt")
         sampling = sampling_params(cmd, env.iteration)
         job = generate.ShardJob(
-            items, sampling, cmd.self_judge, self.settings.judge_max_new_tokens, cmd.rationalize
+            items, sampling, cmd.self_judge, self.settings.judge_max_new_tokens, cmd.rationalize, cmd.worked
         )
         rows, _, seconds = generate.run_shard(engine, task, job)
         values = shard_stats(rows, seconds)
@@ -171,6 +171,7 @@ class Acquirer:
             "self_judge": cmd.self_judge,
             "self_instruct": cmd.self_instruct,
             "rationalize": cmd.rationalize,
+            "worked": cmd.worked,
             "instance": self.ctx.settings.instance,
             "stats": values,
         }

@@ -5,12 +5,15 @@ One row per prompt::
     {"id", "prompt", "category", "difficulty", "meta", "answer",
      "samples": [{"text", "tokens", "finish_reason", "extracted", "verified", "agrees", "judge"}],
      "majority", "agreement", "pass_rate",
-     "rationales": [{"text", "tokens", "finish_reason", "extracted", "verified"}]}
+     "rationales": [{"text", "tokens", "finish_reason", "extracted", "verified"}],
+     "worked": [{"text", "tokens", "finish_reason", "extracted", "verified", "steps"}]}
 
 ``answer`` is the task's reference, stored for reporting only (label-free selection never reads it);
 ``verified`` and ``pass_rate`` are ``null`` when the task has no verifier, ``judge`` when self-judge is off.
 ``rationales`` are replies to the prompt with its answer as a hint (``rationalize``; empty otherwise): kept
 apart, so ``pass_rate``, ``majority`` and ``agreement`` describe the model's own answers only.
+``worked`` are replies written from the model's answers to the task's sub-questions (``worked``; see
+:mod:`selfimprove.runtime.tasks.worked`), with those answers as ``steps``; kept apart likewise.
 """
 
 from __future__ import annotations
@@ -47,9 +50,10 @@ def make_row(
     verify: Callable[[Item, str], bool | None],
     judges: Sequence[float | None] | None = None,
     hinted: Sequence[Any] = (),
+    worked: Sequence[Any] = (),
 ) -> Row:
-    """The row of one prompt from its engine samples (``text``, ``tokens``, ``finish_reason``) and
-    its hinted samples, if any."""
+    """The row of one prompt from its engine samples (``text``, ``tokens``, ``finish_reason``), its
+    hinted samples and its worked replies (which also have ``steps``), if any."""
     extracted = [extract(s.text) for s in samples]
     verified = [verify(item, s.text) for s in samples]
     label = majority(extracted)
@@ -86,6 +90,17 @@ def make_row(
             }
             for s in hinted
         ],
+        "worked": [
+            {
+                "text": s.text,
+                "tokens": s.tokens,
+                "finish_reason": s.finish_reason,
+                "extracted": extract(s.text),
+                "verified": verify(item, s.text),
+                "steps": list(s.steps),
+            }
+            for s in worked
+        ],
     }
 
 
@@ -93,8 +108,9 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
     """Result statistics: counts, tokens/s, pass-rate histogram (prompt counts), yield, agreement.
 
     ``yield`` is the fraction of prompts with at least one verified sample (0 without a verifier);
-    ``rationalized`` counts prompts that only a hinted sample answered. ``tokens`` includes hinted
-    samples' tokens (they cost the same to generate).
+    ``rationalized`` counts prompts that only a hinted sample answered, ``worked`` prompts with a
+    verified worked reply. ``tokens`` includes the tokens of hinted samples and of the worked replies'
+    steps (they cost the same to generate).
 
     >>> row = {"samples": [{"tokens": 5, "verified": True}, {"tokens": 3, "verified": False}],
     ...        "pass_rate": 0.5, "agreement": 0.5}
@@ -107,7 +123,12 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
     """
     samples = [s for r in rows for s in r["samples"]]
     hinted = [s for r in rows for s in r.get("rationales", ())]
-    tokens = sum(s["tokens"] for s in samples) + sum(s["tokens"] for s in hinted)
+    worked = [s for r in rows for s in r.get("worked", ())]
+    tokens = (
+        sum(s["tokens"] for s in samples)
+        + sum(s["tokens"] for s in hinted)
+        + sum(s["tokens"] for s in worked)
+    )
     rates = [r["pass_rate"] for r in rows if r["pass_rate"] is not None]
     out: dict[str, float] = {
         "prompts": len(rows),
@@ -120,6 +141,8 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
         "agreement_mean": sum(r["agreement"] for r in rows) / len(rows) if rows else 0.0,
         "hinted_samples": len(hinted),
         "rationalized": sum(any(s["verified"] for s in r.get("rationales", ())) for r in rows),
+        "worked_replies": len(worked),
+        "worked": sum(any(s["verified"] for s in r.get("worked", ())) for r in rows),
     }
     out.update(dict.fromkeys(PASS_RATE_BUCKETS, 0))
     for rate in rates:

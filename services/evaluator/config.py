@@ -74,6 +74,13 @@ class AcquisitionConfig(_Strict):
     focus_floor: float = Field(
         0.1, ge=0, le=1, description="With focus: the least share of prompts any category gets."
     )
+    worked_from_iteration: int = Field(
+        0,
+        ge=0,
+        description="Verified mode only: from this iteration on (0: never), the model also answers each "
+        "prompt's worked-reply sub-questions (the task's plan: for arithmetic the tens, then the ones), "
+        "and a worked reply written from its answers is trained on when it is verified, step by step.",
+    )
     sample_pending: bool = Field(
         False,
         description="While training goes on from a pending candidate (training.continue_pending), that "
@@ -222,6 +229,7 @@ def load_config(text: str) -> RunConfig:
 TRUTH_FED = {
     "rationalize": "hints carry the reference answer",
     "focus": "it follows pass rates measured against the reference answers",
+    "worked_from_iteration": "worked replies are kept by checking them against the reference answers",
 }
 
 

@@ -125,17 +125,18 @@ def render(facts: RunFacts, out: Path) -> Path:
         "",
         "## Data per iteration",
         "",
-        "| iteration | samples | yield | kept | hinted prompts | diversity | drops per filter |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| iteration | samples | yield | kept | hinted prompts | worked prompts | diversity | drops per filter |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in facts.lineage.get("history", []):
         card = facts.cards.get(r.get("iteration"), {})
+        counts = card.get("counts") or {}
         drops = card.get("drops") or card.get("dropped") or {}
         drop_text = ", ".join(f"{k} {v}" for k, v in drops.items()) if isinstance(drops, dict) else str(drops)
         lines.append(
             f"| {r.get('iteration')} | {_num(r.get('samples'), '.0f')} | {_pct(r.get('yield'))} "
-            f"| {_num(r.get('kept'), '.0f')} | {_num((card.get('counts') or {}).get('prompts_rationalized'), '.0f')} "
-            f"| {_num(r.get('diversity'), '.3f')} | {drop_text or '-'} |"
+            f"| {_num(r.get('kept'), '.0f')} | {_num(counts.get('prompts_rationalized'), '.0f')} "
+            f"| {_num(counts.get('prompts_worked'), '.0f')} | {_num(r.get('diversity'), '.3f')} | {drop_text or '-'} |"
         )
     if plot := _plot_losses(facts, out):
         lines += ["", "## Training", "", f"![loss]({plot})"]

@@ -17,14 +17,14 @@ Row = dict[str, Any]
 
 
 def blind(rows: Sequence[Row]) -> list[Row]:
-    """Copies of ``rows`` without ground truth: no ``answer``, ``pass_rate``, sample ``verified`` or
-    ``rationales`` (replies to a prompt that carried the answer).
+    """Copies of ``rows`` without ground truth: no ``answer``, ``pass_rate``, sample ``verified``,
+    ``rationales`` (replies to a prompt that carried the answer) or ``worked`` replies.
 
     >>> blind([{"id": "a", "answer": "5", "pass_rate": 1.0, "samples": [{"text": "5", "verified": True}],
     ...         "rationales": [{"text": "5", "verified": True}]}])
     [{'id': 'a', 'samples': [{'text': '5'}]}]
     """
-    hidden = {"answer", "pass_rate", "rationales"}
+    hidden = {"answer", "pass_rate", "rationales", "worked"}
     return [
         {
             **{k: v for k, v in r.items() if k not in hidden and k != "samples"},
@@ -43,6 +43,15 @@ def rationales(row: Row) -> list[Row]:
     []
     """
     return [s for s in row.get("rationales", ()) if s.get("verified")]
+
+
+def worked(row: Row) -> list[Row]:
+    """The verified worked replies of a row (final answer and every step), marked ``worked``.
+
+    >>> worked({"worked": [{"text": "5", "verified": True}, {"text": "6", "verified": False}]})
+    [{'text': '5', 'verified': True, 'worked': True}]
+    """
+    return [{**s, "worked": True} for s in row.get("worked", ()) if s.get("verified")]
 
 
 def label_of(row: Row, mode: str, threshold: float) -> str | None:

@@ -1,7 +1,9 @@
 """The selection pipeline over acquisition rows: labels, filters, SFT set, preference pairs, data card.
 
 Order: prompt deduplication, decontamination, difficulty band, labels (verified or label-free),
-refined targets, rationales (verified mode: hinted replies, for prompts no sample answered), format sanity, exact and near-duplicate responses, responses per prompt,
+refined targets, worked replies (verified mode: preferred to the model's own right answers), rationales
+(verified mode: hinted replies, for prompts no sample or worked reply answered), format sanity, exact
+and near-duplicate responses, responses per prompt,
 embedding diversity, category balance. Drops are counted in the unit each filter works on
 (``DROP_UNITS``). In label-free mode the rows are :func:`labels.blind` first; the truth is only
 read afterwards, for the card's precision figures.
@@ -71,8 +73,8 @@ def select(
     kept_idx, near = near_dedup([r["prompt"] for r in work], params.prompt_duplicate, params.num_perm)
     work, drops["duplicate_prompt"] = _keep(work, kept_idx), drops["duplicate_prompt"] + near
     work, drops["decontamination"] = filters.decontaminate(work, eval_keys)
-    # label-free rows are blind: no rationales, so nothing is rescued or used from them
-    rescued = lambda r: bool(labels.rationales(r))  # noqa: E731
+    # label-free rows are blind: no rationales or worked replies, so nothing is rescued or used from them
+    rescued = lambda r: bool(labels.rationales(r) or labels.worked(r))  # noqa: E731
     work, drops["difficulty"] = filters.band(work, lambda r: labels.rate(r, mode), *params.band, rescued)
 
     by_id = {t.get("id"): t["response"] for t in refined if t.get("id")}
@@ -81,6 +83,7 @@ def select(
     rejected: dict[str, list[dict]] = {}
     used_labels: dict[str, str | None] = {}
     hinted_ids: set[str] = set()
+    worked_ids: set[str] = set()
     for row in work:
         label = labels.label_of(row, mode, params.agreement_threshold)
         right, wrong = labels.split(row, mode, label)
@@ -90,6 +93,7 @@ def select(
             wanted = label if mode == labels.LABEL_FREE else row.get("answer")
             if sample["extracted"] is not None and sample["extracted"] == wanted:
                 right = [sample, *right]
+        right = [*labels.worked(row), *right]
         if not right:
             right = labels.rationales(row)
             if right:
@@ -107,9 +111,13 @@ def select(
         drops["near_duplicate"] += drops_near
         sane = _keep(sane, idx)
         if params.prefer_short:
-            sane.sort(key=lambda s: (not s.get("refined"), s.get("tokens") or len(s["text"])))
+            sane.sort(
+                key=lambda s: (not s.get("refined"), not s.get("worked"), s.get("tokens") or len(s["text"]))
+            )
         drops["per_prompt_cap"] += max(0, len(sane) - params.max_per_prompt)
         sane = sane[: params.max_per_prompt]
+        if any(s.get("worked") for s in sane):
+            worked_ids.add(row["id"])
         used_labels[row["id"]] = label if mode == labels.LABEL_FREE else None
         rejected[row["id"]] = sorted(wrong, key=lambda s: s.get("finish_reason") != "stop")
         candidates.extend((row, s) for s in sane)
@@ -141,6 +149,7 @@ def select(
             "sft": len(sft),
             "pairs": len(pairs),
             "prompts_rationalized": len(final_ids & hinted_ids),
+            "prompts_worked": len(final_ids & worked_ids),
         },
         "dropped": drops,
         "drop_units": DROP_UNITS,

@@ -45,6 +45,7 @@ def result_stats(card: dict) -> dict[str, float]:
         "prompts_in": card["counts"]["prompts_in"],
         "prompts_kept": card["counts"]["prompts_kept"],
         "prompts_rationalized": card["counts"].get("prompts_rationalized", 0),
+        "prompts_worked": card["counts"].get("prompts_worked", 0),
         "diversity": card["diversity"],
         "yield": card["yield"],
         "pseudo_label_precision": card["pseudo_label_precision"],

@@ -2,8 +2,9 @@
 
 CI runs a small iteration (24 prompts x 4 samples). For the figures in docs/data.md run it by hand
 with more prompts: ``DATA_E2E_PROMPTS=200 DATA_E2E_RATIONALIZE=0 pytest -m e2e tests/e2e/test_data_pipeline.py -s``;
-the figures are printed and written to ``$DATA_E2E_REPORT`` when set. CI runs with rationalization on
-and checks that hinted replies feed verified selection only.
+the figures are printed and written to ``$DATA_E2E_REPORT`` when set. CI runs with rationalization and
+worked replies on, and checks that hinted and worked replies feed verified selection only and that a
+worked reply is verified exactly when its final answer is right and every step true.
 """
 
 import json
@@ -14,6 +15,7 @@ import pytest
 
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.bus import Bus
+from selfimprove.runtime.tasks.worked import equations_true
 from selfimprove.v1.common_pb2 import ModelRef, SamplingParams, Stage, TaskSpec
 from selfimprove.v1.stages_pb2 import AcquireCommand, LabelMode, SelectCommand
 from tests.integration.buskit import ServiceProcess, artifact_store, kafka_settings, read_topic
@@ -21,6 +23,7 @@ from tests.integration.buskit import ServiceProcess, artifact_store, kafka_setti
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
 PROMPTS = int(os.environ.get("DATA_E2E_PROMPTS", "24"))
 RATIONALIZE = os.environ.get("DATA_E2E_RATIONALIZE", "1") == "1"
+WORKED = os.environ.get("DATA_E2E_WORKED", "1") == "1"
 ENV = dict(SELFIMPROVE_KAFKA_SESSION_TIMEOUT_MS="6000", SELFIMPROVE_THREADS="2")
 
 
@@ -48,6 +51,7 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
             sampling=SamplingParams(n=4, temperature=0.7, top_p=0.95, max_new_tokens=64),
             seed=1,
             rationalize=RATIONALIZE,
+            worked=WORKED,
         )
         env = envelopes.make(
             run_id=unique_name,
@@ -73,6 +77,15 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
     assert all(r["pass_rate"] == 0.0 for r in hinted)  # only prompts the model never answered
     if RATIONALIZE:
         assert hinted, "no prompt was rescued by a hint"
+    worked = [w for r in rows for w in r["worked"]]
+    assert acquired.stats.values["worked"] == sum(any(w["verified"] for w in r["worked"]) for r in rows)
+    assert not any(r["worked"] for r in rows if r["category"] == "mul1")  # no plan for a product
+    for r in rows:
+        for w in r["worked"]:
+            assert len(w["steps"]) == 2 and w["text"].endswith(f"so the answer is {w['extracted']}.")
+            assert w["verified"] == (w["extracted"] == r["answer"] and equations_true(w["text"])), w
+    if WORKED:  # one-digit sub-questions ("3 + 0", "3 + 5") are within the base model's reach
+        assert acquired.stats.values["worked"] > 0, worked
 
     selection = ServiceProcess("-m selfimprove.selection", stack, unique_name, tmp_path / "s.log", **ENV)
     try:
@@ -100,7 +113,7 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
         report[mode] = {"stats": dict(env.select_result.stats.values), "category_mix": card["category_mix"]}
         assert env.select_result.stats.values["kept"] > 0, card
         if mode == "label_free":
-            assert card["counts"]["prompts_rationalized"] == 0
+            assert card["counts"]["prompts_rationalized"] == card["counts"]["prompts_worked"] == 0
         elif RATIONALIZE:
             assert card["counts"]["prompts_rationalized"] > 0, card
     print(json.dumps(report, indent=2, sort_keys=True))

@@ -3,6 +3,8 @@
 import dataclasses
 import doctest
 import importlib
+import random
+import re
 
 import pytest
 
@@ -12,7 +14,7 @@ from selfimprove.acquisition.service import sampling_params
 from selfimprove.acquisition.shard import from_jsonl, make_row, shard_stats, to_jsonl
 from selfimprove.runtime.engine import PromptResult, Sample
 from selfimprove.runtime.engine import SamplingParams as EngineSampling
-from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
+from selfimprove.runtime.tasks.arithmetic import ArithmeticTask, canonical_key
 from selfimprove.runtime.tasks.base import problem_key
 from selfimprove.v1.common_pb2 import SamplingParams
 from selfimprove.v1.stages_pb2 import AcquireCommand
@@ -150,3 +152,63 @@ def test_rationalize_asks_again_only_for_unanswered_prompts_and_keeps_hints_apar
     assert stats["tokens"] == 4 * 2 * 4 + 6 * 4
     off, _, _ = run_shard(HintReader(), task, ShardJob(items, EngineSampling(n=2, max_new_tokens=8)))
     assert all(r["rationales"] == [] for r in off)
+
+
+class Calculator:
+    """A stand-in engine that answers the sub-questions of worked replies, off by one when the first
+    operand is 58, and nothing else."""
+
+    def __init__(self):
+        self.prompts = []
+
+    def generate(self, request):
+        self.prompts.append(list(request.prompts))
+        out = []
+        for p in request.prompts:
+            if m := re.fullmatch(r"What is (\d+) ([+-]) (\d+)\?", p):
+                a, op, b = int(m[1]), m[2], int(m[3])
+                text = f"The answer is {(a + b if op == '+' else a - b) + (a == 58)}."
+            else:
+                text = "I do not know."
+            out.append(PromptResult((Sample(text, 6, "stop"),) * request.params.n, 8))
+        return out
+
+
+def test_worked_replies_are_written_from_the_models_own_sub_answers_and_verified_step_by_step():
+    task = ArithmeticTask(categories=("sub2",))
+    rng = random.Random(0)
+    items = [task._item(e, canonical_key(e), "sub2", rng) for e in ("23 - 61", "74 - 16", "68 - 10")]
+    items = [
+        dataclasses.replace(i, prompt=f"Calculate {i.meta['expression']}.") for i in items
+    ]  # never answered
+    mul = ArithmeticTask(categories=("mul1",)).items("train", 1, seed=1)[0]
+    engine = Calculator()
+    rows, _, _ = run_shard(
+        engine, task, ShardJob([*items, mul], EngineSampling(n=1, max_new_tokens=8), worked=True)
+    )
+    assert engine.prompts[1] == ["What is 61 - 20?", "What is 74 - 10?", "What is 68 - 10?"]
+    assert engine.prompts[2] == ["What is 41 - 3?", "What is 64 - 6?", "What is 58 - 0?"]
+    first, second, third, product = (r["worked"] for r in rows)
+    assert first == [
+        {
+            "text": "61 - 20 = 41, 41 - 3 = 38, so the answer is -38.",
+            "tokens": 12,
+            "finish_reason": "stop",
+            "extracted": "-38",
+            "verified": True,
+            "steps": ["The answer is 41.", "The answer is 38."],
+        }
+    ]
+    assert second[0]["verified"] and second[0]["text"].endswith("the answer is 58.")
+    assert (
+        third[0]["text"] == "68 - 10 = 58, 58 - 0 = 59, so the answer is 59."
+        and third[0]["verified"] is False
+    )
+    assert product == []
+    stats = shard_stats(rows, 1.0)
+    assert stats["worked"] == 2 and stats["worked_replies"] == 3
+    assert stats["tokens"] == 4 * 6 + 3 * 12
+    assert all(r["worked"] == [] for r in run_shard(Calculator(), task, ShardJob(items, EngineSampling()))[0])
+    engine = Calculator()  # a prompt a worked reply answered is not asked again with a hint
+    run_shard(engine, task, ShardJob([*items, mul], EngineSampling(), rationalize=True, worked=True))
+    assert [p.split(" The answer")[0] for p in engine.prompts[3]] == [items[2].prompt, mul.prompt]

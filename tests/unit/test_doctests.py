@@ -19,6 +19,7 @@ MODULES = [
     "selfimprove.runtime.policy",
     "selfimprove.runtime.tasks.arithmetic",
     "selfimprove.runtime.tasks.base",
+    "selfimprove.runtime.tasks.worked",
     "selfimprove.cli.report",
     "selfimprove.cli.modelref",
     "selfimprove.cli.control",

@@ -73,7 +73,7 @@ def test_controller_imports_no_torch():
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("field", ["rationalize", "focus"])
+@pytest.mark.parametrize("field", ["rationalize", "focus", "worked_from_iteration"])
 def test_truth_fed_acquisition_needs_verified_mode_and_the_label_free_override_turns_it_off(tmp_path, field):
     from selfimprove.cli.run import prepare_config
 

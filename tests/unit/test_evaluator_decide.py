@@ -193,6 +193,22 @@ def test_focus_shares_the_next_iterations_prompts_by_the_last_failure_rates():
     assert all(not a.acquire_command.category_weights for a in acquires)
 
 
+def test_worked_replies_are_asked_for_from_the_configured_iteration_on():
+    config = BASE + "acquisition: {shards: 2, worked_from_iteration: 2}\nstopping: {plateau_patience: 5}\n"
+    _, log = run(config, {"eval": [[0.6, 0.4, 0.01]]})
+    acquires = [o.envelope for o in log if o.envelope.WhichOneof("payload") == "acquire_command"]
+    assert [(a.iteration, a.acquire_command.worked) for a in acquires] == [
+        (1, False),
+        (1, False),
+        (2, True),
+        (2, True),
+        (3, True),
+        (3, True),
+    ]
+    _, log = run(BASE, {"eval": [[0.6, 0.4, 0.01]]})
+    assert not any(o.envelope.acquire_command.worked for o in log)
+
+
 def test_pending_tolerance_trains_on_from_a_candidate_within_noise_below_the_incumbent():
     budget = "budget: {iterations: 4}\nstopping: {plateau_patience: 5}\n"
     # 1: promoted; 2: one point below the incumbent; 3: five points below; 4: anything

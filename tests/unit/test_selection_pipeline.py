@@ -192,3 +192,68 @@ def test_label_free_mode_never_sees_rationales():
     a = select(rows, LABEL_FREE, params, embed=hash_embed, extract=TASK.extract)
     b = select(with_rationales(rows), LABEL_FREE, params, embed=hash_embed, extract=TASK.extract)
     assert a.sft == b.sft and b.card["counts"]["prompts_rationalized"] == 0
+
+
+def with_worked(rows):
+    """Rows where every sum or difference has a worked reply: every step true, or (every third
+    prompt) a false first step whose final answer is still right."""
+    from selfimprove.acquisition.generate import Worked
+    from selfimprove.runtime.tasks.worked import plan
+
+    items = {i.id: i for i in TASK.items("train", 30, seed=5)}
+    out = []
+    for k, row in enumerate(rows):
+        p = plan(row["meta"])
+        replies = []
+        if p is not None:
+            text = p.solved()
+            if k % 3 == 0:  # "a - t = m, m - o = d" with m one off and d still the answer
+                first, rest = text.split(", ", 1)
+                wrong_mid = int(first.split(" = ")[1]) + 1
+                text = f"{first.split(' = ')[0]} = {wrong_mid}, {rest}"
+            replies = [Worked(text, 12, "stop", ("step one", "step two"))]
+        samples = [Sample(s["text"], s["tokens"], s["finish_reason"]) for s in row["samples"]]
+        out.append(make_row(items[row["id"]], samples, TASK.extract, TASK.verify, None, (), replies))
+    return out
+
+
+def test_verified_mode_prefers_worked_replies_whose_every_step_is_true():
+    rows = with_worked(synthetic_rows())
+    true_steps = {r["id"] for r in rows if any(w["verified"] for w in r["worked"])}
+    false_steps = {r["id"] for r in rows if r["worked"] and not r["worked"][0]["verified"]}
+    assert true_steps and false_steps  # a false step fails although the final answer is right
+    assert all(r["worked"][0]["extracted"] == r["answer"] for r in rows if r["id"] in false_steps)
+    chosen = select(
+        rows,
+        VERIFIED,
+        SelectParams(prefer_short=True, max_per_prompt=1),
+        embed=hash_embed,
+        extract=TASK.extract,
+    )
+    plain = select(
+        synthetic_rows(),
+        VERIFIED,
+        SelectParams(prefer_short=True, max_per_prompt=1),
+        embed=hash_embed,
+        extract=TASK.extract,
+    )
+    by_prompt = {r["prompt"]: r for r in rows}
+    worked = [x for x in chosen.sft if by_prompt[x["prompt"]]["id"] in true_steps]
+    assert worked and all(x["response"] == by_prompt[x["prompt"]]["worked"][0]["text"] for x in worked)
+    assert all(
+        ", so the answer is" not in x["response"]
+        for x in chosen.sft
+        if by_prompt[x["prompt"]]["id"] not in true_steps
+    )
+    # what the model always gets is still dropped; what it never got is rescued by a worked reply
+    assert all(by_prompt[x["prompt"]]["pass_rate"] < 1.0 for x in chosen.sft)
+    rescued = {x["prompt"] for x in chosen.sft} - {x["prompt"] for x in plain.sft}
+    assert rescued and all(
+        by_prompt[p]["pass_rate"] == 0.0 and by_prompt[p]["id"] in true_steps for p in rescued
+    )
+    assert chosen.card["counts"]["prompts_worked"] == len(worked)
+    assert plain.card["counts"]["prompts_worked"] == 0
+    free = SelectParams(band=(0.0, 1.01))
+    a = select(synthetic_rows(), LABEL_FREE, free, embed=hash_embed, extract=TASK.extract)
+    b = select(rows, LABEL_FREE, free, embed=hash_embed, extract=TASK.extract)
+    assert a.sft == b.sft and b.card["counts"]["prompts_worked"] == 0

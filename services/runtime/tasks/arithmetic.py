@@ -23,6 +23,7 @@ from collections.abc import Collection, Sequence
 
 from selfimprove.runtime.extract import last_integer
 from selfimprove.runtime.tasks.base import Item, Split, Task
+from selfimprove.runtime.tasks.worked import Plan, equations, plan
 
 OPS = {"add": "+", "sub": "-", "mul": "*"}
 DEFAULT_CATEGORIES = ("add1", "add2", "add3", "sub2", "sub3", "mul1", "mul2", "chain1")
@@ -151,3 +152,18 @@ class ArithmeticTask(Task):
     def extract(self, reply: str) -> str | None:
         value = last_integer(reply)
         return None if value is None else str(value)
+
+    def verify(self, item: Item, reply: str) -> bool | None:
+        """The right final answer, and no false equation on the way (a worked reply's steps are checked).
+
+        >>> item = ArithmeticTask(("sub2",)).items("train", 1)[0]
+        >>> a, b = item.meta["operands"]
+        >>> task = ArithmeticTask(("sub2",))
+        >>> task.verify(item, f"{a} - {b} = {a - b}."), task.verify(item, f"{a} - {b} = {a - b + 1}, so {a - b}.")
+        (True, False)
+        """
+        return super().verify(item, reply) and all(equations(reply))
+
+    def worked_plan(self, item: Item) -> Plan | None:
+        """The tens, then the ones (:mod:`.worked`); ``None`` for products and three operands."""
+        return plan(item.meta)

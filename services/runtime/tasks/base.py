@@ -11,7 +11,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from selfimprove.runtime.tasks.worked import Plan
 
 Split = Literal["train", "dev"]
 SPLITS: tuple[Split, ...] = ("train", "dev")
@@ -67,3 +70,8 @@ class Task(ABC):
         if item.answer is None:
             return None
         return self.extract(reply) == item.answer
+
+    def worked_plan(self, item: Item) -> Plan | None:
+        """The sub-questions of a worked reply to ``item`` (``acquisition.worked_from_iteration``), or
+        ``None`` when the task has none for it."""
+        return None

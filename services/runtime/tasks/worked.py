@@ -1,0 +1,101 @@
+"""Worked replies for two-operand sums and differences: the tens, then the ones.
+
+A worked reply states each step as an equation: "61 - 20 = 41, 41 - 3 = 38, so the answer is -38."
+for ``23 - 61`` (a difference is worked out as the larger operand less the smaller, and its sign
+put back at the end). The task gives the plan (which two sub-questions to ask); the model answers
+each sub-question as a plain prompt, and the reply is written from its own two answers. A reply is
+kept only when its final answer is right and every equation in it is true (:func:`equations_true`),
+so a worked reply never teaches a false step. ``acquisition.worked_from_iteration`` turns this on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+EQUATION = re.compile(r"(?<![\d.])(-?\d+)\s*([+-])\s*(\d+)\s*=\s*(-?\d+)(?![\d.])")
+REPLY = "{first} {op} {tens} = {mid}, {mid} {op} {ones} = {d}, so the answer is {answer}."
+
+
+def equations(text: str) -> list[bool]:
+    """Whether each equation ``a ± b = c`` stated in ``text`` is true, in order.
+
+    >>> equations("61 - 20 = 41, 41 - 3 = 38, so the answer is -38.")
+    [True, True]
+    >>> equations("34 - 55 = 10, then 10 - 5 = 5"), equations("The answer is 5.")
+    ([False, True], [])
+    """
+    return [
+        (int(a) + int(b) if op == "+" else int(a) - int(b)) == int(c)
+        for a, op, b, c in EQUATION.findall(text)
+    ]
+
+
+def equations_true(text: str) -> bool:
+    """Whether ``text`` states at least one equation and every one is true.
+
+    >>> equations_true("61 - 20 = 41, 41 - 3 = 38"), equations_true("61 - 20 = 40"), equations_true("38")
+    (True, False, False)
+    """
+    found = equations(text)
+    return bool(found) and all(found)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The two sub-questions of a worked reply: ``first op tens``, then (its answer) ``op ones``.
+
+    >>> p = Plan(op="-", first=61, tens=20, ones=3, negate=True)
+    >>> p.first_prompt(), p.second_prompt(41), p.reply(41, 38)
+    ('What is 61 - 20?', 'What is 41 - 3?', '61 - 20 = 41, 41 - 3 = 38, so the answer is -38.')
+    """
+
+    op: str
+    first: int
+    tens: int
+    ones: int
+    negate: bool = False
+
+    def first_prompt(self) -> str:
+        return f"What is {self.first} {self.op} {self.tens}?"
+
+    def second_prompt(self, mid: int) -> str:
+        return f"What is {mid} {self.op} {self.ones}?"
+
+    def reply(self, mid: int, d: int) -> str:
+        """The worked reply from the two steps' answers (whatever they are: checking is the verifier's)."""
+        answer = -d if self.negate else d
+        return REPLY.format(
+            first=self.first, op=self.op, tens=self.tens, mid=mid, ones=self.ones, d=d, answer=answer
+        )
+
+    def solved(self) -> str:
+        """The reply with every step right (what a solver would write; benchmarks compare against it).
+
+        >>> Plan(op="+", first=47, tens=30, ones=6).solved()
+        '47 + 30 = 77, 77 + 6 = 83, so the answer is 83.'
+        """
+        sign = 1 if self.op == "+" else -1
+        mid = self.first + sign * self.tens
+        return self.reply(mid, mid + sign * self.ones)
+
+
+def plan(meta: Mapping[str, Any]) -> Plan | None:
+    """The plan of a problem from its ``operator`` and ``operands`` (an item's or a row's ``meta``);
+    ``None`` unless it is a sum or difference of two non-negative numbers.
+
+    >>> plan({"operator": "-", "operands": (23, 61)})
+    Plan(op='-', first=61, tens=20, ones=3, negate=True)
+    >>> plan({"operator": "+", "operands": [47, 36]}).solved()
+    '47 + 30 = 77, 77 + 6 = 83, so the answer is 83.'
+    >>> plan({"operator": "*", "operands": (4, 5)}) is None, plan({"operator": "+", "operands": (1, 2, 3)}) is None
+    (True, True)
+    """
+    op, operands = meta.get("operator"), tuple(meta.get("operands") or ())
+    if op not in ("+", "-") or len(operands) != 2 or min(operands) < 0:
+        return None
+    a, b = operands
+    first, other = (a, b) if op == "+" else (max(a, b), min(a, b))
+    return Plan(op=op, first=first, tens=other - other % 10, ones=other % 10, negate=op == "-" and a < b)
