@@ -181,8 +181,12 @@ def _evaluated(step: Step) -> None:
         step.signal("promote", cand_acc)
         row["promoted"] = True
     else:
-        step.decide("reject", verdict.reason, model=s.candidate, evidence=suites, stats=verdict.stats)
         pending = step.cfg.training.continue_pending and verdict.stats.get("pending")
+        # the decision kind stays "reject" (the incumbent keeps serving); the reason says it is kept
+        reason = (
+            f"{verdict.reason}; kept: the next iteration trains it further" if pending else verdict.reason
+        )
+        step.decide("reject", reason, model=s.candidate, evidence=suites, stats=verdict.stats)
         s.train_parent = dict(s.candidate) if pending else {}  # else back to the incumbent
         s.incumbent_accuracy = inc_acc
         step.signal("reject", inc_acc)

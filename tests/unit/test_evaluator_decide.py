@@ -224,7 +224,12 @@ def test_pending_tolerance_trains_on_from_a_candidate_within_noise_below_the_inc
     state, versions = parents("{continue_pending: true, pending_tolerance: 0.02}")
     assert versions == ["r1/base", "r1/iter-001", "r1/iter-002", "r1/iter-001"]
     assert state.incumbent["version"] == "r1/iter-001"  # a pending line never serves
-    assert "within the pending tolerance 0.02" in " ".join(d["reason"] for d in state.decisions)
+    rejects = [d["reason"] for d in state.decisions if d["kind"] == "reject"]
+    assert "within the pending tolerance 0.02" in rejects[0]
+    assert rejects[0].endswith(
+        "; kept: the next iteration trains it further"
+    )  # a pending line, not thrown away
+    assert not rejects[1].endswith("trains it further")  # five points below: back to the incumbent
     _, versions = parents("{continue_pending: true}")
     assert versions == ["r1/base", "r1/iter-001", "r1/iter-001", "r1/iter-001"]
     with pytest.raises(ConfigError, match="pending_tolerance needs training.continue_pending"):
