@@ -15,22 +15,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-EQUATION = re.compile(r"(?<![\d.])(-?\d+)\s*([+-])\s*(\d+)\s*=\s*(-?\d+)(?![\d.])")
+# an expression of integers and + - * (at least one operation), "=", a signed integer
+EQUATION = re.compile(r"(?<![\d.)])(-?\d+(?:\s*[+*-]\s*-?\d+)+)\s*=\s*(-?\d+)(?![\d.(])")
 REPLY = "{first} {op} {tens} = {mid}, {mid} {op} {ones} = {d}, so the answer is {answer}."
 
 
 def equations(text: str) -> list[bool]:
-    """Whether each equation ``a ± b = c`` stated in ``text`` is true, in order.
+    """Whether each equation stated in ``text`` is true, in order; the whole left side counts.
 
     >>> equations("61 - 20 = 41, 41 - 3 = 38, so the answer is -38.")
     [True, True]
     >>> equations("34 - 55 = 10, then 10 - 5 = 5"), equations("The answer is 5.")
     ([False, True], [])
+    >>> equations("4 + 7 - 3 = 8 and 2 * 3 = 6"), equations("82 + 80 = 80 + 8 = 16"), equations("(4 - 7) * 3 = -9")
+    ([True, True], [False], [])
     """
-    return [
-        (int(a) + int(b) if op == "+" else int(a) - int(b)) == int(c)
-        for a, op, b, c in EQUATION.findall(text)
-    ]
+    from selfimprove.runtime.tasks.arithmetic import evaluate
+
+    return [evaluate(left) == int(right) for left, right in EQUATION.findall(text)]
 
 
 def equations_true(text: str) -> bool:
