@@ -18,6 +18,8 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
         "dev_breakdown",
         "format_yield",
         "kept_by_category",
+        "worked_steps",
+        "worked_yield",
         "loop_training",
         "storekit",
         "suitekit",

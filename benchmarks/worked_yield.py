@@ -1,0 +1,46 @@
+"""Per iteration and task category of a finished run: prompts, prompts with a right sampled answer of
+the model's own, and prompts with a verified worked reply (``acquisition.worked_from_iteration``),
+read from the run's stored acquisition shards in a local stack folder (the stack must not be running).
+
+    .venv/bin/python benchmarks/worked_yield.py demo-x --data-dir DIR
+
+Prints one JSON line per iteration (the latest attempt of every shard, summed).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+
+from storekit import read_latest, run_parser
+
+
+def counts(jsonl: bytes) -> dict[str, dict[str, int]]:
+    """Per category: ``prompts``, ``own_right`` and ``worked`` (verified worked reply).
+
+    >>> rows = [{"category": "sub2", "samples": [{"verified": False}], "worked": [{"verified": True}]},
+    ...         {"category": "sub2", "samples": [{"verified": True}], "worked": []}]
+    >>> counts("\\n".join(map(json.dumps, rows)).encode())
+    {'sub2': {'prompts': 2, 'own_right': 1, 'worked': 1}}
+    """
+    out: dict[str, Counter[str]] = defaultdict(Counter)
+    for row in map(json.loads, jsonl.decode().splitlines()):
+        c = out[row["category"]]
+        c["prompts"] += 1
+        c["own_right"] += any(s["verified"] for s in row["samples"])
+        c["worked"] += any(w["verified"] for w in row.get("worked", ()))
+    return {k: {f: out[k][f] for f in ("prompts", "own_right", "worked")} for k in sorted(out)}
+
+
+def main() -> None:
+    args = run_parser(__doc__).parse_args()
+    per_iteration: dict[int, Counter] = defaultdict(Counter)
+    for (iteration, _), data in read_latest(args.data_dir, args.run_id, "acquire", "samples.jsonl").items():
+        for category, values in counts(data).items():
+            per_iteration[iteration].update({f"{category}/{k}": v for k, v in values.items()})
+    for iteration, values in sorted(per_iteration.items()):
+        print(json.dumps({"iteration": iteration, **dict(sorted(values.items()))}))
+
+
+if __name__ == "__main__":
+    main()
