@@ -119,19 +119,32 @@ def test_sampling_defaults_and_per_shard_seed():
     assert sampling_params(cmd, 2).seed != params.seed
 
 
-class HintReader:
-    """A stand-in engine that answers right only when the prompt carries the answer as a hint."""
+class ScriptedEngine:
+    """A stand-in engine: every sample of a prompt is ``reply(prompt)``; the prompts of each call are kept."""
+
+    tokens = 4
 
     def __init__(self):
         self.prompts = []
 
+    def reply(self, prompt: str) -> str:
+        raise NotImplementedError
+
     def generate(self, request):
         self.prompts.append(list(request.prompts))
-        out = []
-        for p in request.prompts:
-            answer = p.split("The answer is ")[1].split(".")[0] if "The answer is " in p else "0"
-            out.append(PromptResult((Sample(f"It is {answer}.", 4, "stop"),) * request.params.n, 8))
-        return out
+        return [
+            PromptResult((Sample(self.reply(p), self.tokens, "stop"),) * request.params.n, 8)
+            for p in request.prompts
+        ]
+
+
+class HintReader(ScriptedEngine):
+    """Answers right only when the prompt carries the answer as a hint."""
+
+    def reply(self, prompt):
+        return (
+            f"It is {prompt.split('The answer is ')[1].split('.')[0] if 'The answer is ' in prompt else '0'}."
+        )
 
 
 def test_rationalize_asks_again_only_for_unanswered_prompts_and_keeps_hints_apart():
@@ -154,24 +167,17 @@ def test_rationalize_asks_again_only_for_unanswered_prompts_and_keeps_hints_apar
     assert all(r["rationales"] == [] for r in off)
 
 
-class Calculator:
-    """A stand-in engine that answers the sub-questions of worked replies, off by one when the first
-    operand is 58, and nothing else."""
+class Calculator(ScriptedEngine):
+    """Answers the sub-questions of worked replies, off by one when the first operand is 58, and
+    nothing else."""
 
-    def __init__(self):
-        self.prompts = []
+    tokens = 6
 
-    def generate(self, request):
-        self.prompts.append(list(request.prompts))
-        out = []
-        for p in request.prompts:
-            if m := re.fullmatch(r"What is (\d+) ([+-]) (\d+)\?", p):
-                a, op, b = int(m[1]), m[2], int(m[3])
-                text = f"The answer is {(a + b if op == '+' else a - b) + (a == 58)}."
-            else:
-                text = "I do not know."
-            out.append(PromptResult((Sample(text, 6, "stop"),) * request.params.n, 8))
-        return out
+    def reply(self, prompt):
+        if m := re.fullmatch(r"What is (\d+) ([+-]) (\d+)\?", prompt):
+            a, op, b = int(m[1]), m[2], int(m[3])
+            return f"The answer is {(a + b if op == '+' else a - b) + (a == 58)}."
+        return "I do not know."
 
 
 def test_worked_replies_are_written_from_the_models_own_sub_answers_and_verified_step_by_step():
