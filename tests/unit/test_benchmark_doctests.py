@@ -22,6 +22,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
         "worked_yield",
         "loop_training",
         "storekit",
+        "substep_curriculum",
         "suitekit",
     ],
 )
