@@ -54,8 +54,18 @@ def make_row(
 ) -> Row:
     """The row of one prompt from its engine samples (``text``, ``tokens``, ``finish_reason``), its
     hinted samples and its worked replies (which also have ``steps``), if any."""
-    extracted = [extract(s.text) for s in samples]
-    verified = [verify(item, s.text) for s in samples]
+
+    def checked(s: Any) -> dict[str, Any]:
+        return {
+            "text": s.text,
+            "tokens": s.tokens,
+            "finish_reason": s.finish_reason,
+            "extracted": extract(s.text),
+            "verified": verify(item, s.text),
+        }
+
+    own = [checked(s) for s in samples]
+    extracted = [o["extracted"] for o in own]
     label = majority(extracted)
     judges = judges or [None] * len(samples)
     return {
@@ -66,41 +76,14 @@ def make_row(
         "meta": jsonable(item.meta),
         "answer": item.answer,
         "samples": [
-            {
-                "text": s.text,
-                "tokens": s.tokens,
-                "finish_reason": s.finish_reason,
-                "extracted": x,
-                "verified": v,
-                "agrees": label is not None and x == label,
-                "judge": j,
-            }
-            for s, x, v, j in zip(samples, extracted, verified, judges, strict=True)
+            {**o, "agrees": label is not None and o["extracted"] == label, "judge": j}
+            for o, j in zip(own, judges, strict=True)
         ],
         "majority": label,
         "agreement": agreement(extracted, label),
-        "pass_rate": pass_rate(verified),
-        "rationales": [
-            {
-                "text": s.text,
-                "tokens": s.tokens,
-                "finish_reason": s.finish_reason,
-                "extracted": extract(s.text),
-                "verified": verify(item, s.text),
-            }
-            for s in hinted
-        ],
-        "worked": [
-            {
-                "text": s.text,
-                "tokens": s.tokens,
-                "finish_reason": s.finish_reason,
-                "extracted": extract(s.text),
-                "verified": verify(item, s.text),
-                "steps": list(s.steps),
-            }
-            for s in worked
-        ],
+        "pass_rate": pass_rate([o["verified"] for o in own]),
+        "rationales": [checked(s) for s in hinted],
+        "worked": [{**checked(s), "steps": list(s.steps)} for s in worked],
     }
 
 
@@ -124,11 +107,7 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
     samples = [s for r in rows for s in r["samples"]]
     hinted = [s for r in rows for s in r.get("rationales", ())]
     worked = [s for r in rows for s in r.get("worked", ())]
-    tokens = (
-        sum(s["tokens"] for s in samples)
-        + sum(s["tokens"] for s in hinted)
-        + sum(s["tokens"] for s in worked)
-    )
+    tokens = sum(s["tokens"] for s in [*samples, *hinted, *worked])
     rates = [r["pass_rate"] for r in rows if r["pass_rate"] is not None]
     out: dict[str, float] = {
         "prompts": len(rows),
