@@ -22,8 +22,7 @@ import torch
 
 from selfimprove.runtime.engine import GenerationRequest, SamplingParams, make_engine
 from selfimprove.runtime.models import resolve_base
-from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
-from selfimprove.runtime.tasks.worked import EQUATION, equations_true
+from selfimprove.runtime.tasks.arithmetic import EQUATION, ArithmeticTask, equations_true
 
 DEMONSTRATION = [
     ("What is 52 - 17?", "52 - 10 = 42, 42 - 7 = 35, so the answer is 35."),

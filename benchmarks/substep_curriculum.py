@@ -27,8 +27,7 @@ from selfimprove.acquisition.generate import work_out
 from selfimprove.runtime.engine import GenerationRequest, SamplingParams, make_engine
 from selfimprove.runtime.extract import last_integer
 from selfimprove.runtime.models import resolve_base
-from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
-from selfimprove.runtime.tasks.worked import equations
+from selfimprove.runtime.tasks.arithmetic import ArithmeticTask, equations
 from selfimprove.trainer.batches import encode
 from selfimprove.trainer.hparams import Hparams
 from selfimprove.trainer.model import trainable_model

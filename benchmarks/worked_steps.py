@@ -21,8 +21,7 @@ import torch
 from selfimprove.acquisition.generate import work_out
 from selfimprove.runtime.engine import SamplingParams, make_engine
 from selfimprove.runtime.models import resolve_base
-from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
-from selfimprove.runtime.tasks.worked import equations
+from selfimprove.runtime.tasks.arithmetic import ArithmeticTask, equations
 
 
 def step_counts(reply: str) -> tuple[bool, bool]:

@@ -23,7 +23,7 @@ from collections.abc import Collection, Sequence
 
 from selfimprove.runtime.extract import last_integer
 from selfimprove.runtime.tasks.base import Item, Split, Task
-from selfimprove.runtime.tasks.worked import Plan, equations, plan
+from selfimprove.runtime.tasks.worked import Plan, plan
 
 OPS = {"add": "+", "sub": "-", "mul": "*"}
 DEFAULT_CATEGORIES = ("add1", "add2", "add3", "sub2", "sub3", "mul1", "mul2", "chain1")
@@ -86,6 +86,33 @@ def evaluate(expression: str) -> int:
     if not re.fullmatch(r"[\d\s+\-*()]+", expression):
         raise ValueError(f"not an arithmetic expression: {expression!r}")
     return int(eval(expression, {"__builtins__": {}}))  # noqa: S307 - digits, operators, parentheses only
+
+
+# an expression of integers and + - * (at least one operation), "=", a signed integer
+EQUATION = re.compile(r"(?<![\d.)])(-?\d+(?:\s*[+*-]\s*-?\d+)+)\s*=\s*(-?\d+)(?![\d.(])")
+
+
+def equations(text: str) -> list[bool]:
+    """Whether each equation stated in ``text`` is true, in order; the whole left side counts.
+
+    >>> equations("61 - 20 = 41, 41 - 3 = 38, so the answer is -38.")
+    [True, True]
+    >>> equations("34 - 55 = 10, then 10 - 5 = 5"), equations("The answer is 5.")
+    ([False, True], [])
+    >>> equations("4 + 7 - 3 = 8 and 2 * 3 = 6"), equations("82 + 80 = 80 + 8 = 16"), equations("(4 - 7) * 3 = -9")
+    ([True, True], [False], [])
+    """
+    return [evaluate(left) == int(right) for left, right in EQUATION.findall(text)]
+
+
+def equations_true(text: str) -> bool:
+    """Whether ``text`` states at least one equation and every one is true.
+
+    >>> equations_true("61 - 20 = 41, 41 - 3 = 38"), equations_true("61 - 20 = 40"), equations_true("38")
+    (True, False, False)
+    """
+    found = equations(text)
+    return bool(found) and all(found)
 
 
 class ArithmeticTask(Task):
@@ -156,9 +183,9 @@ class ArithmeticTask(Task):
     def verify(self, item: Item, reply: str) -> bool | None:
         """The right final answer, and no false equation on the way (a worked reply's steps are checked).
 
-        >>> item = ArithmeticTask(("sub2",)).items("train", 1)[0]
-        >>> a, b = item.meta["operands"]
         >>> task = ArithmeticTask(("sub2",))
+        >>> [item] = task.items("train", 1)
+        >>> a, b = item.meta["operands"]
         >>> task.verify(item, f"{a} - {b} = {a - b}."), task.verify(item, f"{a} - {b} = {a - b + 1}, so {a - b}.")
         (True, False)
         """

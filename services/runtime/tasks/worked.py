@@ -4,45 +4,18 @@ A worked reply states each step as an equation: "61 - 20 = 41, 41 - 3 = 38, so t
 for ``23 - 61`` (a difference is worked out as the larger operand less the smaller, and its sign
 put back at the end). The task gives the plan (which two sub-questions to ask); the model answers
 each sub-question as a plain prompt, and the reply is written from its own two answers. A reply is
-kept only when its final answer is right and every equation in it is true (:func:`equations_true`),
+kept only when its final answer is right and every equation in it is true (the arithmetic verifier's
+:func:`~selfimprove.runtime.tasks.arithmetic.equations`),
 so a worked reply never teaches a false step. ``acquisition.worked_from_iteration`` turns this on.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# an expression of integers and + - * (at least one operation), "=", a signed integer
-EQUATION = re.compile(r"(?<![\d.)])(-?\d+(?:\s*[+*-]\s*-?\d+)+)\s*=\s*(-?\d+)(?![\d.(])")
 REPLY = "{first} {op} {tens} = {mid}, {mid} {op} {ones} = {d}, so the answer is {answer}."
-
-
-def equations(text: str) -> list[bool]:
-    """Whether each equation stated in ``text`` is true, in order; the whole left side counts.
-
-    >>> equations("61 - 20 = 41, 41 - 3 = 38, so the answer is -38.")
-    [True, True]
-    >>> equations("34 - 55 = 10, then 10 - 5 = 5"), equations("The answer is 5.")
-    ([False, True], [])
-    >>> equations("4 + 7 - 3 = 8 and 2 * 3 = 6"), equations("82 + 80 = 80 + 8 = 16"), equations("(4 - 7) * 3 = -9")
-    ([True, True], [False], [])
-    """
-    from selfimprove.runtime.tasks.arithmetic import evaluate
-
-    return [evaluate(left) == int(right) for left, right in EQUATION.findall(text)]
-
-
-def equations_true(text: str) -> bool:
-    """Whether ``text`` states at least one equation and every one is true.
-
-    >>> equations_true("61 - 20 = 41, 41 - 3 = 38"), equations_true("61 - 20 = 40"), equations_true("38")
-    (True, False, False)
-    """
-    found = equations(text)
-    return bool(found) and all(found)
 
 
 @dataclass(frozen=True)
