@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 from data_volume import score
+from worked_steps import measure
 
-from selfimprove.acquisition.generate import work_out
 from selfimprove.runtime.engine import GenerationRequest, SamplingParams, make_engine
 from selfimprove.runtime.extract import last_integer
 from selfimprove.runtime.models import resolve_base
-from selfimprove.runtime.tasks.arithmetic import ArithmeticTask, equations
+from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
 from selfimprove.trainer.batches import encode
 from selfimprove.trainer.hparams import Hparams
 from selfimprove.trainer.model import trainable_model
@@ -46,18 +46,6 @@ def substeps(n: int, seed: int) -> list[tuple[int, int]]:
     return tens + [(rng.randint(10, 99), rng.randint(0, 9)) for _ in range(n)]
 
 
-def worked_counts(engine, task, probe) -> dict[str, int]:
-    replies = work_out(engine, task, probe, SamplingParams(max_new_tokens=48))
-    steps = [equations(r[0].text)[:2] for r in replies if r]
-    return {
-        "first_step": sum(s[0] for s in steps),
-        "second_step_on_own": sum(s[1] for s in steps),
-        "verified": sum(
-            bool(r) and bool(task.verify(i, r[0].text)) for i, r in zip(probe, replies, strict=True)
-        ),
-    }
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--adapter", type=Path, required=True, help="PEFT folder on the base to continue")
@@ -70,7 +58,7 @@ def main() -> None:
     task = ArithmeticTask(categories=["sub2"])
     probe, dev = task.items("train", 64, seed=5), task.items("dev", 200, seed=1234)
     engine = make_engine("transformers", base, [args.adapter])
-    print(json.dumps({"model": "before", **worked_counts(engine, task, probe)}), flush=True)
+    print(json.dumps({"model": "before", **measure(engine, task, probe)["sub2"]}), flush=True)
     pairs = substeps(args.problems, seed=7)
     prompts = [f"What is {a} - {b}?" for a, b in pairs]
     tic = time.perf_counter()
@@ -111,7 +99,7 @@ def main() -> None:
         model.save_pretrained(saved)
         print(
             json.dumps(
-                {"model": "after", **worked_counts(make_engine("transformers", base, [saved]), task, probe)}
+                {"model": "after", **measure(make_engine("transformers", base, [saved]), task, probe)["sub2"]}
             )
         )
 

@@ -24,14 +24,31 @@ from selfimprove.runtime.models import resolve_base
 from selfimprove.runtime.tasks.arithmetic import ArithmeticTask, equations
 
 
-def step_counts(reply: str) -> tuple[bool, bool]:
-    """Whether the first and the second step of a written worked reply are true.
+def tally(items, replies, verify) -> dict[str, dict[str, int]]:
+    """Per category: problems, first step true, second step true on the model's own first answer,
+    and verified replies, from ``work_out``'s replies.
 
-    >>> step_counts("76 - 40 = 36, 36 - 8 = 29, so the answer is 29.")
-    (True, False)
+    >>> from types import SimpleNamespace as NS
+    >>> items = [NS(category="sub2"), NS(category="sub2")]
+    >>> replies = [[NS(text="76 - 40 = 36, 36 - 8 = 29, so the answer is 29.")], []]
+    >>> tally(items, replies, lambda item, text: False)
+    {'sub2': {'problems': 2, 'first_step': 1, 'second_step_on_own': 0, 'verified': 0}}
     """
-    first, second = equations(reply)[:2]
-    return first, second
+    out: dict[str, Counter[str]] = {}
+    for item, worked in zip(items, replies, strict=True):
+        c = out.setdefault(item.category, Counter(problems=0, first_step=0, second_step_on_own=0, verified=0))
+        c["problems"] += 1
+        if worked:
+            first, second = equations(worked[0].text)[:2]
+            c["first_step"] += first
+            c["second_step_on_own"] += second
+            c["verified"] += bool(verify(item, worked[0].text))
+    return {k: dict(v) for k, v in out.items()}
+
+
+def measure(engine, task, items) -> dict[str, dict[str, int]]:
+    """:func:`tally` of the model's worked replies to ``items``, asked as acquisition asks them."""
+    return tally(items, work_out(engine, task, items, SamplingParams(max_new_tokens=48)), task.verify)
 
 
 def main() -> None:
@@ -50,16 +67,7 @@ def main() -> None:
     task = ArithmeticTask(categories=args.category)
     items = task.items("train", args.problems, seed=5)
     tic = time.perf_counter()
-    worked = work_out(engine, task, items, SamplingParams(max_new_tokens=48))
-    out: dict[str, Counter[str]] = {c: Counter() for c in args.category}
-    for item, replies in zip(items, worked, strict=True):
-        c = out[item.category]
-        c["problems"] += 1
-        if replies:
-            first, second = step_counts(replies[0].text)
-            c["first_step"] += first
-            c["second_step_on_own"] += second
-            c["verified"] += bool(task.verify(item, replies[0].text))
+    out = measure(engine, task, items)
     print(json.dumps({"adapter": str(args.adapter), "seconds": round(time.perf_counter() - tic, 1), **out}))
 
 
