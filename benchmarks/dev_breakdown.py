@@ -4,7 +4,8 @@ local stack's store, counted by operation and by the sign of the answer.
     .venv/bin/python benchmarks/dev_breakdown.py demo-r --iteration 3
 
 Prints, for incumbent and candidate: right / items for addition, subtraction with a result >= 0, and
-subtraction with a negative result (the main dev suite only).
+subtraction with a negative result (the main dev suite only), and how many replies state an equation
+(the worked form of ``acquisition.worked_from_iteration``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import json
 from collections import Counter
 
 from storekit import read_latest, run_parser
+
+from selfimprove.runtime.tasks.arithmetic import EQUATION
 
 
 def kind(prompt: str, answer: str) -> str:
@@ -38,8 +41,13 @@ def main() -> None:
         total[k] += 1
         for model, counts in right.items():
             counts[k] += bool(r[f"{model}_ok"])
+            counts["worked form"] += bool(EQUATION.search(r.get(f"{model}_reply") or ""))
     for model, counts in right.items():
-        print(f"{model}: " + ", ".join(f"{k} {counts[k]}/{total[k]}" for k in sorted(total)))
+        print(
+            f"{model}: "
+            + ", ".join(f"{k} {counts[k]}/{total[k]}" for k in sorted(total))
+            + f", worked form {counts['worked form']}/{len(rows)}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Per iteration and task category of a finished run: prompts, prompts with a right sampled answer of
 the model's own, and prompts with a verified worked reply (``acquisition.worked_from_iteration``),
-read from the run's stored acquisition shards in a local stack folder (the stack must not be running).
+read from the run's stored acquisition shards in a local stack folder (the stack must not be running);
+and per iteration the examples selection kept (``kept``) and how many of them are worked replies
+(``kept_worked``), from its data cards.
 
     .venv/bin/python benchmarks/worked_yield.py demo-x --data-dir DIR
 
@@ -38,6 +40,9 @@ def main() -> None:
     for (iteration, _), data in read_latest(args.data_dir, args.run_id, "acquire", "samples.jsonl").items():
         for category, values in counts(data).items():
             per_iteration[iteration].update({f"{category}/{k}": v for k, v in values.items()})
+    for (iteration, _), data in read_latest(args.data_dir, args.run_id, "select", "card.json").items():
+        card = json.loads(data)["counts"]
+        per_iteration[iteration].update(kept=card["sft"], kept_worked=card.get("prompts_worked", 0))
     for iteration, values in sorted(per_iteration.items()):
         print(json.dumps({"iteration": iteration, **dict(sorted(values.items()))}))
 
