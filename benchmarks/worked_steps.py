@@ -1,11 +1,11 @@
 """How often does a model answer the sub-questions of a worked reply right, asked as the loop asks them?
 
-Runs acquisition's ``work_out`` (greedy answers to the task's plan: "What is 76 - 40?", then "What
+Runs acquisition's ``work_out`` (greedy answers, or ``--samples N`` as the demo samples, to the task's plan: "What is 76 - 40?", then "What
 is 36 - 8?" with the model's own first answer) on train-split problems of each category, and counts
 per category the first step right, the second step right on the model's own first answer, and
 verified worked replies (final answer right, every step true). The GPT-3 sets are not read.
 
-    .venv/bin/python benchmarks/worked_steps.py [--adapter DIR] [--problems 128]
+    .venv/bin/python benchmarks/worked_steps.py [--adapter DIR] [--problems 128] [--samples 2]
 """
 
 from __future__ import annotations
@@ -46,9 +46,13 @@ def tally(items, replies, verify) -> dict[str, dict[str, int]]:
     return {k: dict(v) for k, v in out.items()}
 
 
-def measure(engine, task, items) -> dict[str, dict[str, int]]:
-    """:func:`tally` of the model's worked replies to ``items``, asked as acquisition asks them."""
-    return tally(items, work_out(engine, task, items, SamplingParams(max_new_tokens=48)), task.verify)
+def measure(engine, task, items, samples: int = 1) -> dict[str, dict[str, int]]:
+    """:func:`tally` of the model's worked replies to ``items``, asked as acquisition asks them:
+    greedily, or ``samples`` samples per sub-question as the demo samples (T = 0.7, top-p 0.95)."""
+    sampling = SamplingParams(max_new_tokens=48)
+    if samples > 1:
+        sampling = SamplingParams(n=samples, temperature=0.7, top_p=0.95, max_new_tokens=48, seed=0)
+    return tally(items, work_out(engine, task, items, sampling)[0], task.verify)
 
 
 def main() -> None:
@@ -56,6 +60,7 @@ def main() -> None:
     ap.add_argument("--adapter", type=Path, help="PEFT folder on the base (default: the base model)")
     ap.add_argument("--category", nargs="+", default=["add2", "sub2"])
     ap.add_argument("--problems", type=int, default=128)
+    ap.add_argument("--samples", type=int, default=1, help="samples per sub-question (1: greedy)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -67,8 +72,8 @@ def main() -> None:
     task = ArithmeticTask(categories=args.category)
     items = task.items("train", args.problems, seed=5)
     tic = time.perf_counter()
-    out = measure(engine, task, items)
-    print(json.dumps({"adapter": str(args.adapter), "seconds": round(time.perf_counter() - tic, 1), **out}))
+    out = measure(engine, task, items, args.samples)
+    print(json.dumps({"adapter": str(args.adapter), "samples": args.samples, "seconds": round(time.perf_counter() - tic, 1), **out}))
 
 
 if __name__ == "__main__":

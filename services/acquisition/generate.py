@@ -94,36 +94,47 @@ class Worked:
     steps: tuple[str, ...]
 
 
+Step = tuple[Item, Sequence[Any]]  # a sub-question as an item, and the model's samples for it
+
+
+def _pick(task: Task, item: Item, samples: Sequence[Any]) -> Any | None:
+    """The sample a worked reply is written from: the first the verifier accepts, else the first
+    with an answer (the reply is then wrong, and selection does not keep it), else ``None``."""
+    answered = [s for s in samples if task.extract(s.text) is not None]
+    return next((s for s in answered if task.verify(item, s.text)), answered[0] if answered else None)
+
+
 def work_out(
     engine: Engine, task: Task, items: Sequence[Item], sampling: SamplingParams
-) -> list[list[Worked]]:
-    """One worked reply per item the task has a plan for (else none), from greedy answers to the
-    plan's sub-questions asked as plain prompts; an item whose first answer has no number gets none.
+) -> tuple[list[list[Worked]], list[Step]]:
+    """One worked reply per item the task has a plan for, and the sub-questions asked on the way.
 
-    The reply is written from the model's own answers, right or wrong: the verifier (final answer
-    and every step) decides what is kept.
+    Each sub-question is asked as a plain prompt with ``sampling`` (``n`` samples): the first step
+    ("What is 61 - 20?"), then the second on the model's chosen first answer ("What is 41 - 3?"),
+    choosing a sample the verifier accepts when there is one. The reply is written from the model's
+    own answers, right or wrong: the verifier (final answer and every step) decides what is kept.
+    An item whose first answer has no number, or a negative one, gets no reply. The sub-questions
+    come back as ``(item, samples)`` steps (:meth:`Task.step_item`), for the shard to store as rows.
     """
-    greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=sampling.max_new_tokens, stop=sampling.stop)
     plans = [(i, p) for i, item in enumerate(items) if (p := task.worked_plan(item)) is not None]
-    firsts = engine.generate(GenerationRequest([p.first_prompt() for _, p in plans], greedy)) if plans else []
+    firsts = [task.step_item(items[i], p.first_expression(), 1) for i, p in plans]
+    asked = engine.generate(GenerationRequest([f.prompt for f in firsts], sampling)) if plans else []
+    steps: list[Step] = []
     pending = []
-    for (i, p), r in zip(plans, firsts, strict=True):
-        mid = task.extract(r.samples[0].text)
-        if mid is not None:
-            pending.append((i, p, int(mid), r.samples[0]))
-    seconds = (
-        engine.generate(GenerationRequest([p.second_prompt(m) for _, p, m, _ in pending], greedy))
-        if pending
-        else []
-    )
+    for (i, p), first, r in zip(plans, firsts, asked, strict=True):
+        steps.append((first, r.samples))
+        chosen = _pick(task, first, r.samples)
+        if chosen is not None and (mid := int(task.extract(chosen.text) or 0)) >= 0:
+            pending.append((i, p, mid, chosen, task.step_item(items[i], p.second_expression(mid), 2)))
+    seconds = engine.generate(GenerationRequest([s.prompt for *_, s in pending], sampling)) if pending else []
     out: list[list[Worked]] = [[] for _ in items]
-    for (i, p, mid, first), r in zip(pending, seconds, strict=True):
-        second = r.samples[0]
-        d = task.extract(second.text)
-        if d is not None:
-            text = p.reply(mid, int(d))
+    for (i, p, mid, first, second_item), r in zip(pending, seconds, strict=True):
+        steps.append((second_item, r.samples))
+        second = _pick(task, second_item, r.samples)
+        if second is not None:
+            text = p.reply(mid, int(task.extract(second.text) or 0))
             out[i] = [Worked(text, first.tokens + second.tokens, "stop", (first.text, second.text))]
-    return out
+    return out, steps
 
 
 def run_shard(engine: Engine, task: Task, job: ShardJob) -> tuple[list[Row], float, float]:
@@ -132,8 +143,9 @@ def run_shard(engine: Engine, task: Task, job: ShardJob) -> tuple[list[Row], flo
     results = engine.generate(GenerationRequest([i.prompt for i in job.items], job.sampling))
     samples = [r.samples for r in results]
     worked: list[list[Worked]] = [[] for _ in job.items]
+    steps: list[Step] = []
     if job.worked:
-        worked = work_out(engine, task, job.items, job.sampling)
+        worked, steps = work_out(engine, task, job.items, job.sampling)
     hinted: list[list[Any]] = [[] for _ in job.items]
     if job.rationalize:  # a prompt that a worked reply answered needs no hint
         answered = [[*ss, *ws] for ss, ws in zip(samples, worked, strict=True)]
@@ -147,4 +159,5 @@ def run_shard(engine: Engine, task: Task, job: ShardJob) -> tuple[list[Row], flo
         make_row(item, ss, task.extract, task.verify, j, h, w)
         for item, ss, j, h, w in zip(job.items, samples, judges, hinted, worked, strict=True)
     ]
+    rows += [make_row(item, ss, task.extract, task.verify) for item, ss in steps]
     return rows, sampling_seconds, time.perf_counter() - started

@@ -13,7 +13,9 @@ One row per prompt::
 ``rationales`` are replies to the prompt with its answer as a hint (``rationalize``; empty otherwise): kept
 apart, so ``pass_rate``, ``majority`` and ``agreement`` describe the model's own answers only.
 ``worked`` are replies written from the model's answers to the task's sub-questions (``worked``; see
-:mod:`selfimprove.runtime.tasks.worked`), with those answers as ``steps``; kept apart likewise.
+:mod:`selfimprove.runtime.tasks.worked`), with those answers as ``steps``; kept apart likewise. The
+sub-questions themselves follow the prompts' rows as rows of their own, marked ``meta.step`` (1 or 2),
+so selection can train the steps too; the shard's figures count them apart (:func:`shard_stats`).
 """
 
 from __future__ import annotations
@@ -87,13 +89,19 @@ def make_row(
     }
 
 
+def is_step(row: Row) -> bool:
+    """Whether ``row`` is a worked reply's sub-question rather than a task prompt."""
+    return bool((row.get("meta") or {}).get("step"))
+
+
 def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
     """Result statistics: counts, tokens/s, pass-rate histogram (prompt counts), yield, agreement.
 
     ``yield`` is the fraction of prompts with at least one verified sample (0 without a verifier);
     ``rationalized`` counts prompts that only a hinted sample answered, ``worked`` prompts with a
-    verified worked reply. ``tokens`` includes the tokens of hinted samples and of the worked replies'
-    steps (they cost the same to generate).
+    verified worked reply. Sub-question rows (:func:`is_step`) are left out of every prompt figure;
+    ``step_prompts`` counts them and ``step_yield`` is their yield. ``tokens`` counts every sample
+    generated: the prompts', the hinted ones and the sub-questions'.
 
     >>> row = {"samples": [{"tokens": 5, "verified": True}, {"tokens": 3, "verified": False}],
     ...        "pass_rate": 0.5, "agreement": 0.5}
@@ -104,10 +112,13 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
     >>> s["pass_rate/add2"], s["prompts/add2"]
     (0.75, 2)
     """
+    steps = [r for r in rows if is_step(r)]
+    tokens = sum(s["tokens"] for r in steps for s in r["samples"])
+    rows = [r for r in rows if not is_step(r)]
     samples = [s for r in rows for s in r["samples"]]
     hinted = [s for r in rows for s in r.get("rationales", ())]
     worked = [s for r in rows for s in r.get("worked", ())]
-    tokens = sum(s["tokens"] for s in [*samples, *hinted, *worked])
+    tokens += sum(s["tokens"] for s in [*samples, *hinted])
     rates = [r["pass_rate"] for r in rows if r["pass_rate"] is not None]
     out: dict[str, float] = {
         "prompts": len(rows),
@@ -122,6 +133,10 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
         "rationalized": sum(any(s["verified"] for s in r.get("rationales", ())) for r in rows),
         "worked_replies": len(worked),
         "worked": sum(any(s["verified"] for s in r.get("worked", ())) for r in rows),
+        "step_prompts": len(steps),
+        "step_yield": sum(any(s["verified"] for s in r["samples"]) for r in steps) / len(steps)
+        if steps
+        else 0.0,
     }
     out.update(dict.fromkeys(PASS_RATE_BUCKETS, 0))
     for rate in rates:

@@ -78,8 +78,10 @@ class AcquisitionConfig(_Strict):
         0,
         ge=0,
         description="Verified mode only: from this iteration on (0: never), the model also answers each "
-        "prompt's worked-reply sub-questions (the task's plan: for arithmetic the tens, then the ones), "
-        "and a worked reply written from its answers is trained on when it is verified, step by step.",
+        "prompt's worked-reply sub-questions (the task's plan: for arithmetic the tens, then the ones; "
+        "samples_per_prompt samples each, a verified one chosen), a worked reply written from its answers "
+        "is trained on when it is verified, step by step (at any pass rate), and the sub-questions are "
+        "rows of the shard, so the steps are trained too.",
     )
     sample_pending: bool = Field(
         False,

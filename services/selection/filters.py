@@ -48,15 +48,16 @@ def band(
     rescued: Callable[[Row], bool] = lambda row: False,
 ) -> tuple[list[Row], int]:
     """Keep rows whose per-prompt rate is strictly inside ``(low, high)``: drop what the model
-    always gets, and what it never gets unless ``rescued`` (a verified hinted reply exists).
+    always gets and what it never gets, unless ``rescued`` (a verified hinted reply, for a prompt it
+    never gets; a verified worked reply, at any rate: the form is what it teaches).
 
-    >>> rows = [{"r": 0.0}, {"r": 0.5}, {"r": 1.0}, {"r": 0.0, "hint": True}]
+    >>> rows = [{"r": 0.0}, {"r": 0.5}, {"r": 1.0}, {"r": 0.0, "hint": True}, {"r": 1.0, "hint": True}]
     >>> band(rows, lambda r: r["r"], 0.0, 1.0)
-    ([{'r': 0.5}], 3)
+    ([{'r': 0.5}], 4)
     >>> band(rows, lambda r: r["r"], 0.0, 1.0, lambda r: r.get("hint", False))
-    ([{'r': 0.5}, {'r': 0.0, 'hint': True}], 2)
+    ([{'r': 0.5}, {'r': 0.0, 'hint': True}, {'r': 1.0, 'hint': True}], 2)
     """
-    kept = [r for r in rows if low < rate(r) < high or (rate(r) <= low and rescued(r))]
+    kept = [r for r in rows if low < rate(r) < high or rescued(r)]
     return kept, len(rows) - len(kept)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from selfimprove.acquisition.scoring import agreement, majority
+from selfimprove.acquisition.shard import is_step
 
 VERIFIED, LABEL_FREE = "verified", "label_free"
 Row = dict[str, Any]
@@ -18,10 +19,11 @@ Row = dict[str, Any]
 
 def blind(rows: Sequence[Row]) -> list[Row]:
     """Copies of ``rows`` without ground truth: no ``answer``, ``pass_rate``, sample ``verified``,
-    ``rationales`` (replies to a prompt that carried the answer) or ``worked`` replies.
+    ``rationales`` (replies to a prompt that carried the answer) or ``worked`` replies, and no
+    worked replies' sub-question rows (which sub-question was asked second depended on the verifier).
 
     >>> blind([{"id": "a", "answer": "5", "pass_rate": 1.0, "samples": [{"text": "5", "verified": True}],
-    ...         "rationales": [{"text": "5", "verified": True}]}])
+    ...         "rationales": [{"text": "5", "verified": True}]}, {"id": "a.s1", "meta": {"step": 1}, "samples": []}])
     [{'id': 'a', 'samples': [{'text': '5'}]}]
     """
     hidden = {"answer", "pass_rate", "rationales", "worked"}
@@ -31,6 +33,7 @@ def blind(rows: Sequence[Row]) -> list[Row]:
             "samples": [{k: v for k, v in s.items() if k != "verified"} for s in r["samples"]],
         }
         for r in rows
+        if not is_step(r)
     ]
 
 

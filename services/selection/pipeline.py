@@ -1,7 +1,8 @@
 """The selection pipeline over acquisition rows: labels, filters, SFT set, preference pairs, data card.
 
 Order: prompt deduplication, decontamination, difficulty band, labels (verified or label-free),
-refined targets, worked replies (verified mode: preferred to the model's own right answers), rationales
+refined targets, worked replies (verified mode: preferred to the model's own right answers, and a prompt
+with one is kept at any pass rate), rationales
 (verified mode: hinted replies, for prompts no sample or worked reply answered), format sanity, exact
 and near-duplicate responses, responses per prompt,
 embedding diversity, category balance. Drops are counted in the unit each filter works on
@@ -16,6 +17,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from selfimprove.acquisition.shard import is_step
 from selfimprove.selection import filters, labels
 from selfimprove.selection.dedup import near_dedup
 from selfimprove.selection.diversity import Embedder, greedy_distinct, mean_pairwise_distance
@@ -134,6 +136,7 @@ def select(
     cap = filters.category_cap([categories[i] for i in row_ids], params.category_cap, params.balance_ratio)
     idx, drops["balance"] = filters.cap_per_group([categories[i] for i in row_ids], cap)
     final_ids = set(_keep(row_ids, idx))
+    step_ids = {r["id"] for r, _ in candidates if is_step(r)}
     candidates = [(r, s) for r, s in candidates if r["id"] in final_ids]
     if embed is not None and drops["balance"] and candidates:
         diversity = mean_pairwise_distance(embed([f"{r['prompt']}\n{s['text']}" for r, s in candidates]))
@@ -150,6 +153,7 @@ def select(
             "pairs": len(pairs),
             "prompts_rationalized": len(final_ids & hinted_ids),
             "prompts_worked": len(final_ids & worked_ids),
+            "prompts_steps": len(final_ids & step_ids),
         },
         "dropped": drops,
         "drop_units": DROP_UNITS,

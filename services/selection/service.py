@@ -46,6 +46,7 @@ def result_stats(card: dict) -> dict[str, float]:
         "prompts_kept": card["counts"]["prompts_kept"],
         "prompts_rationalized": card["counts"].get("prompts_rationalized", 0),
         "prompts_worked": card["counts"].get("prompts_worked", 0),
+        "prompts_steps": card["counts"].get("prompts_steps", 0),
         "diversity": card["diversity"],
         "yield": card["yield"],
         "pseudo_label_precision": card["pseudo_label_precision"],

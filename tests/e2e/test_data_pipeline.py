@@ -15,7 +15,7 @@ import pytest
 
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.bus import Bus
-from selfimprove.runtime.tasks.arithmetic import equations_true
+from selfimprove.runtime.tasks.arithmetic import equations, equations_true
 from selfimprove.v1.common_pb2 import ModelRef, SamplingParams, Stage, TaskSpec
 from selfimprove.v1.stages_pb2 import AcquireCommand, LabelMode, SelectCommand
 from tests.integration.buskit import ServiceProcess, artifact_store, kafka_settings, read_topic
@@ -86,6 +86,16 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
             assert w["verified"] == (w["extracted"] == r["answer"] and equations_true(w["text"])), w
     if WORKED:  # one-digit sub-questions ("3 + 0", "3 + 5") are within the base model's reach
         assert acquired.stats.values["worked"] > 0, worked
+    steps = rows[PROMPTS:]  # the sub-questions follow the prompts, as rows of their own
+    assert all(not r["meta"].get("step") for r in rows[:PROMPTS])
+    assert [r["meta"]["step"] for r in steps] == sorted(r["meta"]["step"] for r in steps)
+    assert acquired.stats.values["step_prompts"] == len(steps) and (len(steps) > 0) == WORKED
+    for r in steps:
+        assert r["prompt"] == f"What is {r['meta']['expression']}?" and r["id"].endswith(
+            f".s{r['meta']['step']}"
+        )
+        for s in r["samples"]:
+            assert s["verified"] == (s["extracted"] == r["answer"] and all(equations(s["text"]))), s
 
     selection = ServiceProcess("-m selfimprove.selection", stack, unique_name, tmp_path / "s.log", **ENV)
     try:
@@ -113,7 +123,9 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
         report[mode] = {"stats": dict(env.select_result.stats.values), "category_mix": card["category_mix"]}
         assert env.select_result.stats.values["kept"] > 0, card
         if mode == "label_free":
-            assert card["counts"]["prompts_rationalized"] == card["counts"]["prompts_worked"] == 0
+            counts = card["counts"]
+            assert counts["prompts_rationalized"] == counts["prompts_worked"] == counts["prompts_steps"] == 0
+            assert counts["prompts_in"] == PROMPTS  # the sub-questions' rows are not read blind
         elif RATIONALIZE:
             assert card["counts"]["prompts_rationalized"] > 0, card
     print(json.dumps(report, indent=2, sort_keys=True))

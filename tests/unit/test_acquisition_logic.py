@@ -194,7 +194,7 @@ def test_worked_replies_are_written_from_the_models_own_sub_answers_and_verified
     )
     assert engine.prompts[1] == ["What is 61 - 20?", "What is 74 - 10?", "What is 68 - 10?"]
     assert engine.prompts[2] == ["What is 41 - 3?", "What is 64 - 6?", "What is 58 - 0?"]
-    first, second, third, product = (r["worked"] for r in rows)
+    first, second, third, product = (r["worked"] for r in rows[:4])
     assert first == [
         {
             "text": "61 - 20 = 41, 41 - 3 = 38, so the answer is -38.",
@@ -211,10 +211,41 @@ def test_worked_replies_are_written_from_the_models_own_sub_answers_and_verified
         and third[0]["verified"] is False
     )
     assert product == []
+    steps = rows[4:]  # the sub-questions, as rows of their own after the prompts'
+    assert [r["prompt"] for r in steps] == [*engine.prompts[1], *engine.prompts[2]]
+    assert [r["meta"]["step"] for r in steps] == [1, 1, 1, 2, 2, 2]
+    assert [r["pass_rate"] for r in steps] == [1.0, 1.0, 1.0, 1.0, 1.0, 0.0]
+    assert steps[0]["id"] == f"{items[0].id}.s1" and steps[0]["answer"] == "41"
     stats = shard_stats(rows, 1.0)
     assert stats["worked"] == 2 and stats["worked_replies"] == 3
-    assert stats["tokens"] == 4 * 6 + 3 * 12
+    assert (
+        stats["prompts"] == 4 and stats["step_prompts"] == 6 and stats["step_yield"] == pytest.approx(5 / 6)
+    )
+    assert stats["tokens"] == 4 * 6 + 6 * 6
     assert all(r["worked"] == [] for r in run_shard(Calculator(), task, ShardJob(items, EngineSampling()))[0])
     engine = Calculator()  # a prompt a worked reply answered is not asked again with a hint
     run_shard(engine, task, ShardJob([*items, mul], EngineSampling(), rationalize=True, worked=True))
     assert [p.split(" The answer")[0] for p in engine.prompts[3]] == [items[2].prompt, mul.prompt]
+
+
+class Unsure(Calculator):
+    """Like :class:`Calculator`, but a prompt's first sample is off by ten (the second is right)."""
+
+    def generate(self, request):
+        results = super().generate(request)
+        wrong = lambda s: Sample(re.sub(r"\d+", lambda m: str(int(m[0]) + 10), s.text), s.tokens, "stop")  # noqa: E731
+        return [PromptResult((wrong(r.samples[0]), *r.samples[1:]), 8) for r in results]
+
+
+def test_worked_replies_are_written_from_a_verified_sample_of_each_step_when_one_exists():
+    task = ArithmeticTask(categories=("sub2",))
+    item = task._item("23 - 61", canonical_key("23 - 61"), "sub2", random.Random(0))
+    engine = Unsure()
+    rows, _, _ = run_shard(engine, task, ShardJob([item], EngineSampling(n=2, max_new_tokens=8), worked=True))
+    assert engine.prompts[2] == ["What is 41 - 3?"]  # the second step is asked on the right first answer
+    [worked] = rows[0]["worked"]
+    assert worked["verified"] and worked["text"] == "61 - 20 = 41, 41 - 3 = 38, so the answer is -38."
+    assert [r["pass_rate"] for r in rows[1:]] == [0.5, 0.5]
+    engine = Unsure()  # with one sample, the wrong one is all there is: the reply is written, and refused
+    rows, _, _ = run_shard(engine, task, ShardJob([item], EngineSampling(n=1, max_new_tokens=8), worked=True))
+    assert engine.prompts[2] == ["What is 51 - 3?"] and rows[0]["worked"][0]["verified"] is False

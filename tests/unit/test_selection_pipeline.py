@@ -218,6 +218,8 @@ def with_worked(rows):
 
 
 def test_verified_mode_prefers_worked_replies_whose_every_step_is_true():
+    from selfimprove.runtime.tasks.worked import plan
+
     rows = with_worked(synthetic_rows())
     true_steps = {r["id"] for r in rows if any(w["verified"] for w in r["worked"])}
     false_steps = {r["id"] for r in rows if r["worked"] and not r["worked"][0]["verified"]}
@@ -245,13 +247,21 @@ def test_verified_mode_prefers_worked_replies_whose_every_step_is_true():
         for x in chosen.sft
         if by_prompt[x["prompt"]]["id"] not in true_steps
     )
-    # what the model always gets is still dropped; what it never got is rescued by a worked reply
+    # what the model always gets is dropped unless a worked reply verified (none here: their first
+    # steps are false); what it never got is rescued by a worked reply
     assert all(by_prompt[x["prompt"]]["pass_rate"] < 1.0 for x in chosen.sft)
     rescued = {x["prompt"] for x in chosen.sft} - {x["prompt"] for x in plain.sft}
     assert rescued and all(
         by_prompt[p]["pass_rate"] == 0.0 and by_prompt[p]["id"] in true_steps for p in rescued
     )
     assert chosen.card["counts"]["prompts_worked"] == len(worked)
+    easy = [r for r in rows if r["pass_rate"] == 1.0 and r["worked"]]
+    for r in easy:  # with every step true, the easy prompts are kept, in the worked form
+        r["worked"] = [{**r["worked"][0], "text": plan(r["meta"]).solved(), "verified": True}]
+    kept = select(rows, VERIFIED, SelectParams(prefer_short=True, max_per_prompt=1), extract=TASK.extract)
+    responses = {x["prompt"]: x["response"] for x in kept.sft}
+    assert easy and all(responses[r["prompt"]] == r["worked"][0]["text"] for r in easy)
+    assert kept.card["counts"]["prompts_worked"] == chosen.card["counts"]["prompts_worked"] + len(easy)
     assert plain.card["counts"]["prompts_worked"] == 0
     free = SelectParams(band=(0.0, 1.01))
     a = select(synthetic_rows(), LABEL_FREE, free, embed=hash_embed, extract=TASK.extract)

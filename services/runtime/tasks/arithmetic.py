@@ -194,3 +194,22 @@ class ArithmeticTask(Task):
     def worked_plan(self, item: Item) -> Plan | None:
         """The tens, then the ones (:mod:`.worked`); ``None`` for products and three operands."""
         return plan(item.meta)
+
+    def step_item(self, parent: Item, expression: str, step: int) -> Item:
+        """A plan's sub-question as a plain item of ``parent``'s category, marked ``meta["step"]``;
+        its key is the sub-question's, so selection drops it when it is a dev or evaluation problem.
+
+        >>> [item] = ArithmeticTask(("sub2",)).items("train", 1, seed=0)
+        >>> s = ArithmeticTask(("sub2",)).step_item(item, "61 - 20", 1)
+        >>> s.prompt, s.answer, s.meta["key"], s.meta["step"], s.id == f"{item.id}.s1"
+        ('What is 61 - 20?', '41', ('-', (61, 20)), 1, True)
+        """
+        key = canonical_key(expression)
+        return Item(
+            id=f"{parent.id}.s{step}",
+            prompt=f"What is {expression}?",
+            category=parent.category,
+            difficulty=parent.difficulty,
+            answer=str(evaluate(expression)),
+            meta={"operator": key[0], "operands": key[1], "key": key, "expression": expression, "step": step},
+        )

@@ -75,3 +75,9 @@ class Task(ABC):
         """The sub-questions of a worked reply to ``item`` (``acquisition.worked_from_iteration``), or
         ``None`` when the task has none for it."""
         return None
+
+    def step_item(self, parent: Item, expression: str, step: int) -> Item:
+        """The sub-question ``expression`` (step ``step`` of ``parent``'s plan) as an item of its own:
+        acquisition stores the model's answers to it as a row, so the steps are trained too. Only
+        asked of tasks whose :meth:`worked_plan` gives plans."""
+        raise NotImplementedError(f"task {self.name!r} has no worked plans")

@@ -33,11 +33,17 @@ class Plan:
     ones: int
     negate: bool = False
 
+    def first_expression(self) -> str:
+        return f"{self.first} {self.op} {self.tens}"
+
+    def second_expression(self, mid: int) -> str:
+        return f"{mid} {self.op} {self.ones}"
+
     def first_prompt(self) -> str:
-        return f"What is {self.first} {self.op} {self.tens}?"
+        return f"What is {self.first_expression()}?"
 
     def second_prompt(self, mid: int) -> str:
-        return f"What is {mid} {self.op} {self.ones}?"
+        return f"What is {self.second_expression(mid)}?"
 
     def reply(self, mid: int, d: int) -> str:
         """The worked reply from the two steps' answers (whatever they are: checking is the verifier's)."""
