@@ -139,7 +139,12 @@ class Acquirer:
             raise StageInputError("self-instruct produced no usable prompt")
         sampling = sampling_params(cmd, env.iteration)
         job = generate.ShardJob(
-            items, sampling, cmd.self_judge, self.settings.judge_max_new_tokens, cmd.rationalize, cmd.worked
+            items,
+            sampling,
+            self_judge=cmd.self_judge,
+            judge_max_new_tokens=self.settings.judge_max_new_tokens,
+            rationalize=cmd.rationalize,
+            worked=cmd.worked,
         )
         rows, _, seconds = generate.run_shard(engine, task, job)
         values = shard_stats(rows, seconds)
