@@ -73,7 +73,16 @@ def main() -> None:
     items = task.items("train", args.problems, seed=5)
     tic = time.perf_counter()
     out = measure(engine, task, items, args.samples)
-    print(json.dumps({"adapter": str(args.adapter), "samples": args.samples, "seconds": round(time.perf_counter() - tic, 1), **out}))
+    print(
+        json.dumps(
+            {
+                "adapter": str(args.adapter),
+                "samples": args.samples,
+                "seconds": round(time.perf_counter() - tic, 1),
+                **out,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

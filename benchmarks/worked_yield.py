@@ -18,7 +18,6 @@ from storekit import read_latest, run_parser
 
 from selfimprove.acquisition.shard import is_step
 
-
 FIELDS = ("prompts", "own_right", "worked", "steps", "steps_right")
 
 
@@ -55,7 +54,9 @@ def main() -> None:
     for (iteration, _), data in read_latest(args.data_dir, args.run_id, "select", "card.json").items():
         card = json.loads(data)["counts"]
         per_iteration[iteration].update(
-            kept=card["sft"], kept_worked=card.get("prompts_worked", 0), kept_steps=card.get("prompts_steps", 0)
+            kept=card["sft"],
+            kept_worked=card.get("prompts_worked", 0),
+            kept_steps=card.get("prompts_steps", 0),
         )
     for iteration, values in sorted(per_iteration.items()):
         print(json.dumps({"iteration": iteration, **dict(sorted(values.items()))}))
