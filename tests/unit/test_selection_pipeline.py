@@ -267,3 +267,20 @@ def test_verified_mode_prefers_worked_replies_whose_every_step_is_true():
     a = select(synthetic_rows(), LABEL_FREE, free, embed=hash_embed, extract=TASK.extract)
     b = select(rows, LABEL_FREE, free, embed=hash_embed, extract=TASK.extract)
     assert a.sft == b.sft and b.card["counts"]["prompts_worked"] == 0
+
+
+def test_sub_question_rows_are_trained_in_verified_mode_counted_apart_and_never_read_blind():
+    parents = [i for i in TASK.items("train", 12, seed=9) if i.category == "sub2"][:3]
+    steps = [TASK.step_item(p, f"{50 + k} - {10 * (k + 1)}", 1) for k, p in enumerate(parents)]
+    step_rows = [
+        make_row(s, [Sample(f"{s.answer}.", 3, "stop"), Sample("7.", 3, "stop")], TASK.extract, TASK.verify)
+        for s in steps
+    ]
+    rows = synthetic_rows() + step_rows
+    chosen = select(rows, VERIFIED, SelectParams(prefer_short=True, max_per_prompt=1), extract=TASK.extract)
+    kept = {x["prompt"]: x["response"] for x in chosen.sft}
+    assert all(kept[s.prompt] == f"{s.answer}." for s in steps)
+    assert chosen.card["counts"]["prompts_steps"] == len(steps)
+    blind = select(rows, LABEL_FREE, SelectParams(band=(0.0, 1.01)), extract=TASK.extract)
+    assert blind.card["counts"]["prompts_in"] == len(rows) - len(steps)
+    assert not {s.prompt for s in steps} & {x["prompt"] for x in blind.sft}
