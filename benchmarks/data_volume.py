@@ -68,28 +68,34 @@ def trained_reply(form: str, item) -> str:
     return FORMS[form].format(a=a, b=b, d=b - a, answer=item.answer)
 
 
-def score(model, tok, dev, batch: int = 50) -> dict:
+def replies(model, tok, prompts, batch: int = 50) -> list[str]:
+    """Greedy replies (48 new tokens, as the loop evaluates) of a model being trained; it is left in
+    training mode."""
     model.eval()
     tok.padding_side = "left"
-    right = {"neg": 0, "pos": 0}
-    total = {"neg": 0, "pos": 0}
-    for start in range(0, len(dev), batch):
-        chunk = dev[start : start + batch]
+    out_texts = []
+    for start in range(0, len(prompts), batch):
         texts = [
             tok.apply_chat_template(
-                [{"role": "user", "content": i.prompt}], add_generation_prompt=True, tokenize=False
+                [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False
             )
-            for i in chunk
+            for p in prompts[start : start + batch]
         ]
         enc = tok(texts, return_tensors="pt", padding=True)
         with torch.no_grad():
             out = model.generate(**enc, max_new_tokens=48, do_sample=False, pad_token_id=tok.pad_token_id)
-        for item, ids in zip(chunk, out, strict=True):
-            reply = tok.decode(ids[enc.input_ids.shape[1] :], skip_special_tokens=True)
-            sign = "neg" if item.answer.startswith("-") else "pos"
-            total[sign] += 1
-            right[sign] += str(last_integer(reply)) == item.answer
+        out_texts += [tok.decode(ids[enc.input_ids.shape[1] :], skip_special_tokens=True) for ids in out]
     model.train()
+    return out_texts
+
+
+def score(model, tok, dev, batch: int = 50) -> dict:
+    right = {"neg": 0, "pos": 0}
+    total = {"neg": 0, "pos": 0}
+    for item, reply in zip(dev, replies(model, tok, [i.prompt for i in dev], batch), strict=True):
+        sign = "neg" if item.answer.startswith("-") else "pos"
+        total[sign] += 1
+        right[sign] += str(last_integer(reply)) == item.answer
     return {
         "accuracy": round(sum(right.values()) / len(dev), 4),
         **{f"{k}_right": f"{right[k]}/{total[k]}" for k in total},

@@ -21,6 +21,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
         "worked_steps",
         "worked_yield",
         "loop_training",
+        "next_iteration",
         "storekit",
         "substep_curriculum",
         "suitekit",

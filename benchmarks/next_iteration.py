@@ -1,0 +1,92 @@
+"""Train the iteration a run's budget cut short, by hand: continue an adapter on the run's stored
+selected sets, as the loop's trainer would have, and score it on the run's own dev set.
+
+Reads ``sft.jsonl`` of ``--iteration`` N (and of the ``--replay`` iterations before it, as
+``training.replay_iterations`` does) from a stopped local stack folder, continues ``--adapter`` (the
+run's incumbent, exported) with LoRA SFT (one epoch, batch 8, lr 3e-4, rank 16: the demo's
+hyperparameters), then answers the dev prompts of iteration N-1's evaluation greedily (48 new tokens)
+before and after. Counted as ``dev_breakdown.py`` counts them: right / items for addition, subtraction
+with a result >= 0 and with a negative one (right: the answer, and no false equation, as the task's
+verifier), and replies in the worked form (stating an equation). The GPT-3 sets are not read.
+
+    .venv/bin/python benchmarks/next_iteration.py demo-y --iteration 3 --adapter DIR --data-dir DIR
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+from data_volume import replies
+from dev_breakdown import kind
+from storekit import read_latest, run_parser
+
+from selfimprove.runtime.extract import last_integer
+from selfimprove.runtime.models import resolve_base
+from selfimprove.runtime.tasks.arithmetic import EQUATION, equations
+from selfimprove.trainer.batches import encode
+from selfimprove.trainer.hparams import Hparams
+from selfimprove.trainer.model import trainable_model
+from selfimprove.trainer.sft import train_unsynced
+
+
+def breakdown(dev: list[dict], texts: list[str]) -> dict[str, str]:
+    """Right / items per kind of problem, and the worked-form replies.
+
+    >>> dev = [{"prompt": "What is 5 - 9?", "answer": "-4"}, {"prompt": "What is 5 + 9?", "answer": "14"}]
+    >>> breakdown(dev, ["9 - 5 = 4, so the answer is -4.", "5 + 9 = 15, so 14."])
+    {'add': '0/1', 'sub<0': '1/1', 'worked form': '2/2'}
+    """
+    total, right = Counter(), Counter()
+    for row, text in zip(dev, texts, strict=True):
+        k = kind(row["prompt"], row["answer"])
+        total[k] += 1
+        right[k] += str(last_integer(text)) == row["answer"] and all(equations(text))
+        right["worked form"] += bool(EQUATION.search(text))
+    return {
+        **{k: f"{right[k]}/{total[k]}" for k in sorted(total)},
+        "worked form": f"{right['worked form']}/{len(dev)}",
+    }
+
+
+def main() -> None:
+    ap = run_parser(__doc__)
+    ap.add_argument(
+        "--iteration", type=int, required=True, help="the iteration whose selected set is trained"
+    )
+    ap.add_argument("--adapter", type=Path, required=True, help="the incumbent it starts from (PEFT folder)")
+    ap.add_argument("--replay", type=int, default=1, help="earlier iterations' sets trained with it")
+    ap.add_argument("--save", type=Path, help="write the trained adapter to this folder")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    sft = []
+    for it in range(max(1, args.iteration - args.replay), args.iteration + 1):
+        for data in read_latest(args.data_dir, args.run_id, "select", "sft.jsonl", it).values():
+            sft += [json.loads(line) for line in data.splitlines() if line.strip()]
+    [details] = read_latest(
+        args.data_dir, args.run_id, "evaluate", "details.jsonl", args.iteration - 1
+    ).values()
+    dev = [r for r in map(json.loads, details.splitlines()) if r["suite"] == "dev"]
+    hp = Hparams(epochs=1, lr=3e-4, lora_r=16, lora_alpha=32, batch_size=8, grad_accum=1)
+    model, tok = trainable_model(resolve_base("smollm2-135m-instruct", None), args.adapter, hp, 0)
+    prompts = [r["prompt"] for r in dev]
+    print(json.dumps({"examples": 0, **breakdown(dev, replies(model, tok, prompts))}), flush=True)
+    examples = [encode(tok, x["prompt"], x["response"], hp.max_length) for x in sft]
+    tic = time.perf_counter()
+    out = train_unsynced(model, examples, hp, tok.pad_token_id)
+    trained = round(time.perf_counter() - tic)
+    print(
+        json.dumps(
+            {"examples": out.examples, "train_s": trained, **breakdown(dev, replies(model, tok, prompts))}
+        )
+    )
+    if args.save:
+        model.save_pretrained(args.save)
+
+
+if __name__ == "__main__":
+    main()
