@@ -7,7 +7,7 @@ run's incumbent, exported) with LoRA SFT (one epoch, batch 8, lr 3e-4, rank 16: 
 hyperparameters), then answers the dev prompts of iteration N-1's evaluation greedily (48 new tokens)
 before and after. Counted as ``dev_breakdown.py`` counts them: right / items for addition, subtraction
 with a result >= 0 and with a negative one (right: the answer, and no false equation, as the task's
-verifier), and replies in the worked form (stating an equation). The GPT-3 sets are not read.
+verifier), and of each the replies in the worked form (stating an equation). The GPT-3 sets are not read.
 
     .venv/bin/python benchmarks/next_iteration.py demo-y --iteration 3 --adapter DIR --data-dir DIR
 """
@@ -34,22 +34,20 @@ from selfimprove.trainer.sft import train_unsynced
 
 
 def breakdown(dev: list[dict], texts: list[str]) -> dict[str, str]:
-    """Right / items per kind of problem, and the worked-form replies.
+    """Right / items per kind of problem, and per kind right / replies in the worked form.
 
     >>> dev = [{"prompt": "What is 5 - 9?", "answer": "-4"}, {"prompt": "What is 5 + 9?", "answer": "14"}]
     >>> breakdown(dev, ["9 - 5 = 4, so the answer is -4.", "5 + 9 = 15, so 14."])
-    {'add': '0/1', 'sub<0': '1/1', 'worked form': '2/2'}
+    {'add': '0/1', 'sub<0': '1/1', 'add worked': '0/1', 'sub<0 worked': '1/1'}
     """
     total, right = Counter(), Counter()
     for row, text in zip(dev, texts, strict=True):
         k = kind(row["prompt"], row["answer"])
-        total[k] += 1
-        right[k] += str(last_integer(text)) == row["answer"] and all(equations(text))
-        right["worked form"] += bool(EQUATION.search(text))
-    return {
-        **{k: f"{right[k]}/{total[k]}" for k in sorted(total)},
-        "worked form": f"{right['worked form']}/{len(dev)}",
-    }
+        ok = str(last_integer(text)) == row["answer"] and all(equations(text))
+        for key in (k, f"{k} worked") if EQUATION.search(text) else (k,):
+            total[key] += 1
+            right[key] += ok
+    return {k: f"{right[k]}/{total[k]}" for k in sorted(total, key=lambda k: ("worked" in k, k))}
 
 
 def main() -> None:
@@ -60,6 +58,7 @@ def main() -> None:
     ap.add_argument("--adapter", type=Path, required=True, help="the incumbent it starts from (PEFT folder)")
     ap.add_argument("--replay", type=int, default=1, help="earlier iterations' sets trained with it")
     ap.add_argument("--save", type=Path, help="write the trained adapter to this folder")
+    ap.add_argument("--score-only", action="store_true", help="score --adapter on the dev set, train nothing")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -75,6 +74,8 @@ def main() -> None:
     model, tok = trainable_model(resolve_base("smollm2-135m-instruct", None), args.adapter, hp, 0)
     prompts = [r["prompt"] for r in dev]
     print(json.dumps({"examples": 0, **breakdown(dev, replies(model, tok, prompts))}), flush=True)
+    if args.score_only:
+        return
     examples = [encode(tok, x["prompt"], x["response"], hp.max_length) for x in sft]
     tic = time.perf_counter()
     out = train_unsynced(model, examples, hp, tok.pad_token_id)
