@@ -5,7 +5,8 @@ Reads ``sft.jsonl`` of ``--iteration`` N (and of the ``--replay`` iterations bef
 ``training.replay_iterations`` does) from a stopped local stack folder, continues ``--adapter`` (the
 run's incumbent, exported) with LoRA SFT (one epoch, batch 8, lr 3e-4, rank 16: the demo's
 hyperparameters), then answers the dev prompts of iteration N-1's evaluation greedily (48 new tokens)
-before and after. Counted as ``dev_breakdown.py`` counts them: right / items for addition, subtraction
+before and after (``--repeat-worked sub2 --times 3`` trains that category's worked replies three
+times, to see what more of them would do). Counted as ``dev_breakdown.py`` counts them: right / items for addition, subtraction
 with a result >= 0 and with a negative one (right: the answer, and no false equation, as the task's
 verifier), and of each the replies in the worked form (stating an equation). The GPT-3 sets are not read.
 
@@ -50,6 +51,16 @@ def breakdown(dev: list[dict], texts: list[str]) -> dict[str, str]:
     return {k: f"{right[k]}/{total[k]}" for k in sorted(total, key=lambda k: ("worked" in k, k))}
 
 
+def repeats(example: dict, categories: list[str], times: int) -> int:
+    """How often an SFT example is trained: ``times`` for a worked reply of ``categories``, else once.
+
+    >>> worked = {"category": "sub2", "response": "61 - 20 = 41, 41 - 3 = 38, so the answer is -38."}
+    >>> repeats(worked, ["sub2"], 3), repeats({**worked, "response": "-38"}, ["sub2"], 3), repeats(worked, [], 3)
+    (3, 1, 1)
+    """
+    return times if example["category"] in categories and EQUATION.search(example["response"]) else 1
+
+
 def main() -> None:
     ap = run_parser(__doc__)
     ap.add_argument(
@@ -59,6 +70,10 @@ def main() -> None:
     ap.add_argument("--replay", type=int, default=1, help="earlier iterations' sets trained with it")
     ap.add_argument("--save", type=Path, help="write the trained adapter to this folder")
     ap.add_argument("--score-only", action="store_true", help="score --adapter on the dev set, train nothing")
+    ap.add_argument(
+        "--repeat-worked", nargs="*", default=[], help="categories whose worked replies are repeated"
+    )
+    ap.add_argument("--times", type=int, default=1, help="how often those worked replies are trained")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -76,6 +91,7 @@ def main() -> None:
     print(json.dumps({"examples": 0, **breakdown(dev, replies(model, tok, prompts))}), flush=True)
     if args.score_only:
         return
+    sft = [x for x in sft for _ in range(repeats(x, args.repeat_worked, args.times))]
     examples = [encode(tok, x["prompt"], x["response"], hp.max_length) for x in sft]
     tic = time.perf_counter()
     out = train_unsynced(model, examples, hp, tok.pad_token_id)
