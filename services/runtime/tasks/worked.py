@@ -23,8 +23,8 @@ class Plan:
     """The two sub-questions of a worked reply: ``first op tens``, then (its answer) ``op ones``.
 
     >>> p = Plan(op="-", first=61, tens=20, ones=3, negate=True)
-    >>> p.first_prompt(), p.second_prompt(41), p.reply(41, 38)
-    ('What is 61 - 20?', 'What is 41 - 3?', '61 - 20 = 41, 41 - 3 = 38, so the answer is -38.')
+    >>> p.first_expression(), p.second_expression(41), p.reply(41, 38)
+    ('61 - 20', '41 - 3', '61 - 20 = 41, 41 - 3 = 38, so the answer is -38.')
     """
 
     op: str
@@ -38,12 +38,6 @@ class Plan:
 
     def second_expression(self, mid: int) -> str:
         return f"{mid} {self.op} {self.ones}"
-
-    def first_prompt(self) -> str:
-        return f"What is {self.first_expression()}?"
-
-    def second_prompt(self, mid: int) -> str:
-        return f"What is {self.second_expression(mid)}?"
 
     def reply(self, mid: int, d: int) -> str:
         """The worked reply from the two steps' answers (whatever they are: checking is the verifier's)."""
