@@ -5,8 +5,9 @@ Reads ``sft.jsonl`` of ``--iteration`` N (and of the ``--replay`` iterations bef
 ``training.replay_iterations`` does) from a stopped local stack folder, continues ``--adapter`` (the
 run's incumbent, exported) with LoRA SFT (one epoch, batch 8, lr 3e-4, rank 16: the demo's
 hyperparameters), then answers the dev prompts of iteration N-1's evaluation greedily (48 new tokens)
-before and after (``--repeat-worked sub2 --times 3`` trains that category's worked replies three
-times, to see what more of them would do). Counted as ``dev_breakdown.py`` counts them: right / items for addition, subtraction
+before and after (``--repeat-worked sub2 --times 3`` trains that category's examples that state an
+equation, worked replies and sub-questions answered as one, three times, to see what more of them would do; the examples it trains are counted per category and
+form first, also with ``--score-only``). Counted as ``dev_breakdown.py`` counts them: right / items for addition, subtraction
 with a result >= 0 and with a negative one (right: the answer, and no false equation, as the task's
 verifier), and of each the replies in the worked form (stating an equation). The GPT-3 sets are not read.
 
@@ -25,13 +26,15 @@ from data_volume import replies
 from dev_breakdown import kind
 from storekit import read_latest, run_parser
 
-from selfimprove.runtime.extract import last_integer
 from selfimprove.runtime.models import resolve_base
-from selfimprove.runtime.tasks.arithmetic import EQUATION, equations
+from selfimprove.runtime.tasks.arithmetic import EQUATION, ArithmeticTask
+from selfimprove.runtime.tasks.base import Item
 from selfimprove.trainer.batches import encode
 from selfimprove.trainer.hparams import Hparams
 from selfimprove.trainer.model import trainable_model
 from selfimprove.trainer.sft import train_unsynced
+
+TASK = ArithmeticTask()  # its verifier: the final answer, and no false equation
 
 
 def breakdown(dev: list[dict], texts: list[str]) -> dict[str, str]:
@@ -44,7 +47,9 @@ def breakdown(dev: list[dict], texts: list[str]) -> dict[str, str]:
     total, right = Counter(), Counter()
     for row, text in zip(dev, texts, strict=True):
         k = kind(row["prompt"], row["answer"])
-        ok = str(last_integer(text)) == row["answer"] and all(equations(text))
+        ok = TASK.verify(
+            Item(id="", prompt=row["prompt"], category="", difficulty=0, answer=row["answer"]), text
+        )
         for key in (k, f"{k} worked") if EQUATION.search(text) else (k,):
             total[key] += 1
             right[key] += ok
@@ -52,11 +57,12 @@ def breakdown(dev: list[dict], texts: list[str]) -> dict[str, str]:
 
 
 def repeats(example: dict, categories: list[str], times: int) -> int:
-    """How often an SFT example is trained: ``times`` for a worked reply of ``categories``, else once.
+    """How often an SFT example is trained: ``times`` for one of ``categories`` that states an equation
+    (a worked reply, or a sub-question answered as one), else once.
 
-    >>> worked = {"category": "sub2", "response": "61 - 20 = 41, 41 - 3 = 38, so the answer is -38."}
-    >>> repeats(worked, ["sub2"], 3), repeats({**worked, "response": "-38"}, ["sub2"], 3), repeats(worked, [], 3)
-    (3, 1, 1)
+        >>> worked = {"category": "sub2", "response": "61 - 20 = 41, 41 - 3 = 38, so the answer is -38."}
+        >>> repeats(worked, ["sub2"], 3), repeats({**worked, "response": "-38"}, ["sub2"], 3), repeats(worked, [], 3)
+        (3, 1, 1)
     """
     return times if example["category"] in categories and EQUATION.search(example["response"]) else 1
 
@@ -89,16 +95,18 @@ def main() -> None:
     model, tok = trainable_model(resolve_base("smollm2-135m-instruct", None), args.adapter, hp, 0)
     prompts = [r["prompt"] for r in dev]
     print(json.dumps({"examples": 0, **breakdown(dev, replies(model, tok, prompts))}), flush=True)
+    sft = [x for x in sft for _ in range(repeats(x, args.repeat_worked, args.times))]
+    trained = Counter(x["category"] + (" worked" if EQUATION.search(x["response"]) else "") for x in sft)
+    print(json.dumps({"trained": dict(sorted(trained.items()))}), flush=True)
     if args.score_only:
         return
-    sft = [x for x in sft for _ in range(repeats(x, args.repeat_worked, args.times))]
     examples = [encode(tok, x["prompt"], x["response"], hp.max_length) for x in sft]
     tic = time.perf_counter()
     out = train_unsynced(model, examples, hp, tok.pad_token_id)
-    trained = round(time.perf_counter() - tic)
+    seconds = round(time.perf_counter() - tic)
     print(
         json.dumps(
-            {"examples": out.examples, "train_s": trained, **breakdown(dev, replies(model, tok, prompts))}
+            {"examples": out.examples, "train_s": seconds, **breakdown(dev, replies(model, tok, prompts))}
         )
     )
     if args.save:
