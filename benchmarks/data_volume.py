@@ -11,7 +11,9 @@ The dev split never meets the train split, and the GPT-3 sets are not read.
 Prints one JSON line per point: examples seen, training seconds so far (scoring left out), accuracy, and right/items
 split by the sign of the answer. ``--form difference`` trains negative answers restated as the
 positive difference first ("76 - 48 = 28, so the answer is -28.") instead; ``--form steps`` works every
-difference out in two steps, tens then ones ("76 - 40 = 36, 36 - 8 = 28, so the answer is -28."). ``--full`` trains every
+difference out in two steps, tens then ones, turned round first when negative ("48 - 76 = -(76 - 48):
+76 - 40 = 36, 36 - 8 = 28, so the answer is -28."; the ``--form steps`` figures in the README are of the
+earlier form without the turn). ``--full`` trains every
 weight (the adapter, if any, merged first; the trainer's ``full`` method) instead of LoRA: give it its
 own ``--lr``. ``--epochs 2`` trains each example twice (``--at`` and the counts printed include every pass),
 so fresh examples can be weighed against repeated ones at the same training cost.
@@ -58,7 +60,7 @@ def trained_reply(form: str, item) -> str:
     >>> total = Item(id="y", prompt="What is 47 + 36?", category="add2", difficulty=2, answer="83",
     ...              meta={"operands": (47, 36), "operator": "+"})
     >>> trained_reply("steps", item), trained_reply("steps", total)
-    ('76 - 40 = 36, 36 - 8 = 28, so the answer is -28.', '47 + 30 = 77, 77 + 6 = 83, so the answer is 83.')
+    ('48 - 76 = -(76 - 48): 76 - 40 = 36, 36 - 8 = 28, so the answer is -28.', '47 + 30 = 77, 77 + 6 = 83, so the answer is 83.')
     """
     if form == "steps":
         return plan(item.meta).solved()

@@ -2,7 +2,8 @@
 
 Samples train-split 2-digit addition and subtraction problems (T = 0.7, top-p 0.95, 2 samples each,
 as the demo acquires) three ways: the plain prompt; the same prompt after three worked examples as
-chat turns (the tens, then the ones: "61 - 20 = 41, 41 - 3 = 38, so the answer is -38."); and that
+chat turns (the tens, then the ones: "61 - 20 = 41, 41 - 3 = 38, so the answer is 38."; the README's
+figures were measured before a negative difference was turned round first); and that
 with the answer as a hint. The hint is the loop's (``acquisition.prompts.hint_prompt``) without its
 "Reply briefly" request, which would ask for the direct form instead of the one shown. For each it counts samples with the right final
 answer, samples that use the form (an equation ``a ± b = c``), and right samples whose every equation
@@ -26,7 +27,7 @@ from selfimprove.runtime.tasks.arithmetic import EQUATION, ArithmeticTask, equat
 
 DEMONSTRATION = [
     ("What is 52 - 17?", "52 - 10 = 42, 42 - 7 = 35, so the answer is 35."),
-    ("What is 23 - 61?", "61 - 20 = 41, 41 - 3 = 38, so the answer is -38."),
+    ("What is 23 - 61?", "23 - 61 = -(61 - 23): 61 - 20 = 41, 41 - 3 = 38, so the answer is -38."),
     ("What is 47 + 36?", "47 + 30 = 77, 77 + 6 = 83, so the answer is 83."),
 ]
 

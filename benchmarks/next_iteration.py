@@ -17,6 +17,7 @@ verifier), and of each the replies in the worked form (stating an equation). The
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,6 +30,7 @@ from storekit import read_latest, run_parser
 from selfimprove.runtime.models import resolve_base
 from selfimprove.runtime.tasks.arithmetic import EQUATION, ArithmeticTask
 from selfimprove.runtime.tasks.base import Item
+from selfimprove.runtime.tasks.worked import Plan
 from selfimprove.trainer.batches import encode
 from selfimprove.trainer.hparams import Hparams
 from selfimprove.trainer.model import trainable_model
@@ -67,6 +69,28 @@ def repeats(example: dict, categories: list[str], times: int) -> int:
     return times if example["category"] in categories and EQUATION.search(example["response"]) else 1
 
 
+# a worked reply as the loop writes it, in this or an earlier form (a negative difference turned round or not)
+WORKED = re.compile(
+    r"(?:\d+ - \d+ = -\(\d+ - \d+\): )?(\d+) ([+-]) (\d+) = (-?\d+), -?\d+ [+-] (\d+) = (-?\d+), so the answer is (-?\d+)\."
+)
+
+
+def reform(example: dict) -> dict:
+    """The example with a stored worked reply written again in the current form (:class:`Plan`).
+
+    >>> reform({"response": "61 - 20 = 41, 41 - 3 = 38, so the answer is -38."})["response"]
+    '23 - 61 = -(61 - 23): 61 - 20 = 41, 41 - 3 = 38, so the answer is -38.'
+    >>> reform({"response": "The answer is -38."})["response"]
+    'The answer is -38.'
+    """
+    m = WORKED.fullmatch(example["response"])
+    if not m:
+        return example
+    first, op, tens, mid, ones, d, answer = m.groups()
+    plan = Plan(op=op, first=int(first), tens=int(tens), ones=int(ones), negate=int(answer) < 0)
+    return {**example, "response": plan.reply(int(mid), int(d))}
+
+
 def main() -> None:
     ap = run_parser(__doc__)
     ap.add_argument(
@@ -80,6 +104,9 @@ def main() -> None:
         "--repeat-worked", nargs="*", default=[], help="categories whose worked replies are repeated"
     )
     ap.add_argument("--times", type=int, default=1, help="how often those worked replies are trained")
+    ap.add_argument(
+        "--reform", action="store_true", help="write the stored worked replies again in the current form"
+    )
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -95,7 +122,11 @@ def main() -> None:
     model, tok = trainable_model(resolve_base("smollm2-135m-instruct", None), args.adapter, hp, 0)
     prompts = [r["prompt"] for r in dev]
     print(json.dumps({"examples": 0, **breakdown(dev, replies(model, tok, prompts))}), flush=True)
-    sft = [x for x in sft for _ in range(repeats(x, args.repeat_worked, args.times))]
+    sft = [
+        reform(x) if args.reform else x
+        for x in sft
+        for _ in range(repeats(x, args.repeat_worked, args.times))
+    ]
     trained = Counter(x["category"] + (" worked" if EQUATION.search(x["response"]) else "") for x in sft)
     print(json.dumps({"trained": dict(sorted(trained.items()))}), flush=True)
     if args.score_only:

@@ -197,7 +197,7 @@ def test_worked_replies_are_written_from_the_models_own_sub_answers_and_verified
     first, second, third, product = (r["worked"] for r in rows[:4])
     assert first == [
         {
-            "text": "61 - 20 = 41, 41 - 3 = 38, so the answer is -38.",
+            "text": "23 - 61 = -(61 - 23): 61 - 20 = 41, 41 - 3 = 38, so the answer is -38.",
             "tokens": 12,
             "finish_reason": "stop",
             "extracted": "-38",
@@ -244,7 +244,8 @@ def test_worked_replies_are_written_from_a_verified_sample_of_each_step_when_one
     rows, _, _ = run_shard(engine, task, ShardJob([item], EngineSampling(n=2, max_new_tokens=8), worked=True))
     assert engine.prompts[2] == ["What is 41 - 3?"]  # the second step is asked on the right first answer
     [worked] = rows[0]["worked"]
-    assert worked["verified"] and worked["text"] == "61 - 20 = 41, 41 - 3 = 38, so the answer is -38."
+    assert worked["verified"]
+    assert worked["text"] == "23 - 61 = -(61 - 23): 61 - 20 = 41, 41 - 3 = 38, so the answer is -38."
     assert [r["pass_rate"] for r in rows[1:]] == [0.5, 0.5]
     engine = Unsure()  # with one sample, the wrong one is all there is: the reply is written, and refused
     rows, _, _ = run_shard(engine, task, ShardJob([item], EngineSampling(n=1, max_new_tokens=8), worked=True))

@@ -206,11 +206,10 @@ def with_worked(rows):
         p = plan(row["meta"])
         replies = []
         if p is not None:
-            text = p.solved()
-            if k % 3 == 0:  # "a - t = m, m - o = d" with m one off and d still the answer
-                first, rest = text.split(", ", 1)
-                wrong_mid = int(first.split(" = ")[1]) + 1
-                text = f"{first.split(' = ')[0]} = {wrong_mid}, {rest}"
+            sign = 1 if p.op == "+" else -1
+            mid = p.first + sign * p.tens
+            # every third: "a - t = m, m - o = d" with m one off and d still the answer
+            text = p.reply(mid + (k % 3 == 0), mid + sign * p.ones)
             replies = [Worked(text, 12, "stop", ("step one", "step two"))]
         samples = [Sample(s["text"], s["tokens"], s["finish_reason"]) for s in row["samples"]]
         out.append(make_row(items[row["id"]], samples, TASK.extract, TASK.verify, None, (), replies))

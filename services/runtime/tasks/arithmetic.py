@@ -88,8 +88,10 @@ def evaluate(expression: str) -> int:
     return int(eval(expression, {"__builtins__": {}}))  # noqa: S307 - digits, operators, parentheses only
 
 
-# an expression of integers and + - * (at least one operation), "=", a signed integer
-EQUATION = re.compile(r"(?<![\d.)])(-?\d+(?:\s*[+*-]\s*-?\d+)+)\s*=\s*(-?\d+)(?![\d.(])")
+# an expression of integers and + - * (at least one operation), "=", a signed integer or a negated
+# expression in parentheses (a difference turned round: "23 - 61 = -(61 - 23)")
+_OPERATIONS = r"\d+(?:\s*[+*-]\s*-?\d+)+"
+EQUATION = re.compile(rf"(?<![\d.)])(-?{_OPERATIONS})\s*=\s*(-\({_OPERATIONS}\)|-?\d+(?![\d.(]))")
 
 
 def equations(text: str) -> list[bool]:
@@ -101,8 +103,10 @@ def equations(text: str) -> list[bool]:
     ([False, True], [])
     >>> equations("4 + 7 - 3 = 8 and 2 * 3 = 6"), equations("82 + 80 = 80 + 8 = 16"), equations("(4 - 7) * 3 = -9")
     ([True, True], [False], [])
+    >>> equations("23 - 61 = -(61 - 23): 61 - 20 = 41"), equations("23 - 61 = -(16 - 23)")
+    ([True, True], [False])
     """
-    return [evaluate(left) == int(right) for left, right in EQUATION.findall(text)]
+    return [evaluate(left) == evaluate(right) for left, right in EQUATION.findall(text)]
 
 
 def equations_true(text: str) -> bool:

@@ -1,8 +1,10 @@
 """Worked replies for two-operand sums and differences: the tens, then the ones.
 
-A worked reply states each step as an equation: "61 - 20 = 41, 41 - 3 = 38, so the answer is -38."
-for ``23 - 61`` (a difference is worked out as the larger operand less the smaller, and its sign
-put back at the end). The task gives the plan (which two sub-questions to ask); the model answers
+A worked reply states each step as an equation: "61 - 20 = 41, 41 - 3 = 38, so the answer is 38."
+for ``61 - 23``. A difference with a negative result first turns itself round, then works out the
+larger operand less the smaller: "23 - 61 = -(61 - 23): 61 - 20 = 41, 41 - 3 = 38, so the answer is
+-38." (the reply starts from the question's own first operand, as every other reply does, and the
+sign is decided before any step). The task gives the plan (which two sub-questions to ask); the model answers
 each sub-question as a plain prompt, and the reply is written from its own two answers. A reply is
 kept only when its final answer is right and every equation in it is true (the arithmetic verifier's
 :func:`~selfimprove.runtime.tasks.arithmetic.equations`),
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 REPLY = "{first} {op} {tens} = {mid}, {mid} {op} {ones} = {d}, so the answer is {answer}."
+TURN = "{small} - {first} = -({first} - {small}): "
 
 
 @dataclass(frozen=True)
@@ -23,8 +26,10 @@ class Plan:
     """The two sub-questions of a worked reply: ``first op tens``, then (its answer) ``op ones``.
 
     >>> p = Plan(op="-", first=61, tens=20, ones=3, negate=True)
-    >>> p.first_expression(), p.second_expression(41), p.reply(41, 38)
-    ('61 - 20', '41 - 3', '61 - 20 = 41, 41 - 3 = 38, so the answer is -38.')
+    >>> p.first_expression(), p.second_expression(41)
+    ('61 - 20', '41 - 3')
+    >>> p.reply(41, 38)
+    '23 - 61 = -(61 - 23): 61 - 20 = 41, 41 - 3 = 38, so the answer is -38.'
     """
 
     op: str
@@ -42,7 +47,8 @@ class Plan:
     def reply(self, mid: int, d: int) -> str:
         """The worked reply from the two steps' answers (whatever they are: checking is the verifier's)."""
         answer = -d if self.negate else d
-        return REPLY.format(
+        turn = TURN.format(small=self.tens + self.ones, first=self.first) if self.negate else ""
+        return turn + REPLY.format(
             first=self.first, op=self.op, tens=self.tens, mid=mid, ones=self.ones, d=d, answer=answer
         )
 
