@@ -125,8 +125,9 @@ def render(facts: RunFacts, out: Path) -> Path:
         "",
         "## Data per iteration",
         "",
-        "| iteration | samples | yield | kept | hinted prompts | worked prompts | diversity | drops per filter |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| iteration | samples | yield | kept | hinted prompts | worked prompts | sub-questions "
+        "| diversity | drops per filter |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in facts.lineage.get("history", []):
         card = facts.cards.get(r.get("iteration"), {})
@@ -136,7 +137,8 @@ def render(facts: RunFacts, out: Path) -> Path:
         lines.append(
             f"| {r.get('iteration')} | {_num(r.get('samples'), '.0f')} | {_pct(r.get('yield'))} "
             f"| {_num(r.get('kept'), '.0f')} | {_num(counts.get('prompts_rationalized'), '.0f')} "
-            f"| {_num(counts.get('prompts_worked'), '.0f')} | {_num(r.get('diversity'), '.3f')} | {drop_text or '-'} |"
+            f"| {_num(counts.get('prompts_worked'), '.0f')} | {_num(counts.get('prompts_steps'), '.0f')} "
+            f"| {_num(r.get('diversity'), '.3f')} | {drop_text or '-'} |"
         )
     if plot := _plot_losses(facts, out):
         lines += ["", "## Training", "", f"![loss]({plot})"]

@@ -42,7 +42,7 @@ def test_report_has_every_section_and_plot(tmp_path):
         },
         decisions=[{"line": "promote: significant gain"}, {"line": "reject: not significant"}],
         cards={
-            1: {"dropped": {"decontamination": 7, "difficulty": 5}, "counts": {"prompts_rationalized": 12}}
+            1: {"dropped": {"decontamination": 7, "difficulty": 5}, "counts": {"prompts_rationalized": 12, "prompts_worked": 9, "prompts_steps": 31}}
         },
         losses={1: [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.6}]},
         refine_tables={
@@ -66,7 +66,8 @@ def test_report_has_every_section_and_plot(tmp_path):
     assert "| 1 | 20.0 % | 50.0 % | 0.001 | True |" in text
     assert "| two_digit_addition | 19.0 % (14.0 %-25.0 %, n=200) | 60.0 % (53.0 %-66.0 %, n=200) |" in text
     assert "decontamination 7, difficulty 5" in text
-    assert "| 12 |" in text.split("## Data per iteration")[1].splitlines()[4]  # iteration 1's hinted prompts
+    row = text.split("## Data per iteration")[1].splitlines()[4]  # iteration 1: hinted, worked, sub-questions
+    assert "| 12 | 9 | 31 |" in row
     assert "| 1 | greedy | 50.0 % | 40.0 | 0.100 |" in text
     assert "1. promote: significant gain" in text and "2. reject: not significant" in text
     assert "| 1 | 300 | - | 120 | - | - |" in text
