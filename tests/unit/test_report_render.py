@@ -42,7 +42,10 @@ def test_report_has_every_section_and_plot(tmp_path):
         },
         decisions=[{"line": "promote: significant gain"}, {"line": "reject: not significant"}],
         cards={
-            1: {"dropped": {"decontamination": 7, "difficulty": 5}, "counts": {"prompts_rationalized": 12, "prompts_worked": 9, "prompts_steps": 31}}
+            1: {
+                "dropped": {"decontamination": 7, "difficulty": 5},
+                "counts": {"prompts_rationalized": 12, "prompts_worked": 9, "prompts_steps": 31},
+            }
         },
         losses={1: [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.6}]},
         refine_tables={
