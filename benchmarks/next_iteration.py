@@ -7,7 +7,8 @@ run's incumbent, exported) with LoRA SFT (one epoch, batch 8, lr 3e-4, rank 16: 
 hyperparameters), then answers the dev prompts of iteration N-1's evaluation greedily (48 new tokens)
 before and after (``--repeat-worked sub2 --times 3`` trains that category's examples that state an
 equation, worked replies and sub-questions answered as one, three times, to see what more of them would do; the examples it trains are counted per category and
-form first, also with ``--score-only``). Counted as ``dev_breakdown.py`` counts them: right / items for addition, subtraction
+form first, also with ``--score-only``; ``--reform`` writes the stored worked replies again in the
+current form of :mod:`selfimprove.runtime.tasks.worked` first, to measure a change of form on the same data). Counted as ``dev_breakdown.py`` counts them: right / items for addition, subtraction
 with a result >= 0 and with a negative one (right: the answer, and no false equation, as the task's
 verifier), and of each the replies in the worked form (stating an equation). The GPT-3 sets are not read.
 
