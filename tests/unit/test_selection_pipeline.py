@@ -206,10 +206,9 @@ def with_worked(rows):
         p = plan(row["meta"])
         replies = []
         if p is not None:
-            sign = 1 if p.op == "+" else -1
-            mid = p.first + sign * p.tens
-            # every third: "a - t = m, m - o = d" with m one off and d still the answer
-            text = p.reply(mid + (k % 3 == 0), mid + sign * p.ones)
+            mid, d = p.answers()
+            # every third: "a - t = m, m - o = d" with m one off (both steps false), d still the answer
+            text = p.reply(mid + (k % 3 == 0), d)
             replies = [Worked(text, 12, "stop", ("step one", "step two"))]
         samples = [Sample(s["text"], s["tokens"], s["finish_reason"]) for s in row["samples"]]
         out.append(make_row(items[row["id"]], samples, TASK.extract, TASK.verify, None, (), replies))

@@ -52,15 +52,23 @@ class Plan:
             first=self.first, op=self.op, tens=self.tens, mid=mid, ones=self.ones, d=d, answer=answer
         )
 
+    def answers(self) -> tuple[int, int]:
+        """The two steps' right answers.
+
+        >>> Plan(op="-", first=61, tens=20, ones=3, negate=True).answers()
+        (41, 38)
+        """
+        sign = 1 if self.op == "+" else -1
+        mid = self.first + sign * self.tens
+        return mid, mid + sign * self.ones
+
     def solved(self) -> str:
         """The reply with every step right (what a solver would write; benchmarks compare against it).
 
         >>> Plan(op="+", first=47, tens=30, ones=6).solved()
         '47 + 30 = 77, 77 + 6 = 83, so the answer is 83.'
         """
-        sign = 1 if self.op == "+" else -1
-        mid = self.first + sign * self.tens
-        return self.reply(mid, mid + sign * self.ones)
+        return self.reply(*self.answers())
 
 
 def plan(meta: Mapping[str, Any]) -> Plan | None:
