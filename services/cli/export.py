@@ -18,6 +18,7 @@ def export_cmd(
 ) -> None:
     """Write the incumbent as a PEFT adapter folder or a merged model folder."""
     from selfimprove.cli.modelref import ModelRefError, resolve
+    from selfimprove.runtime.adapters import is_model_folder
 
     if format not in ("peft", "merged"):
         raise typer.BadParameter("choose peft or merged", param_hint="--format")
@@ -35,6 +36,10 @@ def export_cmd(
         if adapter is None:
             raise typer.BadParameter(
                 f"{ref} is the base model: it has no adapter to export; use --format merged"
+            )
+        if is_model_folder(adapter):
+            raise typer.BadParameter(
+                f"{ref} was fully fine-tuned: it is a whole model, not an adapter; use --format merged"
             )
         shutil.copytree(adapter, tmp)
     else:

@@ -127,12 +127,6 @@ class TrainingConfig(_Strict):
     def _tolerance_needs_pending(self) -> TrainingConfig:
         if self.pending_tolerance > 0 and not self.continue_pending:
             raise ValueError("training.pending_tolerance needs training.continue_pending: true")
-        if self.method == "full":
-            raise ValueError(
-                "training.method full is not supported in a run yet: the trainer writes a whole model "
-                "folder, and the loop's engines load a candidate only as a PEFT adapter on the base; "
-                "use sft or dpo"
-            )
         return self
 
 

@@ -110,12 +110,16 @@ def load_model(
     """Load ``(model, tokenizer)`` in eval mode on CPU.
 
     ``adapters`` are applied in order; with ``merge`` they are folded into the weights (faster
-    inference, not trainable), otherwise the PEFT model is returned.
+    inference, not trainable), otherwise the PEFT model is returned. A whole model folder in first
+    place (a fully fine-tuned candidate) is loaded instead of the base.
     """
     import torch
     from transformers import AutoModelForCausalLM
 
+    from selfimprove.runtime.adapters import split_model
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    base, adapters = split_model(base, adapters, cache_dir)
     folder = resolve_base(base, cache_dir)
     tokenizer = load_tokenizer(folder)
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=getattr(torch, dtype))

@@ -2,7 +2,8 @@
 selfimprove[vllm]`` on CUDA images); ``vllm`` is imported only when this backend is built.
 
 A LoRA adapter is served through a ``LoRARequest`` (vLLM applies one adapter per request, so at
-most one adapter folder is accepted). Chat prompts go through ``LLM.chat``, which applies the
+most one adapter folder is accepted); a fully fine-tuned candidate (a whole model folder) is loaded
+as the model itself. Chat prompts go through ``LLM.chat``, which applies the
 model's chat template as the transformers backend does.
 """
 
@@ -38,9 +39,10 @@ class VLLMEngine:
             from vllm.lora.request import LoRARequest
         except ImportError as exc:
             raise RuntimeError("the vllm backend needs the 'vllm' extra on a CUDA machine") from exc
-        from selfimprove.runtime.adapters import resolve_adapter
+        from selfimprove.runtime.adapters import split_model
         from selfimprove.runtime.models import resolve_base
 
+        base, adapters = split_model(base, adapters, cache_dir)  # a fully fine-tuned model is the base
         if len(adapters) > 1:
             raise ValueError("the vllm backend applies one LoRA adapter per request; merge the others first")
         folder = resolve_base(base, cache_dir)
@@ -55,8 +57,7 @@ class VLLMEngine:
         )
         lora = None
         if adapters:
-            path = resolve_adapter(adapters[0], cache_dir)
-            lora = LoRARequest(path.name or "adapter", 1, str(path))
+            lora = LoRARequest(adapters[0].name or "adapter", 1, str(adapters[0]))
         return cls(llm, lora)
 
     def generate(self, request: GenerationRequest) -> list[PromptResult]:

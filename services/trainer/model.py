@@ -1,9 +1,12 @@
-"""The model a train command starts from: the policy's base, its adapter made trainable or a new LoRA.
+"""The model a train command starts from: the policy's base, its adapter made trainable or a new LoRA,
+or (full fine-tuning) every weight.
 
-A candidate is again base + one adapter: with ``policy.adapter`` set, that adapter is fetched from
-the store (verified by sha256) and trained further; otherwise a fresh LoRA is added. The base's
-identity is the sha256 of its weight files; a command or an adapter that names another base is
-refused.
+A LoRA candidate is again base + one adapter: with ``policy.adapter`` set, that adapter is fetched
+from the store (verified by sha256) and trained further; otherwise a fresh LoRA is added. Full
+fine-tuning starts from the base with the policy's adapter merged in, or from the policy's own
+whole model folder (an earlier full fine-tuning), and writes a whole model folder that the
+candidate's ``adapter`` reference names. The base's identity is the sha256 of its weight files; a
+command or a policy that names another base is refused.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 
 from selfimprove.core.stage import StageInputError
 from selfimprove.core.store import ArtifactError, ArtifactStore, sha256_file_cached
+from selfimprove.runtime.adapters import is_model_folder, is_weights_folder
 from selfimprove.runtime.models import DEFAULT_BASE, ModelNotFoundError, resolve_base
 from selfimprove.trainer.hparams import Hparams
 from selfimprove.v1.common_pb2 import ModelRef
@@ -48,15 +52,18 @@ def resolve_policy_base(policy: ModelRef, cache_dir: Path | None) -> tuple[Path,
 
 
 def fetch_adapter(store: ArtifactStore, policy: ModelRef, base_sha: str, dest: Path) -> Path | None:
-    """The policy's adapter folder (None for the bare base); refused if trained on another base."""
+    """The policy's trained weights (None for the bare base): a PEFT adapter folder, or a whole model
+    folder from full fine-tuning; refused if trained on another base."""
     if not policy.adapter.uri:
         return None
     try:
         folder = store.get_folder(policy.adapter, dest)
     except ArtifactError as exc:
         raise StageInputError(f"policy adapter {policy.adapter.uri}: {exc}") from None
-    if not (folder / "adapter_config.json").is_file():
-        raise StageInputError(f"policy adapter {policy.adapter.uri} is not a PEFT folder")
+    if not is_weights_folder(folder):
+        raise StageInputError(
+            f"policy adapter {policy.adapter.uri} is neither a PEFT folder nor a whole model folder"
+        )
     config = folder / TRAINING_CONFIG
     trained_on = json.loads(config.read_text()).get("base_sha256") if config.is_file() else None
     if trained_on and trained_on != base_sha:
@@ -67,12 +74,18 @@ def fetch_adapter(store: ArtifactStore, policy: ModelRef, base_sha: str, dest: P
 
 
 def trainable_model(base: Path, adapter: Path | None, hp: Hparams, seed: int, full: bool = False):
-    """``(model, tokenizer)`` in train mode: the adapter continued, a new LoRA, or every weight (``full``)."""
+    """``(model, tokenizer)`` in train mode: the adapter continued, a new LoRA, or every weight
+    (``full``: from the base with the adapter merged, or from a whole model folder)."""
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
 
     from selfimprove.runtime.models import load_model
 
+    if adapter is not None and is_model_folder(adapter) and not full:
+        raise StageInputError(
+            f"the policy {adapter.name} is a whole model folder (full fine-tuning); a LoRA on it would "
+            "not be an adapter of the base: train it with method full (training.method: full)"
+        )
     model, tokenizer = load_model(str(base), [adapter] if adapter and full else [], merge=True)
     torch.manual_seed(seed)
     if full:

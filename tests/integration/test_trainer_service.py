@@ -280,3 +280,44 @@ async def test_full_fine_tuning_writes_a_whole_model_that_transformers_loads(
     ids = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         assert not torch.allclose(base_model(ids).logits, tuned(ids).logits)
+
+    # The loop's next iteration: full fine-tuning continues the whole model; a LoRA on it is refused
+    # (it would not be an adapter of the base), and so is a whole model trained on another base.
+    full = TrainMethod.TRAIN_METHOD_FULL_SFT
+    await send(
+        stack,
+        unique_name,
+        command("again", tiny_base, [data], hp, method=full, adapter=res.candidate.adapter),
+        command("lora", tiny_base, [data], hp, adapter=res.candidate.adapter),
+        command("wrongbase", other_base(tmp_path), [data], hp, method=full, adapter=res.candidate.adapter),
+    )
+    got = await train(stack, unique_name, tmp_path, "trainer-full2", expect=4)
+    failures = {
+        k: e.stage_failure.message for k, e in got.items() if e.WhichOneof("payload") == "stage_failure"
+    }
+    assert set(failures) == {"lora", "wrongbase"}, failures
+    assert "whole model folder (full fine-tuning)" in failures["lora"]
+    assert "was trained on base" in failures["wrongbase"]
+    again = got["again"].train_result
+    assert (
+        json.loads(store.read_file(again.candidate.adapter, "training_config.json"))["parent_adapter"][
+            "sha256"
+        ]
+        == res.candidate.adapter.sha256
+    )
+    continued = AutoModelForCausalLM.from_pretrained(
+        store.get_folder(again.candidate.adapter, tmp_path / "again")
+    )
+    with torch.no_grad():
+        assert not torch.allclose(tuned(ids).logits, continued(ids).logits)
+
+    # Every engine of the loop loads the candidate from its reference, as a whole model in place of the base.
+    from selfimprove.runtime.engine import GenerationRequest, SamplingParams
+    from selfimprove.runtime.policy import PolicyCache
+
+    cache = PolicyCache(store, cache_dir=tmp_path / "models", threads=1)
+    engine = cache.engine(again.candidate)
+    with torch.no_grad():
+        assert torch.allclose(engine.model(ids).logits, continued(ids).logits, atol=1e-5)
+    request = GenerationRequest(["What is 2 + 3?"], SamplingParams(max_new_tokens=8))
+    assert engine.generate(request)[0].samples[0].tokens > 0

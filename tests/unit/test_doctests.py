@@ -16,6 +16,7 @@ MODULES = [
     "selfimprove.core.retry",
     "selfimprove.core.topics",
     "selfimprove.core.stage",
+    "selfimprove.runtime.adapters",
     "selfimprove.runtime.policy",
     "selfimprove.runtime.tasks.arithmetic",
     "selfimprove.runtime.tasks.base",

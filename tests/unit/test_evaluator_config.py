@@ -44,8 +44,6 @@ def test_errors_name_the_field():
         load_config("stopping: {plateau_patience: 1}")
     with pytest.raises(ConfigError, match="training.method"):
         load_config("training: {method: rl}")
-    with pytest.raises(ConfigError, match="training.method full is not supported in a run yet"):
-        load_config("training: {method: full}")  # its candidates could not be evaluated
     with pytest.raises(ConfigError, match="stages.deploy"):
         load_config("stages: {deploy: {timeout_s: 1}}")
     with pytest.raises(ConfigError, match="not valid YAML"):
@@ -56,6 +54,14 @@ def test_defaults_are_complete():
     cfg = RunConfig()
     assert set(cfg.stages) == {"acquire", "select", "train", "evaluate", "refine"}
     assert cfg.stopping.plateau_patience >= 2
+
+
+def test_full_fine_tuning_is_a_run_method():
+    from selfimprove.evaluator.commands import METHODS
+    from selfimprove.v1.stages_pb2 import TrainMethod
+
+    cfg = load_config("training: {method: full, hparams: {full_lr: 5.0e-5}}")
+    assert METHODS[cfg.training.method] == TrainMethod.TRAIN_METHOD_FULL_SFT
 
 
 def test_crash_hook_names_are_checked():
