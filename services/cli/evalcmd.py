@@ -29,7 +29,10 @@ def eval_cmd(
     ] = None,
     strategy: Annotated[str, typer.Option(help="Inference strategy; only 'greedy' for now.")] = "greedy",
     adapter: Annotated[
-        Path | None, typer.Option(help="A LoRA adapter folder (PEFT) applied on the model.")
+        Path | None,
+        typer.Option(
+            help="A LoRA adapter folder (PEFT) applied on the model, or a whole model folder (full fine-tuning) loaded in its place."
+        ),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     batch_size: Annotated[int, typer.Option(help="Sequences decoded together.")] = 128,

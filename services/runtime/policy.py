@@ -1,8 +1,8 @@
 """The policy a command names (``ModelRef``: base model plus optional adapter), loaded once and kept.
 
 Services that run the model (acquisition, refinement, evaluation workers) ask a ``PolicyCache`` for
-the engine of a ``ModelRef``; adapters come from the artifact store, verified by sha256, into the
-local model cache. The base is loaded once per process; up to ``keep`` versions stay in memory.
+the engine of a ``ModelRef``; adapters (or a fully fine-tuned whole model, loaded in place of the
+base) come from the artifact store, verified by sha256, into the local model cache. The base is loaded once per process; up to ``keep`` versions stay in memory.
 """
 
 from __future__ import annotations

@@ -95,7 +95,9 @@ class ModelRef(_message.Message):
     """Human-readable version, e.g. "run-abc/iter-002"."""
     @_builtins.property
     def adapter(self) -> Global___ArtifactRef:
-        """The adapter's manifest; empty for the base model itself."""
+        """The trained weights' manifest: a PEFT adapter folder, or (full fine-tuning) a whole model folder
+        that is loaded in place of the base; empty for the base model itself.
+        """
 
     def __init__(
         self,
