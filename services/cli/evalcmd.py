@@ -31,7 +31,8 @@ def eval_cmd(
     adapter: Annotated[
         Path | None,
         typer.Option(
-            help="A LoRA adapter folder (PEFT) applied on the model, or a whole model folder (full fine-tuning) loaded in its place."
+            help="A LoRA adapter folder (PEFT) applied on the model, or a whole model folder (full "
+            "fine-tuning) loaded in its place."
         ),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,

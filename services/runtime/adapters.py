@@ -99,10 +99,10 @@ def split_model(
     folders = [resolve_adapter(ref, cache_dir) for ref in adapters]
     if folders and is_model_folder(folders[0]):
         base, folders = str(folders[0]), folders[1:]
-    for ref, folder in zip(adapters[len(adapters) - len(folders) :], folders, strict=True):
+    for folder in folders:
         if is_model_folder(folder):
             raise ValueError(
-                f"adapter {ref} is a whole model folder (full fine-tuning): it can only come first, in "
-                "place of the base"
+                f"adapter {folder} is a whole model folder (full fine-tuning): it can only come first, "
+                "in place of the base"
             )
     return str(base), folders

@@ -2,7 +2,8 @@
 
 Services that run the model (acquisition, refinement, evaluation workers) ask a ``PolicyCache`` for
 the engine of a ``ModelRef``; adapters (or a fully fine-tuned whole model, loaded in place of the
-base) come from the artifact store, verified by sha256, into the local model cache. The base is loaded once per process; up to ``keep`` versions stay in memory.
+base) come from the artifact store, verified by sha256, into the local model cache. The base is
+loaded once per process; up to ``keep`` versions stay in memory.
 """
 
 from __future__ import annotations
