@@ -1,6 +1,6 @@
 """A finished run's stored files, read from a local stack folder after the run (the scripts that look
-back at a run share it: dev_breakdown, loop_training, pseudo_labels). While the run is going its
-stack holds the folder, and these scripts are refused."""
+back at a run share it: candidate, dev_breakdown, loop_training, pseudo_labels). While the run is
+going its stack holds the folder, and these scripts are refused."""
 
 from __future__ import annotations
 
@@ -46,6 +46,27 @@ def read_latest(
         if not chosen:
             raise SystemExit(f"no {stage} {filename} under s3://{prefix} in {data_dir}")
         return {slot: client.get_object(stack.bucket, name).read() for slot, name in chosen.items()}
+
+
+def fetch_candidate(data_dir: Path, run_id: str, iteration: int, dest: Path) -> Path:
+    """The candidate folder iteration ``iteration`` trained (its latest train attempt; an adapter, or
+    a whole model), copied from the store and verified against its manifest into ``dest``."""
+    from selfimprove.core.store import ArtifactStore
+
+    prefix = f"runs/{run_id}/iter-{iteration:03d}/"
+    with LocalStack(root=data_dir) as stack:
+        client = stack.s3_client()
+        names = (o.object_name for o in client.list_objects(stack.bucket, prefix=prefix, recursive=True))
+        # training_config.json lies only in the attempt's own folder, never in a checkpoint's
+        chosen = latest_attempts(names, "train", "training_config.json")
+        if not chosen:
+            raise SystemExit(f"no trained candidate under s3://{stack.bucket}/{prefix} in {data_dir}")
+        name = chosen[min(chosen)]
+        store = ArtifactStore(client, stack.bucket)
+        ref = store.find_manifest(name.removesuffix("training_config.json"))
+        if ref is None:
+            raise SystemExit(f"{name}: its attempt has no manifest (training did not finish)")
+        return store.get_folder(ref, dest)
 
 
 def run_parser(doc: str | None) -> argparse.ArgumentParser:
