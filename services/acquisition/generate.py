@@ -27,6 +27,7 @@ class ShardJob:
     self_judge: bool = False
     judge_max_new_tokens: int = 4
     rationalize: bool = False
+    hint_only: bool = False  # with rationalize: no plain samples, every prompt asked with its hint
     worked: bool = False
 
 
@@ -138,10 +139,18 @@ def work_out(
 
 
 def run_shard(engine: Engine, task: Task, job: ShardJob) -> tuple[list[Row], float, float]:
-    """Rows of the shard, seconds spent sampling the answers, and seconds in total."""
+    """Rows of the shard, seconds spent sampling the answers, and seconds in total.
+
+    With ``hint_only`` the plain prompts are not sampled: every prompt with a reference answer is
+    asked with its hint (its row has no samples of its own, so no pass rate).
+    """
+    if job.hint_only and not job.rationalize:
+        raise ValueError("hint_only needs rationalize: the hinted replies are rationalization's")
     started = time.perf_counter()
-    results = engine.generate(GenerationRequest([i.prompt for i in job.items], job.sampling))
-    samples = [r.samples for r in results]
+    samples: list[Sequence[Any]] = [() for _ in job.items]
+    if not job.hint_only:
+        results = engine.generate(GenerationRequest([i.prompt for i in job.items], job.sampling))
+        samples = [r.samples for r in results]
     worked: list[list[Worked]] = [[] for _ in job.items]
     steps: list[Step] = []
     if job.worked:

@@ -137,6 +137,8 @@ class Acquirer:
             raise StageInputError(f"{type(exc).__name__}: {exc}") from exc
         if not items:
             raise StageInputError("self-instruct produced no usable prompt")
+        if cmd.hint_only and not cmd.rationalize:
+            raise StageInputError("hint_only needs rationalize: the hinted replies are rationalization's")
         sampling = sampling_params(cmd, env.iteration)
         job = generate.ShardJob(
             items,
@@ -144,6 +146,7 @@ class Acquirer:
             self_judge=cmd.self_judge,
             judge_max_new_tokens=self.settings.judge_max_new_tokens,
             rationalize=cmd.rationalize,
+            hint_only=cmd.hint_only,
             worked=cmd.worked,
         )
         rows, _, seconds = generate.run_shard(engine, task, job)
@@ -176,6 +179,7 @@ class Acquirer:
             "self_judge": cmd.self_judge,
             "self_instruct": cmd.self_instruct,
             "rationalize": cmd.rationalize,
+            "hint_only": cmd.hint_only,
             "worked": cmd.worked,
             "instance": self.ctx.settings.instance,
             "stats": values,

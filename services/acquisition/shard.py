@@ -97,7 +97,8 @@ def is_step(row: Row) -> bool:
 def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
     """Result statistics: counts, tokens/s, pass-rate histogram (prompt counts), yield, agreement.
 
-    ``yield`` is the fraction of prompts with at least one verified sample (0 without a verifier);
+    ``yield`` is the fraction of prompts with at least one verified sample (0 without a verifier),
+    ``answered`` the fraction with a verified reply of any kind (its own, hinted or worked);
     ``rationalized`` counts prompts that only a hinted sample answered, ``worked`` prompts with a
     verified worked reply. Sub-question rows (:func:`is_step`) are left out of every prompt figure;
     ``step_prompts`` counts them and ``step_yield`` is their yield. ``tokens`` counts every sample
@@ -129,6 +130,13 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
         "pass_rate_mean": sum(rates) / len(rates) if rates else 0.0,
         "yield": sum(any(s["verified"] for s in r["samples"]) for r in rows) / len(rows) if rows else 0.0,
         "agreement_mean": sum(r["agreement"] for r in rows) / len(rows) if rows else 0.0,
+        "answered": sum(
+            any(s["verified"] for s in [*r["samples"], *r.get("rationales", ()), *r.get("worked", ())])
+            for r in rows
+        )
+        / len(rows)
+        if rows
+        else 0.0,
         "hinted_samples": len(hinted),
         "rationalized": sum(any(s["verified"] for s in r.get("rationales", ())) for r in rows),
         "worked_replies": len(worked),

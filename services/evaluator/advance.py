@@ -80,13 +80,16 @@ def _acquired(step: Step) -> None:
     row = _row(step)
     row.update(samples=verdict.stats["samples"], **{"yield": verdict.stats["yield"]})
     row["category_pass"] = category_pass(shards)  # the next iteration's focus
-    row["agreement"] = (
-        judge._weighted(shards, "agreement_mean") if any("agreement_mean" in x for x in shards) else 0.0
-    )
+    sampled = [x for x in shards if x.get("samples", 1)]  # a hint-only shard has no self-agreement
+    if sampled:
+        row["agreement"] = (
+            judge._weighted(sampled, "agreement_mean") if any("agreement_mean" in x for x in sampled) else 0.0
+        )
     if not verdict.ok:
         _too_little_data(step, verdict)
         return
-    step.decide("continue", verdict.reason, stats={**verdict.stats, "agreement_mean": row["agreement"]})
+    agreement = {"agreement_mean": row["agreement"]} if sampled else {}
+    step.decide("continue", verdict.reason, stats={**verdict.stats, **agreement})
     step.command("select", new_round=True)
 
 

@@ -40,15 +40,29 @@ def _weighted(rows: Sequence[Mapping[str, float]], key: str, weight: str = "samp
 
 
 def data_verdict(shards: Sequence[Mapping[str, float]], min_samples: int, min_yield: float) -> Verdict:
-    """Enough data after acquisition: total samples and mean yield over every shard."""
+    """Enough data after acquisition: replies (the model's own samples and hinted ones) over every
+    shard, and the mean fraction of prompts with a verified reply (``answered``; the own samples'
+    ``yield`` for shards that do not report it).
+
+    >>> data_verdict([{"samples": 0, "hinted_samples": 64, "yield": 0.0, "answered": 0.8, "prompts": 32}],
+    ...              min_samples=16, min_yield=0.1).reason
+    'acquired 0 samples and 64 hinted, mean yield 0.000, answered 0.800'
+    """
     samples = sum(float(s.get("samples", 0.0)) for s in shards)
+    hinted = sum(float(s.get("hinted_samples", 0.0)) for s in shards)
     yld = _weighted(shards, "yield") if any("yield" in s for s in shards) else 1.0
+    answered = _weighted(shards, "answered", "prompts") if any("answered" in s for s in shards) else yld
     stats = {"samples": samples, "yield": yld, "shards": float(len(shards))}
-    if samples < max(1, min_samples):
-        return Verdict(False, f"too little data: {samples:.0f} samples < {max(1, min_samples)}", stats)
-    if yld < min_yield:
-        return Verdict(False, f"too little data: yield {yld:.3f} < {min_yield}", stats)
-    return Verdict(True, f"acquired {samples:.0f} samples, mean yield {yld:.3f}", stats)
+    said = f"{samples:.0f} samples"
+    if hinted:
+        stats.update(hinted_samples=hinted, answered=answered)
+        said += f" and {hinted:.0f} hinted"
+    if samples + hinted < max(1, min_samples):
+        return Verdict(False, f"too little data: {said} < {max(1, min_samples)}", stats)
+    if max(yld, answered) < min_yield:
+        return Verdict(False, f"too little data: yield {max(yld, answered):.3f} < {min_yield}", stats)
+    tail = f", answered {answered:.3f}" if hinted else ""
+    return Verdict(True, f"acquired {said}, mean yield {yld:.3f}{tail}", stats)
 
 
 def selection_verdict(stats: Mapping[str, float], min_kept: int) -> Verdict:

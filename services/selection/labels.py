@@ -72,6 +72,16 @@ def label_of(row: Row, mode: str, threshold: float) -> str | None:
     return label if label is not None and agreement(answers, label) >= threshold else None
 
 
+def has_verdict(row: Row) -> bool:
+    """Whether the task's verifier judged any reply of ``row`` (its own samples, or its hinted
+    replies when a hint-only iteration asked it nothing plain).
+
+    >>> has_verdict({"samples": [], "rationales": [{"verified": False}]}), has_verdict({"samples": [{"verified": None}]})
+    (True, False)
+    """
+    return any(s.get("verified") is not None for s in [*row.get("samples", ()), *row.get("rationales", ())])
+
+
 def rate(row: Row, mode: str) -> float:
     """Per-prompt rate for the difficulty band: verified fraction, or majority agreement.
 

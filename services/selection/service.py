@@ -112,7 +112,7 @@ class Selector:
             raise StageInputError(f"{type(exc).__name__}: {exc}") from exc
         if not rows:
             raise StageInputError("the shards hold no prompts")
-        if mode == labels.VERIFIED and all(r.get("pass_rate") is None for r in rows):
+        if mode == labels.VERIFIED and not any(labels.has_verdict(r) for r in rows):
             raise StageInputError("verified mode needs a task with a verifier; use LABEL_MODE_LABEL_FREE")
         keys = self.eval_keys() | dev_keys(task, rows)
         embed = self.embedder() if params.embed else None

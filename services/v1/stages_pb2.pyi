@@ -100,6 +100,7 @@ class AcquireCommand(_message.Message):
     RATIONALIZE_FIELD_NUMBER: _builtins.int
     CATEGORY_WEIGHTS_FIELD_NUMBER: _builtins.int
     WORKED_FIELD_NUMBER: _builtins.int
+    HINT_ONLY_FIELD_NUMBER: _builtins.int
     shard: _builtins.int
     num_shards: _builtins.int
     num_prompts: _builtins.int
@@ -117,6 +118,10 @@ class AcquireCommand(_message.Message):
     """Verified tasks only: for each prompt the task has a plan for, the model answers the plan's
     sub-questions (greedy, plain prompts) and a worked reply is written from its answers; stored
     apart, verified like any reply (final answer and every stated step).
+    """
+    hint_only: _builtins.bool
+    """With rationalize: every prompt is asked only with its reference answer as a hint, with no plain
+    samples (a base model answers few plain prompts right and spends most tokens on them).
     """
     @_builtins.property
     def policy(self) -> _common_pb2.ModelRef: ...
@@ -145,10 +150,11 @@ class AcquireCommand(_message.Message):
         rationalize: _builtins.bool = ...,
         category_weights: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         worked: _builtins.bool = ...,
+        hint_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "sampling", b"sampling", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_weights", b"category_weights", "num_prompts", b"num_prompts", "num_shards", b"num_shards", "policy", b"policy", "rationalize", b"rationalize", "sampling", b"sampling", "seed", b"seed", "self_instruct", b"self_instruct", "self_judge", b"self_judge", "shard", b"shard", "task", b"task", "worked", b"worked"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_weights", b"category_weights", "hint_only", b"hint_only", "num_prompts", b"num_prompts", "num_shards", b"num_shards", "policy", b"policy", "rationalize", b"rationalize", "sampling", b"sampling", "seed", b"seed", "self_instruct", b"self_instruct", "self_judge", b"self_judge", "shard", b"shard", "task", b"task", "worked", b"worked"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

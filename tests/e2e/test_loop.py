@@ -1,6 +1,6 @@
 """The whole loop with the real model: every service as its own process on the real local stack,
-two small iterations, then the events, the artifacts (manifests verified) and one decision per
-iteration are checked."""
+two small iterations (the first asks every prompt with its answer as a hint only), then the events,
+the artifacts (manifests verified) and one decision per iteration are checked."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ label_mode: verified
 seed: 7
 task: {name: arithmetic, params: {categories: [add1, add2]}, dev_size: 16}
 budget: {iterations: 2, wall_time_s: 1500}
-acquisition: {shards: 2, prompts_per_shard: 16, samples_per_prompt: 4, max_new_tokens: 48}
+acquisition: {shards: 2, prompts_per_shard: 16, samples_per_prompt: 4, max_new_tokens: 48, rationalize: true,
+              hint_only_iterations: 1}
 training: {method: sft, hparams: {epochs: 2, batch_size: 4}}
 evaluation: {max_new_tokens: 48, alpha: 0.2}
 refinement: {strategies: [greedy, self_consistency@3], dev_size: 8}
@@ -67,6 +68,14 @@ def test_two_iterations_with_the_real_model(tmp_path, unique_name):
                 assert results and not any(e.WhichOneof("payload") == "stage_failure" for e in results)
         for env in run_events[topics.result(1)]:
             store.verify(env.acquire_result.samples)
+        asked = {(e.iteration, e.acquire_command.hint_only) for e in run_events[topics.command(1)]}
+        assert asked == {(1, True), (2, False)}
+        for env in run_events[topics.result(1)]:  # iteration 1: hinted replies only; then plain samples too
+            values = env.acquire_result.stats.values
+            hint_only = env.iteration == 1
+            assert (values["samples"] == 0) == hint_only, (env.iteration, values)
+            assert values["hinted_samples"] == 16 * 4 if hint_only else values["samples"] == 16 * 4
+            assert values["answered"] >= values["yield"]
         for env in run_events[topics.result(2)]:
             manifest = store.verify(env.select_result.sft_set)
             assert {"sft.jsonl", "card.json"} <= {f.path for f in manifest.files}

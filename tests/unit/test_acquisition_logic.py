@@ -167,6 +167,23 @@ def test_rationalize_asks_again_only_for_unanswered_prompts_and_keeps_hints_apar
     assert all(r["rationales"] == [] for r in off)
 
 
+def test_hint_only_asks_every_prompt_with_its_hint_and_nothing_plain():
+    task = ArithmeticTask(categories=("add2", "sub2"))
+    items = task.items("train", 4, seed=3)
+    engine = HintReader()
+    rows, _, _ = run_shard(
+        engine, task, ShardJob(items, EngineSampling(n=2), rationalize=True, hint_only=True)
+    )
+    assert len(engine.prompts) == 1 and engine.prompts[0] == [prompts.hint_prompt(i) for i in items]
+    assert all(r["samples"] == [] and r["pass_rate"] is None for r in rows)
+    assert all([s["verified"] for s in r["rationales"]] == [True, True] for r in rows)
+    stats = shard_stats(rows, 1.0)
+    assert stats["samples"] == 0 and stats["yield"] == 0.0
+    assert stats["answered"] == 1.0 and stats["rationalized"] == 4 and stats["hinted_samples"] == 8
+    with pytest.raises(ValueError, match="hint_only needs rationalize"):
+        run_shard(engine, task, ShardJob(items, EngineSampling(), hint_only=True))
+
+
 class Calculator(ScriptedEngine):
     """Answers the sub-questions of worked replies, off by one when the first operand is 58, and
     nothing else."""

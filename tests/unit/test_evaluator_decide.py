@@ -209,6 +209,41 @@ def test_worked_replies_are_asked_for_from_the_configured_iteration_on():
     assert not any(o.envelope.acquire_command.worked for o in log)
 
 
+def test_hint_only_iterations_ask_only_with_hints_then_sample_plainly():
+    config = BASE + "acquisition: {shards: 2, rationalize: true, hint_only_iterations: 1}\n"
+    config += "stopping: {plateau_patience: 5}\n"
+    _, log = run(config, {"eval": [[0.6, 0.4, 0.01]]})
+    acquires = [o.envelope for o in log if o.envelope.WhichOneof("payload") == "acquire_command"]
+    assert [(a.iteration, a.acquire_command.hint_only) for a in acquires] == [
+        (1, True),
+        (1, True),
+        (2, False),
+        (2, False),
+        (3, False),
+        (3, False),
+    ]
+    with pytest.raises(ConfigError, match="needs acquisition.rationalize"):
+        load_config(BASE + "acquisition: {hint_only_iterations: 1}\n")
+    with pytest.raises(ConfigError, match="method dpo"):
+        load_config(
+            BASE + "acquisition: {rationalize: true, hint_only_iterations: 1}\ntraining: {method: dpo}\n"
+        )
+
+
+def test_a_hint_only_acquisition_passes_the_data_gate_and_leaves_self_agreement_unset():
+    from selfimprove.evaluator import judge
+
+    shards = [{"samples": 0, "hinted_samples": 64, "yield": 0.0, "answered": 0.8, "prompts": 32}] * 2
+    ok = judge.data_verdict(shards, min_samples=16, min_yield=0.02)
+    assert ok.ok and ok.stats["answered"] == pytest.approx(0.8)
+    thin = judge.data_verdict([{**shards[0], "answered": 0.01}], min_samples=16, min_yield=0.02)
+    assert not thin.ok and "yield 0.010 < 0.02" in thin.reason
+    history = [{"diversity": 0.8, "accuracy": 0.05}, {"diversity": 0.6, "agreement": 0.9, "accuracy": 0.3}]
+    assert (
+        judge.collapse_verdict(history, 1, 0.1, 0.1, 0.5).reason == "not enough iterations to judge collapse"
+    )
+
+
 def test_pending_tolerance_trains_on_from_a_candidate_within_noise_below_the_incumbent():
     budget = "budget: {iterations: 4}\nstopping: {plateau_patience: 5}\n"
     # 1: promoted; 2: one point below the incumbent; 3: five points below; 4: anything

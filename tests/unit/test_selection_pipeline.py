@@ -186,6 +186,16 @@ def test_verified_mode_trains_on_verified_rationales_under_the_plain_prompt():
     assert plain.card["counts"]["prompts_rationalized"] == 0
 
 
+def test_hint_only_rows_train_their_verified_hinted_replies():
+    items = TASK.items("train", 30, seed=5)
+    hints = lambda i: [Sample(f"The answer is {int(i.answer) + k}.", 6, "stop") for k in (0, 7)]  # noqa: E731
+    rows = [make_row(i, [], TASK.extract, TASK.verify, None, hints(i)) for i in items]
+    truth = {i.prompt: i.answer for i in items}
+    chosen = select(rows, VERIFIED, SelectParams(), embed=hash_embed, extract=TASK.extract)
+    assert chosen.sft and all(x["response"] == f"The answer is {truth[x['prompt']]}." for x in chosen.sft)
+    assert chosen.card["counts"]["prompts_rationalized"] == len(chosen.sft)
+
+
 def test_label_free_mode_never_sees_rationales():
     rows = synthetic_rows()
     params = SelectParams(band=(0.0, 1.01))
