@@ -10,6 +10,8 @@ continues); the stopping rules run at the end of each iteration (collapse also a
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from selfimprove.evaluator import judge
 from selfimprove.evaluator.focus import category_pass
 from selfimprove.evaluator.state import COMPLETED, slot_name, training_sets
@@ -154,6 +156,9 @@ def _evaluated(step: Step) -> None:
         suites, e.alpha, e.regression_margin, step.cfg.training.pending_tolerance
     )
     main = suites[0] if suites else {}
+    n, full = int(main.get("n", 0)), e.dev_size or step.cfg.task.dev_size
+    if 0 < n < full:  # settled at an interim look (evaluation.interim_looks)
+        verdict = replace(verdict, reason=f"{verdict.reason} at an interim look ({n} of {full} dev problems)")
     cand_acc = float(main.get("candidate_accuracy", 0.0))
     inc_acc = float(main.get("incumbent_accuracy", 0.0))
     step.signal("accuracy", inc_acc, cand_acc)

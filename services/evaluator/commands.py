@@ -142,6 +142,7 @@ def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
         )
     if stage == "evaluate":
         e = cfg.evaluation
+        looks = {"_looks": e.interim_looks, "_interim_alpha": e.interim_alpha} if e.interim_looks else {}
         suites = [
             task_spec(
                 s.name,
@@ -155,7 +156,9 @@ def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
         return EvaluateCommand(
             candidate=to_model(state.candidate),
             incumbent=incumbent,
-            task=task_spec(cfg.task.name, cfg.task.params, _suite="dev", _max_new_tokens=e.max_new_tokens),
+            task=task_spec(
+                cfg.task.name, cfg.task.params, _suite="dev", _max_new_tokens=e.max_new_tokens, **looks
+            ),
             dev_size=e.dev_size or cfg.task.dev_size,
             seed=e.seed,
             regression_suites=suites,

@@ -144,6 +144,15 @@ class EvaluationConfig(_Strict):
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the paired test.")
     regression_margin: float = Field(0.05, ge=0, le=1, description="Largest allowed accuracy drop.")
     max_new_tokens: int = Field(64, ge=1, description="Greedy answer length on dev items.")
+    interim_looks: list[int] = Field(
+        default_factory=list,
+        description="Dev set sizes (ascending, below the dev size) at which the paired test is looked at "
+        "before every item is evaluated: a gain already significant at interim_alpha is promoted there "
+        "(Haybittle-Peto), anything else goes on to the whole dev set.",
+    )
+    interim_alpha: float = Field(
+        0.001, gt=0, lt=1, description="Significance an interim look needs (below alpha)."
+    )
 
 
 class RefinementConfig(_Strict):
@@ -226,6 +235,7 @@ def load_config(text: str) -> RunConfig:
     check_dev_sizes(cfg)
     check_label_mode(cfg)
     check_hint_only(cfg)
+    check_interim_looks(cfg)
     return cfg
 
 
@@ -277,6 +287,28 @@ def check_hint_only(cfg: RunConfig) -> None:
         raise ConfigError(
             "invalid run config: acquisition.hint_only_iterations: a hint-only iteration has no wrong "
             "replies to pair with the right ones, so it cannot train with method dpo"
+        )
+
+
+def check_interim_looks(cfg: RunConfig) -> None:
+    """Interim looks come before the whole dev set, in order, at a stricter level than the final test.
+
+    >>> check_interim_looks(RunConfig.model_validate({"task": {"dev_size": 400}, "evaluation": {"interim_looks": [100, 400]}}))
+    Traceback (most recent call last):
+    ...
+    selfimprove.evaluator.config.ConfigError: invalid run config: evaluation.interim_looks: [100, 400] must be ascending sizes from 1 to below the dev size 400
+    """
+    e = cfg.evaluation
+    n = e.dev_size or cfg.task.dev_size
+    looks = e.interim_looks
+    if looks and (looks != sorted(set(looks)) or looks[0] < 1 or looks[-1] >= n):
+        raise ConfigError(
+            f"invalid run config: evaluation.interim_looks: {looks} must be ascending sizes from 1 to "
+            f"below the dev size {n}"
+        )
+    if looks and e.interim_alpha >= e.alpha:
+        raise ConfigError(
+            f"invalid run config: evaluation.interim_alpha: {e.interim_alpha} must be below alpha {e.alpha}"
         )
 
 

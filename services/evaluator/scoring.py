@@ -31,6 +31,31 @@ def suite_score(name: str, incumbent: Sequence[bool], candidate: Sequence[bool])
     }
 
 
+def chunks(n: int, looks: Sequence[int]) -> list[tuple[int, int]]:
+    """``[lo, hi)`` ranges of the dev items, evaluated one after the other: up to each interim look
+    (sizes below ``n``), then the rest.
+
+    >>> chunks(400, [100, 200]), chunks(400, []), chunks(50, [100, 50])
+    ([(0, 100), (100, 200), (200, 400)], [(0, 400)], [(0, 50)])
+    """
+    bounds = [k for k in sorted(set(looks)) if 0 < k < n] + [n]
+    return list(zip([0, *bounds[:-1]], bounds, strict=True))
+
+
+def decided_early(incumbent: Sequence[bool], candidate: Sequence[bool], interim_alpha: float) -> bool:
+    """Whether an interim look already settles the comparison (Haybittle-Peto): a gain whose exact
+    McNemar p-value is below ``interim_alpha``, far below the final test's alpha, so stopping there
+    barely changes the error rate. Only a gain stops early; anything else goes on to every item.
+
+    >>> decided_early([False] * 90 + [True] * 10, [True] * 40 + [False] * 50 + [True] * 10, 0.001)
+    True
+    >>> decided_early([False] * 90 + [True] * 10, [True] * 8 + [False] * 82 + [True] * 10, 0.001)
+    False
+    """
+    s = suite_score("", incumbent, candidate)
+    return s["candidate_accuracy"] > s["incumbent_accuracy"] and s["p_value"] < interim_alpha
+
+
 def split_spec(params_json: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Task parameters, and the evaluator's own options (keys starting with ``_``)."""
     params = json.loads(params_json or "{}")

@@ -5,6 +5,11 @@ The first suite is the command's task; the others are its regression suites. Sui
 ride in ``params_json`` keys the evaluator adds (``_suite``, ``_dev_size``, ``_max_new_tokens``).
 Per-item results of each model version are cached in the store (``evalcache``), so an incumbent is
 evaluated once per (version, suite, dev seed).
+
+With interim looks (``_looks``, ``_interim_alpha``: ``evaluation.interim_looks``), the main suite is
+evaluated in chunks, up to each look in turn, and stops at the first look where the candidate's
+gain is already significant at the interim level (:func:`~selfimprove.evaluator.scoring.decided_early`);
+the suite then scores the items evaluated so far.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from selfimprove.core.store import ArtifactError
 from selfimprove.core.topics import Topics
 from selfimprove.evaluator import evalcache
 from selfimprove.evaluator.refs import to_suite
-from selfimprove.evaluator.scoring import split_spec, suite_score
+from selfimprove.evaluator.scoring import chunks, decided_early, split_spec, suite_score
 from selfimprove.evaluator.settings import WorkerSettings
 from selfimprove.v1.common_pb2 import Stage
 from selfimprove.v1.envelope_pb2 import Envelope
@@ -85,10 +90,24 @@ class Evaluation:
             suite_key = json.dumps(
                 {"task": spec.name, "params": params, "max_new_tokens": max_new}, sort_keys=True
             )
-            inc, hit_i = self.outcomes(cmd.incumbent, task, items, suite_key, cmd.seed, max_new)
-            cand, hit_c = self.outcomes(cmd.candidate, task, items, suite_key, cmd.seed, max_new)
-            hits += hit_i + hit_c
-            tokens += (0 if hit_i else inc["tokens"]) + (0 if hit_c else cand["tokens"])
+            inc, cand = {"replies": [], "ok": []}, {"replies": [], "ok": []}
+            looks = [int(k) for k in options.get("_looks") or ()]
+            alpha = float(options.get("_interim_alpha") or 0.0)
+            for lo, hi in chunks(len(items), looks):
+                # a chunk short of every item is cached under its own range (an incumbent's chunks
+                # are reused by the next candidate with the same looks)
+                key = suite_key if (lo, hi) == (0, len(items)) else f"{suite_key}#{lo}-{hi}"
+                part = items[lo:hi]
+                for model, acc in ((cmd.incumbent, inc), (cmd.candidate, cand)):
+                    out, hit = self.outcomes(model, task, part, key, cmd.seed, max_new)
+                    hits += hit
+                    tokens += 0 if hit else out["tokens"]
+                    acc["replies"] += out["replies"]
+                    acc["ok"] += out["ok"]
+                if hi < len(items) and decided_early(inc["ok"], cand["ok"], alpha):
+                    log.info("%s settled at an interim look: %d of %d items", name, hi, len(items))
+                    items = items[:hi]
+                    break
             suites.append(suite_score(name, inc["ok"], cand["ok"]))
             for i, it in enumerate(items):
                 lines.append(

@@ -6,6 +6,7 @@ topic with the real consume loop (dedup included) and publishes small real artif
 entry repeats):
 
 - ``eval``: ``[[candidate, incumbent, p_value, {suite: [candidate, incumbent]}], ...]``
+- ``eval_n``: ``{iteration: n}``, the main suite's size when it was settled at an interim look
 - ``agreement``, ``diversity``: acquisition ``agreement_mean`` and selection ``diversity``
 - ``samples`` (per shard), ``kept``, ``loss``: ``[initial, final]``
 - ``drop``: ``["train:1", ...]`` slot:attempt commands left unanswered (to test timeouts)
@@ -107,7 +108,7 @@ def respond(env: Envelope, script: dict, refs=None) -> list[Envelope]:
                 name="dev",
                 candidate_accuracy=cand,
                 incumbent_accuracy=inc,
-                n=cmd.dev_size,
+                n=script.get("eval_n", {}).get(it, cmd.dev_size),
                 delta_low=cand - inc - 0.1,
                 delta_high=cand - inc + 0.1,
                 p_value=p,

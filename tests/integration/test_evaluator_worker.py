@@ -82,3 +82,74 @@ async def test_worker_scores_suites_and_caches_the_incumbent(stack, unique_name,
     assert result.stats.values["cache_hits"] == 2  # the candidate is the same version as the incumbent
     second = both[1].evaluate_result
     assert second.stats.values["cache_hits"] == 4 and second.stats.values["tokens"] == 0
+
+
+def looked_command(run_id: str, candidate: ModelRef, incumbent: ModelRef) -> object:
+    cmd = EvaluateCommand(
+        candidate=candidate,
+        incumbent=incumbent,
+        task=task_spec(
+            "arithmetic",
+            {"categories": ["add2"]},
+            _suite="dev",
+            _max_new_tokens=6,
+            _looks=[4],
+            _interim_alpha=0.2,
+        ),
+        dev_size=8,
+        seed=7,
+    )
+    return envelopes.make(
+        run_id=run_id, iteration=1, stage=Stage.STAGE_EVALUATE, producer="test", evaluate_command=cmd
+    )
+
+
+async def test_interim_looks_settle_a_clear_gain_early_and_go_on_otherwise(
+    stack, unique_name, tmp_path, tiny_base
+):
+    from selfimprove.evaluator import evalcache
+    from selfimprove.runtime.policy import version_key
+    from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
+    from selfimprove.v1.common_pb2 import ArtifactRef
+
+    store = artifact_store(stack)
+    suite = json.dumps(
+        {"task": "arithmetic", "params": {"categories": ["add2"]}, "max_new_tokens": 6}, sort_keys=True
+    )
+    first4 = [it.id for it in ArithmeticTask(["add2"]).items("dev", 8, seed=7)[:4]]
+    # outcomes of the first chunk already in the cache: the incumbent missed all 4, the candidate
+    # (an adapter the worker could not even load) got all 4; 4 discordant pairs give p = 0.125 < 0.2
+    better = ModelRef(base=tiny_base, adapter=ArtifactRef(uri="s3://nowhere/cand", sha256="c0ffee"))
+    plain = ModelRef(base=tiny_base)
+    for model, ok in ((plain, False), (better, True)):
+        prefix = evalcache.cache_prefix(version_key(model), f"{suite}#0-4", 7, 4)
+        evalcache.put(store, prefix, {"ids": first4, "replies": ["x"] * 4, "ok": [ok] * 4, "tokens": 0})
+    worker = ServiceProcess(
+        "-m selfimprove.evaluator.worker",
+        stack,
+        unique_name,
+        tmp_path / "worker.log",
+        SELFIMPROVE_EVALUATOR_WORKER_BATCH_SIZE="8",
+        HF_HUB_OFFLINE="1",
+        **FAST,
+    )
+    try:
+        worker.wait_ready(timeout=120)
+        async with Bus(kafka_settings(stack, unique_name)) as bus:
+            await bus.publish(f"{unique_name}.cmd.evaluate", looked_command(unique_name, better, plain))
+            early = await topic_events(stack, f"{unique_name}.evt.evaluate", expect=1, timeout=120)
+            same = ModelRef(base=tiny_base, version="again")
+            await bus.publish(f"{unique_name}.cmd.evaluate", looked_command(f"{unique_name}-b", same, same))
+            both = await topic_events(stack, f"{unique_name}.evt.evaluate", expect=2, timeout=120)
+    finally:
+        worker.stop()
+    assert early[0].WhichOneof("payload") == "evaluate_result", early
+    dev = early[0].evaluate_result.suites[0]
+    assert (dev.n, dev.candidate_accuracy, dev.incumbent_accuracy, dev.p_value) == (4, 1.0, 0.0, 0.125)
+    assert early[0].evaluate_result.stats.values["tokens"] == 0  # settled from the first chunk alone
+    rows = store.read_file(early[0].evaluate_result.details, "details.jsonl").decode().splitlines()
+    assert [json.loads(r)["id"] for r in rows] == first4
+    # no gain at the look: the second chunk is evaluated too, and cached under its own range
+    rest = next(e for e in both if e.run_id == f"{unique_name}-b").evaluate_result.suites[0]
+    assert rest.n == 8 and rest.p_value == 1.0
+    assert evalcache.get(store, evalcache.cache_prefix(version_key(plain), f"{suite}#4-8", 7, 4)) is not None

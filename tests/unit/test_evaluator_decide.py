@@ -230,6 +230,30 @@ def test_hint_only_iterations_ask_only_with_hints_then_sample_plainly():
         )
 
 
+def test_interim_looks_ride_in_the_evaluate_command_and_an_early_verdict_says_so():
+    import json
+
+    config = BASE + "task: {dev_size: 400}\nevaluation: {interim_looks: [100, 200], interim_alpha: 0.001}\n"
+    state, log = run(config, {"eval": [[0.3, 0.05, 1e-6], [0.4, 0.3, 0.5]], "eval_n": {1: 100}})
+    evaluates = [
+        o.envelope.evaluate_command for o in log if o.envelope.WhichOneof("payload") == "evaluate_command"
+    ]
+    spec = json.loads(evaluates[0].task.params_json)
+    assert spec["_looks"] == [100, 200] and spec["_interim_alpha"] == 0.001 and evaluates[0].dev_size == 400
+    reasons = [d["reason"] for d in state.decisions if d["kind"] in ("promote", "reject")]
+    assert reasons[0].endswith("at an interim look (100 of 400 dev problems)")
+    assert "interim" not in reasons[1]
+    _, plain = run(BASE, {"eval": [[0.6, 0.4, 0.01]]})
+    first = next(
+        o.envelope.evaluate_command for o in plain if o.envelope.WhichOneof("payload") == "evaluate_command"
+    )
+    assert "_looks" not in json.loads(first.task.params_json)
+    with pytest.raises(ConfigError, match="interim_looks"):
+        load_config(BASE + "task: {dev_size: 400}\nevaluation: {interim_looks: [200, 100]}\n")
+    with pytest.raises(ConfigError, match="interim_alpha"):
+        load_config(BASE + "task: {dev_size: 400}\nevaluation: {interim_looks: [100], interim_alpha: 0.05}\n")
+
+
 def test_a_hint_only_acquisition_passes_the_data_gate_and_leaves_self_agreement_unset():
     from selfimprove.evaluator import judge
 
