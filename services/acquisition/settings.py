@@ -12,7 +12,7 @@ class AcquisitionSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SELFIMPROVE_ACQUISITION_", extra="ignore")
 
     backend: str = Field("transformers", description="Engine backend: transformers (CPU) or vllm (GPU).")
-    batch_size: int = Field(64, ge=1, description="Sequences decoded together.")
+    batch_size: int = Field(128, ge=1, description="Sequences decoded together.")
     max_handler_seconds: float = Field(3600.0, gt=0, description="Longest a shard may take.")
     judge_max_new_tokens: int = Field(4, ge=1, description="Tokens of a self-judge verdict.")
     instruct_max_new_tokens: int = Field(96, ge=8, description="Tokens of a self-instruct problem.")

@@ -48,6 +48,6 @@ class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SELFIMPROVE_EVALUATOR_WORKER_", extra="ignore")
 
     backend: str = Field("transformers", description="Engine backend: transformers or vllm.")
-    batch_size: int = Field(32, ge=1, description="Sequences decoded together.")
+    batch_size: int = Field(128, ge=1, description="Sequences decoded together.")
     max_new_tokens: int = Field(64, ge=1, description="Answer length when the command names none.")
     max_handler_seconds: float = Field(3600.0, gt=0)
