@@ -8,29 +8,22 @@ process, on the same prompts; greedy replies are compared across sizes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 
-import torch
+from enginekit import engine_for, model_parser
 
-from selfimprove.runtime.engine import GenerationRequest, SamplingParams, make_engine
-from selfimprove.runtime.models import resolve_base
+from selfimprove.runtime.engine import GenerationRequest, SamplingParams
 from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--adapter", type=Path, help="a candidate folder (default: the base model)")
+    ap = model_parser(__doc__)
     ap.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128])
     ap.add_argument("--dev", type=int, default=200)
     ap.add_argument("--prompts", type=int, default=256)
-    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    adapters = [args.adapter] if args.adapter else []
-    engine = make_engine("transformers", str(resolve_base("smollm2-135m-instruct", None)), adapters)
+    engine = engine_for(args)
     task = ArithmeticTask(categories=("add2", "sub2"))
     jobs = {
         "greedy dev": (

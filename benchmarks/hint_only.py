@@ -13,31 +13,22 @@ kind, prompts answered by a plain sample, prompts answered only with a hint; the
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
-import torch
+from enginekit import engine_for, model_parser
 
 from selfimprove.acquisition import prompts
 from selfimprove.acquisition.generate import ShardJob, run_shard
 from selfimprove.acquisition.shard import shard_stats
-from selfimprove.runtime.engine import SamplingParams, make_engine
-from selfimprove.runtime.models import resolve_base
+from selfimprove.runtime.engine import SamplingParams
 from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument(
-        "--adapter", type=Path, help="a candidate folder to sample from (default: the base model)"
-    )
+    ap = model_parser(__doc__)
     ap.add_argument("--prompts", type=int, default=256)
-    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    adapters = [args.adapter] if args.adapter else []
-    engine = make_engine("transformers", str(resolve_base("smollm2-135m-instruct", None)), adapters)
+    engine = engine_for(args)
     task = ArithmeticTask(categories=("add2", "sub2"))
     items = prompts.shard_items(task, 0, 1, 0, 2, args.prompts)
     sampling = SamplingParams(

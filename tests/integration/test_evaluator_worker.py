@@ -51,8 +51,8 @@ def command(run_id: str, base: str, attempt: int) -> object:
     )
 
 
-async def test_worker_scores_suites_and_caches_the_incumbent(stack, unique_name, tmp_path, tiny_base):
-    worker = ServiceProcess(
+def start_worker(stack, unique_name: str, tmp_path) -> ServiceProcess:
+    return ServiceProcess(
         "-m selfimprove.evaluator.worker",
         stack,
         unique_name,
@@ -61,6 +61,10 @@ async def test_worker_scores_suites_and_caches_the_incumbent(stack, unique_name,
         HF_HUB_OFFLINE="1",
         **FAST,
     )
+
+
+async def test_worker_scores_suites_and_caches_the_incumbent(stack, unique_name, tmp_path, tiny_base):
+    worker = start_worker(stack, unique_name, tmp_path)
     try:
         worker.wait_ready(timeout=120)
         async with Bus(kafka_settings(stack, unique_name)) as bus:
@@ -124,15 +128,7 @@ async def test_interim_looks_settle_a_clear_gain_early_and_go_on_otherwise(
     for model, ok in ((plain, False), (better, True)):
         prefix = evalcache.cache_prefix(version_key(model), f"{suite}#0-4", 7, 4)
         evalcache.put(store, prefix, {"ids": first4, "replies": ["x"] * 4, "ok": [ok] * 4, "tokens": 0})
-    worker = ServiceProcess(
-        "-m selfimprove.evaluator.worker",
-        stack,
-        unique_name,
-        tmp_path / "worker.log",
-        SELFIMPROVE_EVALUATOR_WORKER_BATCH_SIZE="8",
-        HF_HUB_OFFLINE="1",
-        **FAST,
-    )
+    worker = start_worker(stack, unique_name, tmp_path)
     try:
         worker.wait_ready(timeout=120)
         async with Bus(kafka_settings(stack, unique_name)) as bus:
