@@ -114,7 +114,7 @@ def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
             self_judge=a.self_judge,
             self_instruct=a.self_instruct,
             rationalize=a.rationalize,
-            hint_only=a.rationalize and state.iteration <= a.hint_only_iterations,
+            hint_only=state.iteration <= a.hint_only_iterations,  # the config refuses it without rationalize
             worked=0 < a.worked_from_iteration <= state.iteration,
             category_weights=next_weights(state.history, state.iteration, a.focus_floor) if a.focus else {},
         )

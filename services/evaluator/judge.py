@@ -59,8 +59,8 @@ def data_verdict(shards: Sequence[Mapping[str, float]], min_samples: int, min_yi
         said += f" and {hinted:.0f} hinted"
     if samples + hinted < max(1, min_samples):
         return Verdict(False, f"too little data: {said} < {max(1, min_samples)}", stats)
-    if max(yld, answered) < min_yield:
-        return Verdict(False, f"too little data: yield {max(yld, answered):.3f} < {min_yield}", stats)
+    if answered < min_yield:  # answered counts the own samples' yield too
+        return Verdict(False, f"too little data: yield {answered:.3f} < {min_yield}", stats)
     tail = f", answered {answered:.3f}" if hinted else ""
     return Verdict(True, f"acquired {said}, mean yield {yld:.3f}{tail}", stats)
 

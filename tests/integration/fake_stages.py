@@ -67,11 +67,14 @@ def respond(env: Envelope, script: dict, refs=None) -> list[Envelope]:
         return [envelopes.caused_by(env, PRODUCER, stage_failure=failure)]
     if stage == "acquire":
         n = int(_pick(script.get("samples"), it, 10))
+        hint_only = env.acquire_command.hint_only  # hinted replies only, no samples of its own
         stats = {
             "prompts": 4,
-            "samples": n,
+            "samples": 0 if hint_only else n,
+            "hinted_samples": n if hint_only else 0,
+            "answered": 0.5,
             "tokens": 100,
-            "yield": 0.5,
+            "yield": 0.0 if hint_only else 0.5,
             "agreement_mean": float(_pick(script.get("agreement"), it, 0.5)),
             "pass_rate_mean": 0.5,
         }
