@@ -81,6 +81,8 @@ def _acquired(step: Step) -> None:
     verdict = judge.data_verdict(shards, a.min_samples, a.min_yield)
     row = _row(step)
     row.update(samples=verdict.stats["samples"], **{"yield": verdict.stats["yield"]})
+    if "answered" in verdict.stats:  # with hints: the prompts with any verified reply
+        row["answered"] = verdict.stats["answered"]
     row["category_pass"] = category_pass(shards)  # the next iteration's focus
     sampled = [x for x in shards if x.get("samples", 1)]  # a hint-only shard has no self-agreement
     if sampled:

@@ -125,9 +125,9 @@ def render(facts: RunFacts, out: Path) -> Path:
         "",
         "## Data per iteration",
         "",
-        "| iteration | samples | yield | kept | hinted prompts | worked prompts | sub-questions "
+        "| iteration | samples | yield | answered | kept | hinted prompts | worked prompts | sub-questions "
         "| diversity | drops per filter |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in facts.lineage.get("history", []):
         card = facts.cards.get(r.get("iteration"), {})
@@ -135,7 +135,7 @@ def render(facts: RunFacts, out: Path) -> Path:
         drops = card.get("drops") or card.get("dropped") or {}
         drop_text = ", ".join(f"{k} {v}" for k, v in drops.items()) if isinstance(drops, dict) else str(drops)
         lines.append(
-            f"| {r.get('iteration')} | {_num(r.get('samples'), '.0f')} | {_pct(r.get('yield'))} "
+            f"| {r.get('iteration')} | {_num(r.get('samples'), '.0f')} | {_pct(r.get('yield'))} | {_pct(r.get('answered'))} "
             f"| {_num(r.get('kept'), '.0f')} | {_num(counts.get('prompts_rationalized'), '.0f')} "
             f"| {_num(counts.get('prompts_worked'), '.0f')} | {_num(counts.get('prompts_steps'), '.0f')} "
             f"| {_num(r.get('diversity'), '.3f')} | {drop_text or '-'} |"

@@ -215,6 +215,7 @@ def test_hint_only_iterations_ask_only_with_hints_then_sample_plainly():
     state, log = run(config, {"eval": [[0.6, 0.4, 0.01]]})
     # the hint-only iteration passed the data gate on its hinted replies and has no self-agreement
     assert "agreement" not in state.history[0] and state.history[1]["agreement"] == 0.5
+    assert state.history[0]["answered"] == 0.5  # the report's answered column
     acquired = [d for d in state.decisions if d["reason"].startswith("acquired")]
     assert acquired[0]["reason"] == "acquired 0 samples and 20 hinted, mean yield 0.000, answered 0.500"
     assert "agreement_mean" not in acquired[0]["stats"] and "agreement_mean" in acquired[1]["stats"]

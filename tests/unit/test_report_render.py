@@ -24,6 +24,7 @@ def test_report_has_every_section_and_plot(tmp_path):
                     "promoted": True,
                     "samples": 96,
                     "yield": 0.4,
+                    "answered": 0.75,
                     "kept": 30,
                     "diversity": 0.55,
                 },
@@ -71,6 +72,8 @@ def test_report_has_every_section_and_plot(tmp_path):
     assert "decontamination 7, difficulty 5" in text
     row = text.split("## Data per iteration")[1].splitlines()[4]  # iteration 1: hinted, worked, sub-questions
     assert "| 12 | 9 | 31 |" in row
+    assert "| 40.0 % | 75.0 % | 30 |" in row  # yield, answered (with hints), kept
+    assert "| 60.0 % | - | 41 |" in text.split("## Data per iteration")[1].splitlines()[5]
     assert "| 1 | greedy | 50.0 % | 40.0 | 0.100 |" in text
     assert "1. promote: significant gain" in text and "2. reject: not significant" in text
     assert "| 1 | 300 | - | 120 | - | - |" in text
