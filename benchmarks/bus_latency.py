@@ -34,9 +34,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def scenario(stack: LocalStack, name: str, messages: int, durable_dedup: bool) -> dict[str, float]:
+async def scenario(
+    stack: LocalStack, name: str, messages: int, durable_dedup: bool, fetch_wait_ms: int
+) -> dict[str, float]:
     settings = KafkaSettings(
-        bootstrap_servers=stack.kafka_bootstrap, topic_prefix=name, session_timeout_ms=6000
+        bootstrap_servers=stack.kafka_bootstrap,
+        topic_prefix=name,
+        session_timeout_ms=6000,
+        fetch_max_wait_ms=fetch_wait_ms,
     )
     store = ArtifactStore.from_settings(
         StoreSettings(endpoint=stack.s3_endpoint, access_key=stack.access_key, secret_key=stack.secret_key)
@@ -100,18 +105,29 @@ async def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--messages", type=int, default=300)
+    parser.add_argument(
+        "--fetch-wait-ms",
+        type=int,
+        nargs="+",
+        default=[KafkaSettings().fetch_max_wait_ms],
+        help="broker fetch waits to compare (the services' default first)",
+    )
     args = parser.parse_args()
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
-    print(f"command: python benchmarks/bus_latency.py --messages {args.messages}")
+    waits = " ".join(map(str, args.fetch_wait_ms))
+    print(f"command: python benchmarks/bus_latency.py --messages {args.messages} --fetch-wait-ms {waits}")
     with LocalStack() as stack:
-        print(f"{'dedup':<14}{'p50 ms':>9}{'p99 ms':>9}{'publish/s':>11}{'handled/s':>11}")
+        print(f"{'dedup':<14}{'wait ms':>8}{'p50 ms':>9}{'p99 ms':>9}{'publish/s':>11}{'handled/s':>11}")
         for label, durable in (("object store", True), ("memory", False)):
-            r = await scenario(stack, f"bench{int(durable)}{int(time.time())}", args.messages, durable)
-            print(
-                f"{label:<14}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['publish_per_s']:>11.0f}{r['handle_per_s']:>11.0f}"
-            )
+            for wait in args.fetch_wait_ms:
+                name = f"bench{int(durable)}w{wait}t{int(time.time())}"
+                r = await scenario(stack, name, args.messages, durable, wait)
+                print(
+                    f"{label:<14}{wait:>8}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}"
+                    f"{r['publish_per_s']:>11.0f}{r['handle_per_s']:>11.0f}"
+                )
 
 
 if __name__ == "__main__":

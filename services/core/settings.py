@@ -75,6 +75,13 @@ class KafkaSettings(BaseSettings):
     session_timeout_ms: int = Field(
         10_000, ge=1000, description="Heartbeat liveness; a new member's join waits about half of it."
     )
+    fetch_max_wait_ms: int = Field(
+        500,
+        ge=1,
+        le=30_000,
+        description="How long the broker holds a fetch that finds no record; shorter polls it more often "
+        "(CPU on the broker and in every service).",
+    )
 
 
 class StoreSettings(BaseSettings):

@@ -105,3 +105,19 @@ def test_a_setting_ending_in_file_is_not_a_secret_mount(monkeypatch, tmp_path):
     monkeypatch.setenv("SELFIMPROVE_EVALUATOR_TLS_KEY_FILE", str(tmp_path / "not-yet.key"))
     settings = load(EvaluatorSettings)
     assert settings.tls_cert_file == tmp_path / "not-yet.pem"
+
+
+def test_fetch_wait_reaches_every_consumer(monkeypatch):
+    from selfimprove.core.bus import Bus
+    from selfimprove.core.consumer import Consumer
+    from selfimprove.core.dedup import MemoryDedup
+
+    assert KafkaSettings().fetch_max_wait_ms == 500  # an idle broker is not polled 20 times a second
+    monkeypatch.setenv("SELFIMPROVE_KAFKA_FETCH_MAX_WAIT_MS", "1200")
+    bus = Bus(load(KafkaSettings))
+    consumer = Consumer(bus, ["t"], "g", lambda env: None, MemoryDedup())
+    assert consumer.fetch_max_wait_ms == 1200
+    assert Consumer(bus, ["t"], "g", lambda env: None, MemoryDedup(), fetch_max_wait_ms=50).fetch_max_wait_ms == 50
+    monkeypatch.setenv("SELFIMPROVE_KAFKA_FETCH_MAX_WAIT_MS", "0")
+    with pytest.raises(SettingsError, match="SELFIMPROVE_KAFKA_FETCH_MAX_WAIT_MS"):
+        load(KafkaSettings)
