@@ -117,7 +117,10 @@ def test_fetch_wait_reaches_every_consumer(monkeypatch):
     bus = Bus(load(KafkaSettings))
     consumer = Consumer(bus, ["t"], "g", lambda env: None, MemoryDedup())
     assert consumer.fetch_max_wait_ms == 1200
-    assert Consumer(bus, ["t"], "g", lambda env: None, MemoryDedup(), fetch_max_wait_ms=50).fetch_max_wait_ms == 50
+    assert (
+        Consumer(bus, ["t"], "g", lambda env: None, MemoryDedup(), fetch_max_wait_ms=50).fetch_max_wait_ms
+        == 50
+    )
     monkeypatch.setenv("SELFIMPROVE_KAFKA_FETCH_MAX_WAIT_MS", "0")
     with pytest.raises(SettingsError, match="SELFIMPROVE_KAFKA_FETCH_MAX_WAIT_MS"):
         load(KafkaSettings)
