@@ -64,7 +64,6 @@ class Consumer:
         max_handler_seconds: float = 3600.0,
         shutdown_grace_s: float = 5.0,
         poll_ms: int = 200,
-        fetch_max_wait_ms: int | None = None,
     ) -> None:
         self.bus = bus
         self.topics = list(topics)
@@ -75,7 +74,6 @@ class Consumer:
         self.max_handler_seconds = max_handler_seconds
         self.shutdown_grace_s = shutdown_grace_s
         self.poll_ms = poll_ms
-        self.fetch_max_wait_ms = fetch_max_wait_ms or bus.settings.fetch_max_wait_ms
         self.metrics = bus.metrics
         self._consumer: AIOKafkaConsumer | None = None
         self._inflight: _InFlight | None = None
@@ -95,7 +93,7 @@ class Consumer:
             heartbeat_interval_ms=max(1000, settings.session_timeout_ms // 3),
             rebalance_timeout_ms=int(self.max_handler_seconds * 1000),
             fetch_max_bytes=64 * 1024 * 1024,
-            fetch_max_wait_ms=self.fetch_max_wait_ms,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
             max_partition_fetch_bytes=16 * 1024 * 1024,
         )
         consumer.subscribe(self.topics, listener=_Listener(self))
