@@ -17,6 +17,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
         "data_volume",
         "dev_breakdown",
         "format_yield",
+        "framing",
         "interim_looks",
         "kept_by_category",
         "worked_steps",
