@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
-from selfimprove.runtime.tasks.arithmetic import _WORDS, ArithmeticTask
+from selfimprove.runtime.tasks.arithmetic import ArithmeticTask, in_words
 
 FRAMINGS = {"task": None, "qa": "\n\nQ: What is {words}?\n\nA:"}
 
@@ -31,7 +30,7 @@ def framed(prompt: str, expression: str, framing: str) -> str:
     template = FRAMINGS[framing]
     if template is None:
         return prompt
-    return template.format(words=re.sub(r"[+\-*]", lambda m: _WORDS[m.group(0)], expression))
+    return template.format(words=in_words(expression))
 
 
 def main() -> None:

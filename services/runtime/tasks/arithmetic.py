@@ -30,6 +30,17 @@ DEFAULT_CATEGORIES = ("add1", "add2", "add3", "sub2", "sub3", "mul1", "mul2", "c
 DEV_BUCKETS = 10  # one key in DEV_BUCKETS is dev
 _TEMPLATES = ("What is {e}?", "What is {w}?", "Compute {e}.", "Calculate {e}.", "What is the value of {e}?")
 _WORDS = {"+": "plus", "-": "minus", "*": "times"}
+
+
+def in_words(expr: str) -> str:
+    """An expression with its operators spelled out, as the task's word prompts ask it.
+
+    >>> in_words("86 + 29"), in_words("53 - 55 * 2")
+    ('86 plus 29', '53 minus 55 times 2')
+    """
+    return re.sub(r"[+\-*]", lambda m: _WORDS[m.group(0)], expr)
+
+
 Key = tuple[str, tuple[int, ...]]
 
 
@@ -169,8 +180,7 @@ class ArithmeticTask(Task):
 
     def _item(self, expr: str, key: Key, category: str, rng: random.Random) -> Item:
         template = rng.choice(_TEMPLATES)
-        words = re.sub(r"[+\-*]", lambda m: _WORDS[m.group(0)], expr)
-        prompt = template.format(e=expr, w=words) if "(" not in expr else f"What is {expr}?"
+        prompt = template.format(e=expr, w=in_words(expr)) if "(" not in expr else f"What is {expr}?"
         return Item(
             id=hashlib.sha256(repr(key).encode()).hexdigest()[:16],
             prompt=prompt,
