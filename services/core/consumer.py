@@ -23,6 +23,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -81,21 +82,26 @@ class Consumer:
 
     # -- loop -----------------------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event) -> None:
+    def client_options(self) -> dict[str, Any]:
+        """The aiokafka consumer's options: the bus settings (every timing from them, the fetch wait
+        included), manual commits, and this consumer's group."""
         settings = self.bus.settings
-        consumer = AIOKafkaConsumer(
+        return {
             **client_kwargs(settings),
-            group_id=self.group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_interval_ms=settings.max_poll_interval_ms,
-            session_timeout_ms=settings.session_timeout_ms,
-            heartbeat_interval_ms=max(1000, settings.session_timeout_ms // 3),
-            rebalance_timeout_ms=int(self.max_handler_seconds * 1000),
-            fetch_max_bytes=64 * 1024 * 1024,
-            fetch_max_wait_ms=settings.fetch_max_wait_ms,
-            max_partition_fetch_bytes=16 * 1024 * 1024,
-        )
+            "group_id": self.group,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "max_poll_interval_ms": settings.max_poll_interval_ms,
+            "session_timeout_ms": settings.session_timeout_ms,
+            "heartbeat_interval_ms": max(1000, settings.session_timeout_ms // 3),
+            "rebalance_timeout_ms": int(self.max_handler_seconds * 1000),
+            "fetch_max_bytes": 64 * 1024 * 1024,
+            "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+            "max_partition_fetch_bytes": 16 * 1024 * 1024,
+        }
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(**self.client_options())
         consumer.subscribe(self.topics, listener=_Listener(self))
         self._consumer = consumer
         stopping = asyncio.create_task(stop.wait())

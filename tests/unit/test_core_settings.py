@@ -107,10 +107,15 @@ def test_a_setting_ending_in_file_is_not_a_secret_mount(monkeypatch, tmp_path):
     assert settings.tls_cert_file == tmp_path / "not-yet.pem"
 
 
-def test_fetch_wait_comes_from_the_environment(monkeypatch):
+def test_fetch_wait_reaches_every_consumer(monkeypatch):
+    from selfimprove.core.bus import Bus
+    from selfimprove.core.consumer import Consumer
+    from selfimprove.core.dedup import MemoryDedup
+
     assert KafkaSettings().fetch_max_wait_ms == 500  # an idle broker is not polled 20 times a second
     monkeypatch.setenv("SELFIMPROVE_KAFKA_FETCH_MAX_WAIT_MS", "1200")
-    assert load(KafkaSettings).fetch_max_wait_ms == 1200
+    consumer = Consumer(Bus(load(KafkaSettings)), ["t"], "g", lambda env: None, MemoryDedup())
+    assert consumer.client_options()["fetch_max_wait_ms"] == 1200
     monkeypatch.setenv("SELFIMPROVE_KAFKA_FETCH_MAX_WAIT_MS", "0")
     with pytest.raises(SettingsError, match="SELFIMPROVE_KAFKA_FETCH_MAX_WAIT_MS"):
         load(KafkaSettings)
