@@ -25,7 +25,7 @@ class FakeEngine:
         out = []
         for prompt in request.prompts:
             text = to_messages(prompt)[-1]["content"]
-            if text.startswith("Question:"):
+            if "\nProposed answer: " in text:  # a judge prompt
                 proposed = text.split("Proposed answer: ")[1].split("\n")[0]
                 verdict = "Yes" if proposed in self.good else "No"
                 samples = [Sample(verdict, 1, "stop", (-0.1,) if request.params.logprobs else None)]

@@ -3,8 +3,11 @@
 Categories are an operation and a digit count: ``add2`` (two 2-digit numbers), ``sub3``, ``mul1``,
 ``chain1`` (three 1-digit numbers and two operations, e.g. ``(4 - 7) * 3`` or ``4 + 7 - 3``).
 Operands are drawn from ``0 .. 10**digits - 1``. Train and dev are disjoint by a hash of each
-problem's canonical key: keys in the dev bucket (1 in 10) never appear in train. Prompts are plain
-questions ("What is 48 + 27?"). The GPT-3 arithmetic sets are never used here; pass their keys as
+problem's canonical key: keys in the dev bucket (1 in 10) never appear in train. Prompts are
+questions in many phrasings (:func:`phrase`): symbols or words ("48 + 27", "48 plus 27"), a question
+form ("What is ...?", "Compute ....", "... ="), asked bare or framed as a Q/A or a question/answer
+pair, so that what the model learns does not hang on one wording; the dev set is drawn from the same
+mix, so the loop measures it. The GPT-3 arithmetic sets are never used here; pass their keys as
 ``exclude`` to keep them out of every stream.
 
 >>> task = ArithmeticTask(categories=("add2",))
@@ -28,7 +31,15 @@ from selfimprove.runtime.tasks.worked import Plan, plan
 OPS = {"add": "+", "sub": "-", "mul": "*"}
 DEFAULT_CATEGORIES = ("add1", "add2", "add3", "sub2", "sub3", "mul1", "mul2", "chain1")
 DEV_BUCKETS = 10  # one key in DEV_BUCKETS is dev
-_TEMPLATES = ("What is {e}?", "What is {w}?", "Compute {e}.", "Calculate {e}.", "What is the value of {e}?")
+QUESTIONS = (
+    "What is {x}?",
+    "Compute {x}.",
+    "Calculate {x}.",
+    "What is the value of {x}?",
+    "How much is {x}?",
+    "{x} =",
+)
+FRAMES = ("{q}", "{q}", "Q: {q}\n\nA:", "Question: {q}\nAnswer:")  # half of the prompts bare
 _WORDS = {"+": "plus", "-": "minus", "*": "times"}
 
 
@@ -39,6 +50,21 @@ def in_words(expr: str) -> str:
     ('86 plus 29', '53 minus 55 times 2')
     """
     return re.sub(r"[+\-*]", lambda m: _WORDS[m.group(0)], expr)
+
+
+def phrase(expr: str, rng: random.Random) -> str:
+    r"""A prompt for ``expr``: operators as symbols or words (not in parentheses), one of
+    :data:`QUESTIONS`, one of :data:`FRAMES` (2 x 6 x 3 distinct prompts); three draws from ``rng``.
+
+    >>> rng = random.Random(3)
+    >>> sorted({phrase("86 + 29", rng) for _ in range(200)})[:3]
+    ['86 + 29 =', '86 plus 29 =', 'Calculate 86 + 29.']
+    >>> len({phrase("86 + 29", rng) for _ in range(2000)}), phrase("(4 - 7) * 3", random.Random(0))
+    (36, 'What is the value of (4 - 7) * 3?')
+    """
+    words = rng.random() < 0.5 and "(" not in expr
+    question = rng.choice(QUESTIONS).format(x=in_words(expr) if words else expr)
+    return rng.choice(FRAMES).format(q=question)
 
 
 Key = tuple[str, tuple[int, ...]]
@@ -179,11 +205,9 @@ class ArithmeticTask(Task):
         return out
 
     def _item(self, expr: str, key: Key, category: str, rng: random.Random) -> Item:
-        template = rng.choice(_TEMPLATES)
-        prompt = template.format(e=expr, w=in_words(expr)) if "(" not in expr else f"What is {expr}?"
         return Item(
             id=hashlib.sha256(repr(key).encode()).hexdigest()[:16],
-            prompt=prompt,
+            prompt=phrase(expr, rng),
             category=category,
             difficulty=parse_category(category)[1],
             answer=str(evaluate(expr)),
