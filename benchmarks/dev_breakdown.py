@@ -5,7 +5,8 @@ local stack's store, counted by operation and by the sign of the answer.
 
 Prints, for incumbent and candidate: right / items for addition, subtraction with a result >= 0, and
 subtraction with a negative result (the main dev suite only), and how many replies state an equation
-(the worked form of ``acquisition.worked_from_iteration``).
+(the worked form of ``acquisition.worked_from_iteration``); then right / items by the prompt's
+phrasing (:func:`phrasing`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,23 @@ def kind(prompt: str, answer: str) -> str:
     return "sub<0" if answer.startswith("-") else "sub"
 
 
+def phrasing(prompt: str) -> tuple[str, str]:
+    r"""The frame (``bare``, ``Q/A``, ``Question/Answer``) and the operators' spelling (``symbols``,
+    ``words``) of a task prompt.
+
+    >>> phrasing("Q: What is 86 plus 29?\n\nA:"), phrasing("53 - 55 ="), phrasing("Question: Compute 4 - 2.\nAnswer:")
+    (('Q/A', 'words'), ('bare', 'symbols'), ('Question/Answer', 'symbols'))
+    """
+    frame = (
+        "Q/A"
+        if prompt.startswith("Q: ")
+        else "Question/Answer"
+        if prompt.startswith("Question: ")
+        else "bare"
+    )
+    return frame, "words" if any(w in prompt for w in (" plus ", " minus ", " times ")) else "symbols"
+
+
 def main() -> None:
     ap = run_parser(__doc__)
     ap.add_argument("--iteration", type=int, default=1)
@@ -42,12 +60,21 @@ def main() -> None:
         for model, counts in right.items():
             counts[k] += bool(r[f"{model}_ok"])
             counts["worked form"] += bool(EQUATION.search(r.get(f"{model}_reply") or ""))
+    asked, by_phrase = Counter(), {"incumbent": Counter(), "candidate": Counter()}
+    for r in rows:
+        for part in phrasing(r["prompt"]):
+            asked[part] += 1
+            for model, counts in by_phrase.items():
+                counts[part] += bool(r[f"{model}_ok"])
     for model, counts in right.items():
         print(
             f"{model}: "
             + ", ".join(f"{k} {counts[k]}/{total[k]}" for k in sorted(total))
             + f", worked form {counts['worked form']}/{len(rows)}"
         )
+    parts = ("bare", "Q/A", "Question/Answer", "symbols", "words")
+    for model, counts in by_phrase.items():
+        print(f"{model} by phrasing: " + ", ".join(f"{p} {counts[p]}/{asked[p]}" for p in parts))
 
 
 if __name__ == "__main__":
