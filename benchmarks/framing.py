@@ -7,7 +7,9 @@ reads: how much of a model's accuracy depends on the wording it was trained on.
 
 Writes one set per framing of the same dev problems (the evaluator's seed): ``task`` (the task's own
 prompts, as the loop asks them) and ``qa`` ("Q: What is 86 plus 29?" then "A:", a few-shot style
-framing the task never uses). The problems are the task's dev split, never a benchmark's items.
+framing; since commit 697e090 about one task prompt in four is framed that way too, so the gap
+measured here is that of models trained before it). The problems are the task's dev split, never a
+benchmark's items.
 """
 
 from __future__ import annotations
