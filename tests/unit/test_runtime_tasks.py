@@ -1,7 +1,9 @@
+from collections import Counter
+
 import pytest
 
 from selfimprove.runtime.tasks import TaskLoadError, load_task
-from selfimprove.runtime.tasks.arithmetic import ArithmeticTask, canonical_key, evaluate, split_of
+from selfimprove.runtime.tasks.arithmetic import ArithmeticTask, canonical_key, evaluate, in_words, split_of
 from selfimprove.runtime.tasks.seedset import load_seed_set
 
 pytestmark = pytest.mark.unit
@@ -31,6 +33,20 @@ def test_items_cover_categories_and_verify():
         assert task.verify(item, f"I think it is {item.answer}.")
         assert not task.verify(item, f"I think it is {int(item.answer) + 1}.")
         assert task.verify(item, "no number") is False
+
+
+def test_dev_prompts_mix_every_phrasing_and_name_their_problem():
+    items = ArithmeticTask(categories=("add2", "sub2")).items("dev", 400, seed=1234)
+    frames = Counter(
+        "Q/A" if i.prompt.startswith("Q: ") else "Question" if i.prompt.startswith("Question: ") else "bare"
+        for i in items
+    )
+    assert set(frames) == {"bare", "Q/A", "Question"} and min(frames.values()) >= 60, frames
+    worded = sum(in_words(i.meta["expression"]) in i.prompt for i in items)
+    assert 120 <= worded <= 280, worded  # about half spell the operators out
+    for item in items:  # the prompt asks exactly the item's problem, in symbols or words
+        e = item.meta["expression"]
+        assert e in item.prompt or in_words(e) in item.prompt, item.prompt
 
 
 def test_difficulty_filters_categories():
