@@ -6,7 +6,7 @@ local stack's store, counted by operation and by the sign of the answer.
 Prints, for incumbent and candidate: right / items for addition, subtraction with a result >= 0, and
 subtraction with a negative result (the main dev suite only), and how many replies state an equation
 (the worked form of ``acquisition.worked_from_iteration``); then right / items by the prompt's
-phrasing (:func:`phrasing`).
+phrasing (the task's ``phrasing``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections import Counter
 
 from storekit import read_latest, run_parser
 
-from selfimprove.runtime.tasks.arithmetic import EQUATION
+from selfimprove.runtime.tasks.arithmetic import EQUATION, phrasing
 
 
 def kind(prompt: str, answer: str) -> str:
@@ -28,23 +28,6 @@ def kind(prompt: str, answer: str) -> str:
     if "plus" in prompt or "+" in prompt:
         return "add"
     return "sub<0" if answer.startswith("-") else "sub"
-
-
-def phrasing(prompt: str) -> tuple[str, str]:
-    r"""The frame (``bare``, ``Q/A``, ``Question/Answer``) and the operators' spelling (``symbols``,
-    ``words``) of a task prompt.
-
-    >>> phrasing("Q: What is 86 plus 29?\n\nA:"), phrasing("53 - 55 ="), phrasing("Question: Compute 4 - 2.\nAnswer:")
-    (('Q/A', 'words'), ('bare', 'symbols'), ('Question/Answer', 'symbols'))
-    """
-    frame = (
-        "Q/A"
-        if prompt.startswith("Q: ")
-        else "Question/Answer"
-        if prompt.startswith("Question: ")
-        else "bare"
-    )
-    return frame, "words" if any(w in prompt for w in (" plus ", " minus ", " times ")) else "symbols"
 
 
 def main() -> None:

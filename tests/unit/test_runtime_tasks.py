@@ -3,7 +3,14 @@ from collections import Counter
 import pytest
 
 from selfimprove.runtime.tasks import TaskLoadError, load_task
-from selfimprove.runtime.tasks.arithmetic import ArithmeticTask, canonical_key, evaluate, in_words, split_of
+from selfimprove.runtime.tasks.arithmetic import (
+    ArithmeticTask,
+    canonical_key,
+    evaluate,
+    in_words,
+    phrasing,
+    split_of,
+)
 from selfimprove.runtime.tasks.seedset import load_seed_set
 
 pytestmark = pytest.mark.unit
@@ -37,11 +44,8 @@ def test_items_cover_categories_and_verify():
 
 def test_dev_prompts_mix_every_phrasing_and_name_their_problem():
     items = ArithmeticTask(categories=("add2", "sub2")).items("dev", 400, seed=1234)
-    frames = Counter(
-        "Q/A" if i.prompt.startswith("Q: ") else "Question" if i.prompt.startswith("Question: ") else "bare"
-        for i in items
-    )
-    assert set(frames) == {"bare", "Q/A", "Question"} and min(frames.values()) >= 60, frames
+    frames = Counter(phrasing(i.prompt)[0] for i in items)
+    assert set(frames) == {"bare", "Q/A", "Question/Answer"} and min(frames.values()) >= 60, frames
     worded = sum(in_words(i.meta["expression"]) in i.prompt for i in items)
     assert 120 <= worded <= 280, worded  # about half spell the operators out
     for item in items:  # the prompt asks exactly the item's problem, in symbols or words

@@ -67,6 +67,21 @@ def phrase(expr: str, rng: random.Random) -> str:
     return rng.choice(FRAMES).format(q=question)
 
 
+def phrasing(prompt: str) -> tuple[str, str]:
+    r"""The frame of a prompt, named from :data:`FRAMES` (``bare``, ``Q/A``, ``Question/Answer``), and
+    the operators' spelling (``symbols`` or ``words``).
+
+    >>> phrasing("Q: What is 86 plus 29?\n\nA:"), phrasing("53 - 55 ="), phrasing("Question: Compute 4 - 2.\nAnswer:")
+    (('Q/A', 'words'), ('bare', 'symbols'), ('Question/Answer', 'symbols'))
+    """
+    frame = "bare"
+    for template in set(FRAMES) - {"{q}"}:
+        head, tail = template.split("{q}")
+        if prompt.startswith(head) and prompt.endswith(tail):
+            frame = f"{head.strip().rstrip(':')}/{tail.strip().rstrip(':')}"
+    return frame, "words" if any(f" {w} " in prompt for w in _WORDS.values()) else "symbols"
+
+
 Key = tuple[str, tuple[int, ...]]
 
 
