@@ -155,7 +155,7 @@ def _evaluated(step: Step) -> None:
     rec = s.accepted["evaluate"]
     suites = rec["suites"]
     verdict = judge.evaluation_verdict(
-        suites, e.alpha, e.regression_margin, step.cfg.training.pending_tolerance
+        suites, e.alpha, e.regression_margin, step.cfg.training.pending_tolerance, e.regression_alpha
     )
     main = suites[0] if suites else {}
     n, full = int(main.get("n", 0)), e.dev_size or step.cfg.task.dev_size

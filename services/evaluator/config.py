@@ -143,6 +143,13 @@ class EvaluationConfig(_Strict):
     seed: int = Field(1234, ge=0, description="Dev seed: the same dev items every iteration.")
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the paired test.")
     regression_margin: float = Field(0.05, ge=0, le=1, description="Largest allowed accuracy drop.")
+    regression_alpha: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="A drop beyond regression_margin rejects the candidate only when it is also "
+        "significant (exact McNemar p below this); unset: every such drop does.",
+    )
     max_new_tokens: int = Field(64, ge=1, description="Greedy answer length on dev items.")
     interim_looks: list[int] = Field(
         default_factory=list,

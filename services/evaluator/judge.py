@@ -138,11 +138,18 @@ def training_verdict(
 
 
 def evaluation_verdict(
-    suites: Sequence[Mapping[str, Any]], alpha: float, margin: float, pending_tolerance: float = 0.0
+    suites: Sequence[Mapping[str, Any]],
+    alpha: float,
+    margin: float,
+    pending_tolerance: float = 0.0,
+    regression_alpha: float | None = None,
 ) -> Verdict:
     """Promote only a significant gain on the main suite (the first) with no regression beyond
     ``margin`` on any other suite. A rejected candidate is ``pending`` (worth training further) when
     it gained without significance, or fell no more than ``pending_tolerance`` below the incumbent.
+    With ``regression_alpha``, a drop beyond the margin is a regression only when it is also
+    significant (the suite's exact McNemar p below it): on a small suite a few items either way are
+    noise, and the main-suite rules decide.
 
     >>> main = {"name": "dev", "candidate_accuracy": 0.6, "incumbent_accuracy": 0.4, "p_value": 0.01, "n": 100}
     >>> evaluation_verdict([main], 0.05, 0.05).ok
@@ -157,6 +164,10 @@ def evaluation_verdict(
     [None, 1.0, None]
     >>> evaluation_verdict([lower], 0.05, 0.05, 0.01).reason
     'no gain: candidate 0.390 <= incumbent 0.400 (within the pending tolerance 0.01)'
+    >>> evaluation_verdict([main, reg], 0.05, 0.05, regression_alpha=0.05).reason
+    'regression on add1: 0.700 < 0.900 - margin 0.05 (p=0.0200 < 0.05)'
+    >>> evaluation_verdict([main, {**reg, "p_value": 0.25}], 0.05, 0.05, regression_alpha=0.05).reason
+    'significant gain +0.200 (p=0.0100 < alpha 0.05); add1 fell 0.900 -> 0.700, not significant (p=0.2500)'
     """
     if not suites:
         return Verdict(False, "evaluation returned no suites")
@@ -164,22 +175,29 @@ def evaluation_verdict(
     cand, inc = float(main.get("candidate_accuracy", 0)), float(main.get("incumbent_accuracy", 0))
     p = float(main.get("p_value", 1.0))
     stats = {"candidate_accuracy": cand, "incumbent_accuracy": inc, "delta": cand - inc, "p_value": p}
+    noise = ""  # drops beyond the margin that regression_alpha judged not significant
     for s in suites[1:]:
         c, i = float(s.get("candidate_accuracy", 0)), float(s.get("incumbent_accuracy", 0))
         if c < i - margin - 1e-12:
-            return Verdict(
-                False, f"regression on {s.get('name')}: {c:.3f} < {i:.3f} - margin {margin}", stats
-            )
+            reason = f"regression on {s.get('name')}: {c:.3f} < {i:.3f} - margin {margin}"
+            p_drop = float(s.get("p_value", 1.0))
+            if regression_alpha is None:
+                return Verdict(False, reason, stats)
+            if p_drop < regression_alpha:
+                return Verdict(False, f"{reason} (p={p_drop:.4f} < {regression_alpha:g})", stats)
+            noise += f"; {s.get('name')} fell {i:.3f} -> {c:.3f}, not significant (p={p_drop:.4f})"
     if cand <= inc:
         reason = f"no gain: candidate {cand:.3f} <= incumbent {inc:.3f}"
         if pending_tolerance > 0 and inc - cand <= pending_tolerance + 1e-9:
             stats["pending"] = 1.0  # within noise of the incumbent: its training is not thrown away
             reason += f" (within the pending tolerance {pending_tolerance:g})"
-        return Verdict(False, reason, stats)
+        return Verdict(False, reason + noise, stats)
     if p >= alpha:
         stats["pending"] = 1.0  # a gain, no regression, not (yet) significant
-        return Verdict(False, f"gain {cand - inc:+.3f} not significant (p={p:.4f} >= alpha {alpha})", stats)
-    return Verdict(True, f"significant gain {cand - inc:+.3f} (p={p:.4f} < alpha {alpha})", stats)
+        return Verdict(
+            False, f"gain {cand - inc:+.3f} not significant (p={p:.4f} >= alpha {alpha}){noise}", stats
+        )
+    return Verdict(True, f"significant gain {cand - inc:+.3f} (p={p:.4f} < alpha {alpha}){noise}", stats)
 
 
 def collapse_verdict(

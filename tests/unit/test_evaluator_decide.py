@@ -84,6 +84,15 @@ def test_regression_blocks_promotion():
     assert not state.promotions
 
 
+def test_regression_alpha_lets_a_drop_that_is_noise_pass():
+    cfg = BASE + "task: {regression_suites: [{label: add1, params: {categories: [add1]}, dev_size: 10}]}\n"
+    cfg += "evaluation: {regression_alpha: 0.05}\n"
+    state, _ = run(cfg, {"eval": [[0.7, 0.4, 0.001, {"add1": [0.6, 0.9]}], [0.5, 0.6, 0.5]]})
+    promote = next(d for d in state.decisions if d["kind"] == "promote")
+    assert promote["reason"].endswith("add1 fell 0.900 -> 0.600, not significant (p=0.5000)")
+    assert state.promotions[0]["iteration"] == 1
+
+
 def test_plateau_stops():
     cfg = BASE.replace("iterations: 3", "iterations: 10")
     state, _ = run(cfg, {"eval": [[0.5, 0.5, 1.0]]})
