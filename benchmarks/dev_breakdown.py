@@ -6,7 +6,7 @@ local stack's store, counted by operation and by the sign of the answer.
 Prints, for incumbent and candidate: right / items for addition, subtraction with a result >= 0, and
 subtraction with a negative result (the main dev suite only), and how many replies state an equation
 (the worked form of ``acquisition.worked_from_iteration``); then right / items by the prompt's
-phrasing (the task's ``phrasing``).
+phrasing (the task's ``phrasing``); then how far the wrong answers are off, by kind (:func:`miss`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ from collections import Counter
 
 from storekit import read_latest, run_parser
 
+from selfimprove.runtime.extract import last_integer
 from selfimprove.runtime.tasks.arithmetic import EQUATION, phrasing
+
+MISSES = ("off by 1-2", "off by 3-9", "off by 10", "off by more", "wrong sign", "no number")
 
 
 def kind(prompt: str, answer: str) -> str:
@@ -28,6 +31,27 @@ def kind(prompt: str, answer: str) -> str:
     if "plus" in prompt or "+" in prompt:
         return "add"
     return "sub<0" if answer.startswith("-") else "sub"
+
+
+def miss(reply: str, answer: str) -> str:
+    """How a wrong reply's answer misses: by its distance from the right one (the ones digit, a
+    carry or borrow of ten, more), the wrong sign, or no number at all.
+
+    >>> [miss(r, "75") for r in ("The answer is 85.", "It is 73", "-75", "75 or so: 120", "none")]
+    ['off by 10', 'off by 1-2', 'wrong sign', 'off by more', 'no number']
+    """
+    said = last_integer(reply)
+    if said is None:
+        return "no number"
+    got, want = int(said), int(answer)
+    if got * want < 0:
+        return "wrong sign"
+    off = abs(got - want)
+    if off <= 2:
+        return "off by 1-2"
+    if off < 10:
+        return "off by 3-9"
+    return "off by 10" if off == 10 else "off by more"
 
 
 def main() -> None:
@@ -58,6 +82,15 @@ def main() -> None:
     parts = ("bare", "Q/A", "Question/Answer", "symbols", "words")
     for model, counts in by_phrase.items():
         print(f"{model} by phrasing: " + ", ".join(f"{p} {counts[p]}/{asked[p]}" for p in parts))
+    for model in right:
+        misses = Counter(
+            (kind(r["prompt"], r["answer"]), miss(r.get(f"{model}_reply") or "", r["answer"]))
+            for r in rows
+            if not r[f"{model}_ok"]
+        )
+        for k in sorted(total):
+            said = ", ".join(f"{m} {misses[k, m]}" for m in MISSES if misses[k, m])
+            print(f"{model} wrong {k}: {said or 'none'}")
 
 
 if __name__ == "__main__":
