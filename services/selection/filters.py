@@ -56,6 +56,8 @@ def band(
     ([{'r': 0.5}], 4)
     >>> band(rows, lambda r: r["r"], 0.0, 1.0, lambda r: r.get("hint", False))
     ([{'r': 0.5}, {'r': 0.0, 'hint': True}, {'r': 1.0, 'hint': True}], 2)
+    >>> band(rows, lambda r: r["r"], 0.0, 1.5)[1]  # a high above 1 keeps what every sample answered
+    2
     """
     kept = [r for r in rows if low < rate(r) < high or rescued(r)]
     return kept, len(rows) - len(kept)
