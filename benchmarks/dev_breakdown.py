@@ -3,7 +3,8 @@ local stack's store, counted by operation and by the sign of the answer.
 
     .venv/bin/python benchmarks/dev_breakdown.py demo-r --iteration 3
 
-Prints, for incumbent and candidate: right / items for addition, subtraction with a result >= 0, and
+Prints each suite's paired score as the evaluator computes it (``suite_score``: both accuracies and
+the exact McNemar p), then, for incumbent and candidate: right / items for addition, subtraction with a result >= 0, and
 subtraction with a negative result (the main dev suite only), and how many replies state an equation
 (the worked form of ``acquisition.worked_from_iteration``); then right / items by the prompt's
 phrasing (the task's ``phrasing``); then how far the wrong answers are off, by kind (:func:`miss`).
@@ -16,6 +17,7 @@ from collections import Counter
 
 from storekit import read_latest, run_parser
 
+from selfimprove.evaluator.scoring import suite_score
 from selfimprove.runtime.extract import last_integer
 from selfimprove.runtime.tasks.arithmetic import EQUATION, phrasing
 
@@ -59,7 +61,15 @@ def main() -> None:
     ap.add_argument("--iteration", type=int, default=1)
     args = ap.parse_args()
     [data] = read_latest(args.data_dir, args.run_id, "evaluate", "details.jsonl", args.iteration).values()
-    rows = [r for r in map(json.loads, data.splitlines()) if r["suite"] == "dev"]
+    every = [json.loads(line) for line in data.splitlines()]
+    for suite in dict.fromkeys(r["suite"] for r in every):
+        of = [r for r in every if r["suite"] == suite]
+        s = suite_score(suite, [r["incumbent_ok"] for r in of], [r["candidate_ok"] for r in of])
+        print(
+            f"suite {suite}: incumbent {s['incumbent_accuracy']:.4f}, candidate {s['candidate_accuracy']:.4f} "
+            f"of {s['n']}, p = {s['p_value']:.4f}"
+        )
+    rows = [r for r in every if r["suite"] == "dev"]
     total, right = Counter(), {"incumbent": Counter(), "candidate": Counter()}
     for r in rows:
         k = kind(r["prompt"], r["answer"])
