@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from selfimprove.acquisition import prompts
-from selfimprove.acquisition.scoring import judge_prompt, judge_score
+from selfimprove.acquisition.scoring import judge_prompt, judge_score, majority
 from selfimprove.acquisition.shard import Row, make_row
 from selfimprove.runtime.engine import Engine, GenerationRequest, SamplingParams
 from selfimprove.runtime.tasks.base import Item, Task
@@ -29,6 +29,7 @@ class ShardJob:
     rationalize: bool = False
     hint_only: bool = False  # with rationalize: no plain samples, every prompt asked with its hint
     worked: bool = False
+    check_labels: bool = False  # label-free: each majority answer checked by the task's check question
 
 
 def self_instruct(
@@ -138,6 +139,37 @@ def work_out(
     return out, steps
 
 
+def check_labels(
+    engine: Engine, task: Task, items: Sequence[Item], samples: Sequence[Sequence[Any]], max_new_tokens: int
+) -> list[dict[str, Any] | None]:
+    """Each item's majority answer checked by the task's check question (:meth:`Task.check_item`),
+    asked greedily: ``{"label", "prompt", "expects", "text", "tokens", "extracted", "passed"}``, or
+    ``None`` for an item with no majority or no check question. Nothing here reads the reference answer.
+    """
+    out: list[dict[str, Any] | None] = [None] * len(items)
+    asked = []
+    for i, (item, ss) in enumerate(zip(items, samples, strict=True)):
+        label = majority([task.extract(s.text) for s in ss])
+        if label is not None and (check := task.check_item(item, label)) is not None:
+            asked.append((i, label, check))
+    if not asked:
+        return out
+    greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
+    results = engine.generate(GenerationRequest([c.prompt for *_, c in asked], greedy))
+    for (i, label, check), r in zip(asked, results, strict=True):
+        reply = r.samples[0]
+        out[i] = {
+            "label": label,
+            "prompt": check.prompt,
+            "expects": check.answer,
+            "text": reply.text,
+            "tokens": reply.tokens,
+            "extracted": task.extract(reply.text),
+            "passed": bool(task.verify(check, reply.text)),
+        }
+    return out
+
+
 def run_shard(engine: Engine, task: Task, job: ShardJob) -> tuple[list[Row], float, float]:
     """Rows of the shard, seconds spent sampling the answers, and seconds in total.
 
@@ -159,14 +191,17 @@ def run_shard(engine: Engine, task: Task, job: ShardJob) -> tuple[list[Row], flo
     if job.rationalize:  # a prompt that a worked reply answered needs no hint
         answered = [[*ss, *ws] for ss, ws in zip(samples, worked, strict=True)]
         hinted = rationalize(engine, task, job.items, answered, job.sampling)
+    checks: list[dict[str, Any] | None] = [None] * len(job.items)
+    if job.check_labels:
+        checks = check_labels(engine, task, job.items, samples, job.sampling.max_new_tokens)
     sampling_seconds = time.perf_counter() - started
     judges: list[list[float]] | list[None] = [None] * len(job.items)
     if job.self_judge:
         texts = [[s.text for s in ss] for ss in samples]
         judges = judge_all(engine, job.items, texts, job.judge_max_new_tokens)
     rows = [
-        make_row(item, ss, task.extract, task.verify, j, h, w)
-        for item, ss, j, h, w in zip(job.items, samples, judges, hinted, worked, strict=True)
+        make_row(item, ss, task.extract, task.verify, j, h, w, c)
+        for item, ss, j, h, w, c in zip(job.items, samples, judges, hinted, worked, checks, strict=True)
     ]
     rows += [make_row(item, ss, task.extract, task.verify) for item, ss in steps]
     return rows, sampling_seconds, time.perf_counter() - started

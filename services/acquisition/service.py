@@ -148,6 +148,7 @@ class Acquirer:
             rationalize=cmd.rationalize,
             hint_only=cmd.hint_only,
             worked=cmd.worked,
+            check_labels=cmd.check_labels,
         )
         rows, _, seconds = generate.run_shard(engine, task, job)
         values = shard_stats(rows, seconds)
@@ -181,6 +182,7 @@ class Acquirer:
             "rationalize": cmd.rationalize,
             "hint_only": cmd.hint_only,
             "worked": cmd.worked,
+            "check_labels": cmd.check_labels,
             "instance": self.ctx.settings.instance,
             "stats": values,
         }

@@ -6,7 +6,8 @@ One row per prompt::
      "samples": [{"text", "tokens", "finish_reason", "extracted", "verified", "agrees", "judge"}],
      "majority", "agreement", "pass_rate",
      "rationales": [{"text", "tokens", "finish_reason", "extracted", "verified"}],
-     "worked": [{"text", "tokens", "finish_reason", "extracted", "verified", "steps"}]}
+     "worked": [{"text", "tokens", "finish_reason", "extracted", "verified", "steps"}],
+     "check": {"label", "prompt", "expects", "text", "tokens", "extracted", "passed"} | null}
 
 ``answer`` is the task's reference, stored for reporting only (label-free selection never reads it);
 ``verified`` and ``pass_rate`` are ``null`` when the task has no verifier, ``judge`` when self-judge is off.
@@ -16,6 +17,9 @@ apart, so ``pass_rate``, ``majority`` and ``agreement`` describe the model's own
 :mod:`selfimprove.runtime.tasks.worked`), with those answers as ``steps``; kept apart likewise. The
 sub-questions themselves follow the prompts' rows as rows of their own, marked ``meta.step`` (1 or 2),
 so selection can train the steps too; the shard's figures count them apart (:func:`shard_stats`).
+``check`` is label-free mode's consistency check of the majority answer (``check_labels``; ``null``
+when off, or when the prompt has no majority or the task no check question for it): the task's check
+question, the answer it expects if the label is right, and the model's greedy reply to it.
 """
 
 from __future__ import annotations
@@ -53,9 +57,10 @@ def make_row(
     judges: Sequence[float | None] | None = None,
     hinted: Sequence[Any] = (),
     worked: Sequence[Any] = (),
+    check: Mapping[str, Any] | None = None,
 ) -> Row:
     """The row of one prompt from its engine samples (``text``, ``tokens``, ``finish_reason``), its
-    hinted samples and its worked replies (which also have ``steps``), if any."""
+    hinted samples, its worked replies (which also have ``steps``) and its label check, if any."""
 
     def checked(s: Any) -> dict[str, Any]:
         return {
@@ -86,6 +91,7 @@ def make_row(
         "pass_rate": pass_rate([o["verified"] for o in own]),
         "rationales": [checked(s) for s in hinted],
         "worked": [{**checked(s), "steps": list(s.steps)} for s in worked],
+        "check": dict(check) if check else None,
     }
 
 
@@ -100,9 +106,10 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
     ``yield`` is the fraction of prompts with at least one verified sample (0 without a verifier),
     ``answered`` the fraction with a verified reply of any kind (its own, hinted or worked);
     ``rationalized`` counts prompts that only a hinted sample answered, ``worked`` prompts with a
-    verified worked reply. Sub-question rows (:func:`is_step`) are left out of every prompt figure;
+    verified worked reply; ``labels_checked`` counts prompts whose majority answer was checked
+    (``check_labels``) and ``labels_confirmed`` those whose check passed. Sub-question rows (:func:`is_step`) are left out of every prompt figure;
     ``step_prompts`` counts them and ``step_yield`` is their yield. ``tokens`` counts every sample
-    generated: the prompts', the hinted ones and the sub-questions'.
+    generated: the prompts', the hinted ones, the checks' and the sub-questions'.
 
     >>> row = {"samples": [{"tokens": 5, "verified": True}, {"tokens": 3, "verified": False}],
     ...        "pass_rate": 0.5, "agreement": 0.5}
@@ -119,7 +126,8 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
     samples = [s for r in rows for s in r["samples"]]
     hinted = [s for r in rows for s in r.get("rationales", ())]
     worked = [s for r in rows for s in r.get("worked", ())]
-    tokens += sum(s["tokens"] for s in [*samples, *hinted])
+    checks = [r["check"] for r in rows if r.get("check")]
+    tokens += sum(s["tokens"] for s in [*samples, *hinted, *checks])
     rates = [r["pass_rate"] for r in rows if r["pass_rate"] is not None]
     out: dict[str, float] = {
         "prompts": len(rows),
@@ -141,6 +149,8 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
         "rationalized": sum(any(s["verified"] for s in r.get("rationales", ())) for r in rows),
         "worked_replies": len(worked),
         "worked": sum(any(s["verified"] for s in r.get("worked", ())) for r in rows),
+        "labels_checked": len(checks),
+        "labels_confirmed": sum(bool(c["passed"]) for c in checks),
         "step_prompts": len(steps),
         "step_yield": sum(any(s["verified"] for s in r["samples"]) for r in steps) / len(steps)
         if steps

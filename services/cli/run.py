@@ -49,6 +49,8 @@ def prepare_config(path: Path, iterations: int | None, label_mode: str | None, r
         data["label_mode"] = label_mode
         if label_mode == "label-free" and isinstance(data.get("acquisition"), dict):
             data["acquisition"].update(dict.fromkeys(TRUTH_FED, False))
+        if label_mode == "verified" and isinstance(data.get("acquisition"), dict):
+            data["acquisition"].pop("check_labels", None)  # a verified run has the verifier
     if run_id is not None:
         data["run_id"] = run_id
     return dump_config(load_config(yaml.safe_dump(data)))
@@ -71,7 +73,8 @@ def run_cmd(
     label_mode: Annotated[
         str | None,
         typer.Option(
-            help="verified | label-free (overrides the config; label-free also turns off rationalize and focus)."
+            help="verified | label-free (overrides the config; label-free also turns off rationalize and focus, "
+            "verified the label check)."
         ),
     ] = None,
     local: Annotated[bool, typer.Option("--local", help="Bring up the local stack and services.")] = False,

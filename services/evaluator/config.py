@@ -91,6 +91,13 @@ class AcquisitionConfig(_Strict):
         "is trained on when it is verified, step by step (at any pass rate), and the sub-questions are "
         "rows of the shard, so the steps are trained too.",
     )
+    check_labels: bool = Field(
+        False,
+        description="Label-free mode only: each prompt's majority answer is also checked by one greedy "
+        "question whose answer follows from it (the task's check question: for arithmetic a sum asked "
+        "again with its operands swapped, a difference undone by a sum), and selection keeps only the "
+        "labels whose check the model answered as they predict.",
+    )
     sample_pending: bool = Field(
         False,
         description="While training goes on from a pending candidate (training.continue_pending), that "
@@ -241,6 +248,7 @@ def load_config(text: str) -> RunConfig:
         raise ConfigError("invalid run config: " + "; ".join(problems)) from None
     check_dev_sizes(cfg)
     check_label_mode(cfg)
+    check_labels_need_label_free(cfg)
     check_hint_only(cfg)
     check_interim_looks(cfg)
     return cfg
@@ -272,6 +280,21 @@ def check_label_mode(cfg: RunConfig) -> None:
                 f"invalid run config: acquisition.{name}: {why}, so it needs label_mode verified "
                 f"(got {cfg.label_mode})"
             )
+
+
+def check_labels_need_label_free(cfg: RunConfig) -> None:
+    """The label check replaces a verifier: a verified run has one.
+
+    >>> check_labels_need_label_free(RunConfig.model_validate({"acquisition": {"check_labels": True}}))
+    Traceback (most recent call last):
+    ...
+    selfimprove.evaluator.config.ConfigError: invalid run config: acquisition.check_labels: it checks label-free pseudo-labels, so it needs label_mode label-free (got verified)
+    """
+    if cfg.acquisition.check_labels and cfg.label_mode != "label-free":
+        raise ConfigError(
+            "invalid run config: acquisition.check_labels: it checks label-free pseudo-labels, so it "
+            f"needs label_mode label-free (got {cfg.label_mode})"
+        )
 
 
 def check_hint_only(cfg: RunConfig) -> None:

@@ -72,6 +72,21 @@ def label_of(row: Row, mode: str, threshold: float) -> str | None:
     return label if label is not None and agreement(answers, label) >= threshold else None
 
 
+def refused(row: Row, label: str | None) -> bool:
+    """Whether the row's label check (``acquisition.check_labels``) refuses ``label``: a check was
+    asked and it was of another answer, or the model did not answer it as the label predicts. A row
+    with no check (off, or none possible) refuses nothing.
+
+    >>> check = {"label": "7", "passed": True}
+    >>> refused({"check": check}, "7"), refused({"check": {**check, "passed": False}}, "7"), refused({"check": check}, "8")
+    (False, True, True)
+    >>> refused({"check": None}, "7"), refused({}, "7"), refused({"check": check}, None)
+    (False, False, False)
+    """
+    check = row.get("check")
+    return label is not None and bool(check) and not (check["label"] == label and check["passed"])
+
+
 def has_verdict(row: Row) -> bool:
     """Whether the task's verifier judged any reply of ``row`` (its own samples, or its hinted
     replies when a hint-only iteration asked it nothing plain).

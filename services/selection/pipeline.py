@@ -1,6 +1,7 @@
 """The selection pipeline over acquisition rows: labels, filters, SFT set, preference pairs, data card.
 
-Order: prompt deduplication, decontamination, difficulty band, labels (verified or label-free),
+Order: prompt deduplication, decontamination, difficulty band, labels (verified or label-free; a
+label-free label whose consistency check failed is dropped, ``label_check``),
 refined targets, worked replies (verified mode: preferred to the model's own right answers, and a prompt
 with one is kept at any pass rate), rationales
 (verified mode: hinted replies, for prompts no sample or worked reply answered), format sanity, exact
@@ -29,6 +30,7 @@ DROP_UNITS = {
     "decontamination": "prompts",
     "difficulty": "prompts",
     "label": "prompts",
+    "label_check": "prompts",
     "format": "responses",
     "duplicate": "responses",
     "near_duplicate": "responses",
@@ -88,6 +90,9 @@ def select(
     worked_ids: set[str] = set()
     for row in work:
         label = labels.label_of(row, mode, params.agreement_threshold)
+        if mode == labels.LABEL_FREE and labels.refused(row, label):
+            drops["label_check"] += 1
+            continue
         right, wrong = labels.split(row, mode, label)
         target = by_id.get(row["id"]) or by_prompt.get(row["prompt"])
         if target is not None:

@@ -101,6 +101,7 @@ class AcquireCommand(_message.Message):
     CATEGORY_WEIGHTS_FIELD_NUMBER: _builtins.int
     WORKED_FIELD_NUMBER: _builtins.int
     HINT_ONLY_FIELD_NUMBER: _builtins.int
+    CHECK_LABELS_FIELD_NUMBER: _builtins.int
     shard: _builtins.int
     num_shards: _builtins.int
     num_prompts: _builtins.int
@@ -122,6 +123,12 @@ class AcquireCommand(_message.Message):
     hint_only: _builtins.bool
     """With rationalize: every prompt is asked only with its reference answer as a hint, with no plain
     samples (a base model answers few plain prompts right and spends most tokens on them).
+    """
+    check_labels: _builtins.bool
+    """Label-free runs: each prompt's majority answer is checked by one more greedy question whose
+    answer follows from it (the task's check question, e.g. a difference undone by a sum); the
+    question and the model's reply are stored with the row, and selection keeps only labels that
+    passed.
     """
     @_builtins.property
     def policy(self) -> _common_pb2.ModelRef: ...
@@ -151,10 +158,11 @@ class AcquireCommand(_message.Message):
         category_weights: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         worked: _builtins.bool = ...,
         hint_only: _builtins.bool = ...,
+        check_labels: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "sampling", b"sampling", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_weights", b"category_weights", "hint_only", b"hint_only", "num_prompts", b"num_prompts", "num_shards", b"num_shards", "policy", b"policy", "rationalize", b"rationalize", "sampling", b"sampling", "seed", b"seed", "self_instruct", b"self_instruct", "self_judge", b"self_judge", "shard", b"shard", "task", b"task", "worked", b"worked"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_weights", b"category_weights", "check_labels", b"check_labels", "hint_only", b"hint_only", "num_prompts", b"num_prompts", "num_shards", b"num_shards", "policy", b"policy", "rationalize", b"rationalize", "sampling", b"sampling", "seed", b"seed", "self_instruct", b"self_instruct", "self_judge", b"self_judge", "shard", b"shard", "task", b"task", "worked", b"worked"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

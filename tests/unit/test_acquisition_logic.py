@@ -267,3 +267,35 @@ def test_worked_replies_are_written_from_a_verified_sample_of_each_step_when_one
     engine = Unsure()  # with one sample, the wrong one is all there is: the reply is written, and refused
     rows, _, _ = run_shard(engine, task, ShardJob([item], EngineSampling(n=1, max_new_tokens=8), worked=True))
     assert engine.prompts[2] == ["What is 51 - 3?"] and rows[0]["worked"][0]["verified"] is False
+
+
+class SumsRight(ScriptedEngine):
+    """Answers every sum right and every difference one too high: its subtraction labels are wrong,
+    and the check of a difference (a sum) says so."""
+
+    def reply(self, prompt):
+        expr = re.search(r"(-?\d+) (\+|-|plus|minus) (-?\d+)", prompt)
+        a, op, b = int(expr.group(1)), expr.group(2), int(expr.group(3))
+        return f"The answer is {a + b if op in ('+', 'plus') else a - b + 1}."
+
+
+def test_label_check_asks_one_greedy_question_per_majority_and_never_reads_the_truth():
+    task = ArithmeticTask(categories=("add2", "sub2"))
+    items = task.items("train", 6, seed=3)
+    engine = SumsRight()
+    job = ShardJob(items, EngineSampling(n=3, temperature=0.7, max_new_tokens=8), check_labels=True)
+    rows, _, _ = run_shard(engine, task, job)
+    assert len(engine.prompts) == 2 and engine.prompts[1] == [r["check"]["prompt"] for r in rows]
+    for row, item in zip(rows, items, strict=True):
+        check, a = row["check"], item.meta["operands"][0]
+        assert check["label"] == row["majority"]
+        assert check["passed"] is (item.meta["operator"] == "+")  # a wrong difference fails its check
+        assert check["expects"] == (row["majority"] if item.meta["operator"] == "+" else str(a))
+    blind = [dataclasses.replace(i, answer=None) for i in items]  # the same without the truth
+    blind_rows, _, _ = run_shard(SumsRight(), task, dataclasses.replace(job, items=blind))
+    assert [r["check"] for r in blind_rows] == [r["check"] for r in rows]
+    stats = shard_stats(rows, 1.0)
+    assert stats["labels_checked"] == 6 and stats["labels_confirmed"] == 3
+    assert stats["tokens"] == 6 * 3 * 4 + 6 * 4
+    off, _, _ = run_shard(SumsRight(), task, dataclasses.replace(job, check_labels=False))
+    assert all(r["check"] is None for r in off)

@@ -90,3 +90,15 @@ def test_truth_fed_acquisition_needs_verified_mode_and_the_label_free_override_t
     assert getattr(load_config(prepare_config(path, None, None, None)).acquisition, field)
     free = load_config(prepare_config(path, None, "label-free", None))
     assert free.label_mode == "label-free" and not getattr(free.acquisition, field)
+
+
+def test_label_check_needs_label_free_mode_and_the_verified_override_turns_it_off(tmp_path):
+    from selfimprove.cli.run import prepare_config
+
+    with pytest.raises(ConfigError, match="acquisition.check_labels: .* needs label_mode label-free"):
+        load_config("label_mode: verified\nacquisition: {check_labels: true}\n")
+    path = tmp_path / "run.yaml"
+    path.write_text("label_mode: label-free\nacquisition: {check_labels: true}\n")
+    assert load_config(prepare_config(path, None, None, None)).acquisition.check_labels
+    verified = load_config(prepare_config(path, None, "verified", None))
+    assert verified.label_mode == "verified" and not verified.acquisition.check_labels

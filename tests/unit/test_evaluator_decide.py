@@ -351,3 +351,14 @@ def test_continue_pending_trains_on_from_a_candidate_whose_gain_is_not_yet_signi
     plain, log = run(BASE + "budget: {iterations: 4}\nstopping: {plateau_patience: 5}\n", script)
     trains = [o.envelope.train_command for o in log if o.envelope.WhichOneof("payload") == "train_command"]
     assert [t.policy.version for t in trains] == ["r1/base", "r1/iter-001", "r1/iter-001", "r1/iter-003"]
+
+
+def test_the_label_check_rides_in_every_acquire_command_of_a_label_free_run():
+    config = BASE + "label_mode: label-free\nacquisition: {shards: 2, check_labels: true}\n"
+    _, log = run(config, {"eval": [[0.6, 0.4, 0.01]]})
+    acquires = [
+        o.envelope.acquire_command for o in log if o.envelope.WhichOneof("payload") == "acquire_command"
+    ]
+    assert acquires and all(a.check_labels for a in acquires)
+    _, log = run(BASE + "label_mode: label-free\n", {"eval": [[0.6, 0.4, 0.01]]})
+    assert not any(o.envelope.acquire_command.check_labels for o in log)

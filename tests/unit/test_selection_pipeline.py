@@ -10,7 +10,7 @@ import pytest
 from selfimprove.acquisition.shard import make_row
 from selfimprove.runtime.engine import Sample
 from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
-from selfimprove.selection.labels import LABEL_FREE, VERIFIED
+from selfimprove.selection.labels import LABEL_FREE, VERIFIED, label_of
 from selfimprove.selection.params import SelectParams
 from selfimprove.selection.pipeline import select
 
@@ -292,3 +292,22 @@ def test_sub_question_rows_are_trained_in_verified_mode_counted_apart_and_never_
     blind = select(rows, LABEL_FREE, SelectParams(band=(0.0, 1.01)), extract=TASK.extract)
     assert blind.card["counts"]["prompts_in"] == len(rows) - len(steps)
     assert not {s.prompt for s in steps} & {x["prompt"] for x in blind.sft}
+
+
+def test_label_free_drops_labels_their_check_refused_and_counts_them():
+    rows = synthetic_rows()
+    params = SelectParams(band=(0.0, 1.01))
+    plain = select(rows, LABEL_FREE, params, extract=TASK.extract)
+    checked = json.loads(json.dumps(rows))
+    for k, row in enumerate(checked):  # every other labelled prompt's check fails
+        if row["majority"] is not None:
+            row["check"] = {"label": row["majority"], "passed": k % 2 == 0}
+    chosen = select(checked, LABEL_FREE, params, extract=TASK.extract)
+    refused = {r["id"] for k, r in enumerate(checked) if r["check"] and k % 2}
+    kept = {x["id"].rsplit("-", 1)[0] for x in chosen.sft}
+    assert kept and not kept & refused
+    assert kept == {x["id"].rsplit("-", 1)[0] for x in plain.sft} - refused
+    labelled = {r["id"] for r in checked if label_of(r, LABEL_FREE, params.agreement_threshold) is not None}
+    assert chosen.card["dropped"]["label_check"] == len(refused & labelled) > 0
+    verified = select(checked, VERIFIED, params, extract=TASK.extract)  # the verifier needs no check
+    assert verified.sft == select(rows, VERIFIED, params, extract=TASK.extract).sft

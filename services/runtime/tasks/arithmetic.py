@@ -46,10 +46,10 @@ _WORDS = {"+": "plus", "-": "minus", "*": "times"}
 def in_words(expr: str) -> str:
     """An expression with its operators spelled out, as the task's word prompts ask it.
 
-    >>> in_words("86 + 29"), in_words("53 - 55 * 2")
-    ('86 plus 29', '53 minus 55 times 2')
+    >>> in_words("86 + 29"), in_words("53 - 55 * 2"), in_words("-50 + 75")
+    ('86 plus 29', '53 minus 55 times 2', '-50 plus 75')
     """
-    return re.sub(r"[+\-*]", lambda m: _WORDS[m.group(0)], expr)
+    return re.sub(r"(?<= )[+\-*](?= )", lambda m: _WORDS[m.group(0)], expr)
 
 
 def phrase(expr: str, rng: random.Random) -> str:
@@ -247,6 +247,36 @@ class ArithmeticTask(Task):
     def worked_plan(self, item: Item) -> Plan | None:
         """The tens, then the ones (:mod:`.worked`); ``None`` for products and three operands."""
         return plan(item.meta)
+
+    def check_item(self, item: Item, label: str) -> Item | None:
+        """The question that checks ``label``: a sum asked again with its operands swapped (the label
+        again), a difference undone by a sum (``a - b = c`` asks ``c + b``, expecting ``a``), in a
+        phrasing of its own; ``None`` for products, three operands, or a label that is no integer.
+        Only the question's operands and the label are used, never the reference answer.
+
+        >>> task = ArithmeticTask(("add2", "sub2"))
+        >>> add, sub = task.items("train", 2, seed=0)
+        >>> add.meta["expression"], task.check_item(add, "7").meta["expression"], task.check_item(add, "7").answer
+        ('86 + 79', '79 + 86', '7')
+        >>> sub.meta["expression"], task.check_item(sub, "-12").meta["expression"], task.check_item(sub, "-12").answer
+        ('25 - 75', '-12 + 75', '25')
+        >>> task.check_item(add, "many") is None, task.check_item(add, "7").prompt == task.check_item(add, "7").prompt
+        (True, True)
+        """
+        op, operands = item.meta.get("operator"), tuple(item.meta.get("operands") or ())
+        if op not in ("+", "-") or len(operands) != 2 or not re.fullmatch(r"-?\d+", label.strip()):
+            return None
+        a, b = operands
+        value = int(label)
+        expression, expects = (f"{b} + {a}", value) if op == "+" else (f"{value} + {b}", a)
+        return Item(
+            id=f"{item.id}.check",
+            prompt=phrase(expression, random.Random(f"check:{item.id}:{label}")),
+            category=item.category,
+            difficulty=item.difficulty,
+            answer=str(expects),
+            meta={"expression": expression, "check_of": item.id},
+        )
 
     def step_item(self, parent: Item, expression: str, step: int) -> Item:
         """A plan's sub-question as a plain item of ``parent``'s category, marked ``meta["step"]``;

@@ -76,6 +76,12 @@ class Task(ABC):
         ``None`` when the task has none for it."""
         return None
 
+    def check_item(self, item: Item, label: str) -> Item | None:
+        """A question whose answer follows from ``label`` being ``item``'s answer, with that answer
+        as its ``answer`` (label-free mode's consistency check, ``acquisition.check_labels``), or
+        ``None`` when the task has none for it. It must not need the reference answer."""
+        return None
+
     def step_item(self, parent: Item, expression: str, step: int) -> Item:
         """The sub-question ``expression`` (step ``step`` of ``parent``'s plan) as an item of its own:
         acquisition stores the model's answers to it as a row, so the steps are trained too. Only
