@@ -8,6 +8,8 @@ greedily, for every labelled prompt, two check questions that need no reference 
   ``a - b = c`` by asking ``c + b`` (expects ``a``);
 - ``twin``: the same problem asked again in another phrasing, a sum with its operands swapped
   (expects ``c``);
+- ``turned``: a difference asked the other way round, expecting the label negated (``a - b = c``
+  asks ``b - a``, expects ``-c``; a sum: the twin);
 - ``task_check``: the loop's check (``acquisition.check_labels``, ``ArithmeticTask.check_item``): the
   twin for a sum, the inverse for a difference.
 
@@ -52,6 +54,15 @@ def twin(operator: str, a: int, b: int) -> str:
     return f"{b} + {a}" if operator == "+" else f"{a} - {b}"
 
 
+def turned(operator: str, a: int, b: int, label: int) -> tuple[str, int]:
+    """A difference the other way round (a sum: its twin), and the answer it expects.
+
+    >>> turned("-", 23, 61, -38), turned("+", 47, 36, 83)
+    (('61 - 23', 38), ('36 + 47', 83))
+    """
+    return (f"{b} - {a}", -label) if operator == "-" else (twin(operator, a, b), label)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--adapter", type=Path, help="PEFT folder on the base (default: the base model)")
@@ -75,14 +86,16 @@ def main() -> None:
         label = label_of(row, LABEL_FREE, args.threshold)
         if label is not None:
             labelled.append((item, int(label)))
-    rng = random.Random(0)
-    questions = []  # per labelled prompt: the inverse, the twin, and the task's own check question
+    rng, turned_rng = random.Random(0), random.Random(1)  # the turned check draws apart: the others as before
+    names = ("inverse", "twin", "turned", "task_check")
+    questions = []  # per labelled prompt, one question per name
     for item, label in labelled:
         op, (a, b) = item.meta["operator"], item.meta["operands"]
         expr, expects = inverse(op, a, b, label)
         check = task.check_item(item, str(label))
         questions += [(phrase(expr, rng), expects), (phrase(twin(op, a, b), rng), label)]
-        questions += [(check.prompt, check.answer)]
+        expr, expects = turned(op, a, b, label)
+        questions += [(phrase(expr, turned_rng), expects), (check.prompt, check.answer)]
     greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=48)
     answers = engine.generate(GenerationRequest([q for q, _ in questions], greedy))
     passed = [task.extract(r.samples[0].text) == str(e) for r, (_, e) in zip(answers, questions, strict=True)]
@@ -93,8 +106,14 @@ def main() -> None:
         c, right = counts[item.category], str(label) == item.answer
         c["labelled"] += 1
         c["labelled_right"] += right
-        for j, name in enumerate(("inverse", "twin", "task_check")):
-            ok = passed[3 * k + j]
+        negative = label < 0
+        c["labelled_negative"] += negative
+        c["labelled_negative_right"] += negative and right
+        for j, name in enumerate(names):
+            ok = passed[len(names) * k + j]
+            if negative:
+                c[f"{name}_pass_negative"] += ok
+                c[f"{name}_pass_negative_right"] += ok and right
             c[f"{name}_pass"] += ok
             c[f"{name}_pass_right"] += ok and right
     for cat in sorted(counts):

@@ -107,8 +107,8 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
     ``answered`` the fraction with a verified reply of any kind (its own, hinted or worked);
     ``rationalized`` counts prompts that only a hinted sample answered, ``worked`` prompts with a
     verified worked reply; ``labels_checked`` counts prompts whose majority answer was checked
-    (``check_labels``) and ``labels_confirmed`` those whose check passed. Sub-question rows (:func:`is_step`) are left out of every prompt figure;
-    ``step_prompts`` counts them and ``step_yield`` is their yield. ``tokens`` counts every sample
+    (``check_labels``) and ``labels_confirmed`` those whose check passed. Sub-question rows
+    (:func:`is_step`) are left out of every prompt figure; ``step_prompts`` counts them and ``step_yield`` is their yield. ``tokens`` counts every sample
     generated: the prompts', the hinted ones, the checks' and the sub-questions'.
 
     >>> row = {"samples": [{"tokens": 5, "verified": True}, {"tokens": 3, "verified": False}],
