@@ -72,6 +72,8 @@ def main() -> None:
     ap.add_argument("--categories", nargs="+", default=["add1", "sub1", "add2", "sub2"])
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    if not all(c.startswith(("add", "sub")) and c[3:] in "123456789" for c in args.categories):
+        ap.error(f"--categories: sums and differences only (add1 ... sub9), got {args.categories}")
     torch.set_num_threads(args.threads)
     base = str(resolve_base("smollm2-135m-instruct", None))
     engine = make_engine("transformers", base, [args.adapter] if args.adapter else [])

@@ -144,7 +144,10 @@ def check_labels(
 ) -> list[dict[str, Any] | None]:
     """Each item's majority answer checked by the task's check question (:meth:`Task.check_item`),
     asked greedily: ``{"label", "prompt", "expects", "text", "tokens", "extracted", "passed"}``, or
-    ``None`` for an item with no majority or no check question. Nothing here reads the reference answer.
+    ``None`` for an item with no majority or no check question. ``passed`` compares the reply's
+    extracted answer with the one the label predicts, and nothing else: the task's verifier is never
+    asked (the arithmetic one also judges every equation a reply states, which would tell a wrong
+    label from a right one), so the check is the model's consistency alone.
     """
     out: list[dict[str, Any] | None] = [None] * len(items)
     asked = []
@@ -165,7 +168,7 @@ def check_labels(
             "text": reply.text,
             "tokens": reply.tokens,
             "extracted": task.extract(reply.text),
-            "passed": bool(task.verify(check, reply.text)),
+            "passed": task.extract(reply.text) == check.answer,
         }
     return out
 

@@ -299,3 +299,22 @@ def test_label_check_asks_one_greedy_question_per_majority_and_never_reads_the_t
     assert stats["tokens"] == 6 * 3 * 4 + 6 * 4
     off, _, _ = run_shard(SumsRight(), task, dataclasses.replace(job, check_labels=False))
     assert all(r["check"] is None for r in off)
+
+
+class SaysSeven(ScriptedEngine):
+    """States every question as a (false) equation with 7 as its value."""
+
+    def reply(self, prompt):
+        expr = re.search(r"(-?\d+) (\+|-|plus|minus) (-?\d+)", prompt)
+        return f"{expr.group(1)} + {expr.group(3)} = 7 is my answer"
+
+
+def test_label_check_is_consistency_alone_not_the_verifier_judging_stated_equations():
+    task = ArithmeticTask(categories=("add2",))
+    items = task.items("train", 4, seed=3)
+    job = ShardJob(items, EngineSampling(n=2, max_new_tokens=8), check_labels=True)
+    rows, _, _ = run_shard(SaysSeven(), task, job)
+    # every label is 7, wrong, and the check's reply states a false equation: a verifier would refuse
+    # it; the model's own answers agree, so the check passes (it must not be a hidden verifier)
+    assert all(r["check"]["label"] == "7" and r["check"]["passed"] for r in rows)
+    assert not any(task.verify(i, r["check"]["text"]) for i, r in zip(items, rows, strict=True))
