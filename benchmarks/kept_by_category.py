@@ -3,8 +3,10 @@ read from the run's stored ``sft.jsonl`` sets in a local stack folder (the stack
 
     .venv/bin/python benchmarks/kept_by_category.py demo-u --data-dir DIR
 
-Prints one JSON line per iteration (the latest selection attempt), then the totals. Replay means an
-example can be trained on in two iterations; these counts are each iteration's new selection.
+Prints one JSON line per iteration (the latest selection attempt) with, from that selection's data
+card, its precision against the truth, measured after selection (per kept label, label-free runs,
+and per kept example) and its drops by the label check, then the totals. Replay means an example can be trained on in two
+iterations; these counts are each iteration's new selection.
 """
 
 from __future__ import annotations
@@ -29,10 +31,19 @@ def main() -> None:
     ap = run_parser(__doc__)
     args = ap.parse_args()
     stored = read_latest(args.data_dir, args.run_id, "select", "sft.jsonl")
+    cards = {
+        k: json.loads(v) for k, v in read_latest(args.data_dir, args.run_id, "select", "card.json").items()
+    }
     total: Counter[str] = Counter()
-    for (iteration, _), data in sorted(stored.items()):
+    for (iteration, shard), data in sorted(stored.items()):
         row = by_category(data)
-        print(json.dumps({"iteration": iteration, **row}))
+        card = cards.get((iteration, shard), {})
+        figures = {
+            "pseudo_label_precision": card.get("pseudo_label_precision"),
+            "sft_answer_precision": card.get("sft_answer_precision"),
+            "dropped_label_check": card.get("dropped", {}).get("label_check", 0),
+        }
+        print(json.dumps({"iteration": iteration, **row, **figures}))
         total.update(row)
     print(json.dumps({"run": args.run_id, **dict(sorted(total.items()))}))
 

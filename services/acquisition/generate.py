@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from selfimprove.acquisition import prompts
-from selfimprove.acquisition.scoring import judge_prompt, judge_score, majority
+from selfimprove.acquisition.scoring import judge_prompt, judge_score
 from selfimprove.acquisition.shard import Row, make_row
 from selfimprove.runtime.engine import Engine, GenerationRequest, SamplingParams
 from selfimprove.runtime.tasks.base import Item, Task
@@ -140,10 +140,10 @@ def work_out(
 
 
 def check_labels(
-    engine: Engine, task: Task, items: Sequence[Item], samples: Sequence[Sequence[Any]], max_new_tokens: int
+    engine: Engine, task: Task, items: Sequence[Item], labels: Sequence[str | None], max_new_tokens: int
 ) -> list[dict[str, Any] | None]:
-    """Each item's majority answer checked by the task's check question (:meth:`Task.check_item`),
-    asked greedily: ``{"label", "prompt", "expects", "text", "tokens", "extracted", "passed"}``, or
+    """Each item's label (its row's majority answer) checked by the task's check question
+    (:meth:`Task.check_item`), asked greedily: ``{"label", "prompt", "expects", "text", "tokens", "extracted", "passed"}``, or
     ``None`` for an item with no majority or no check question. ``passed`` compares the reply's
     extracted answer with the one the label predicts, and nothing else: the task's verifier is never
     asked (the arithmetic one also judges every equation a reply states, which would tell a wrong
@@ -151,8 +151,7 @@ def check_labels(
     """
     out: list[dict[str, Any] | None] = [None] * len(items)
     asked = []
-    for i, (item, ss) in enumerate(zip(items, samples, strict=True)):
-        label = majority([task.extract(s.text) for s in ss])
+    for i, (item, label) in enumerate(zip(items, labels, strict=True)):
         if label is not None and (check := task.check_item(item, label)) is not None:
             asked.append((i, label, check))
     if not asked:
@@ -194,17 +193,20 @@ def run_shard(engine: Engine, task: Task, job: ShardJob) -> tuple[list[Row], flo
     if job.rationalize:  # a prompt that a worked reply answered needs no hint
         answered = [[*ss, *ws] for ss, ws in zip(samples, worked, strict=True)]
         hinted = rationalize(engine, task, job.items, answered, job.sampling)
-    checks: list[dict[str, Any] | None] = [None] * len(job.items)
-    if job.check_labels:
-        checks = check_labels(engine, task, job.items, samples, job.sampling.max_new_tokens)
     sampling_seconds = time.perf_counter() - started
     judges: list[list[float]] | list[None] = [None] * len(job.items)
     if job.self_judge:
         texts = [[s.text for s in ss] for ss in samples]
         judges = judge_all(engine, job.items, texts, job.judge_max_new_tokens)
     rows = [
-        make_row(item, ss, task.extract, task.verify, j, h, w, c)
-        for item, ss, j, h, w, c in zip(job.items, samples, judges, hinted, worked, checks, strict=True)
+        make_row(item, ss, task.extract, task.verify, j, h, w)
+        for item, ss, j, h, w in zip(job.items, samples, judges, hinted, worked, strict=True)
     ]
+    if job.check_labels:
+        checks = check_labels(
+            engine, task, job.items, [r["majority"] for r in rows], job.sampling.max_new_tokens
+        )
+        for row, check in zip(rows, checks, strict=True):
+            row["check"] = check
     rows += [make_row(item, ss, task.extract, task.verify) for item, ss in steps]
     return rows, sampling_seconds, time.perf_counter() - started

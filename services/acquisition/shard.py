@@ -57,10 +57,10 @@ def make_row(
     judges: Sequence[float | None] | None = None,
     hinted: Sequence[Any] = (),
     worked: Sequence[Any] = (),
-    check: Mapping[str, Any] | None = None,
 ) -> Row:
     """The row of one prompt from its engine samples (``text``, ``tokens``, ``finish_reason``), its
-    hinted samples, its worked replies (which also have ``steps``) and its label check, if any."""
+    hinted samples and its worked replies (which also have ``steps``), if any; its label ``check``
+    is ``None`` here (acquisition sets it after, from the row's ``majority``)."""
 
     def checked(s: Any) -> dict[str, Any]:
         return {
@@ -91,7 +91,7 @@ def make_row(
         "pass_rate": pass_rate([o["verified"] for o in own]),
         "rationales": [checked(s) for s in hinted],
         "worked": [{**checked(s), "steps": list(s.steps)} for s in worked],
-        "check": dict(check) if check else None,
+        "check": None,
     }
 
 

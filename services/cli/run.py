@@ -29,7 +29,7 @@ def prepare_config(path: Path, iterations: int | None, label_mode: str | None, r
     """The config file with the command-line overrides applied, validated (clear error on a bad field)."""
     import yaml
 
-    from selfimprove.evaluator.config import TRUTH_FED, dump_config, load_config
+    from selfimprove.evaluator.config import LABEL_FREE_ONLY, TRUTH_FED, dump_config, load_config
 
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -47,10 +47,9 @@ def prepare_config(path: Path, iterations: int | None, label_mode: str | None, r
         data.setdefault("budget", {})["iterations"] = iterations
     if label_mode is not None:
         data["label_mode"] = label_mode
-        if label_mode == "label-free" and isinstance(data.get("acquisition"), dict):
-            data["acquisition"].update(dict.fromkeys(TRUTH_FED, False))
-        if label_mode == "verified" and isinstance(data.get("acquisition"), dict):
-            data["acquisition"].pop("check_labels", None)  # a verified run has the verifier
+        if isinstance(data.get("acquisition"), dict):
+            off = TRUTH_FED if label_mode == "label-free" else LABEL_FREE_ONLY
+            data["acquisition"].update(dict.fromkeys(off, False))
     if run_id is not None:
         data["run_id"] = run_id
     return dump_config(load_config(yaml.safe_dump(data)))

@@ -248,7 +248,6 @@ def load_config(text: str) -> RunConfig:
         raise ConfigError("invalid run config: " + "; ".join(problems)) from None
     check_dev_sizes(cfg)
     check_label_mode(cfg)
-    check_labels_need_label_free(cfg)
     check_hint_only(cfg)
     check_interim_looks(cfg)
     return cfg
@@ -262,39 +261,33 @@ TRUTH_FED = {
     "worked_from_iteration": "worked replies are kept by checking them against the reference answers",
     "hint_only_iterations": "hints carry the reference answer",
 }
+# acquisition switches for label-free runs only: refused in verified runs, and turned off by
+# ``run --label-mode verified``
+LABEL_FREE_ONLY = {"check_labels": "it checks label-free pseudo-labels"}
 
 
 def check_label_mode(cfg: RunConfig) -> None:
-    """Refuse settings that would show the truth to a label-free run.
+    """Refuse settings that would show the truth to a label-free run, and label-free settings in a
+    verified one.
 
     >>> check_label_mode(RunConfig.model_validate({"label_mode": "label-free", "acquisition": {"rationalize": True}}))
     Traceback (most recent call last):
     ...
     selfimprove.evaluator.config.ConfigError: invalid run config: acquisition.rationalize: hints carry the reference answer, so it needs label_mode verified (got label-free)
-    """
-    if cfg.label_mode != "label-free":
-        return
-    for name, why in TRUTH_FED.items():
-        if getattr(cfg.acquisition, name):
-            raise ConfigError(
-                f"invalid run config: acquisition.{name}: {why}, so it needs label_mode verified "
-                f"(got {cfg.label_mode})"
-            )
-
-
-def check_labels_need_label_free(cfg: RunConfig) -> None:
-    """The label check replaces a verifier: a verified run has one.
-
-    >>> check_labels_need_label_free(RunConfig.model_validate({"acquisition": {"check_labels": True}}))
+    >>> check_label_mode(RunConfig.model_validate({"acquisition": {"check_labels": True}}))
     Traceback (most recent call last):
     ...
     selfimprove.evaluator.config.ConfigError: invalid run config: acquisition.check_labels: it checks label-free pseudo-labels, so it needs label_mode label-free (got verified)
     """
-    if cfg.acquisition.check_labels and cfg.label_mode != "label-free":
-        raise ConfigError(
-            "invalid run config: acquisition.check_labels: it checks label-free pseudo-labels, so it "
-            f"needs label_mode label-free (got {cfg.label_mode})"
-        )
+    refused, needs = (
+        (TRUTH_FED, "verified") if cfg.label_mode == "label-free" else (LABEL_FREE_ONLY, "label-free")
+    )
+    for name, why in refused.items():
+        if getattr(cfg.acquisition, name):
+            raise ConfigError(
+                f"invalid run config: acquisition.{name}: {why}, so it needs label_mode {needs} "
+                f"(got {cfg.label_mode})"
+            )
 
 
 def check_hint_only(cfg: RunConfig) -> None:

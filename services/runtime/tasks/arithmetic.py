@@ -275,7 +275,7 @@ class ArithmeticTask(Task):
             category=item.category,
             difficulty=item.difficulty,
             answer=str(expects),
-            meta={"expression": expression, "check_of": item.id},
+            meta={"expression": expression},
         )
 
     def step_item(self, parent: Item, expression: str, step: int) -> Item:
