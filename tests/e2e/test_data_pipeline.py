@@ -52,6 +52,7 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
             seed=1,
             rationalize=RATIONALIZE,
             worked=WORKED,
+            check_labels=True,  # stored beside the rows; only the label-free selection reads it
         )
         env = envelopes.make(
             run_id=unique_name,
@@ -86,6 +87,15 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
             assert w["verified"] == (w["extracted"] == r["answer"] and equations_true(w["text"])), w
     if WORKED:  # one-digit sub-questions ("3 + 0", "3 + 5") are within the base model's reach
         assert acquired.stats.values["worked"] > 0, worked
+    checked = [r for r in rows[:PROMPTS] if r["check"] is not None]
+    assert checked and acquired.stats.values["labels_checked"] == len(checked)
+    for r in rows[:PROMPTS]:  # every majority of a sum or difference is checked, by the model alone
+        has_check = r["majority"] is not None and r["category"] != "mul1"
+        assert (r["check"] is not None) == has_check, r
+        if has_check:
+            c, (a, _) = r["check"], r["meta"]["operands"]
+            assert c["label"] == r["majority"] and c["passed"] == (c["extracted"] == c["expects"])
+            assert c["expects"] == (r["majority"] if r["meta"]["operator"] == "+" else str(a))
     steps = rows[PROMPTS:]  # the sub-questions follow the prompts, as rows of their own
     assert all(not r["meta"].get("step") for r in rows[:PROMPTS])
     assert [r["meta"]["step"] for r in steps] == sorted(r["meta"]["step"] for r in steps)
@@ -126,6 +136,11 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
             counts = card["counts"]
             assert counts["prompts_rationalized"] == counts["prompts_worked"] == counts["prompts_steps"] == 0
             assert counts["prompts_in"] == PROMPTS  # the sub-questions' rows are not read blind
+            refused = {r["id"] for r in rows[:PROMPTS] if r["check"] and not r["check"]["passed"]}
+            sft = [
+                json.loads(x) for x in store.read_file(env.select_result.sft_set, "sft.jsonl").splitlines()
+            ]
+            assert not {x["id"].rsplit("-", 1)[0] for x in sft} & refused
         elif RATIONALIZE:
             assert card["counts"]["prompts_rationalized"] > 0, card
     print(json.dumps(report, indent=2, sort_keys=True))

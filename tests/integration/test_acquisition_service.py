@@ -37,7 +37,7 @@ def tiny_base(tmp_path_factory):
     return str(folder)
 
 
-def acquire(run_id, shard, base, num_shards=4, prompts=6, weights=None, seed=11):
+def acquire(run_id, shard, base, num_shards=4, prompts=6, weights=None, seed=11, check_labels=False):
     return envelopes.make(
         run_id=run_id,
         iteration=1,
@@ -54,6 +54,7 @@ def acquire(run_id, shard, base, num_shards=4, prompts=6, weights=None, seed=11)
             seed=seed,
             self_judge=True,
             category_weights=weights or {},
+            check_labels=check_labels,
         ),
     )
 
@@ -102,7 +103,7 @@ async def test_one_shard_in_artifact_and_result_out(stack, unique_name, tmp_path
         mislabelled = acquire(unique_name, 1, tiny_base)
         mislabelled.stage = Stage.STAGE_TRAIN  # would answer on the trainer's result topic
         # add1 gets no share; with seed 26, 4 of the stream's first 6 add2 problems are GPT-3 items
-        focused = acquire(unique_name, 2, tiny_base, weights={"add2": 1.0}, seed=26)
+        focused = acquire(unique_name, 2, tiny_base, weights={"add2": 1.0}, seed=26, check_labels=True)
         results_topic = await publish(stack, unique_name, [mislabelled, focused])
         [record] = await read_topic(stack.kafka_bootstrap, results_topic, expect=1, timeout=120)
         [dead] = await read_topic(
@@ -122,6 +123,7 @@ async def test_one_shard_in_artifact_and_result_out(stack, unique_name, tmp_path
     store = artifact_store(stack)
     manifest = store.verify(res.samples)
     assert manifest.meta["shard"] == 2 and manifest.meta["model_version"] == "tiny"
+    assert manifest.meta["check_labels"] is True
     rows = [json.loads(x) for x in store.read_file(res.samples, "samples.jsonl").decode().splitlines()]
     assert len(rows) == 6 and all(len(r["samples"]) == 2 for r in rows)
     assert {r["category"] for r in rows} == {"add2"}
@@ -142,6 +144,12 @@ async def test_one_shard_in_artifact_and_result_out(stack, unique_name, tmp_path
     ):
         assert key in stats
     assert stats["prompts"] == 6 and stats["samples"] == 12
+    # the label check rode through the command (the meta above); a majority answer, if the tiny model
+    # gives one, is checked, and nothing else is
+    checked = [r for r in rows if r["check"] is not None]
+    assert all(r["check"]["label"] == r["majority"] for r in checked)
+    assert {r["id"] for r in checked} == {r["id"] for r in rows if r["majority"] is not None}
+    assert stats["labels_checked"] == len(checked)
     assert stats["prompts/add2"] == 6 and 0 <= stats["pass_rate/add2"] <= 1 and "prompts/add1" not in stats
 
 
