@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from selfimprove.acquisition import prompts
-from selfimprove.acquisition.scoring import judge_prompt, judge_score
+from selfimprove.acquisition.scoring import judge_prompt, judge_score, majority
 from selfimprove.acquisition.shard import Row, make_row
 from selfimprove.runtime.engine import Engine, GenerationRequest, SamplingParams
 from selfimprove.runtime.tasks.base import Item, Task
@@ -29,6 +29,7 @@ class ShardJob:
     rationalize: bool = False
     hint_only: bool = False  # with rationalize: no plain samples, every prompt asked with its hint
     worked: bool = False
+    worked_by_majority: bool = False  # label-free: sub-answers by the samples' majority, never the verifier
     check_labels: bool = False  # label-free: each majority answer checked by the task's check question
 
 
@@ -88,54 +89,70 @@ def rationalize(
 
 @dataclass(frozen=True)
 class Worked:
-    """A worked reply written from the model's answers to its two sub-questions (``steps``)."""
+    """A worked reply written from the model's answers to its two sub-questions (``steps``), chosen
+    by ``pick``: ``"verifier"`` (verified runs) or ``"majority"`` (label-free runs)."""
 
     text: str
     tokens: int
     finish_reason: str
     steps: tuple[str, ...]
+    pick: str = "verifier"
 
 
 Step = tuple[Item, Sequence[Any]]  # a sub-question as an item, and the model's samples for it
 
 
-def _pick(task: Task, item: Item, samples: Sequence[Any]) -> Any | None:
+def _pick(task: Task, item: Item, samples: Sequence[Any], by_majority: bool = False) -> Any | None:
     """The sample a worked reply is written from: the first the verifier accepts, else the first
-    with an answer (the reply is then wrong, and selection does not keep it), else ``None``."""
+    with an answer (the reply is then wrong, and selection does not keep it), else ``None``. With
+    ``by_majority`` (label-free) the verifier is never asked: the first sample giving the samples'
+    majority answer, ``None`` when there is none (no answer, or a tie).
+    """
     answered = [s for s in samples if task.extract(s.text) is not None]
+    if by_majority:
+        top = majority([task.extract(s.text) for s in answered])
+        return next((s for s in answered if task.extract(s.text) == top), None)
     return next((s for s in answered if task.verify(item, s.text)), answered[0] if answered else None)
 
 
 def work_out(
-    engine: Engine, task: Task, items: Sequence[Item], sampling: SamplingParams
+    engine: Engine, task: Task, items: Sequence[Item], sampling: SamplingParams, by_majority: bool = False
 ) -> tuple[list[list[Worked]], list[Step]]:
     """One worked reply per item the task has a plan for, and the sub-questions asked on the way.
 
     Each sub-question is asked as a plain prompt with ``sampling`` (``n`` samples): the first step
     ("What is 61 - 20?"), then the second on the model's chosen first answer ("What is 41 - 3?"),
-    choosing a sample the verifier accepts when there is one. The reply is written from the model's
-    own answers, right or wrong: the verifier (final answer and every step) decides what is kept.
+    choosing a sample the verifier accepts when there is one, or with ``by_majority`` (label-free) the
+    samples' majority answer, so that nothing here reads the truth; the sub-questions' items are then
+    marked ``meta["pick"] = "majority"``. The reply is written from the model's own answers, right or
+    wrong: the verifier (verified mode) or the label (label-free) decides what is kept.
     An item whose first answer has no number, or a negative one, gets no reply. The sub-questions
     come back as ``(item, samples)`` steps (:meth:`Task.step_item`), for the shard to store as rows.
     """
     plans = [(i, p) for i, item in enumerate(items) if (p := task.worked_plan(item)) is not None]
-    firsts = [task.step_item(items[i], p.first_expression(), 1) for i, p in plans]
+
+    def step_item(parent: Item, expression: str, n: int) -> Item:
+        sub = task.step_item(parent, expression, n)
+        return replace(sub, meta={**sub.meta, "pick": "majority"}) if by_majority else sub
+
+    firsts = [step_item(items[i], p.first_expression(), 1) for i, p in plans]
     asked = engine.generate(GenerationRequest([f.prompt for f in firsts], sampling)) if plans else []
     steps: list[Step] = []
     pending = []
     for (i, p), first, r in zip(plans, firsts, asked, strict=True):
         steps.append((first, r.samples))
-        chosen = _pick(task, first, r.samples)
+        chosen = _pick(task, first, r.samples, by_majority)
         if chosen is not None and (mid := int(task.extract(chosen.text) or 0)) >= 0:
-            pending.append((i, p, mid, chosen, task.step_item(items[i], p.second_expression(mid), 2)))
+            pending.append((i, p, mid, chosen, step_item(items[i], p.second_expression(mid), 2)))
     seconds = engine.generate(GenerationRequest([s.prompt for *_, s in pending], sampling)) if pending else []
     out: list[list[Worked]] = [[] for _ in items]
     for (i, p, mid, first, second_item), r in zip(pending, seconds, strict=True):
         steps.append((second_item, r.samples))
-        second = _pick(task, second_item, r.samples)
+        second = _pick(task, second_item, r.samples, by_majority)
         if second is not None:
             text = p.reply(mid, int(task.extract(second.text) or 0))
-            out[i] = [Worked(text, first.tokens + second.tokens, "stop", (first.text, second.text))]
+            pick = "majority" if by_majority else "verifier"
+            out[i] = [Worked(text, first.tokens + second.tokens, "stop", (first.text, second.text), pick)]
     return out, steps
 
 
@@ -188,7 +205,7 @@ def run_shard(engine: Engine, task: Task, job: ShardJob) -> tuple[list[Row], flo
     worked: list[list[Worked]] = [[] for _ in job.items]
     steps: list[Step] = []
     if job.worked:
-        worked, steps = work_out(engine, task, job.items, job.sampling)
+        worked, steps = work_out(engine, task, job.items, job.sampling, job.worked_by_majority)
     hinted: list[list[Any]] = [[] for _ in job.items]
     if job.rationalize:  # a prompt that a worked reply answered needs no hint
         answered = [[*ss, *ws] for ss, ws in zip(samples, worked, strict=True)]

@@ -148,6 +148,7 @@ class Acquirer:
             rationalize=cmd.rationalize,
             hint_only=cmd.hint_only,
             worked=cmd.worked,
+            worked_by_majority=cmd.worked_by_majority,
             check_labels=cmd.check_labels,
         )
         rows, _, seconds = generate.run_shard(engine, task, job)
@@ -182,6 +183,7 @@ class Acquirer:
             "rationalize": cmd.rationalize,
             "hint_only": cmd.hint_only,
             "worked": cmd.worked,
+            "worked_by_majority": cmd.worked_by_majority,
             "check_labels": cmd.check_labels,
             "instance": self.ctx.settings.instance,
             "stats": values,

@@ -6,7 +6,7 @@ One row per prompt::
      "samples": [{"text", "tokens", "finish_reason", "extracted", "verified", "agrees", "judge"}],
      "majority", "agreement", "pass_rate",
      "rationales": [{"text", "tokens", "finish_reason", "extracted", "verified"}],
-     "worked": [{"text", "tokens", "finish_reason", "extracted", "verified", "steps"}],
+     "worked": [{"text", "tokens", "finish_reason", "extracted", "verified", "steps", "pick"}],
      "check": {"label", "prompt", "expects", "text", "tokens", "extracted", "passed"} | null}
 
 ``answer`` is the task's reference, stored for reporting only (label-free selection never reads it);
@@ -14,8 +14,10 @@ One row per prompt::
 ``rationales`` are replies to the prompt with its answer as a hint (``rationalize``; empty otherwise): kept
 apart, so ``pass_rate``, ``majority`` and ``agreement`` describe the model's own answers only.
 ``worked`` are replies written from the model's answers to the task's sub-questions (``worked``; see
-:mod:`selfimprove.runtime.tasks.worked`), with those answers as ``steps``; kept apart likewise. The
-sub-questions themselves follow the prompts' rows as rows of their own, marked ``meta.step`` (1 or 2),
+:mod:`selfimprove.runtime.tasks.worked`), with those answers as ``steps`` and how they were chosen as
+``pick`` (``verifier``, or ``majority`` in label-free runs); kept apart likewise. The
+sub-questions themselves follow the prompts' rows as rows of their own, marked ``meta.step`` (1 or 2,
+and ``meta.pick`` ``majority`` when chosen so),
 so selection can train the steps too; the shard's figures count them apart (:func:`shard_stats`).
 ``check`` is label-free mode's consistency check of the majority answer (``check_labels``; ``null``
 when off, or when the prompt has no majority or the task no check question for it): the task's check
@@ -90,7 +92,7 @@ def make_row(
         "agreement": agreement(extracted, label),
         "pass_rate": pass_rate([o["verified"] for o in own]),
         "rationales": [checked(s) for s in hinted],
-        "worked": [{**checked(s), "steps": list(s.steps)} for s in worked],
+        "worked": [{**checked(s), "steps": list(s.steps), "pick": s.pick} for s in worked],
         "check": None,
     }
 

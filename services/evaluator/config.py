@@ -85,11 +85,13 @@ class AcquisitionConfig(_Strict):
     worked_from_iteration: int = Field(
         0,
         ge=0,
-        description="Verified mode only: from this iteration on (0: never), the model also answers each "
-        "prompt's worked-reply sub-questions (the task's plan: for arithmetic the tens, then the ones; "
-        "samples_per_prompt samples each, a verified one chosen), a worked reply written from its answers "
-        "is trained on when it is verified, step by step (at any pass rate), and the sub-questions are "
-        "rows of the shard, so the steps are trained too.",
+        description="From this iteration on (0: never), the model also answers each prompt's worked-reply "
+        "sub-questions (the task's plan: for arithmetic the tens, then the ones; samples_per_prompt "
+        "samples each), a worked reply is written from its answers, and the sub-questions are rows of "
+        "the shard, so the steps are trained too. Verified mode: a verified sample of each step is "
+        "chosen, and the reply is trained on when it is verified, step by step (at any pass rate). "
+        "Label-free mode: each step's majority answer is chosen (none on a tie; the verifier is never "
+        "asked), and the reply is trained on when its answer is the prompt's label.",
     )
     check_labels: bool = Field(
         False,
@@ -258,7 +260,6 @@ def load_config(text: str) -> RunConfig:
 TRUTH_FED = {
     "rationalize": "hints carry the reference answer",
     "focus": "it follows pass rates measured against the reference answers",
-    "worked_from_iteration": "worked replies are kept by checking them against the reference answers",
     "hint_only_iterations": "hints carry the reference answer",
 }
 # acquisition switches for label-free runs only: refused in verified runs, and turned off by

@@ -19,22 +19,37 @@ Row = dict[str, Any]
 
 def blind(rows: Sequence[Row]) -> list[Row]:
     """Copies of ``rows`` without ground truth: no ``answer``, ``pass_rate``, sample ``verified``,
-    ``rationales`` (replies to a prompt that carried the answer) or ``worked`` replies, and no
-    worked replies' sub-question rows (which sub-question was asked second depended on the verifier).
+    ``rationales`` (replies to a prompt that carried the answer), and no worked reply or sub-question
+    row the verifier chose (which sub-question was asked second depended on it). Worked replies and
+    sub-questions chosen by their samples' majority (``pick`` ``majority``, label-free acquisition)
+    stay, without their verdicts.
 
     >>> blind([{"id": "a", "answer": "5", "pass_rate": 1.0, "samples": [{"text": "5", "verified": True}],
     ...         "rationales": [{"text": "5", "verified": True}]}, {"id": "a.s1", "meta": {"step": 1}, "samples": []}])
-    [{'id': 'a', 'samples': [{'text': '5'}]}]
+    [{'id': 'a', 'samples': [{'text': '5'}], 'worked': []}]
+    >>> worked = [{"text": "5", "verified": True, "pick": "majority"}, {"text": "6", "verified": True}]
+    >>> step = {"id": "a.s1", "meta": {"step": 1, "pick": "majority"}, "samples": []}
+    >>> blind([{"id": "a", "samples": [], "worked": worked}, step])
+    [{'id': 'a', 'samples': [], 'worked': [{'text': '5', 'pick': 'majority'}]}, {'id': 'a.s1', 'meta': {'step': 1, 'pick': 'majority'}, 'samples': [], 'worked': []}]
     """
-    hidden = {"answer", "pass_rate", "rationales", "worked"}
+    hidden = {"answer", "pass_rate", "rationales", "worked", "samples"}
     return [
         {
-            **{k: v for k, v in r.items() if k not in hidden and k != "samples"},
-            "samples": [{k: v for k, v in s.items() if k != "verified"} for s in r["samples"]],
+            **{k: v for k, v in r.items() if k not in hidden},
+            "samples": [_unverified(s) for s in r["samples"]],
+            "worked": [_unverified(s) for s in r.get("worked", ()) if _by_majority(s)],
         }
         for r in rows
-        if not is_step(r)
+        if not is_step(r) or _by_majority(r.get("meta") or {})
     ]
+
+
+def _by_majority(entry: Mapping[str, Any]) -> bool:
+    return entry.get("pick") == "majority"
+
+
+def _unverified(sample: Row) -> Row:
+    return {k: v for k, v in sample.items() if k != "verified"}
 
 
 def rationales(row: Row) -> list[Row]:
@@ -48,13 +63,21 @@ def rationales(row: Row) -> list[Row]:
     return [s for s in row.get("rationales", ()) if s.get("verified")]
 
 
-def worked(row: Row) -> list[Row]:
-    """The verified worked replies of a row (final answer and every step), marked ``worked``.
+def worked(row: Row, mode: str = VERIFIED, label: str | None = None) -> list[Row]:
+    """The worked replies of a row that count as right, marked ``worked``: verified mode, those the
+    verifier accepted (final answer and every step); label-free, those whose answer is ``label``.
 
     >>> worked({"worked": [{"text": "5", "verified": True}, {"text": "6", "verified": False}]})
     [{'text': '5', 'verified': True, 'worked': True}]
+    >>> row = {"worked": [{"text": "so 5", "extracted": "5"}]}
+    >>> worked(row, LABEL_FREE, "5"), worked(row, LABEL_FREE, "6"), worked(row, LABEL_FREE, None)
+    ([{'text': 'so 5', 'extracted': '5', 'worked': True}], [], [])
     """
-    return [{**s, "worked": True} for s in row.get("worked", ()) if s.get("verified")]
+    if mode == LABEL_FREE:
+        right = [s for s in row.get("worked", ()) if label is not None and s.get("extracted") == label]
+    else:
+        right = [s for s in row.get("worked", ()) if s.get("verified")]
+    return [{**s, "worked": True} for s in right]
 
 
 def label_of(row: Row, mode: str, threshold: float) -> str | None:

@@ -2,8 +2,9 @@
 
 Order: prompt deduplication, decontamination, difficulty band, labels (verified or label-free; a
 label-free label whose consistency check failed is dropped, ``label_check``),
-refined targets, worked replies (verified mode: preferred to the model's own right answers, and a prompt
-with one is kept at any pass rate), rationales
+refined targets, worked replies (preferred to the model's own right answers; verified mode: when
+the verifier accepts them, and a prompt with one is kept at any pass rate; label-free: chosen by the
+sub-questions' majorities, when their answer is the label), rationales
 (verified mode: hinted replies, for prompts no sample or worked reply answered), format sanity, exact
 and near-duplicate responses, responses per prompt,
 embedding diversity, category balance. Drops are counted in the unit each filter works on
@@ -77,7 +78,8 @@ def select(
     kept_idx, near = near_dedup([r["prompt"] for r in work], params.prompt_duplicate, params.num_perm)
     work, drops["duplicate_prompt"] = _keep(work, kept_idx), drops["duplicate_prompt"] + near
     work, drops["decontamination"] = filters.decontaminate(work, eval_keys)
-    # label-free rows are blind: no rationales or worked replies, so nothing is rescued or used from them
+    # label-free rows are blind: no rationales or verdicts, so nothing is rescued (a worked reply
+    # picked by majority counts only when its answer is the label)
     rescued = lambda r: bool(labels.rationales(r) or labels.worked(r))  # noqa: E731
     work, drops["difficulty"] = filters.band(work, lambda r: labels.rate(r, mode), *params.band, rescued)
 
@@ -100,7 +102,7 @@ def select(
             wanted = label if mode == labels.LABEL_FREE else row.get("answer")
             if sample["extracted"] is not None and sample["extracted"] == wanted:
                 right = [sample, *right]
-        right = [*labels.worked(row), *right]
+        right = [*labels.worked(row, mode, label), *right]
         if not right:
             right = labels.rationales(row)
             if right:

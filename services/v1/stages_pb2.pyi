@@ -102,6 +102,7 @@ class AcquireCommand(_message.Message):
     WORKED_FIELD_NUMBER: _builtins.int
     HINT_ONLY_FIELD_NUMBER: _builtins.int
     CHECK_LABELS_FIELD_NUMBER: _builtins.int
+    WORKED_BY_MAJORITY_FIELD_NUMBER: _builtins.int
     shard: _builtins.int
     num_shards: _builtins.int
     num_prompts: _builtins.int
@@ -116,9 +117,9 @@ class AcquireCommand(_message.Message):
     the pass rate.
     """
     worked: _builtins.bool
-    """Verified tasks only: for each prompt the task has a plan for, the model answers the plan's
-    sub-questions (greedy, plain prompts) and a worked reply is written from its answers; stored
-    apart, verified like any reply (final answer and every stated step).
+    """For each prompt the task has a plan for, the model answers the plan's sub-questions (plain
+    prompts, sampled like the prompts) and a worked reply is written from its answers; stored apart,
+    verified like any reply (final answer and every stated step).
     """
     hint_only: _builtins.bool
     """With rationalize: every prompt is asked only with its reference answer as a hint, with no plain
@@ -129,6 +130,11 @@ class AcquireCommand(_message.Message):
     answer follows from it (the task's check question, e.g. a difference undone by a sum); the
     question and the model's reply are stored with the row, and selection keeps only labels that
     passed.
+    """
+    worked_by_majority: _builtins.bool
+    """With worked, label-free runs: each sub-question's answer is the majority answer of its samples
+    (no reply is written when they tie), never one the verifier chose, so the worked replies and the
+    second sub-questions carry no truth; selection keeps a worked reply whose answer is the label.
     """
     @_builtins.property
     def policy(self) -> _common_pb2.ModelRef: ...
@@ -159,10 +165,11 @@ class AcquireCommand(_message.Message):
         worked: _builtins.bool = ...,
         hint_only: _builtins.bool = ...,
         check_labels: _builtins.bool = ...,
+        worked_by_majority: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "sampling", b"sampling", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_weights", b"category_weights", "check_labels", b"check_labels", "hint_only", b"hint_only", "num_prompts", b"num_prompts", "num_shards", b"num_shards", "policy", b"policy", "rationalize", b"rationalize", "sampling", b"sampling", "seed", b"seed", "self_instruct", b"self_instruct", "self_judge", b"self_judge", "shard", b"shard", "task", b"task", "worked", b"worked"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_weights", b"category_weights", "check_labels", b"check_labels", "hint_only", b"hint_only", "num_prompts", b"num_prompts", "num_shards", b"num_shards", "policy", b"policy", "rationalize", b"rationalize", "sampling", b"sampling", "seed", b"seed", "self_instruct", b"self_instruct", "self_judge", b"self_judge", "shard", b"shard", "task", b"task", "worked", b"worked", "worked_by_majority", b"worked_by_majority"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -15,7 +15,7 @@ import pytest
 
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.bus import Bus
-from selfimprove.runtime.tasks.arithmetic import equations, equations_true
+from selfimprove.runtime.tasks.arithmetic import ArithmeticTask, equations, equations_true
 from selfimprove.v1.common_pb2 import ModelRef, SamplingParams, Stage, TaskSpec
 from selfimprove.v1.stages_pb2 import AcquireCommand, LabelMode, SelectCommand
 from tests.integration.buskit import ServiceProcess, artifact_store, kafka_settings, read_topic
@@ -25,6 +25,7 @@ PROMPTS = int(os.environ.get("DATA_E2E_PROMPTS", "24"))
 RATIONALIZE = os.environ.get("DATA_E2E_RATIONALIZE", "1") == "1"
 WORKED = os.environ.get("DATA_E2E_WORKED", "1") == "1"
 ENV = dict(SELFIMPROVE_KAFKA_SESSION_TIMEOUT_MS="6000", SELFIMPROVE_THREADS="2")
+extract_int = ArithmeticTask().extract
 
 
 async def send(stack, prefix, stage, env):
@@ -147,3 +148,73 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
     if os.environ.get("DATA_E2E_REPORT"):
         with open(os.environ["DATA_E2E_REPORT"], "w") as f:
             json.dump(report, f, indent=2, sort_keys=True)
+
+
+async def test_label_free_worked_replies_follow_the_steps_majorities_on_the_real_model(
+    stack, unique_name, tmp_path
+):
+    """Label-free acquisition with worked replies: each step's answer is its samples' majority (never
+    the verifier's pick), and label-free selection trains a worked reply only when it gives the label."""
+    prompts = 12
+    command = AcquireCommand(
+        policy=ModelRef(base="smollm2-135m-instruct", version="base"),
+        task=TaskSpec(name="arithmetic", params_json=json.dumps({"categories": ["add1", "sub1"]})),
+        shard=0,
+        num_shards=1,
+        num_prompts=prompts,
+        sampling=SamplingParams(n=4, temperature=0.7, top_p=0.95, max_new_tokens=48),
+        seed=3,
+        worked=True,
+        worked_by_majority=True,
+        check_labels=True,
+    )
+    acquisition = ServiceProcess("-m selfimprove.acquisition", stack, unique_name, tmp_path / "a.log", **ENV)
+    try:
+        acquisition.wait_ready()
+        env = envelopes.make(
+            run_id=unique_name,
+            iteration=1,
+            stage=Stage.STAGE_ACQUIRE,
+            producer="test",
+            acquire_command=command,
+        )
+        await send(stack, unique_name, Stage.STAGE_ACQUIRE, env)
+        [record] = await read_topic(
+            stack.kafka_bootstrap, f"{unique_name}.evt.acquire", expect=1, timeout=1200
+        )
+    finally:
+        acquisition.stop()
+    acquired = envelopes.decode(record.value).acquire_result
+    store = artifact_store(stack)
+    rows = [json.loads(line) for line in store.read_file(acquired.samples, "samples.jsonl").splitlines()]
+    steps = {r["id"]: r for r in rows[prompts:]}
+    assert steps and all(r["meta"]["pick"] == "majority" for r in steps.values())
+    worked = [(r, w) for r in rows[:prompts] for w in r["worked"]]
+    assert worked, "no worked reply: the base model answers one-digit sub-questions"
+    for r, w in worked:  # each step's chosen answer is the majority of that step's own samples
+        assert w["pick"] == "majority"
+        for k, text in enumerate(w["steps"], start=1):
+            step = steps[f"{r['id']}.s{k}"]
+            assert step["majority"] is not None and extract_int(text) == step["majority"], (w, step)
+
+    selection = ServiceProcess("-m selfimprove.selection", stack, unique_name, tmp_path / "s.log", **ENV)
+    try:
+        selection.wait_ready()
+        select = SelectCommand(shards=[acquired.samples], label_mode=LabelMode.LABEL_MODE_LABEL_FREE)
+        env = envelopes.make(
+            run_id=unique_name, iteration=1, stage=Stage.STAGE_SELECT, producer="test", select_command=select
+        )
+        await send(stack, unique_name, Stage.STAGE_SELECT, env)
+        [record] = await read_topic(stack.kafka_bootstrap, f"{unique_name}.evt.select", expect=1, timeout=600)
+    finally:
+        selection.stop()
+    result = envelopes.decode(record.value).select_result
+    card = json.loads(store.read_file(result.data_card, "card.json"))
+    assert card["counts"]["prompts_in"] == len(rows)  # the majority-picked sub-questions are read blind
+    sft = [json.loads(x) for x in store.read_file(result.sft_set, "sft.jsonl").splitlines()]
+    by_id = {r["id"]: r for r in rows}
+    trained = [x for x in sft if ", so the answer is" in x["response"]]
+    assert card["counts"]["prompts_worked"] == len({x["id"].rsplit("-", 1)[0] for x in trained})
+    for x in trained:  # a worked reply is trained only when it gives its prompt's checked label
+        row = by_id[x["id"].rsplit("-", 1)[0]]
+        assert extract_int(x["response"]) == row["majority"] and row["check"]["passed"], (x, row)

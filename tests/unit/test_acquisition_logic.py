@@ -220,6 +220,7 @@ def test_worked_replies_are_written_from_the_models_own_sub_answers_and_verified
             "extracted": "-38",
             "verified": True,
             "steps": ["The answer is 41.", "The answer is 38."],
+            "pick": "verifier",
         }
     ]
     assert second[0]["verified"] and second[0]["text"].endswith("the answer is 58.")
@@ -267,6 +268,35 @@ def test_worked_replies_are_written_from_a_verified_sample_of_each_step_when_one
     engine = Unsure()  # with one sample, the wrong one is all there is: the reply is written, and refused
     rows, _, _ = run_shard(engine, task, ShardJob([item], EngineSampling(n=1, max_new_tokens=8), worked=True))
     assert engine.prompts[2] == ["What is 51 - 3?"] and rows[0]["worked"][0]["verified"] is False
+
+
+class Outvoted(Calculator):
+    """Like :class:`Calculator`, but only a prompt's first sample is right: the others are off by ten."""
+
+    def generate(self, request):
+        results = super().generate(request)
+        wrong = lambda s: Sample(re.sub(r"\d+", lambda m: str(int(m[0]) + 10), s.text), s.tokens, "stop")  # noqa: E731
+        return [PromptResult((r.samples[0], *map(wrong, r.samples[1:])), 8) for r in results]
+
+
+def test_label_free_worked_replies_follow_each_steps_majority_and_never_the_verifier():
+    task = ArithmeticTask(categories=("sub2",))
+    item = task._item("23 - 61", canonical_key("23 - 61"), "sub2", random.Random(0))
+    sampling = EngineSampling(n=3, max_new_tokens=8)
+    engine = Outvoted()  # verified: the one right sample of each step is chosen
+    rows, _, _ = run_shard(engine, task, ShardJob([item], sampling, worked=True))
+    assert engine.prompts[2] == ["What is 41 - 3?"] and rows[0]["worked"][0]["pick"] == "verifier"
+    engine = Outvoted()  # label-free: the two wrong samples outvote it, at both steps
+    rows, _, _ = run_shard(engine, task, ShardJob([item], sampling, worked=True, worked_by_majority=True))
+    assert engine.prompts[2] == ["What is 51 - 3?"]
+    [worked] = rows[0]["worked"]
+    assert worked["text"] == "23 - 61 = -(61 - 23): 61 - 20 = 51, 51 - 3 = 58, so the answer is -58."
+    assert worked["pick"] == "majority" and worked["verified"] is False
+    assert [r["meta"]["pick"] for r in rows[1:]] == ["majority", "majority"]
+    engine = Outvoted()  # two samples tie: no majority, so no second question and no reply
+    two = EngineSampling(n=2, max_new_tokens=8)
+    rows, _, _ = run_shard(engine, task, ShardJob([item], two, worked=True, worked_by_majority=True))
+    assert len(engine.prompts) == 2 and rows[0]["worked"] == [] and len(rows) == 2
 
 
 class SumsRight(ScriptedEngine):

@@ -79,7 +79,7 @@ def test_controller_imports_no_torch():
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("field", ["rationalize", "focus", "worked_from_iteration"])
+@pytest.mark.parametrize("field", ["rationalize", "focus"])
 def test_truth_fed_acquisition_needs_verified_mode_and_the_label_free_override_turns_it_off(tmp_path, field):
     from selfimprove.cli.run import prepare_config
 
@@ -90,6 +90,12 @@ def test_truth_fed_acquisition_needs_verified_mode_and_the_label_free_override_t
     assert getattr(load_config(prepare_config(path, None, None, None)).acquisition, field)
     free = load_config(prepare_config(path, None, "label-free", None))
     assert free.label_mode == "label-free" and not getattr(free.acquisition, field)
+
+
+def test_worked_replies_are_allowed_in_both_modes():
+    for mode in ("verified", "label-free"):
+        cfg = load_config(f"label_mode: {mode}\nacquisition: {{worked_from_iteration: 2}}\n")
+        assert cfg.acquisition.worked_from_iteration == 2
 
 
 def test_label_check_needs_label_free_mode_and_the_verified_override_turns_it_off(tmp_path):

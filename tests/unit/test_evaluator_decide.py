@@ -214,8 +214,13 @@ def test_worked_replies_are_asked_for_from_the_configured_iteration_on():
         (3, True),
         (3, True),
     ]
+    assert not any(a.acquire_command.worked_by_majority for a in acquires)  # verified: the verifier picks
     _, log = run(BASE, {"eval": [[0.6, 0.4, 0.01]]})
     assert not any(o.envelope.acquire_command.worked for o in log)
+    _, log = run(config + "label_mode: label-free\n", {"eval": [[0.6, 0.4, 0.01]]})
+    acquires = [o.envelope for o in log if o.envelope.WhichOneof("payload") == "acquire_command"]
+    assert [a.acquire_command.worked for a in acquires][1:3] == [False, True]
+    assert all(a.acquire_command.worked_by_majority for a in acquires)  # label-free: the steps' majorities
 
 
 def test_hint_only_iterations_ask_only_with_hints_then_sample_plainly():

@@ -204,9 +204,9 @@ def test_label_free_mode_never_sees_rationales():
     assert a.sft == b.sft and b.card["counts"]["prompts_rationalized"] == 0
 
 
-def with_worked(rows):
+def with_worked(rows, pick="verifier"):
     """Rows where every sum or difference has a worked reply: every step true, or (every third
-    prompt) a false first step whose final answer is still right."""
+    prompt) a false first step whose final answer is still right; its steps chosen by ``pick``."""
     from selfimprove.acquisition.generate import Worked
     from selfimprove.runtime.tasks.worked import plan
 
@@ -219,7 +219,7 @@ def with_worked(rows):
             mid, d = p.answers()
             # every third: "a - t = m, m - o = d" with m one off (both steps false), d still the answer
             text = p.reply(mid + (k % 3 == 0), d)
-            replies = [Worked(text, 12, "stop", ("step one", "step two"))]
+            replies = [Worked(text, 12, "stop", ("step one", "step two"), pick)]
         samples = [Sample(s["text"], s["tokens"], s["finish_reason"]) for s in row["samples"]]
         out.append(make_row(items[row["id"]], samples, TASK.extract, TASK.verify, None, (), replies))
     return out
@@ -275,6 +275,25 @@ def test_verified_mode_prefers_worked_replies_whose_every_step_is_true():
     a = select(synthetic_rows(), LABEL_FREE, free, embed=hash_embed, extract=TASK.extract)
     b = select(rows, LABEL_FREE, free, embed=hash_embed, extract=TASK.extract)
     assert a.sft == b.sft and b.card["counts"]["prompts_worked"] == 0
+
+
+def test_label_free_trains_a_majority_worked_reply_when_its_answer_is_the_label():
+    rows = with_worked(synthetic_rows(), pick="majority")
+    params = SelectParams(band=(0.0, 1.01), prefer_short=True, max_per_prompt=1)
+    chosen = select(rows, LABEL_FREE, params, embed=hash_embed, extract=TASK.extract)
+    by_prompt = {r["prompt"]: r for r in rows}
+    label = {r["prompt"]: label_of(r, LABEL_FREE, params.agreement_threshold) for r in rows}
+    worked = [x for x in chosen.sft if ", so the answer is" in x["response"]]
+    # every worked reply trained is its prompt's, and its answer is the label (here always right)
+    assert worked and all(x["response"] == by_prompt[x["prompt"]]["worked"][0]["text"] for x in worked)
+    assert all(TASK.extract(x["response"]) == label[x["prompt"]] for x in worked)
+    # a prompt whose label is wrong keeps its label's plain samples, never the disagreeing worked reply
+    wrong = [x for x in chosen.sft if label[x["prompt"]] != by_prompt[x["prompt"]]["answer"]]
+    assert wrong and all(", so the answer is" not in x["response"] for x in wrong)
+    assert chosen.card["counts"]["prompts_worked"] == len(worked)
+    # blind: the same selection with every reference and verdict wrong
+    blind = select(with_wrong_truth(rows), LABEL_FREE, params, embed=hash_embed, extract=TASK.extract)
+    assert blind.sft == chosen.sft
 
 
 def test_sub_question_rows_are_trained_in_verified_mode_counted_apart_and_never_read_blind():

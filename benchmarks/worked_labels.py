@@ -1,0 +1,97 @@
+"""How right label-free worked replies are, and how often they agree with the label (a pilot).
+
+Acquires train problems exactly as a label-free shard with worked replies and the label check does
+(``acquisition.generate.run_shard`` with ``worked``, ``worked_by_majority`` and ``check_labels``; T = 0.7,
+top-p 0.95, K samples per prompt and per sub-question), takes each prompt's label as selection does
+(``selection.labels.label_of``, then the check), and counts per category, reading the truth only to count:
+
+- ``labelled`` / ``_right``: prompts with a label (agreement at least ``--threshold``), and right ones;
+- ``checked`` / ``_right``: labels that also passed the check (what label-free selection keeps);
+- ``worked`` / ``_right`` / ``_true_steps``: prompts with a worked reply (every step's samples had a
+  majority), its final answer right, every step true as well;
+- ``worked_agrees`` / ``_right``: checked labels a worked reply gives too (what selection trains in the
+  worked form);
+- ``worked_unlabelled`` / ``_right``: prompts with no checked label but a worked reply (labels the
+  worked route alone would add); ``worked_unlabelled_sure`` / ``_right``: those whose every step's
+  majority reached ``--threshold``.
+
+    .venv/bin/python benchmarks/worked_labels.py [--adapter DIR] [--problems 256] [--samples 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from selfimprove.acquisition.generate import ShardJob, run_shard
+from selfimprove.acquisition.shard import is_step
+from selfimprove.runtime.engine import SamplingParams, make_engine
+from selfimprove.runtime.models import resolve_base
+from selfimprove.runtime.tasks.arithmetic import ArithmeticTask, equations_true
+from selfimprove.selection.labels import LABEL_FREE, label_of, refused
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--adapter", type=Path, help="PEFT folder on the base (default: the base model)")
+    ap.add_argument("--problems", type=int, default=256)
+    ap.add_argument("--samples", type=int, default=6)
+    ap.add_argument("--threshold", type=float, default=0.66)
+    ap.add_argument("--categories", nargs="+", default=["add1", "sub1", "add2", "sub2"])
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    base = str(resolve_base("smollm2-135m-instruct", None))
+    engine = make_engine("transformers", base, [args.adapter] if args.adapter else [])
+    task = ArithmeticTask(categories=args.categories)
+    items = task.items("train", args.problems, seed=11)
+    sampling = SamplingParams(n=args.samples, temperature=0.7, top_p=0.95, max_new_tokens=48, seed=1)
+    job = ShardJob(items, sampling, worked=True, worked_by_majority=True, check_labels=True)
+    tic = time.perf_counter()
+    rows, _, seconds = run_shard(engine, task, job)
+    counts: dict[str, Counter] = {}
+    by_id = {r["id"]: r for r in rows}
+    for row in (r for r in rows if not is_step(r)):
+        c, truth = counts.setdefault(row["category"], Counter()), row["answer"]
+        c["prompts"] += 1
+        label = label_of(row, LABEL_FREE, args.threshold)
+        checked = label if label is not None and not refused(row, label) else None
+        c["labelled"] += label is not None
+        c["labelled_right"] += label is not None and label == truth
+        c["checked"] += checked is not None
+        c["checked_right"] += checked is not None and checked == truth
+        for w in row["worked"]:
+            c["worked"] += 1
+            c["worked_right"] += w["extracted"] == truth
+            c["worked_true_steps"] += w["extracted"] == truth and equations_true(w["text"])
+            if checked is not None and w["extracted"] == checked:
+                c["worked_agrees"] += 1
+                c["worked_agrees_right"] += checked == truth
+            if checked is None:
+                right = w["extracted"] == truth
+                sure = all(by_id[f"{row['id']}.s{k}"]["agreement"] >= args.threshold for k in (1, 2))
+                c["worked_unlabelled"] += 1
+                c["worked_unlabelled_right"] += right
+                c["worked_unlabelled_sure"] += sure
+                c["worked_unlabelled_sure_right"] += sure and right
+    for cat in sorted(counts):
+        print(json.dumps({"category": cat, **counts[cat]}))
+    steps = [r for r in rows if is_step(r)]
+    print(
+        json.dumps(
+            {
+                "seconds": round(time.perf_counter() - tic, 1),
+                "shard_seconds": round(seconds, 1),
+                "step_rows": len(steps),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
