@@ -105,14 +105,14 @@ Step = tuple[Item, Sequence[Any]]  # a sub-question as an item, and the model's 
 def _pick(task: Task, item: Item, samples: Sequence[Any], by_majority: bool = False) -> Any | None:
     """The sample a worked reply is written from: the first the verifier accepts, else the first
     with an answer (the reply is then wrong, and selection does not keep it), else ``None``. With
-    ``by_majority`` (label-free) the verifier is never asked: the first sample giving the samples'
-    majority answer, ``None`` when there is none (no answer, or a tie).
+    ``by_majority`` (label-free) the verifier never chooses: the first sample giving the samples'
+    majority answer (any share), ``None`` when there is none (no answer, or a tie).
     """
-    answered = [s for s in samples if task.extract(s.text) is not None]
+    answered = [(s, a) for s in samples if (a := task.extract(s.text)) is not None]
     if by_majority:
-        top = majority([task.extract(s.text) for s in answered])
-        return next((s for s in answered if task.extract(s.text) == top), None)
-    return next((s for s in answered if task.verify(item, s.text)), answered[0] if answered else None)
+        top = majority([a for _, a in answered])
+        return next((s for s, a in answered if a == top), None)
+    return next((s for s, _ in answered if task.verify(item, s.text)), answered[0][0] if answered else None)
 
 
 def work_out(

@@ -106,6 +106,8 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
     """Result statistics: counts, tokens/s, pass-rate histogram (prompt counts), yield, agreement.
 
     ``yield`` is the fraction of prompts with at least one verified sample (0 without a verifier),
+    ``majority_share`` the fraction whose samples have a majority answer (no truth: label-free runs'
+    data gate reads it),
     ``answered`` the fraction with a verified reply of any kind (its own, hinted or worked);
     ``rationalized`` counts prompts that only a hinted sample answered, ``worked`` prompts with a
     verified worked reply; ``labels_checked`` counts prompts whose majority answer was checked
@@ -140,6 +142,7 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
         "pass_rate_mean": sum(rates) / len(rates) if rates else 0.0,
         "yield": sum(any(s["verified"] for s in r["samples"]) for r in rows) / len(rows) if rows else 0.0,
         "agreement_mean": sum(r["agreement"] for r in rows) / len(rows) if rows else 0.0,
+        "majority_share": sum(r.get("majority") is not None for r in rows) / len(rows) if rows else 0.0,
         "answered": sum(
             any(s["verified"] for s in [*r["samples"], *r.get("rationales", ()), *r.get("worked", ())])
             for r in rows

@@ -106,7 +106,13 @@ class AcquisitionConfig(_Strict):
         "candidate samples the data it is trained on next, not the incumbent.",
     )
     min_samples: int = Field(1, ge=0, description="Fewer samples over all shards is too little data.")
-    min_yield: float = Field(0.0, ge=0, le=1, description="Lower mean yield is too little data.")
+    min_yield: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="A lower mean share of prompts with a verified reply (label-free: with a majority "
+        "answer) is too little data.",
+    )
     more_prompts_factor: float = Field(2.0, ge=1, description="Prompts grow by this on a data retry.")
     max_data_retries: int = Field(1, ge=0, description="Re-acquisitions for too little data, then stop.")
 

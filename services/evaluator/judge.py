@@ -39,14 +39,21 @@ def _weighted(rows: Sequence[Mapping[str, float]], key: str, weight: str = "samp
     return sum(v * w for v, w in pairs) / total
 
 
-def data_verdict(shards: Sequence[Mapping[str, float]], min_samples: int, min_yield: float) -> Verdict:
+def data_verdict(
+    shards: Sequence[Mapping[str, float]], min_samples: int, min_yield: float, label_free: bool = False
+) -> Verdict:
     """Enough data after acquisition: replies (the model's own samples and hinted ones) over every
     shard, and the mean fraction of prompts with a verified reply (``answered``; the own samples'
-    ``yield`` for shards that do not report it).
+    ``yield`` for shards that do not report it). A label-free run judges no verdict of the verifier:
+    its share is that of prompts whose samples have a majority answer (``majority_share``); the
+    verified ``yield`` is still reported, never judged.
 
     >>> data_verdict([{"samples": 0, "hinted_samples": 64, "yield": 0.0, "answered": 0.8, "prompts": 32}],
     ...              min_samples=16, min_yield=0.1).reason
     'acquired 0 samples and 64 hinted, mean yield 0.000, answered 0.800'
+    >>> free = [{"samples": 64, "yield": 0.0, "majority_share": 0.5, "prompts": 16}]
+    >>> data_verdict(free, 16, 0.1, label_free=True).reason, data_verdict(free, 16, 0.6, label_free=True).reason
+    ('acquired 64 samples, majority share 0.500', 'too little data: majority share 0.500 < 0.6')
     """
     samples = sum(float(s.get("samples", 0.0)) for s in shards)
     hinted = sum(float(s.get("hinted_samples", 0.0)) for s in shards)
@@ -57,10 +64,16 @@ def data_verdict(shards: Sequence[Mapping[str, float]], min_samples: int, min_yi
     if hinted:
         stats.update(hinted_samples=hinted, answered=answered)
         said += f" and {hinted:.0f} hinted"
+    share, name = answered, "yield"  # answered counts the own samples' yield too
+    if label_free:
+        share, name = _weighted(shards, "majority_share", "prompts"), "majority share"
+        stats["majority_share"] = share
     if samples + hinted < max(1, min_samples):
         return Verdict(False, f"too little data: {said} < {max(1, min_samples)}", stats)
-    if answered < min_yield:  # answered counts the own samples' yield too
-        return Verdict(False, f"too little data: yield {answered:.3f} < {min_yield}", stats)
+    if share < min_yield:
+        return Verdict(False, f"too little data: {name} {share:.3f} < {min_yield}", stats)
+    if label_free:
+        return Verdict(True, f"acquired {said}, majority share {share:.3f}", stats)
     tail = f", answered {answered:.3f}" if hinted else ""
     return Verdict(True, f"acquired {said}, mean yield {yld:.3f}{tail}", stats)
 

@@ -63,11 +63,11 @@ def rationales(row: Row) -> list[Row]:
     return [s for s in row.get("rationales", ()) if s.get("verified")]
 
 
-def worked(row: Row, mode: str = VERIFIED, label: str | None = None) -> list[Row]:
+def worked(row: Row, mode: str, label: str | None = None) -> list[Row]:
     """The worked replies of a row that count as right, marked ``worked``: verified mode, those the
     verifier accepted (final answer and every step); label-free, those whose answer is ``label``.
 
-    >>> worked({"worked": [{"text": "5", "verified": True}, {"text": "6", "verified": False}]})
+    >>> worked({"worked": [{"text": "5", "verified": True}, {"text": "6", "verified": False}]}, VERIFIED)
     [{'text': '5', 'verified': True, 'worked': True}]
     >>> row = {"worked": [{"text": "so 5", "extracted": "5"}]}
     >>> worked(row, LABEL_FREE, "5"), worked(row, LABEL_FREE, "6"), worked(row, LABEL_FREE, None)

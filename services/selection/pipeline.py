@@ -78,9 +78,12 @@ def select(
     kept_idx, near = near_dedup([r["prompt"] for r in work], params.prompt_duplicate, params.num_perm)
     work, drops["duplicate_prompt"] = _keep(work, kept_idx), drops["duplicate_prompt"] + near
     work, drops["decontamination"] = filters.decontaminate(work, eval_keys)
-    # label-free rows are blind: no rationales or verdicts, so nothing is rescued (a worked reply
-    # picked by majority counts only when its answer is the label)
-    rescued = lambda r: bool(labels.rationales(r) or labels.worked(r))  # noqa: E731
+
+    # verified: a verified hinted or worked reply keeps a prompt at any rate; label-free rescues none
+    # (a worked reply picked by majority counts only when its answer is the label, decided below)
+    def rescued(r: Row) -> bool:
+        return mode == labels.VERIFIED and bool(labels.rationales(r) or labels.worked(r, mode))
+
     work, drops["difficulty"] = filters.band(work, lambda r: labels.rate(r, mode), *params.band, rescued)
 
     by_id = {t.get("id"): t["response"] for t in refined if t.get("id")}

@@ -8,6 +8,8 @@ entry repeats):
 - ``eval``: ``[[candidate, incumbent, p_value, {suite: [candidate, incumbent]}], ...]``
 - ``eval_n``: ``{iteration: n}``, the main suite's size when it was settled at an interim look
 - ``agreement``, ``diversity``: acquisition ``agreement_mean`` and selection ``diversity``
+- ``yield``, ``majority_share``: acquisition's verified ``yield`` (and ``answered``) and its share of
+  prompts with a majority answer
 - ``samples`` (per shard), ``kept``, ``loss``: ``[initial, final]``
 - ``drop``: ``["train:1", ...]`` slot:attempt commands left unanswered (to test timeouts)
 - ``duplicate``: stages whose result is published twice under different event ids (two replicas)
@@ -72,10 +74,11 @@ def respond(env: Envelope, script: dict, refs=None) -> list[Envelope]:
             "prompts": 4,
             "samples": 0 if hint_only else n,
             "hinted_samples": n if hint_only else 0,
-            "answered": 0.5,
+            "answered": float(_pick(script.get("yield"), it, 0.5)),
             "tokens": 100,
-            "yield": 0.0 if hint_only else 0.5,
+            "yield": 0.0 if hint_only else float(_pick(script.get("yield"), it, 0.5)),
             "agreement_mean": float(_pick(script.get("agreement"), it, 0.5)),
+            "majority_share": float(_pick(script.get("majority_share"), it, 0.5)),
             "pass_rate_mean": 0.5,
         }
         for category, rate in script.get("category_pass", {}).items():  # e.g. {"add2": 0.75}

@@ -37,7 +37,7 @@ def tiny_base(tmp_path_factory):
     return str(folder)
 
 
-def acquire(run_id, shard, base, num_shards=4, prompts=6, weights=None, seed=11, check_labels=False):
+def acquire(run_id, shard, base, num_shards=4, prompts=6, weights=None, seed=11, label_free=False):
     return envelopes.make(
         run_id=run_id,
         iteration=1,
@@ -54,7 +54,9 @@ def acquire(run_id, shard, base, num_shards=4, prompts=6, weights=None, seed=11,
             seed=seed,
             self_judge=True,
             category_weights=weights or {},
-            check_labels=check_labels,
+            check_labels=label_free,
+            worked=label_free,
+            worked_by_majority=label_free,
         ),
     )
 
@@ -103,7 +105,7 @@ async def test_one_shard_in_artifact_and_result_out(stack, unique_name, tmp_path
         mislabelled = acquire(unique_name, 1, tiny_base)
         mislabelled.stage = Stage.STAGE_TRAIN  # would answer on the trainer's result topic
         # add1 gets no share; with seed 26, 4 of the stream's first 6 add2 problems are GPT-3 items
-        focused = acquire(unique_name, 2, tiny_base, weights={"add2": 1.0}, seed=26, check_labels=True)
+        focused = acquire(unique_name, 2, tiny_base, weights={"add2": 1.0}, seed=26, label_free=True)
         results_topic = await publish(stack, unique_name, [mislabelled, focused])
         [record] = await read_topic(stack.kafka_bootstrap, results_topic, expect=1, timeout=120)
         [dead] = await read_topic(
@@ -123,9 +125,14 @@ async def test_one_shard_in_artifact_and_result_out(stack, unique_name, tmp_path
     store = artifact_store(stack)
     manifest = store.verify(res.samples)
     assert manifest.meta["shard"] == 2 and manifest.meta["model_version"] == "tiny"
-    assert manifest.meta["check_labels"] is True
-    rows = [json.loads(x) for x in store.read_file(res.samples, "samples.jsonl").decode().splitlines()]
+    assert manifest.meta["check_labels"] is True and manifest.meta["worked_by_majority"] is True
+    every = [json.loads(x) for x in store.read_file(res.samples, "samples.jsonl").decode().splitlines()]
+    rows, steps = every[:6], every[6:]  # the prompts, then the worked replies' sub-questions
     assert len(rows) == 6 and all(len(r["samples"]) == 2 for r in rows)
+    # label-free worked replies: each sum's first sub-question asked, every pick by majority
+    assert [r["id"] for r in steps if r["meta"]["step"] == 1] == [f"{r['id']}.s1" for r in rows]
+    assert all(r["meta"]["pick"] == "majority" for r in steps)
+    assert all(w["pick"] == "majority" for r in rows for w in r["worked"])
     assert {r["category"] for r in rows} == {"add2"}
     eval_keys = decontamination_keys()
     keys = {(op, tuple(operands)) for op, operands in (r["meta"]["key"] for r in rows)}
@@ -150,6 +157,7 @@ async def test_one_shard_in_artifact_and_result_out(stack, unique_name, tmp_path
     assert all(r["check"]["label"] == r["majority"] for r in checked)
     assert {r["id"] for r in checked} == {r["id"] for r in rows if r["majority"] is not None}
     assert stats["labels_checked"] == len(checked)
+    assert stats["majority_share"] == sum(r["majority"] is not None for r in rows) / 6
     assert stats["prompts/add2"] == 6 and 0 <= stats["pass_rate/add2"] <= 1 and "prompts/add1" not in stats
 
 

@@ -367,3 +367,17 @@ def test_the_label_check_rides_in_every_acquire_command_of_a_label_free_run():
     assert acquires and all(a.check_labels for a in acquires)
     _, log = run(BASE + "label_mode: label-free\n", {"eval": [[0.6, 0.4, 0.01]]})
     assert not any(o.envelope.acquire_command.check_labels for o in log)
+
+
+def test_a_label_free_data_gate_judges_the_majority_share_never_the_verified_yield():
+    gate = "acquisition: {shards: 2, min_yield: 0.1, max_data_retries: 0}\n"
+    free, verified = BASE + "label_mode: label-free\n" + gate, BASE + gate
+    no_verified_yield = {"eval": [[0.6, 0.4, 0.01]], "yield": [0.0], "majority_share": [0.5]}
+    state, _ = run(free, no_verified_yield)
+    acquired = [d for d in state.decisions if d["reason"].startswith("acquired")]
+    assert acquired and acquired[0]["reason"] == "acquired 20 samples, majority share 0.500"
+    assert "too little data" not in str(state.decisions)
+    state, _ = run(verified, no_verified_yield)
+    assert "too little data: yield 0.000 < 0.1" in str(state.decisions)
+    state, _ = run(free, {"eval": [[0.6, 0.4, 0.01]], "yield": [0.5], "majority_share": [0.05]})
+    assert "too little data: majority share 0.050 < 0.1" in str(state.decisions)

@@ -57,7 +57,7 @@ def with_wrong_truth(rows):
     out = json.loads(json.dumps(rows))
     for row in out:
         row["answer"] = str(int(row["answer"]) + 1000)
-        for s in row["samples"]:
+        for s in [*row["samples"], *row.get("worked", ())]:
             s["verified"] = s["extracted"] == row["answer"]
         row["pass_rate"] = 0.0
     return out

@@ -5,10 +5,11 @@ for ``61 - 23``. A difference with a negative result first turns itself round, t
 larger operand less the smaller: "23 - 61 = -(61 - 23): 61 - 20 = 41, 41 - 3 = 38, so the answer is
 -38." (the reply starts from the question's own first operand, as every other reply does, and the
 sign is decided before any step). The task gives the plan (which two sub-questions to ask); the model answers
-each sub-question as a plain prompt, and the reply is written from its own two answers. A reply is
-kept only when its final answer is right and every equation in it is true (the arithmetic verifier's
-:func:`~selfimprove.runtime.tasks.arithmetic.equations`),
-so a worked reply never teaches a false step. ``acquisition.worked_from_iteration`` turns this on.
+each sub-question as a plain prompt, and the reply is written from its own two answers. In a verified
+run a reply is kept only when its final answer is right and every equation in it is true (the
+arithmetic verifier's :func:`~selfimprove.runtime.tasks.arithmetic.equations`), so a worked reply
+never teaches a false step; a label-free run keeps it when its final answer is the prompt's label,
+and its steps are not checked. ``acquisition.worked_from_iteration`` turns this on.
 """
 
 from __future__ import annotations
