@@ -24,3 +24,20 @@ def engine_for(args: argparse.Namespace) -> Engine:
     torch.set_num_threads(args.threads)
     adapters = [args.adapter] if args.adapter else []
     return make_engine("transformers", str(resolve_base("smollm2-135m-instruct", None)), adapters)
+
+
+def pilot_parser(doc: str | None) -> argparse.ArgumentParser:
+    """:func:`model_parser` plus the label-free pilots' sampling: ``--problems``, ``--samples``,
+    ``--threshold`` and ``--categories`` (sums and differences; check them with :func:`sums_and_differences`)."""
+    ap = model_parser(doc)
+    ap.add_argument("--problems", type=int, default=256)
+    ap.add_argument("--samples", type=int, default=6)
+    ap.add_argument("--threshold", type=float, default=0.66)
+    ap.add_argument("--categories", nargs="+", default=["add1", "sub1", "add2", "sub2"])
+    return ap
+
+
+def sums_and_differences(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse ``--categories`` other than sums and differences (``add1`` ... ``sub9``)."""
+    if not all(c.startswith(("add", "sub")) and c[3:] in "123456789" for c in args.categories):
+        ap.error(f"--categories: sums and differences only (add1 ... sub9), got {args.categories}")

@@ -21,17 +21,14 @@ it and how many of those are right (the truth is read only for these counts). Th
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import time
 from collections import Counter
-from pathlib import Path
 
-import torch
+from enginekit import engine_for, pilot_parser, sums_and_differences
 
-from selfimprove.runtime.engine import GenerationRequest, SamplingParams, make_engine
-from selfimprove.runtime.models import resolve_base
+from selfimprove.runtime.engine import GenerationRequest, SamplingParams
 from selfimprove.runtime.tasks.arithmetic import ArithmeticTask, phrase
 from selfimprove.selection.labels import LABEL_FREE, label_of
 
@@ -64,19 +61,10 @@ def turned(operator: str, a: int, b: int, label: int) -> tuple[str, int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--adapter", type=Path, help="PEFT folder on the base (default: the base model)")
-    ap.add_argument("--problems", type=int, default=256)
-    ap.add_argument("--samples", type=int, default=6)
-    ap.add_argument("--threshold", type=float, default=0.66)
-    ap.add_argument("--categories", nargs="+", default=["add1", "sub1", "add2", "sub2"])
-    ap.add_argument("--threads", type=int, default=2)
+    ap = pilot_parser(__doc__)
     args = ap.parse_args()
-    if not all(c.startswith(("add", "sub")) and c[3:] in "123456789" for c in args.categories):
-        ap.error(f"--categories: sums and differences only (add1 ... sub9), got {args.categories}")
-    torch.set_num_threads(args.threads)
-    base = str(resolve_base("smollm2-135m-instruct", None))
-    engine = make_engine("transformers", base, [args.adapter] if args.adapter else [])
+    sums_and_differences(ap, args)
+    engine = engine_for(args)
     task = ArithmeticTask(categories=args.categories)
     items = task.items("train", args.problems, seed=11)
     tic = time.perf_counter()

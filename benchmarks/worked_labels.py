@@ -20,34 +20,24 @@ top-p 0.95, K samples per prompt and per sub-question), takes each prompt's labe
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections import Counter
-from pathlib import Path
 
-import torch
+from enginekit import engine_for, pilot_parser, sums_and_differences
 
 from selfimprove.acquisition.generate import ShardJob, run_shard
 from selfimprove.acquisition.shard import is_step
-from selfimprove.runtime.engine import SamplingParams, make_engine
-from selfimprove.runtime.models import resolve_base
+from selfimprove.runtime.engine import SamplingParams
 from selfimprove.runtime.tasks.arithmetic import ArithmeticTask, equations_true
 from selfimprove.selection.labels import LABEL_FREE, label_of, refused
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--adapter", type=Path, help="PEFT folder on the base (default: the base model)")
-    ap.add_argument("--problems", type=int, default=256)
-    ap.add_argument("--samples", type=int, default=6)
-    ap.add_argument("--threshold", type=float, default=0.66)
-    ap.add_argument("--categories", nargs="+", default=["add1", "sub1", "add2", "sub2"])
-    ap.add_argument("--threads", type=int, default=2)
+    ap = pilot_parser(__doc__)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    base = str(resolve_base("smollm2-135m-instruct", None))
-    engine = make_engine("transformers", base, [args.adapter] if args.adapter else [])
+    sums_and_differences(ap, args)
+    engine = engine_for(args)
     task = ArithmeticTask(categories=args.categories)
     items = task.items("train", args.problems, seed=11)
     sampling = SamplingParams(n=args.samples, temperature=0.7, top_p=0.95, max_new_tokens=48, seed=1)

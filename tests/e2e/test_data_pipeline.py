@@ -35,40 +35,46 @@ async def send(stack, prefix, stage, env):
         await bus.publish(topic, env)
 
 
+async def run_stage(stack, name, tmp_path, stage, envs, timeout):
+    """Start the stage's service, send it ``envs`` and return its result records (one per envelope)."""
+    module, topic = {
+        Stage.STAGE_ACQUIRE: ("acquisition", "acquire"),
+        Stage.STAGE_SELECT: ("selection", "select"),
+    }[stage]
+    service = ServiceProcess(f"-m selfimprove.{module}", stack, name, tmp_path / f"{topic}.log", **ENV)
+    try:
+        service.wait_ready()
+        for env in envs:
+            await send(stack, name, stage, env)
+        return await read_topic(
+            stack.kafka_bootstrap, f"{name}.evt.{topic}", expect=len(envs), timeout=timeout
+        )
+    finally:
+        service.stop()
+
+
 async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name, tmp_path):
     report = {"prompts": PROMPTS}
-    acquisition = ServiceProcess("-m selfimprove.acquisition", stack, unique_name, tmp_path / "a.log", **ENV)
-    try:
-        acquisition.wait_ready()
-        started = time.monotonic()
-        command = AcquireCommand(
-            policy=ModelRef(base="smollm2-135m-instruct", version="base"),
-            task=TaskSpec(
-                name="arithmetic", params_json=json.dumps({"categories": ["add1", "add2", "sub1", "mul1"]})
-            ),
-            shard=0,
-            num_shards=1,
-            num_prompts=PROMPTS,
-            sampling=SamplingParams(n=4, temperature=0.7, top_p=0.95, max_new_tokens=64),
-            seed=1,
-            rationalize=RATIONALIZE,
-            worked=WORKED,
-            check_labels=True,  # stored beside the rows; only the label-free selection reads it
-        )
-        env = envelopes.make(
-            run_id=unique_name,
-            iteration=1,
-            stage=Stage.STAGE_ACQUIRE,
-            producer="test",
-            acquire_command=command,
-        )
-        await send(stack, unique_name, Stage.STAGE_ACQUIRE, env)
-        [record] = await read_topic(
-            stack.kafka_bootstrap, f"{unique_name}.evt.acquire", expect=1, timeout=1800
-        )
-        report["acquire_wall_seconds"] = time.monotonic() - started
-    finally:
-        acquisition.stop()
+    command = AcquireCommand(
+        policy=ModelRef(base="smollm2-135m-instruct", version="base"),
+        task=TaskSpec(
+            name="arithmetic", params_json=json.dumps({"categories": ["add1", "add2", "sub1", "mul1"]})
+        ),
+        shard=0,
+        num_shards=1,
+        num_prompts=PROMPTS,
+        sampling=SamplingParams(n=4, temperature=0.7, top_p=0.95, max_new_tokens=64),
+        seed=1,
+        rationalize=RATIONALIZE,
+        worked=WORKED,
+        check_labels=True,  # stored beside the rows; only the label-free selection reads it
+    )
+    env = envelopes.make(
+        run_id=unique_name, iteration=1, stage=Stage.STAGE_ACQUIRE, producer="test", acquire_command=command
+    )
+    started = time.monotonic()
+    [record] = await run_stage(stack, unique_name, tmp_path, Stage.STAGE_ACQUIRE, [env], timeout=1800)
+    report["acquire_wall_seconds"] = time.monotonic() - started
     acquired = envelopes.decode(record.value).acquire_result
     report["acquire"] = dict(acquired.stats.values)
     assert acquired.stats.values["prompts"] == PROMPTS
@@ -108,24 +114,19 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
         for s in r["samples"]:
             assert s["verified"] == (s["extracted"] == r["answer"] and all(equations(s["text"]))), s
 
-    selection = ServiceProcess("-m selfimprove.selection", stack, unique_name, tmp_path / "s.log", **ENV)
-    try:
-        selection.wait_ready()
-        started = time.monotonic()
-        for iteration, mode in ((1, LabelMode.LABEL_MODE_VERIFIED), (2, LabelMode.LABEL_MODE_LABEL_FREE)):
-            select = SelectCommand(shards=[acquired.samples], label_mode=mode)
-            env = envelopes.make(
-                run_id=unique_name,
-                iteration=iteration,
-                stage=Stage.STAGE_SELECT,
-                producer="test",
-                select_command=select,
-            )
-            await send(stack, unique_name, Stage.STAGE_SELECT, env)
-        records = await read_topic(stack.kafka_bootstrap, f"{unique_name}.evt.select", expect=2, timeout=600)
-        report["select_wall_seconds_both"] = time.monotonic() - started
-    finally:
-        selection.stop()
+    envs = [
+        envelopes.make(
+            run_id=unique_name,
+            iteration=iteration,
+            stage=Stage.STAGE_SELECT,
+            producer="test",
+            select_command=SelectCommand(shards=[acquired.samples], label_mode=mode),
+        )
+        for iteration, mode in ((1, LabelMode.LABEL_MODE_VERIFIED), (2, LabelMode.LABEL_MODE_LABEL_FREE))
+    ]
+    started = time.monotonic()
+    records = await run_stage(stack, unique_name, tmp_path, Stage.STAGE_SELECT, envs, timeout=600)
+    report["select_wall_seconds_both"] = time.monotonic() - started
     for rec in records:
         env = envelopes.decode(rec.value)
         assert env.WhichOneof("payload") == "select_result", env
@@ -168,22 +169,10 @@ async def test_label_free_worked_replies_follow_the_steps_majorities_on_the_real
         worked_by_majority=True,
         check_labels=True,
     )
-    acquisition = ServiceProcess("-m selfimprove.acquisition", stack, unique_name, tmp_path / "a.log", **ENV)
-    try:
-        acquisition.wait_ready()
-        env = envelopes.make(
-            run_id=unique_name,
-            iteration=1,
-            stage=Stage.STAGE_ACQUIRE,
-            producer="test",
-            acquire_command=command,
-        )
-        await send(stack, unique_name, Stage.STAGE_ACQUIRE, env)
-        [record] = await read_topic(
-            stack.kafka_bootstrap, f"{unique_name}.evt.acquire", expect=1, timeout=1200
-        )
-    finally:
-        acquisition.stop()
+    env = envelopes.make(
+        run_id=unique_name, iteration=1, stage=Stage.STAGE_ACQUIRE, producer="test", acquire_command=command
+    )
+    [record] = await run_stage(stack, unique_name, tmp_path, Stage.STAGE_ACQUIRE, [env], timeout=1200)
     acquired = envelopes.decode(record.value).acquire_result
     store = artifact_store(stack)
     rows = [json.loads(line) for line in store.read_file(acquired.samples, "samples.jsonl").splitlines()]
@@ -197,17 +186,11 @@ async def test_label_free_worked_replies_follow_the_steps_majorities_on_the_real
             step = steps[f"{r['id']}.s{k}"]
             assert step["majority"] is not None and extract_int(text) == step["majority"], (w, step)
 
-    selection = ServiceProcess("-m selfimprove.selection", stack, unique_name, tmp_path / "s.log", **ENV)
-    try:
-        selection.wait_ready()
-        select = SelectCommand(shards=[acquired.samples], label_mode=LabelMode.LABEL_MODE_LABEL_FREE)
-        env = envelopes.make(
-            run_id=unique_name, iteration=1, stage=Stage.STAGE_SELECT, producer="test", select_command=select
-        )
-        await send(stack, unique_name, Stage.STAGE_SELECT, env)
-        [record] = await read_topic(stack.kafka_bootstrap, f"{unique_name}.evt.select", expect=1, timeout=600)
-    finally:
-        selection.stop()
+    select = SelectCommand(shards=[acquired.samples], label_mode=LabelMode.LABEL_MODE_LABEL_FREE)
+    env = envelopes.make(
+        run_id=unique_name, iteration=1, stage=Stage.STAGE_SELECT, producer="test", select_command=select
+    )
+    [record] = await run_stage(stack, unique_name, tmp_path, Stage.STAGE_SELECT, [env], timeout=600)
     result = envelopes.decode(record.value).select_result
     card = json.loads(store.read_file(result.data_card, "card.json"))
     assert card["counts"]["prompts_in"] == len(rows)  # the majority-picked sub-questions are read blind
