@@ -26,10 +26,10 @@ import random
 import time
 from collections import Counter
 
-from enginekit import engine_for, pilot_parser, sums_and_differences
+from enginekit import pilot_setup
 
 from selfimprove.runtime.engine import GenerationRequest, SamplingParams
-from selfimprove.runtime.tasks.arithmetic import ArithmeticTask, phrase
+from selfimprove.runtime.tasks.arithmetic import phrase
 from selfimprove.selection.labels import LABEL_FREE, label_of
 
 
@@ -61,14 +61,8 @@ def turned(operator: str, a: int, b: int, label: int) -> tuple[str, int]:
 
 
 def main() -> None:
-    ap = pilot_parser(__doc__)
-    args = ap.parse_args()
-    sums_and_differences(ap, args)
-    engine = engine_for(args)
-    task = ArithmeticTask(categories=args.categories)
-    items = task.items("train", args.problems, seed=11)
+    args, engine, task, items, sampling = pilot_setup(__doc__)
     tic = time.perf_counter()
-    sampling = SamplingParams(n=args.samples, temperature=0.7, top_p=0.95, max_new_tokens=48, seed=1)
     results = engine.generate(GenerationRequest([i.prompt for i in items], sampling))
     labelled = []
     for item, r in zip(items, results, strict=True):

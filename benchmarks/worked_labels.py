@@ -24,23 +24,16 @@ import json
 import time
 from collections import Counter
 
-from enginekit import engine_for, pilot_parser, sums_and_differences
+from enginekit import pilot_setup
 
 from selfimprove.acquisition.generate import ShardJob, run_shard
 from selfimprove.acquisition.shard import is_step
-from selfimprove.runtime.engine import SamplingParams
-from selfimprove.runtime.tasks.arithmetic import ArithmeticTask, equations_true
+from selfimprove.runtime.tasks.arithmetic import equations_true
 from selfimprove.selection.labels import LABEL_FREE, label_of, refused
 
 
 def main() -> None:
-    ap = pilot_parser(__doc__)
-    args = ap.parse_args()
-    sums_and_differences(ap, args)
-    engine = engine_for(args)
-    task = ArithmeticTask(categories=args.categories)
-    items = task.items("train", args.problems, seed=11)
-    sampling = SamplingParams(n=args.samples, temperature=0.7, top_p=0.95, max_new_tokens=48, seed=1)
+    args, engine, task, items, sampling = pilot_setup(__doc__)
     job = ShardJob(items, sampling, worked=True, worked_by_majority=True, check_labels=True)
     tic = time.perf_counter()
     rows, _, seconds = run_shard(engine, task, job)
