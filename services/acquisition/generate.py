@@ -12,7 +12,7 @@ from typing import Any
 
 from selfimprove.acquisition import prompts
 from selfimprove.acquisition.scoring import judge_prompt, judge_score, majority
-from selfimprove.acquisition.shard import Row, make_row
+from selfimprove.acquisition.shard import BY_MAJORITY, BY_VERIFIER, Row, make_row
 from selfimprove.runtime.engine import Engine, GenerationRequest, SamplingParams
 from selfimprove.runtime.tasks.base import Item, Task
 from selfimprove.runtime.tasks.seedset import SeedExample
@@ -96,7 +96,7 @@ class Worked:
     tokens: int
     finish_reason: str
     steps: tuple[str, ...]
-    pick: str = "verifier"
+    pick: str = BY_VERIFIER
 
 
 Step = tuple[Item, Sequence[Any]]  # a sub-question as an item, and the model's samples for it
@@ -130,10 +130,11 @@ def work_out(
     come back as ``(item, samples)`` steps (:meth:`Task.step_item`), for the shard to store as rows.
     """
     plans = [(i, p) for i, item in enumerate(items) if (p := task.worked_plan(item)) is not None]
+    pick = BY_MAJORITY if by_majority else BY_VERIFIER
 
     def step_item(parent: Item, expression: str, n: int) -> Item:
         sub = task.step_item(parent, expression, n)
-        return replace(sub, meta={**sub.meta, "pick": "majority"}) if by_majority else sub
+        return replace(sub, meta={**sub.meta, "pick": pick}) if by_majority else sub
 
     firsts = [step_item(items[i], p.first_expression(), 1) for i, p in plans]
     asked = engine.generate(GenerationRequest([f.prompt for f in firsts], sampling)) if plans else []
@@ -151,7 +152,6 @@ def work_out(
         second = _pick(task, second_item, r.samples, by_majority)
         if second is not None:
             text = p.reply(mid, int(task.extract(second.text) or 0))
-            pick = "majority" if by_majority else "verifier"
             out[i] = [Worked(text, first.tokens + second.tokens, "stop", (first.text, second.text), pick)]
     return out, steps
 

@@ -34,6 +34,8 @@ from selfimprove.acquisition.scoring import PASS_RATE_BUCKETS, agreement, bucket
 from selfimprove.runtime.tasks.base import Item
 
 Row = dict[str, Any]
+# how a worked reply was chosen: its ``pick``, and its sub-questions' ``meta.pick`` (label-free only)
+BY_MAJORITY, BY_VERIFIER = "majority", "verifier"
 CATEGORY_PASS_RATE = "pass_rate/"  # stats key prefix: a category's mean pass rate
 CATEGORY_PROMPTS = "prompts/"  # stats key prefix: how many of a category's prompts were verified
 

@@ -78,8 +78,7 @@ def _too_little_data(step: Step, verdict: judge.Verdict) -> None:
 def _acquired(step: Step) -> None:
     s, a = step.state, step.cfg.acquisition
     shards = [s.accepted[k]["stats"] for k in sorted(s.accepted) if k.startswith("acquire/")]
-    label_free = step.cfg.label_mode == "label-free"
-    verdict = judge.data_verdict(shards, a.min_samples, a.min_yield, label_free)
+    verdict = judge.data_verdict(shards, a.min_samples, a.min_yield, step.cfg.label_free)
     row = _row(step)
     row.update(samples=verdict.stats["samples"], **{"yield": verdict.stats["yield"]})
     if "answered" in verdict.stats:  # with hints: the prompts with any verified reply

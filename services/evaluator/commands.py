@@ -116,7 +116,7 @@ def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
             rationalize=a.rationalize,
             hint_only=state.iteration <= a.hint_only_iterations,  # the config refuses it without rationalize
             worked=0 < a.worked_from_iteration <= state.iteration,
-            worked_by_majority=cfg.label_mode == "label-free",
+            worked_by_majority=cfg.label_free,
             check_labels=a.check_labels,
             category_weights=next_weights(state.history, state.iteration, a.focus_floor) if a.focus else {},
         )

@@ -236,6 +236,11 @@ class RunConfig(_Strict):
     def stage(self, name: str) -> StageConfig:
         return self.stages.get(name) or StageConfig()  # type: ignore[call-overload]
 
+    @property
+    def label_free(self) -> bool:
+        """Whether the run trains on pseudo-labels only (``label_mode: label-free``)."""
+        return self.label_mode == "label-free"
+
 
 def load_config(text: str) -> RunConfig:
     """Parse and validate a YAML run config."""
@@ -286,9 +291,7 @@ def check_label_mode(cfg: RunConfig) -> None:
     ...
     selfimprove.evaluator.config.ConfigError: invalid run config: acquisition.check_labels: it checks label-free pseudo-labels, so it needs label_mode label-free (got verified)
     """
-    refused, needs = (
-        (TRUTH_FED, "verified") if cfg.label_mode == "label-free" else (LABEL_FREE_ONLY, "label-free")
-    )
+    refused, needs = (TRUTH_FED, "verified") if cfg.label_free else (LABEL_FREE_ONLY, "label-free")
     for name, why in refused.items():
         if getattr(cfg.acquisition, name):
             raise ConfigError(

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from selfimprove.acquisition.scoring import agreement, majority
-from selfimprove.acquisition.shard import is_step
+from selfimprove.acquisition.shard import BY_MAJORITY, is_step
 
 VERIFIED, LABEL_FREE = "verified", "label_free"
 Row = dict[str, Any]
@@ -45,7 +45,7 @@ def blind(rows: Sequence[Row]) -> list[Row]:
 
 
 def _by_majority(entry: Mapping[str, Any]) -> bool:
-    return entry.get("pick") == "majority"
+    return entry.get("pick") == BY_MAJORITY
 
 
 def _unverified(sample: Row) -> Row:
