@@ -31,6 +31,9 @@ class ShardJob:
     worked: bool = False
     worked_by_majority: bool = False  # label-free: sub-answers by the samples' majority, never the verifier
     check_labels: bool = False  # label-free: each majority answer checked by the task's check question
+    witness_labels: bool = (
+        False  # label-free: each (checked) majority answer reached again by the worked plan
+    )
 
 
 def self_instruct(
@@ -189,6 +192,35 @@ def check_labels(
     return out
 
 
+def witness_labels(
+    engine: Engine, task: Task, items: Sequence[Item], labels: Sequence[str | None], max_new_tokens: int
+) -> list[dict[str, Any] | None]:
+    """Each item's label reached a second way: the task's worked plan (:func:`work_out`) asked
+    greedily, one answer per sub-question: ``{"label", "text", "tokens", "extracted", "passed"}``, or
+    ``None`` for an item with no label, no plan, or a step the model gave no usable answer to.
+    ``passed`` compares the worked reply's final answer with the label, and nothing else (the
+    verifier is never asked, and the sub-questions are not stored as rows), so a label passes when
+    the model's own two routes to the answer meet. Costs two short greedy generations per label.
+    """
+    out: list[dict[str, Any] | None] = [None] * len(items)
+    asked = [(i, label) for i, label in enumerate(labels) if label is not None]
+    if not asked:
+        return out
+    greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
+    worked, _ = work_out(engine, task, [items[i] for i, _ in asked], greedy, by_majority=True)
+    for (i, label), replies in zip(asked, worked, strict=True):
+        for reply in replies:
+            extracted = task.extract(reply.text)
+            out[i] = {
+                "label": label,
+                "text": reply.text,
+                "tokens": reply.tokens,
+                "extracted": extracted,
+                "passed": extracted == label,
+            }
+    return out
+
+
 def run_shard(engine: Engine, task: Task, job: ShardJob) -> tuple[list[Row], float, float]:
     """Rows of the shard, seconds spent sampling the answers, and seconds in total.
 
@@ -225,5 +257,10 @@ def run_shard(engine: Engine, task: Task, job: ShardJob) -> tuple[list[Row], flo
         )
         for row, check in zip(rows, checks, strict=True):
             row["check"] = check
+    if job.witness_labels:  # after the check: a label it refused needs no witness
+        wanted = [r["majority"] if (r.get("check") or {}).get("passed", True) else None for r in rows]
+        witnesses = witness_labels(engine, task, job.items, wanted, job.sampling.max_new_tokens)
+        for row, witness in zip(rows, witnesses, strict=True):
+            row["witness"] = witness
     rows += [make_row(item, ss, task.extract, task.verify) for item, ss in steps]
     return rows, sampling_seconds, time.perf_counter() - started

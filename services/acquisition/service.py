@@ -150,6 +150,7 @@ class Acquirer:
             worked=cmd.worked,
             worked_by_majority=cmd.worked_by_majority,
             check_labels=cmd.check_labels,
+            witness_labels=cmd.witness_labels,
         )
         rows, _, seconds = generate.run_shard(engine, task, job)
         values = shard_stats(rows, seconds)
@@ -185,6 +186,7 @@ class Acquirer:
             "worked": cmd.worked,
             "worked_by_majority": cmd.worked_by_majority,
             "check_labels": cmd.check_labels,
+            "witness_labels": cmd.witness_labels,
             "instance": self.ctx.settings.instance,
             "stats": values,
         }

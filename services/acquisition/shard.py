@@ -7,7 +7,8 @@ One row per prompt::
      "majority", "agreement", "pass_rate",
      "rationales": [{"text", "tokens", "finish_reason", "extracted", "verified"}],
      "worked": [{"text", "tokens", "finish_reason", "extracted", "verified", "steps", "pick"}],
-     "check": {"label", "prompt", "expects", "text", "tokens", "extracted", "passed"} | null}
+     "check": {"label", "prompt", "expects", "text", "tokens", "extracted", "passed"} | null,
+     "witness": {"label", "text", "tokens", "extracted", "passed"} | null}
 
 ``answer`` is the task's reference, stored for reporting only (label-free selection never reads it);
 ``verified`` and ``pass_rate`` are ``null`` when the task has no verifier, ``judge`` when self-judge is off.
@@ -22,6 +23,9 @@ so selection can train the steps too; the shard's figures count them apart (:fun
 ``check`` is label-free mode's consistency check of the majority answer (``check_labels``; ``null``
 when off, or when the prompt has no majority or the task no check question for it): the task's check
 question, the answer it expects if the label is right, and the model's greedy reply to it.
+``witness`` is its second route to the label (``witness_labels``; present only then, ``null`` for a
+prompt with no label, a failed check, or no plan): the task's worked plan asked greedily, its reply,
+and whether its final answer is the label.
 """
 
 from __future__ import annotations
@@ -113,7 +117,8 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
     ``answered`` the fraction with a verified reply of any kind (its own, hinted or worked);
     ``rationalized`` counts prompts that only a hinted sample answered, ``worked`` prompts with a
     verified worked reply; ``labels_checked`` counts prompts whose majority answer was checked
-    (``check_labels``) and ``labels_confirmed`` those whose check passed. Sub-question rows
+    (``check_labels``) and ``labels_confirmed`` those whose check passed; ``labels_witnessed`` and
+    ``labels_corroborated`` count the same for the worked-plan witness (``witness_labels``). Sub-question rows
     (:func:`is_step`) are left out of every prompt figure; ``step_prompts`` counts them and ``step_yield`` is their yield. ``tokens`` counts every sample
     generated: the prompts', the hinted ones, the checks' and the sub-questions'.
 
@@ -133,7 +138,8 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
     hinted = [s for r in rows for s in r.get("rationales", ())]
     worked = [s for r in rows for s in r.get("worked", ())]
     checks = [r["check"] for r in rows if r.get("check")]
-    tokens += sum(s["tokens"] for s in [*samples, *hinted, *checks])
+    witnesses = [r["witness"] for r in rows if r.get("witness")]
+    tokens += sum(s["tokens"] for s in [*samples, *hinted, *checks, *witnesses])
     rates = [r["pass_rate"] for r in rows if r["pass_rate"] is not None]
     out: dict[str, float] = {
         "prompts": len(rows),
@@ -158,6 +164,8 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
         "worked": sum(any(s["verified"] for s in r.get("worked", ())) for r in rows),
         "labels_checked": len(checks),
         "labels_confirmed": sum(bool(c["passed"]) for c in checks),
+        "labels_witnessed": len(witnesses),
+        "labels_corroborated": sum(bool(w["passed"]) for w in witnesses),
         "step_prompts": len(steps),
         "step_yield": sum(any(s["verified"] for s in r["samples"]) for r in steps) / len(steps)
         if steps

@@ -15,7 +15,7 @@ from selfimprove.core.bus import Outgoing
 from selfimprove.core.topics import Topics
 from selfimprove.evaluator.config import RunConfig
 from selfimprove.evaluator.focus import next_weights
-from selfimprove.evaluator.refs import to_model, to_ref
+from selfimprove.evaluator.refs import base_version, to_model, to_ref
 from selfimprove.evaluator.state import RunState, slot_shard, slot_stage, training_sets
 from selfimprove.v1.common_pb2 import SamplingParams, Stage, TaskSpec
 from selfimprove.v1.stages_pb2 import (
@@ -97,8 +97,9 @@ def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
     pending = to_model(state.train_parent) if state.train_parent else incumbent
     if stage == "acquire":
         a = cfg.acquisition
+        policy = pending if a.sample_pending else incumbent
         return AcquireCommand(
-            policy=pending if a.sample_pending else incumbent,
+            policy=policy,
             task=main_task(cfg),
             shard=slot_shard(slot),
             num_shards=a.shards,
@@ -118,6 +119,7 @@ def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
             worked=0 < a.worked_from_iteration <= state.iteration,
             worked_by_majority=cfg.label_free,
             check_labels=a.check_labels,
+            witness_labels=a.witness_labels and policy.version != base_version(state.run_id),
             category_weights=next_weights(state.history, state.iteration, a.focus_floor) if a.focus else {},
         )
     if stage == "select":

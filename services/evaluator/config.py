@@ -100,6 +100,14 @@ class AcquisitionConfig(_Strict):
         "again with its operands swapped, a difference undone by a sum), and selection keeps only the "
         "labels whose check the model answered as they predict.",
     )
+    witness_labels: bool = Field(
+        False,
+        description="Label-free mode only: each prompt's majority answer (with check_labels, each one "
+        "whose check passed) is also reached a second way, the task's worked plan asked greedily (for "
+        "arithmetic the tens, then the ones: '47 + 30', then '77 + 6'), and selection keeps only the "
+        "labels the worked reply gives too. Costs two short greedy generations per label. Asked only "
+        "while a trained model samples: a base model's own steps are too often wrong to judge by.",
+    )
     sample_pending: bool = Field(
         False,
         description="While training goes on from a pending candidate (training.continue_pending), that "
@@ -275,7 +283,10 @@ TRUTH_FED = {
 }
 # acquisition switches for label-free runs only: refused in verified runs, and turned off by
 # ``run --label-mode verified``
-LABEL_FREE_ONLY = {"check_labels": "it checks label-free pseudo-labels"}
+LABEL_FREE_ONLY = {
+    "check_labels": "it checks label-free pseudo-labels",
+    "witness_labels": "it checks label-free pseudo-labels",
+}
 
 
 def check_label_mode(cfg: RunConfig) -> None:

@@ -15,7 +15,7 @@ from selfimprove.core.topics import Topics
 from selfimprove.evaluator import advance
 from selfimprove.evaluator.commands import STAGE_NAME
 from selfimprove.evaluator.config import RunConfig
-from selfimprove.evaluator.refs import model_dict, ref_dict, stats_dict, suite_dict
+from selfimprove.evaluator.refs import base_version, model_dict, ref_dict, stats_dict, suite_dict
 from selfimprove.evaluator.state import COMPLETED, FAILED, RUNNING, STOPPED, RunState, slot_name
 from selfimprove.evaluator.step import Step
 from selfimprove.v1.common_pb2 import ModelRef
@@ -31,7 +31,7 @@ def start(
     state = RunState(
         run_id=run_id, config_yaml=config_yaml, started_at=now, last_progress=now, topic_prefix=topics.prefix
     )
-    state.incumbent = model_dict(ModelRef(base=cfg.base_model, version=f"{run_id}/base"))
+    state.incumbent = model_dict(ModelRef(base=cfg.base_model, version=base_version(run_id)))
     state.prompts_per_shard = cfg.acquisition.prompts_per_shard
     state.lineage = {
         **lineage,

@@ -17,6 +17,15 @@ from selfimprove.v1.common_pb2 import ArtifactRef, ModelRef, Stats
 from selfimprove.v1.stages_pb2 import SuiteScore
 
 
+def base_version(run_id: str) -> str:
+    """The version a run gives its base model (the incumbent before any promotion).
+
+    >>> base_version("r1")
+    'r1/base'
+    """
+    return f"{run_id}/base"
+
+
 def ref_dict(ref: ArtifactRef) -> dict[str, Any]:
     if not ref.uri:
         return {}

@@ -98,7 +98,8 @@ def label_of(row: Row, mode: str, threshold: float) -> str | None:
 def refused(row: Row, label: str | None) -> bool:
     """Whether the row's label check (``acquisition.check_labels``) refuses ``label``: a check was
     asked and it was of another answer, or the model did not answer it as the label predicts. A row
-    with no check (off, or none possible) refuses nothing.
+    with no check (off, or none possible) refuses nothing. The worked-plan witness
+    (``acquisition.witness_labels``, :func:`unwitnessed`) is judged apart.
 
     >>> check = {"label": "7", "passed": True}
     >>> refused({"check": check}, "7"), refused({"check": {**check, "passed": False}}, "7"), refused({"check": check}, "8")
@@ -106,7 +107,24 @@ def refused(row: Row, label: str | None) -> bool:
     >>> refused({"check": None}, "7"), refused({}, "7"), refused({"check": check}, None)
     (False, False, False)
     """
-    check = row.get("check")
+    return _refuses(row.get("check"), label)
+
+
+def unwitnessed(row: Row, label: str | None) -> bool:
+    """Whether the row's worked-plan witness (``acquisition.witness_labels``) refuses ``label``, as
+    :func:`refused` does for the check: its final answer is another, or it was of another label.
+    A row with no witness (off, no plan, or a step with no answer) refuses nothing.
+
+    >>> witness = {"label": "83", "passed": True}
+    >>> unwitnessed({"witness": witness}, "83"), unwitnessed({"witness": {**witness, "passed": False}}, "83")
+    (False, True)
+    >>> unwitnessed({"witness": None}, "83"), unwitnessed({"witness": witness}, "84"), unwitnessed({}, None)
+    (False, True, False)
+    """
+    return _refuses(row.get("witness"), label)
+
+
+def _refuses(check: Mapping[str, Any] | None, label: str | None) -> bool:
     return label is not None and bool(check) and not (check["label"] == label and check["passed"])
 
 

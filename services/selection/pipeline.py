@@ -1,7 +1,8 @@
 """The selection pipeline over acquisition rows: labels, filters, SFT set, preference pairs, data card.
 
 Order: prompt deduplication, decontamination, difficulty band, labels (verified or label-free; a
-label-free label whose consistency check failed is dropped, ``label_check``),
+label-free label whose consistency check failed is dropped, ``label_check``, and one its worked-plan
+witness did not reach, ``label_witness``),
 refined targets, worked replies (preferred to the model's own right answers; verified mode: when
 the verifier accepts them, and a prompt with one is kept at any pass rate; label-free: chosen by the
 sub-questions' majorities, when their answer is the label), rationales
@@ -32,6 +33,7 @@ DROP_UNITS = {
     "difficulty": "prompts",
     "label": "prompts",
     "label_check": "prompts",
+    "label_witness": "prompts",
     "format": "responses",
     "duplicate": "responses",
     "near_duplicate": "responses",
@@ -97,6 +99,9 @@ def select(
         label = labels.label_of(row, mode, params.agreement_threshold)
         if mode == labels.LABEL_FREE and labels.refused(row, label):
             drops["label_check"] += 1
+            continue
+        if mode == labels.LABEL_FREE and labels.unwitnessed(row, label):
+            drops["label_witness"] += 1
             continue
         right, wrong = labels.split(row, mode, label)
         target = by_id.get(row["id"]) or by_prompt.get(row["prompt"])

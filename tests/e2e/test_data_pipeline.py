@@ -168,6 +168,7 @@ async def test_label_free_worked_replies_follow_the_steps_majorities_on_the_real
         worked=True,
         worked_by_majority=True,
         check_labels=True,
+        witness_labels=True,
     )
     env = envelopes.make(
         run_id=unique_name, iteration=1, stage=Stage.STAGE_ACQUIRE, producer="test", acquire_command=command
@@ -185,6 +186,13 @@ async def test_label_free_worked_replies_follow_the_steps_majorities_on_the_real
         for k, text in enumerate(w["steps"], start=1):
             step = steps[f"{r['id']}.s{k}"]
             assert step["majority"] is not None and extract_int(text) == step["majority"], (w, step)
+    # the witness: asked of each label whose check passed, a worked reply of the model's greedy steps
+    witnessed = [r for r in rows[:prompts] if r["witness"] is not None]
+    assert witnessed, "no witness: the base model's one-digit labels pass their check"
+    for r in witnessed:
+        assert r["check"]["passed"] and r["witness"]["label"] == r["majority"]
+        assert ", so the answer is" in r["witness"]["text"]
+        assert r["witness"]["passed"] is (extract_int(r["witness"]["text"]) == r["majority"])
 
     select = SelectCommand(shards=[acquired.samples], label_mode=LabelMode.LABEL_MODE_LABEL_FREE)
     env = envelopes.make(
@@ -202,3 +210,7 @@ async def test_label_free_worked_replies_follow_the_steps_majorities_on_the_real
         row = by_id[x["id"].rsplit("-", 1)[0]]
         assert extract_int(x["response"]) == row["majority"], (x, row)
         assert row["check"] is not None and row["check"]["passed"], row
+    for x in sft:  # no prompt is trained on a label its witness did not reach
+        row = by_id[x["id"].rsplit("-", 1)[0]]
+        assert not row.get("witness") or row["witness"]["passed"], row
+    assert "label_witness" in card["dropped"]

@@ -57,6 +57,7 @@ def acquire(run_id, shard, base, num_shards=4, prompts=6, weights=None, seed=11,
             check_labels=label_free,
             worked=label_free,
             worked_by_majority=label_free,
+            witness_labels=label_free,
         ),
     )
 
@@ -126,6 +127,7 @@ async def test_one_shard_in_artifact_and_result_out(stack, unique_name, tmp_path
     manifest = store.verify(res.samples)
     assert manifest.meta["shard"] == 2 and manifest.meta["model_version"] == "tiny"
     assert manifest.meta["check_labels"] is True and manifest.meta["worked_by_majority"] is True
+    assert manifest.meta["witness_labels"] is True
     every = [json.loads(x) for x in store.read_file(res.samples, "samples.jsonl").decode().splitlines()]
     rows, steps = every[:6], every[6:]  # the prompts, then the worked replies' sub-questions
     assert len(rows) == 6 and all(len(r["samples"]) == 2 for r in rows)
@@ -157,6 +159,13 @@ async def test_one_shard_in_artifact_and_result_out(stack, unique_name, tmp_path
     assert all(r["check"]["label"] == r["majority"] for r in checked)
     assert {r["id"] for r in checked} == {r["id"] for r in rows if r["majority"] is not None}
     assert stats["labels_checked"] == len(checked)
+    # the witness rode too: a row has one only when its label passed the check (the tiny model's
+    # answers are seldom numbers, so there may be none) and it is of that label
+    assert all("witness" in r for r in rows)
+    witnessed = [r for r in rows if r["witness"] is not None]
+    assert {r["id"] for r in witnessed} <= {r["id"] for r in checked if r["check"]["passed"]}
+    assert all(r["witness"]["label"] == r["majority"] for r in witnessed)
+    assert stats["labels_witnessed"] == len(witnessed)
     assert stats["majority_share"] == sum(r["majority"] is not None for r in rows) / 6
     assert stats["prompts/add2"] == 6 and 0 <= stats["pass_rate/add2"] <= 1 and "prompts/add1" not in stats
 

@@ -331,6 +331,51 @@ def test_label_check_asks_one_greedy_question_per_majority_and_never_reads_the_t
     assert all(r["check"] is None for r in off)
 
 
+class CarriesWrong(ScriptedEngine):
+    """Adds ten to a sum of two numbers that are both at least 10 and neither round (the same wrong
+    answer however the sum is asked), answers other sums right, and every difference one too high."""
+
+    def reply(self, prompt):
+        expr = re.search(r"(-?\d+) (\+|-|plus|minus) (-?\d+)", prompt)
+        a, op, b = int(expr.group(1)), expr.group(2), int(expr.group(3))
+        if op in ("-", "minus"):
+            return f"The answer is {a - b + 1}."
+        slip = 10 if min(a, b) >= 10 and a % 10 and b % 10 else 0
+        return f"The answer is {a + b + slip}."
+
+
+def test_label_witness_reaches_each_checked_label_by_the_worked_plan_and_never_reads_the_truth():
+    task = ArithmeticTask(categories=("add1", "add2", "sub2"))
+    items = task.items("train", 12, seed=5)
+    sampling = EngineSampling(n=3, temperature=0.7, max_new_tokens=8)
+    job = ShardJob(items, sampling, check_labels=True, witness_labels=True)
+    engine = CarriesWrong()
+    rows, _, _ = run_shard(engine, task, job)
+    asked = [r for r in rows if r["check"]["passed"]]  # a failed check needs no witness
+    assert len(engine.prompts) == 4 and len(engine.prompts[2]) == len(asked)  # samples, checks, two steps
+    slipped = 0
+    for row, item in zip(rows, items, strict=True):
+        a, b = item.meta["operands"]
+        if item.meta["operator"] == "-":  # its check (a sum) fails, so no witness is asked
+            assert row["witness"] is None and not row["check"]["passed"]
+            continue
+        witness = row["witness"]
+        assert witness["label"] == row["majority"] == row["check"]["label"]
+        # the plan's steps add a round ten, then one digit: never the slip, so they reach the right sum
+        assert witness["extracted"] == str(a + b)
+        wrong = min(a, b) >= 10 and a % 10 and b % 10
+        slipped += bool(wrong)
+        assert witness["passed"] is (not wrong)  # the slipped label (its check passed too) is refused
+    assert slipped and len(asked) > slipped
+    blind = [dataclasses.replace(i, answer=None) for i in items]  # the same without the truth
+    blind_rows, _, _ = run_shard(CarriesWrong(), task, dataclasses.replace(job, items=blind))
+    assert [r["witness"] for r in blind_rows] == [r["witness"] for r in rows]
+    stats = shard_stats(rows, 1.0)
+    assert stats["labels_witnessed"] == len(asked) and stats["labels_corroborated"] == len(asked) - slipped
+    off, _, _ = run_shard(CarriesWrong(), task, dataclasses.replace(job, witness_labels=False))
+    assert all("witness" not in r for r in off) and [r["check"] for r in off] == [r["check"] for r in rows]
+
+
 class SaysSeven(ScriptedEngine):
     """States every question as a (false) equation with 7 as its value."""
 

@@ -108,3 +108,8 @@ def test_label_check_needs_label_free_mode_and_the_verified_override_turns_it_of
     assert load_config(prepare_config(path, None, None, None)).acquisition.check_labels
     verified = load_config(prepare_config(path, None, "verified", None))
     assert verified.label_mode == "verified" and not verified.acquisition.check_labels
+    with pytest.raises(ConfigError, match="acquisition.witness_labels: .* needs label_mode label-free"):
+        load_config("label_mode: verified\nacquisition: {witness_labels: true}\n")
+    path.write_text("label_mode: label-free\nacquisition: {check_labels: true, witness_labels: true}\n")
+    assert load_config(prepare_config(path, None, None, None)).acquisition.witness_labels
+    assert not load_config(prepare_config(path, None, "verified", None)).acquisition.witness_labels

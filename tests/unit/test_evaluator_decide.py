@@ -39,6 +39,10 @@ def run(config: str, script: dict, max_steps: int = 200, now: float = 1000.0):
     return state, log
 
 
+def acquires_of(log) -> list:
+    return [o.envelope.acquire_command for o in log if o.envelope.WhichOneof("payload") == "acquire_command"]
+
+
 def kinds(state: RunState) -> list[str]:
     return [d["kind"] for d in state.decisions]
 
@@ -358,15 +362,20 @@ def test_continue_pending_trains_on_from_a_candidate_whose_gain_is_not_yet_signi
     assert [t.policy.version for t in trains] == ["r1/base", "r1/iter-001", "r1/iter-001", "r1/iter-003"]
 
 
-def test_the_label_check_rides_in_every_acquire_command_of_a_label_free_run():
-    config = BASE + "label_mode: label-free\nacquisition: {shards: 2, check_labels: true}\n"
-    _, log = run(config, {"eval": [[0.6, 0.4, 0.01]]})
-    acquires = [
-        o.envelope.acquire_command for o in log if o.envelope.WhichOneof("payload") == "acquire_command"
-    ]
+def test_the_label_check_and_witness_ride_in_every_acquire_command_of_a_label_free_run():
+    config = (
+        BASE + "label_mode: label-free\nacquisition: {shards: 2, check_labels: true, witness_labels: true}\n"
+    )
+    acquires = acquires_of(run(config, {"eval": [[0.6, 0.4, 0.01]]})[1])
     assert acquires and all(a.check_labels for a in acquires)
+    # the witness is asked only while a trained model samples: not of the base model's labels
+    assert all(a.witness_labels is (a.policy.version != "r1/base") for a in acquires)
+    assert {a.witness_labels for a in acquires} == {False, True}
+    _, log = run(config, {"eval": [[0.4, 0.6, 0.5]]})  # nothing promoted: the base model samples on
+    assert {(a.policy.version, a.witness_labels) for a in acquires_of(log)} == {("r1/base", False)}
     _, log = run(BASE + "label_mode: label-free\n", {"eval": [[0.6, 0.4, 0.01]]})
     assert not any(o.envelope.acquire_command.check_labels for o in log)
+    assert not any(o.envelope.acquire_command.witness_labels for o in log)
 
 
 def test_a_label_free_data_gate_judges_the_majority_share_never_the_verified_yield():

@@ -330,3 +330,24 @@ def test_label_free_drops_labels_their_check_refused_and_counts_them():
     assert chosen.card["dropped"]["label_check"] == len(refused & labelled) > 0
     verified = select(checked, VERIFIED, params, extract=TASK.extract)  # the verifier needs no check
     assert verified.sft == select(rows, VERIFIED, params, extract=TASK.extract).sft
+
+
+def test_label_free_drops_labels_their_worked_witness_did_not_reach_and_counts_them_apart():
+    rows = synthetic_rows()
+    params = SelectParams(band=(0.0, 1.01))
+    plain = select(rows, LABEL_FREE, params, extract=TASK.extract)
+    witnessed = json.loads(json.dumps(rows))
+    for k, row in enumerate(witnessed):  # every third labelled prompt's worked reply gives another answer
+        if row["majority"] is not None:
+            row["check"] = {"label": row["majority"], "passed": True}
+            row["witness"] = {"label": row["majority"], "passed": k % 3 != 0}
+    chosen = select(witnessed, LABEL_FREE, params, extract=TASK.extract)
+    refused = {r["id"] for k, r in enumerate(witnessed) if r.get("witness") and k % 3 == 0}
+    kept = {x["id"].rsplit("-", 1)[0] for x in chosen.sft}
+    assert kept and not kept & refused
+    assert kept == {x["id"].rsplit("-", 1)[0] for x in plain.sft} - refused
+    labelled = {r["id"] for r in witnessed if label_of(r, LABEL_FREE, params.agreement_threshold) is not None}
+    assert chosen.card["dropped"]["label_witness"] == len(refused & labelled) > 0
+    assert chosen.card["dropped"]["label_check"] == 0
+    verified = select(witnessed, VERIFIED, params, extract=TASK.extract)  # the verifier needs no witness
+    assert verified.sft == select(rows, VERIFIED, params, extract=TASK.extract).sft
