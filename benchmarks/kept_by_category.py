@@ -5,7 +5,7 @@ read from the run's stored ``sft.jsonl`` sets in a local stack folder (the stack
 
 Prints one JSON line per iteration (the latest selection attempt) with, from that selection's data
 card, its precision against the truth, measured after selection (per kept label, label-free runs,
-and per kept example) and its drops by the label check, then the totals. Replay means an example can be trained on in two
+and per kept example) and its drops by the label check and the witness, then the totals. Replay means an example can be trained on in two
 iterations; these counts are each iteration's new selection.
 """
 
@@ -42,6 +42,7 @@ def main() -> None:
             "pseudo_label_precision": card.get("pseudo_label_precision"),
             "sft_answer_precision": card.get("sft_answer_precision"),
             "dropped_label_check": card.get("dropped", {}).get("label_check", 0),
+            "dropped_label_witness": card.get("dropped", {}).get("label_witness", 0),
         }
         print(json.dumps({"iteration": iteration, **row, **figures}))
         total.update(row)

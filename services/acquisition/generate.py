@@ -31,9 +31,7 @@ class ShardJob:
     worked: bool = False
     worked_by_majority: bool = False  # label-free: sub-answers by the samples' majority, never the verifier
     check_labels: bool = False  # label-free: each majority answer checked by the task's check question
-    witness_labels: bool = (
-        False  # label-free: each (checked) majority answer reached again by the worked plan
-    )
+    witness_labels: bool = False  # label-free: each checked label reached again by the worked plan
 
 
 def self_instruct(
