@@ -207,12 +207,12 @@ def witness_labels(
     greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
     worked, _ = work_out(engine, task, [items[i] for i, _ in asked], greedy, by_majority=True)
     for (i, label), replies in zip(asked, worked, strict=True):
-        for reply in replies:
-            extracted = task.extract(reply.text)
+        if replies:  # work_out writes at most one reply per item
+            extracted = task.extract(replies[0].text)
             out[i] = {
                 "label": label,
-                "text": reply.text,
-                "tokens": reply.tokens,
+                "text": replies[0].text,
+                "tokens": replies[0].tokens,
                 "extracted": extracted,
                 "passed": extracted == label,
             }
