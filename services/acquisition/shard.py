@@ -42,6 +42,10 @@ Row = dict[str, Any]
 BY_MAJORITY, BY_VERIFIER = "majority", "verifier"
 CATEGORY_PASS_RATE = "pass_rate/"  # stats key prefix: a category's mean pass rate
 CATEGORY_PROMPTS = "prompts/"  # stats key prefix: how many of a category's prompts were verified
+CATEGORY_ASKED = "asked/"  # stats key prefix: how many of a category's prompts were asked
+CATEGORY_OPEN = (
+    "open_labels/"  # stats key prefix: a category's prompts with an open label (:func:`open_label`)
+)
 
 
 def jsonable(value: Any) -> Any:
@@ -120,7 +124,9 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
     (``check_labels``) and ``labels_confirmed`` those whose check passed; ``labels_witnessed`` and
     ``labels_corroborated`` count the same for the worked-plan witness (``witness_labels``). Sub-question rows
     (:func:`is_step`) are left out of every prompt figure; ``step_prompts`` counts them and ``step_yield`` is their yield. ``tokens`` counts every sample
-    generated: the prompts', the hinted ones, the checks' and the sub-questions'.
+    generated: the prompts', the hinted ones, the checks' and the sub-questions'. Per category:
+    ``pass_rate/C`` and ``prompts/C`` over its verified prompts, ``asked/C`` its prompts and
+    ``open_labels/C`` those with an open label (:func:`open_label`).
 
     >>> row = {"samples": [{"tokens": 5, "verified": True}, {"tokens": 3, "verified": False}],
     ...        "pass_rate": 0.5, "agreement": 0.5}
@@ -128,8 +134,8 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
     >>> s["tokens"], s["tokens_per_second"], s["yield"], s["pass_rate_0_50"]
     (8, 4.0, 1.0, 1)
     >>> s = shard_stats([{**row, "category": "add2"}, {**row, "category": "add2", "pass_rate": 1.0}], 1.0)
-    >>> s["pass_rate/add2"], s["prompts/add2"]
-    (0.75, 2)
+    >>> s["pass_rate/add2"], s["prompts/add2"], s["asked/add2"], s["open_labels/add2"]
+    (0.75, 2, 2, 0)
     """
     steps = [r for r in rows if is_step(r)]
     tokens = sum(s["tokens"] for r in steps for s in r["samples"])
@@ -181,7 +187,33 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
     for category, values in sorted(by_category.items()):
         out[f"{CATEGORY_PASS_RATE}{category}"] = sum(values) / len(values)
         out[f"{CATEGORY_PROMPTS}{category}"] = len(values)
+    for r in rows:
+        if r.get("category"):
+            for prefix, add in ((CATEGORY_ASKED, 1), (CATEGORY_OPEN, open_label(r))):
+                key = f"{prefix}{r['category']}"
+                out[key] = out.get(key, 0) + int(add)
     return out
+
+
+def open_label(row: Row) -> bool:
+    """Whether ``row`` has a label the model is still learning: a majority answer that passed every
+    check asked of it (the label check, the witness), though not all of its samples gave it. Read from
+    the model's own answers only, never the reference: a category whose labels are all unanimous is
+    learnt, one with no label teaches nothing; label-free focus shares prompts by this.
+
+    >>> open_label({"majority": "7", "agreement": 0.5, "check": {"passed": True}})
+    True
+    >>> open_label({"majority": "7", "agreement": 1.0}), open_label({"majority": None, "agreement": 0.0})
+    (False, False)
+    >>> open_label({"majority": "7", "agreement": 0.5, "check": {"passed": False}})
+    False
+    """
+    checks = [row.get("check"), row.get("witness")]
+    return (
+        row.get("majority") is not None
+        and row["agreement"] < 1.0
+        and all(c["passed"] for c in checks if c is not None)
+    )
 
 
 def to_jsonl(rows: Sequence[Row]) -> bytes:

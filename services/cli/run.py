@@ -72,7 +72,7 @@ def run_cmd(
     label_mode: Annotated[
         str | None,
         typer.Option(
-            help="verified | label-free (overrides the config; label-free also turns off rationalize and focus, "
+            help="verified | label-free (overrides the config; label-free also turns off rationalize and hints, "
             "verified the label check)."
         ),
     ] = None,

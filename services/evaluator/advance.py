@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from selfimprove.evaluator import judge
-from selfimprove.evaluator.focus import category_pass
+from selfimprove.evaluator.focus import category_open, category_pass
 from selfimprove.evaluator.state import COMPLETED, slot_name, training_sets
 from selfimprove.evaluator.step import Step
 
@@ -83,7 +83,8 @@ def _acquired(step: Step) -> None:
     row.update(samples=verdict.stats["samples"], **{"yield": verdict.stats["yield"]})
     if "answered" in verdict.stats:  # with hints: the prompts with any verified reply
         row["answered"] = verdict.stats["answered"]
-    row["category_pass"] = category_pass(shards)  # the next iteration's focus
+    row["category_pass"] = category_pass(shards)  # the next iteration's focus (verified runs)
+    row["category_open"] = category_open(shards)  # and in label-free runs
     sampled = [x for x in shards if x.get("samples", 1)]  # a hint-only shard has no self-agreement
     if sampled:
         row["agreement"] = (

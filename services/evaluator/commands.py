@@ -120,7 +120,9 @@ def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
             worked_by_majority=cfg.label_free,
             check_labels=a.check_labels,
             witness_labels=a.witness_labels and policy.version != base_version(state.run_id),
-            category_weights=next_weights(state.history, state.iteration, a.focus_floor) if a.focus else {},
+            category_weights=next_weights(state.history, state.iteration, a.focus_floor, cfg.label_free)
+            if a.focus
+            else {},
         )
     if stage == "select":
         shards = [

@@ -76,8 +76,9 @@ class AcquisitionConfig(_Strict):
     )
     focus: bool = Field(
         False,
-        description="Share each iteration's prompts over the task's categories by how often the last "
-        "acquisition failed them (verified tasks; the first iteration uses the task's even mix).",
+        description="Share each iteration's prompts over the task's categories by the last acquisition "
+        "(the first iteration uses the task's even mix): in a verified run by how often it failed each; in "
+        "a label-free run by how often it gave a checked label not every sample agreed on (no truth read).",
     )
     focus_floor: float = Field(
         0.1, ge=0, le=1, description="With focus: the least share of prompts any category gets."
@@ -278,7 +279,6 @@ def load_config(text: str) -> RunConfig:
 # by ``run --label-mode label-free``
 TRUTH_FED = {
     "rationalize": "hints carry the reference answer",
-    "focus": "it follows pass rates measured against the reference answers",
     "hint_only_iterations": "hints carry the reference answer",
 }
 # acquisition switches for label-free runs only: refused in verified runs, and turned off by

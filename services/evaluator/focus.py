@@ -1,17 +1,21 @@
-"""Focus: share an iteration's prompts over the task's categories by what the model still fails.
+"""Focus: share an iteration's prompts over the task's categories by what the model is still learning.
 
 After each acquisition the evaluator keeps every category's pass rate (prompt-weighted over the
-shards, from the stats ``pass_rate/<category>`` and ``prompts/<category>``). With
-``acquisition.focus`` on, the next iteration's acquire commands carry category weights proportional
-to the failure rate ``1 - pass rate``, each share at least ``focus_floor``, so generation goes where
-the data teaches most and a mastered category still keeps a share.
+shards, from the stats ``pass_rate/<category>`` and ``prompts/<category>``) and its open-label share
+(``open_labels/<category>`` over ``asked/<category>``: prompts with a checked majority answer that not
+every sample gave, read from the model's own answers only). With ``acquisition.focus`` on, the next
+iteration's acquire commands carry category weights, each share at least ``focus_floor``: in a
+verified run proportional to the failure rate ``1 - pass rate``; in a label-free run, which must not
+read the reference answers, proportional to the open-label share, so generation goes where the loop
+gets labels the model is not yet sure of (a category it answers unanimously is learnt, one it gets
+no label for teaches nothing), and every category still keeps a share.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from selfimprove.acquisition.shard import CATEGORY_PASS_RATE, CATEGORY_PROMPTS
+from selfimprove.acquisition.shard import CATEGORY_ASKED, CATEGORY_OPEN, CATEGORY_PASS_RATE, CATEGORY_PROMPTS
 
 
 def category_pass(shards: Sequence[Mapping[str, float]]) -> dict[str, float]:
@@ -33,21 +37,41 @@ def category_pass(shards: Sequence[Mapping[str, float]]) -> dict[str, float]:
     return {c: passed[c] / prompts[c] for c in sorted(prompts) if prompts[c] > 0}
 
 
-def focus_weights(pass_rates: Mapping[str, float], floor: float) -> dict[str, float]:
-    """Shares proportional to ``1 - pass rate``, none below ``floor`` (then renormalised).
+def category_open(shards: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Each category's share of prompts with an open label, over ``shards``' stats.
 
-    >>> focus_weights({"add2": 0.7, "sub2": 0.1}, 0.1)
+    >>> category_open([{"open_labels/add2": 1, "asked/add2": 4, "asked/sub2": 2},
+    ...                {"open_labels/add2": 2, "asked/add2": 2, "open_labels/sub2": 0, "asked/sub2": 2}])
+    {'add2': 0.5, 'sub2': 0.0}
+    """
+    opened: dict[str, float] = {}
+    asked: dict[str, float] = {}
+    for stats in shards:
+        for key, value in stats.items():
+            if key.startswith(CATEGORY_ASKED):
+                category = key[len(CATEGORY_ASKED) :]
+                asked[category] = asked.get(category, 0.0) + value
+                opened[category] = opened.get(category, 0.0) + float(
+                    stats.get(f"{CATEGORY_OPEN}{category}", 0.0)
+                )
+    return {c: opened[c] / asked[c] for c in sorted(asked) if asked[c] > 0}
+
+
+def shares(scores: Mapping[str, float], floor: float) -> dict[str, float]:
+    """Shares proportional to ``scores``, none below ``floor`` (then renormalised); an even mix when
+    every score is 0.
+
+    >>> shares({"add2": 0.3, "sub2": 0.9}, 0.1)
     {'add2': 0.25, 'sub2': 0.75}
-    >>> focus_weights({"add2": 1.0, "sub2": 0.2}, 0.2)
+    >>> shares({"add2": 0.0, "sub2": 0.8}, 0.2)
     {'add2': 0.2, 'sub2': 0.8}
-    >>> focus_weights({"add2": 1.0, "sub2": 1.0}, 0.0)  # nothing failed: an even mix
+    >>> shares({"add2": 0.0, "sub2": 0.0}, 0.0)
     {'add2': 0.5, 'sub2': 0.5}
     """
-    if not pass_rates:
+    if not scores:
         return {}
-    fail = {c: max(0.0, 1.0 - p) for c, p in pass_rates.items()}
-    total = sum(fail.values())
-    raw = {c: f / total for c, f in fail.items()} if total > 0 else dict.fromkeys(fail, 1 / len(fail))
+    total = sum(scores.values())
+    raw = {c: f / total for c, f in scores.items()} if total > 0 else dict.fromkeys(scores, 1 / len(scores))
     floor = min(floor, 1 / len(raw))
     low = {c for c, w in raw.items() if w < floor}
     rest = sum(w for c, w in raw.items() if c not in low)
@@ -55,13 +79,33 @@ def focus_weights(pass_rates: Mapping[str, float], floor: float) -> dict[str, fl
     return {c: round(floor if c in low else w * spare / rest, 6) for c, w in raw.items()}
 
 
-def next_weights(history: Sequence[Mapping], iteration: int, floor: float) -> dict[str, float]:
-    """The weights for ``iteration``: from the latest earlier iteration with category pass rates.
+def focus_weights(pass_rates: Mapping[str, float], floor: float) -> dict[str, float]:
+    """A verified run's shares: proportional to ``1 - pass rate``, none below ``floor``.
+
+    >>> focus_weights({"add2": 0.7, "sub2": 0.1}, 0.1)
+    {'add2': 0.25, 'sub2': 0.75}
+    >>> focus_weights({"add2": 1.0, "sub2": 1.0}, 0.0)  # nothing failed: an even mix
+    {'add2': 0.5, 'sub2': 0.5}
+    """
+    return shares({c: max(0.0, 1.0 - p) for c, p in pass_rates.items()}, floor)
+
+
+def next_weights(
+    history: Sequence[Mapping], iteration: int, floor: float, label_free: bool = False
+) -> dict[str, float]:
+    """The weights for ``iteration``: from the latest earlier iteration with category figures (pass
+    rates, or in a label-free run open-label shares).
 
     >>> next_weights([{"iteration": 1, "category_pass": {"a": 0.5, "b": 0.0}}], 2, 0.0)
     {'a': 0.333333, 'b': 0.666667}
+    >>> next_weights([{"iteration": 1, "category_pass": {"a": 0.5}, "category_open": {"a": 0.1, "b": 0.3}}], 2, 0.0, True)
+    {'a': 0.25, 'b': 0.75}
     >>> next_weights([{"iteration": 1}], 2, 0.1)
     {}
     """
-    earlier = [r for r in history if r["iteration"] < iteration and r.get("category_pass")]
-    return focus_weights(earlier[-1]["category_pass"], floor) if earlier else {}
+    key = "category_open" if label_free else "category_pass"
+    earlier = [r for r in history if r["iteration"] < iteration and r.get(key)]
+    if not earlier:
+        return {}
+    figures = earlier[-1][key]
+    return shares(figures, floor) if label_free else focus_weights(figures, floor)

@@ -83,6 +83,8 @@ def respond(env: Envelope, script: dict, refs=None) -> list[Envelope]:
         }
         for category, rate in script.get("category_pass", {}).items():  # e.g. {"add2": 0.75}
             stats[f"pass_rate/{category}"], stats[f"prompts/{category}"] = rate, 2
+        for category, share in script.get("category_open", {}).items():  # e.g. {"add2": 0.25}
+            stats[f"open_labels/{category}"], stats[f"asked/{category}"] = share * 4, 4
         ref = refs("samples", {"samples.jsonl": b"{}\n" * max(n, 1)}, stats)
         out = AcquireResult(shard=env.shard, samples=ref, stats=Stats(values=stats))
         result = envelopes.caused_by(env, PRODUCER, acquire_result=out)

@@ -6,6 +6,7 @@ import json
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
+from selfimprove.acquisition.shard import open_label
 from selfimprove.core import envelope as envelopes
 from selfimprove.evaluator.snapshot import snapshot_key
 from selfimprove.evaluator.state import RunState, Slot
@@ -168,6 +169,8 @@ async def test_one_shard_in_artifact_and_result_out(stack, unique_name, tmp_path
     assert stats["labels_witnessed"] == len(witnessed)
     assert stats["majority_share"] == sum(r["majority"] is not None for r in rows) / 6
     assert stats["prompts/add2"] == 6 and 0 <= stats["pass_rate/add2"] <= 1 and "prompts/add1" not in stats
+    # label-free focus's figure: prompts whose label passed its checks though not every sample gave it
+    assert stats["asked/add2"] == 6 and stats["open_labels/add2"] == sum(map(open_label, rows))
 
 
 async def test_commands_sent_before_a_run_ended_are_not_carried_out(stack, unique_name, tmp_path, tiny_base):

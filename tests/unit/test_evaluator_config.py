@@ -79,7 +79,12 @@ def test_controller_imports_no_torch():
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("field", ["rationalize", "focus"])
+def test_focus_is_allowed_in_both_modes():
+    for mode in ("verified", "label-free"):
+        assert load_config(f"label_mode: {mode}\nacquisition: {{focus: true}}\n").acquisition.focus
+
+
+@pytest.mark.parametrize("field", ["rationalize"])
 def test_truth_fed_acquisition_needs_verified_mode_and_the_label_free_override_turns_it_off(tmp_path, field):
     from selfimprove.cli.run import prepare_config
 

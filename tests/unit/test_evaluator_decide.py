@@ -206,6 +206,24 @@ def test_focus_shares_the_next_iterations_prompts_by_the_last_failure_rates():
     assert all(not a.acquire_command.category_weights for a in acquires)
 
 
+def test_label_free_focus_shares_the_next_iterations_prompts_by_open_labels_never_by_pass_rates():
+    config = BASE + "label_mode: label-free\nacquisition: {shards: 2, focus: true, focus_floor: 0.1}\n"
+    # pass rates (the truth) would favour sub2; open labels (the model's own answers) favour add2
+    script = {
+        "eval": [[0.6, 0.4, 0.01]],
+        "category_pass": {"add2": 0.1, "sub2": 0.7},
+        "category_open": {"add2": 0.75, "sub2": 0.25, "add1": 0.0},
+    }
+    state, log = run(config + "stopping: {plateau_patience: 5}\n", script)
+    weights = [dict(a.category_weights) for a in acquires_of(log)]
+    assert len(weights) == 6 and weights[:2] == [{}, {}]
+    assert weights[2] == weights[5] == pytest.approx({"add1": 0.1, "add2": 0.675, "sub2": 0.225})
+    assert state.history[0]["category_open"] == pytest.approx({"add1": 0.0, "add2": 0.75, "sub2": 0.25})
+    blind = {k: v for k, v in script.items() if k != "category_pass"}
+    _, again = run(config + "stopping: {plateau_patience: 5}\n", blind)
+    assert [dict(a.category_weights) for a in acquires_of(again)] == weights
+
+
 def test_worked_replies_are_asked_for_from_the_configured_iteration_on():
     config = BASE + "acquisition: {shards: 2, worked_from_iteration: 2}\nstopping: {plateau_patience: 5}\n"
     _, log = run(config, {"eval": [[0.6, 0.4, 0.01]]})
