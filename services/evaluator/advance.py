@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from selfimprove.acquisition.shard import CATEGORY_ASKED
 from selfimprove.evaluator import judge
-from selfimprove.evaluator.focus import category_open, category_pass
+from selfimprove.evaluator.focus import category_counts, category_open, category_pass
 from selfimprove.evaluator.state import COMPLETED, slot_name, training_sets
 from selfimprove.evaluator.step import Step
 
@@ -85,6 +86,7 @@ def _acquired(step: Step) -> None:
         row["answered"] = verdict.stats["answered"]
     row["category_pass"] = category_pass(shards)  # the next iteration's focus (verified runs)
     row["category_open"] = category_open(shards)  # and in label-free runs
+    row["asked"] = category_counts(shards, CATEGORY_ASKED)  # the prompt mix, for the report
     sampled = [x for x in shards if x.get("samples", 1)]  # a hint-only shard has no self-agreement
     if sampled:
         row["agreement"] = (

@@ -37,6 +37,20 @@ def category_pass(shards: Sequence[Mapping[str, float]]) -> dict[str, float]:
     return {c: passed[c] / prompts[c] for c in sorted(prompts) if prompts[c] > 0}
 
 
+def category_counts(shards: Sequence[Mapping[str, float]], prefix: str) -> dict[str, float]:
+    """Each category's total of the stats named ``prefix + category`` over ``shards``.
+
+    >>> category_counts([{"asked/add2": 4, "asked/sub2": 2}, {"asked/add2": 2, "yield": 0.5}], "asked/")
+    {'add2': 6.0, 'sub2': 2.0}
+    """
+    out: dict[str, float] = {}
+    for stats in shards:
+        for key, value in stats.items():
+            if key.startswith(prefix):
+                out[key[len(prefix) :]] = out.get(key[len(prefix) :], 0.0) + float(value)
+    return dict(sorted(out.items()))
+
+
 def category_open(shards: Sequence[Mapping[str, float]]) -> dict[str, float]:
     """Each category's share of prompts with an open label, over ``shards``' stats.
 
@@ -44,17 +58,8 @@ def category_open(shards: Sequence[Mapping[str, float]]) -> dict[str, float]:
     ...                {"open_labels/add2": 2, "asked/add2": 2, "open_labels/sub2": 0, "asked/sub2": 2}])
     {'add2': 0.5, 'sub2': 0.0}
     """
-    opened: dict[str, float] = {}
-    asked: dict[str, float] = {}
-    for stats in shards:
-        for key, value in stats.items():
-            if key.startswith(CATEGORY_ASKED):
-                category = key[len(CATEGORY_ASKED) :]
-                asked[category] = asked.get(category, 0.0) + value
-                opened[category] = opened.get(category, 0.0) + float(
-                    stats.get(f"{CATEGORY_OPEN}{category}", 0.0)
-                )
-    return {c: opened[c] / asked[c] for c in sorted(asked) if asked[c] > 0}
+    opened, asked = category_counts(shards, CATEGORY_OPEN), category_counts(shards, CATEGORY_ASKED)
+    return {c: opened.get(c, 0.0) / n for c, n in asked.items() if n > 0}
 
 
 def shares(scores: Mapping[str, float], floor: float) -> dict[str, float]:

@@ -8,6 +8,15 @@ from typing import Any
 from selfimprove.report.collect import RunFacts
 
 
+def _mix(asked: Any) -> str:
+    """A prompt mix as text.
+
+    >>> _mix({"add2": 96.0, "sub2": 32.0}), _mix(None)
+    ('add2 96, sub2 32', '-')
+    """
+    return ", ".join(f"{c} {n:.0f}" for c, n in asked.items()) if asked else "-"
+
+
 def _pct(value: Any) -> str:
     return "-" if value is None else f"{100 * float(value):.1f} %"
 
@@ -126,8 +135,8 @@ def render(facts: RunFacts, out: Path) -> Path:
         "## Data per iteration",
         "",
         "| iteration | samples | yield | answered | kept | hinted prompts | worked prompts | sub-questions "
-        "| diversity | drops per filter |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| diversity | prompts per category | drops per filter |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in facts.lineage.get("history", []):
         card = facts.cards.get(r.get("iteration"), {})
@@ -138,7 +147,7 @@ def render(facts: RunFacts, out: Path) -> Path:
             f"| {r.get('iteration')} | {_num(r.get('samples'), '.0f')} | {_pct(r.get('yield'))} | {_pct(r.get('answered'))} "
             f"| {_num(r.get('kept'), '.0f')} | {_num(counts.get('prompts_rationalized'), '.0f')} "
             f"| {_num(counts.get('prompts_worked'), '.0f')} | {_num(counts.get('prompts_steps'), '.0f')} "
-            f"| {_num(r.get('diversity'), '.3f')} | {drop_text or '-'} |"
+            f"| {_num(r.get('diversity'), '.3f')} | {_mix(r.get('asked'))} | {drop_text or '-'} |"
         )
     if plot := _plot_losses(facts, out):
         lines += ["", "## Training", "", f"![loss]({plot})"]

@@ -219,6 +219,7 @@ def test_label_free_focus_shares_the_next_iterations_prompts_by_open_labels_neve
     assert len(weights) == 6 and weights[:2] == [{}, {}]
     assert weights[2] == weights[5] == pytest.approx({"add1": 0.1, "add2": 0.675, "sub2": 0.225})
     assert state.history[0]["category_open"] == pytest.approx({"add1": 0.0, "add2": 0.75, "sub2": 0.25})
+    assert state.history[0]["asked"] == {"add1": 8.0, "add2": 8.0, "sub2": 8.0}  # two shards of 4 each
     blind = {k: v for k, v in script.items() if k != "category_pass"}
     _, again = run(config + "stopping: {plateau_patience: 5}\n", blind)
     assert [dict(a.category_weights) for a in acquires_of(again)] == weights

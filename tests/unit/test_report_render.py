@@ -27,6 +27,7 @@ def test_report_has_every_section_and_plot(tmp_path):
                     "answered": 0.75,
                     "kept": 30,
                     "diversity": 0.55,
+                    "asked": {"add1": 20.0, "add2": 76.0},
                 },
                 {
                     "iteration": 2,
@@ -73,6 +74,7 @@ def test_report_has_every_section_and_plot(tmp_path):
     row = text.split("## Data per iteration")[1].splitlines()[4]  # iteration 1: hinted, worked, sub-questions
     assert "| 12 | 9 | 31 |" in row
     assert "| 40.0 % | 75.0 % | 30 |" in row  # yield, answered (with hints), kept
+    assert "| add1 20, add2 76 | decontamination 7" in row  # the prompt mix (focus), then the drops
     assert "| 60.0 % | - | 41 |" in text.split("## Data per iteration")[1].splitlines()[5]
     assert "| 1 | greedy | 50.0 % | 40.0 | 0.100 |" in text
     assert "1. promote: significant gain" in text and "2. reject: not significant" in text
