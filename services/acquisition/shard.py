@@ -43,9 +43,7 @@ BY_MAJORITY, BY_VERIFIER = "majority", "verifier"
 CATEGORY_PASS_RATE = "pass_rate/"  # stats key prefix: a category's mean pass rate
 CATEGORY_PROMPTS = "prompts/"  # stats key prefix: how many of a category's prompts were verified
 CATEGORY_ASKED = "asked/"  # stats key prefix: how many of a category's prompts were asked
-CATEGORY_OPEN = (
-    "open_labels/"  # stats key prefix: a category's prompts with an open label (:func:`open_label`)
-)
+CATEGORY_OPEN = "open_labels/"  # stats key prefix: a category's prompts with an open label
 
 
 def jsonable(value: Any) -> Any:
