@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from selfimprove.acquisition.shard import CATEGORY_ASKED
 from selfimprove.evaluator import judge
+from selfimprove.evaluator.commands import sampler
 from selfimprove.evaluator.focus import category_counts, category_open, category_pass
 from selfimprove.evaluator.state import COMPLETED, slot_name, training_sets
 from selfimprove.evaluator.step import Step
@@ -87,6 +88,7 @@ def _acquired(step: Step) -> None:
     row["category_pass"] = category_pass(shards)  # the next iteration's focus (verified runs)
     row["category_open"] = category_open(shards)  # and in label-free runs
     row["asked"] = category_counts(shards, CATEGORY_ASKED)  # the prompt mix, for the report
+    row["sampled_by"] = sampler(s, step.cfg).version
     sampled = [x for x in shards if x.get("samples", 1)]  # a hint-only shard has no self-agreement
     if sampled:
         row["agreement"] = (

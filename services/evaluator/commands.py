@@ -17,7 +17,7 @@ from selfimprove.evaluator.config import RunConfig
 from selfimprove.evaluator.focus import next_weights
 from selfimprove.evaluator.refs import base_version, to_model, to_ref
 from selfimprove.evaluator.state import RunState, slot_shard, slot_stage, training_sets
-from selfimprove.v1.common_pb2 import SamplingParams, Stage, TaskSpec
+from selfimprove.v1.common_pb2 import ModelRef, SamplingParams, Stage, TaskSpec
 from selfimprove.v1.stages_pb2 import (
     AcquireCommand,
     EvaluateCommand,
@@ -91,13 +91,34 @@ def command(topics: Topics, state: RunState, cfg: RunConfig, slot: str, attempt:
     return Outgoing(topics.command(STAGE_ENUM[stage]), env, key)
 
 
+def sampler(state: RunState, cfg: RunConfig) -> ModelRef:
+    """The model this iteration's acquisition samples: the incumbent, or with
+    ``acquisition.sample_pending`` the candidate being trained further."""
+    incumbent = to_model(state.incumbent)
+    pending = to_model(state.train_parent) if state.train_parent else incumbent
+    return pending if cfg.acquisition.sample_pending else incumbent
+
+
+def focus_of(state: RunState, cfg: RunConfig) -> dict[str, float]:
+    """The category weights of this iteration's acquire commands (``acquisition.focus``; none: the
+    task's even mix). A label-free run reads only acquisitions a trained model sampled: the base
+    model's open labels are nearly all 1-digit sums, the one thing it labels well (run demo-lfg)."""
+    a = cfg.acquisition
+    if not a.focus:
+        return {}
+    history = state.history
+    if cfg.label_free:
+        history = [r for r in history if r.get("sampled_by") != base_version(state.run_id)]
+    return next_weights(history, state.iteration, a.focus_floor, cfg.label_free)
+
+
 def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
     stage, seed = slot_stage(slot), stage_seed(cfg, state.iteration, slot, attempt)
     incumbent = to_model(state.incumbent)
     pending = to_model(state.train_parent) if state.train_parent else incumbent
     if stage == "acquire":
         a = cfg.acquisition
-        policy = pending if a.sample_pending else incumbent
+        policy = sampler(state, cfg)
         return AcquireCommand(
             policy=policy,
             task=main_task(cfg),
@@ -120,9 +141,7 @@ def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
             worked_by_majority=cfg.label_free,
             check_labels=a.check_labels,
             witness_labels=a.witness_labels and policy.version != base_version(state.run_id),
-            category_weights=next_weights(state.history, state.iteration, a.focus_floor, cfg.label_free)
-            if a.focus
-            else {},
+            category_weights=focus_of(state, cfg),
         )
     if stage == "select":
         shards = [

@@ -216,13 +216,18 @@ def test_label_free_focus_shares_the_next_iterations_prompts_by_open_labels_neve
     }
     state, log = run(config + "stopping: {plateau_patience: 5}\n", script)
     weights = [dict(a.category_weights) for a in acquires_of(log)]
-    assert len(weights) == 6 and weights[:2] == [{}, {}]
-    assert weights[2] == weights[5] == pytest.approx({"add1": 0.1, "add2": 0.675, "sub2": 0.225})
+    # iteration 1 sampled the base model, whose figures are not read; iteration 2 the promoted model
+    assert [r["sampled_by"] for r in state.history] == ["r1/base", "r1/iter-001", "r1/iter-002"]
+    assert len(weights) == 6 and weights[:4] == [{}, {}, {}, {}]
+    assert weights[4] == weights[5] == pytest.approx({"add1": 0.1, "add2": 0.675, "sub2": 0.225})
     assert state.history[0]["category_open"] == pytest.approx({"add1": 0.0, "add2": 0.75, "sub2": 0.25})
     assert state.history[0]["asked"] == {"add1": 8.0, "add2": 8.0, "sub2": 8.0}  # two shards of 4 each
     blind = {k: v for k, v in script.items() if k != "category_pass"}
     _, again = run(config + "stopping: {plateau_patience: 5}\n", blind)
     assert [dict(a.category_weights) for a in acquires_of(again)] == weights
+    # while nothing is promoted the base model samples every iteration: the task's even mix throughout
+    _, never = run(config + "stopping: {plateau_patience: 5}\n", {**script, "eval": [[0.4, 0.4, 0.9]]})
+    assert len(acquires_of(never)) >= 4 and all(not a.category_weights for a in acquires_of(never))
 
 
 def test_worked_replies_are_asked_for_from_the_configured_iteration_on():
