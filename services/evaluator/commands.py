@@ -101,8 +101,9 @@ def sampler(state: RunState, cfg: RunConfig) -> ModelRef:
 
 def focus_of(state: RunState, cfg: RunConfig) -> dict[str, float]:
     """The category weights of this iteration's acquire commands (``acquisition.focus``; none: the
-    task's even mix). A label-free run reads only acquisitions a trained model sampled: the base
-    model's open labels are nearly all 1-digit sums, the one thing it labels well (run demo-lfg)."""
+    task's even mix). A label-free run reads only acquisitions a trained model sampled: while the base
+    model samples, its open labels are nearly all 1-digit ones (the one thing it labels well), and the
+    start, which decides a label-free run, keeps the even mix it was measured with."""
     a = cfg.acquisition
     if not a.focus:
         return {}
