@@ -55,15 +55,17 @@ def prepare_config(path: Path, iterations: int | None, label_mode: str | None, r
     return dump_config(load_config(yaml.safe_dump(data)))
 
 
-def interrupt_on_sigterm() -> None:
-    """SIGTERM stops a local run as Ctrl-C does: services and stack stopped, each SIGKILLed after a
-    grace period. Without it the services only got their own SIGTERM when this process died, and a
-    service in the middle of a generation kept running for minutes."""
+def interrupt_on_signals() -> None:
+    """SIGTERM and SIGINT stop a local run as Ctrl-C does: services and stack stopped, each SIGKILLed
+    after a grace period. Without it the services only got their own SIGTERM when this process died,
+    and a service in the middle of a generation kept running for minutes; and a run started in the
+    background by a shell (``... &``), which starts it with SIGINT ignored, did not stop on SIGINT."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, interrupt)
 
 
 def run_cmd(
@@ -99,7 +101,7 @@ def run_cmd(
         from selfimprove.core.stack import LocalStack
 
         typer.echo(f"starting the local stack and services in {data_dir.resolve()} ...", err=True)
-        interrupt_on_sigterm()
+        interrupt_on_signals()
         # The stages run one at a time, so each service may use every core (SELFIMPROVE_THREADS overrides).
         threads = int(os.environ.get("SELFIMPROVE_THREADS") or os.cpu_count() or 1)
         loop = LocalLoop(LocalStack(root=data_dir), threads=threads)

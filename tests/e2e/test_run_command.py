@@ -75,7 +75,8 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_sigterm_stops_a_local_run_and_every_service(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_a_local_run_and_every_service(tmp_path, sig):
     config = tmp_path / "run.yaml"
     config.write_text(CONFIG.replace("prompts_per_shard: 8", "prompts_per_shard: 64"))
     env = {**os.environ, "SELFIMPROVE_KAFKA_SESSION_TIMEOUT_MS": "6000", "HF_HUB_OFFLINE": "1"}
@@ -83,6 +84,8 @@ def test_sigterm_stops_a_local_run_and_every_service(tmp_path):
         [sys.executable, "-m", "selfimprove.cli.main", "run", "--local", "--config", str(config),
          "--run-id", "cli-term", "--data-dir", str(tmp_path / "stack"), "--no-report"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # as a shell starts a background job: SIGINT ignored, and the run must still stop on it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )  # fmt: skip
     seen = []
     for line in proc.stdout:  # follow until the run is under way (acquisition is generating)
@@ -93,7 +96,7 @@ def test_sigterm_stops_a_local_run_and_every_service(tmp_path):
     time.sleep(5)
     descendants = children(proc.pid)
     assert len(descendants) >= 6, descendants  # broker, object store and the services
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     rest = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, "".join(seen) + rest
     deadline = time.monotonic() + 30
