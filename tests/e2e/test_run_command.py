@@ -75,7 +75,7 @@ def alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_stops_a_local_run_and_every_service(tmp_path, sig):
     config = tmp_path / "run.yaml"
     config.write_text(CONFIG.replace("prompts_per_shard: 8", "prompts_per_shard: 64"))
