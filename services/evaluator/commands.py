@@ -91,19 +91,25 @@ def command(topics: Topics, state: RunState, cfg: RunConfig, slot: str, attempt:
     return Outgoing(topics.command(STAGE_ENUM[stage]), env, key)
 
 
+def _models(state: RunState) -> tuple[ModelRef, ModelRef]:
+    """The incumbent, and the model this iteration trains from (a pending candidate, or the incumbent)."""
+    incumbent = to_model(state.incumbent)
+    return incumbent, to_model(state.train_parent) if state.train_parent else incumbent
+
+
 def sampler(state: RunState, cfg: RunConfig) -> ModelRef:
     """The model this iteration's acquisition samples: the incumbent, or with
     ``acquisition.sample_pending`` the candidate being trained further."""
-    incumbent = to_model(state.incumbent)
-    pending = to_model(state.train_parent) if state.train_parent else incumbent
+    incumbent, pending = _models(state)
     return pending if cfg.acquisition.sample_pending else incumbent
 
 
 def focus_of(state: RunState, cfg: RunConfig) -> dict[str, float]:
     """The category weights of this iteration's acquire commands (``acquisition.focus``; none: the
     task's even mix). A label-free run reads only acquisitions a trained model sampled: while the base
-    model samples, its open labels are nearly all 1-digit ones (the one thing it labels well), and the
-    start, which decides a label-free run, keeps the even mix it was measured with."""
+    model samples, its open labels are mostly 1-digit ones (37 of 45 in demo-lfd's first iteration,
+    ``benchmarks/prompt_mix.py``), and the start, which decides a label-free run, keeps the even mix
+    it was measured with."""
     a = cfg.acquisition
     if not a.focus:
         return {}
@@ -115,8 +121,7 @@ def focus_of(state: RunState, cfg: RunConfig) -> dict[str, float]:
 
 def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
     stage, seed = slot_stage(slot), stage_seed(cfg, state.iteration, slot, attempt)
-    incumbent = to_model(state.incumbent)
-    pending = to_model(state.train_parent) if state.train_parent else incumbent
+    incumbent, pending = _models(state)
     if stage == "acquire":
         a = cfg.acquisition
         policy = sampler(state, cfg)

@@ -29,7 +29,7 @@ def test_gc_plan_doctests():
     assert doctest.testmod(gc).failed == 0
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "small.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "demo-label-free.yaml", "small.yaml"])
 def test_shipped_configs_validate(name):
     cfg = load_config((ROOT / "configs" / name).read_text())
     assert load_config(dump_config(cfg)) == cfg
