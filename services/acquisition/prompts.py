@@ -17,7 +17,7 @@ import random
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 
-from selfimprove.runtime.tasks.base import Item, Task, problem_key
+from selfimprove.runtime.tasks.base import Item, Task, TooFewProblems, problem_key
 from selfimprove.runtime.tasks.seedset import SeedExample
 
 HINT = "{prompt} The answer is {answer}. Reply briefly, giving the answer."
@@ -110,7 +110,8 @@ def focused(pool: Sequence[Item], weights: Mapping[str, float], n: int) -> list[
 
 
 def train_stream(task: Task, n: int, seed: int, exclude: Collection[tuple] = frozenset()) -> list[Item]:
-    """The first ``n`` items of the task's train stream whose problem key is not in ``exclude``.
+    """The first ``n`` items of the task's train stream whose problem key is not in ``exclude``; all
+    of them when the task has fewer (a finite task asked for more than it has, as a data retry may).
 
     >>> from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
     >>> task = ArithmeticTask(("add2",))
@@ -118,10 +119,16 @@ def train_stream(task: Task, n: int, seed: int, exclude: Collection[tuple] = fro
     >>> skipped = train_stream(task, 5, 0, {tuple(plain[1].meta["key"])})
     >>> [i.id for i in skipped] == [i.id for i in plain if i is not plain[1]]
     True
+    >>> every = train_stream(ArithmeticTask(("add1",)), 500, 0)
+    >>> len(every), len({i.id for i in every})
+    (88, 88)
     """
     size = n
     while True:
-        pool = task.items("train", size, seed=seed)
+        try:
+            pool = task.items("train", size, seed=seed)
+        except TooFewProblems as exc:
+            pool = exc.found
         kept = [item for item in pool if problem_key(item.meta) not in exclude]
         if len(kept) >= n or len(pool) < size:  # enough, or the task has no more
             return kept[:n]

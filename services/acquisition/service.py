@@ -136,7 +136,11 @@ class Acquirer:
         except (ValueError, FileNotFoundError, ModelNotFoundError, ArtifactError) as exc:
             raise StageInputError(f"{type(exc).__name__}: {exc}") from exc
         if not items:
-            raise StageInputError("self-instruct produced no usable prompt")
+            raise StageInputError(
+                "self-instruct produced no usable prompt"
+                if cmd.self_instruct
+                else f"the task has no train problem left for shard {cmd.shard} of {cmd.num_shards}"
+            )
         if cmd.hint_only and not cmd.rationalize:
             raise StageInputError("hint_only needs rationalize: the hinted replies are rationalization's")
         sampling = sampling_params(cmd, env.iteration)

@@ -15,6 +15,7 @@ from dataclasses import replace
 from selfimprove.acquisition.shard import CATEGORY_ASKED
 from selfimprove.evaluator import judge
 from selfimprove.evaluator.commands import sampler
+from selfimprove.evaluator.config import train_problems
 from selfimprove.evaluator.focus import category_counts, category_open, category_pass
 from selfimprove.evaluator.state import COMPLETED, slot_name, training_sets
 from selfimprove.evaluator.step import Step
@@ -64,9 +65,17 @@ def after_accept(step: Step, stage: str) -> None:
 
 def _too_little_data(step: Step, verdict: judge.Verdict) -> None:
     s, a = step.state, step.cfg.acquisition
-    if s.data_retries < a.max_data_retries:
+    grown = max(s.prompts_per_shard + 1, int(s.prompts_per_shard * a.more_prompts_factor))
+    have = train_problems(step.cfg, grown * a.shards)
+    if have is not None:  # a finite task: every shard gets a full share of what it has, no more
+        grown = have // a.shards
+    if s.data_retries < a.max_data_retries and grown <= s.prompts_per_shard:
+        step.finish(
+            COMPLETED, f"{verdict.reason}, and the task has no more than {have} train problems", verdict.stats
+        )
+    elif s.data_retries < a.max_data_retries:
         s.data_retries += 1
-        s.prompts_per_shard = max(s.prompts_per_shard + 1, int(s.prompts_per_shard * a.more_prompts_factor))
+        s.prompts_per_shard = grown
         step.decide(
             "retry",
             f"{verdict.reason}: acquiring again with {s.prompts_per_shard} prompts per shard and another seed",

@@ -365,7 +365,7 @@ def check_dev_sizes(cfg: RunConfig) -> None:
     >>> check_dev_sizes(RunConfig.model_validate({"task": {"params": {"categories": ["add1"]}, "dev_size": 30}}))
     Traceback (most recent call last):
     ...
-    selfimprove.evaluator.config.ConfigError: invalid run config: task.dev_size: categories ['add1'] have too few distinct dev problems for n=30
+    selfimprove.evaluator.config.ConfigError: invalid run config: task.dev_size: categories ['add1'] have too few distinct dev problems for n=30 (they have 12)
     """
     from selfimprove.runtime.tasks import TaskLoadError, load_task
 
@@ -394,6 +394,28 @@ def check_dev_sizes(cfg: RunConfig) -> None:
             task.items("dev", n)
         except ValueError as exc:
             raise ConfigError(f"invalid run config: {where}: {exc}") from None
+
+
+def train_problems(cfg: RunConfig, n: int) -> int | None:
+    """How many distinct train problems the run's task has when that is fewer than ``n``, else
+    ``None`` (also for a self-instruct run, whose prompts the model writes, and for a task this process
+    cannot import). A data retry asks no more than this. The 1-digit additions have 88:
+
+    >>> train_problems(RunConfig.model_validate({"task": {"params": {"categories": ["add1"]}}}), 200)
+    88
+    >>> train_problems(RunConfig.model_validate({"task": {"params": {"categories": ["add1", "add2"]}}}), 200)
+    """
+    from selfimprove.runtime.tasks import TaskLoadError, TooFewProblems, load_task
+
+    if cfg.acquisition.self_instruct:
+        return None
+    try:
+        load_task(cfg.task.name, cfg.task.params).items("train", n)
+    except TaskLoadError:
+        return None
+    except TooFewProblems as exc:
+        return len(exc.found)
+    return None
 
 
 def dump_config(cfg: RunConfig) -> str:

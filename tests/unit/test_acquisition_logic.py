@@ -66,6 +66,12 @@ def test_a_task_that_runs_out_gives_what_it_has():
     left = prompts.train_stream(task, 5, 0, {problem_key(first[0].meta)})
     assert [i.id for i in left] == [i.id for i in first[1:]]
 
+    # the built-in task: the 1-digit additions have 88 train problems; two shards of 64 share them out
+    add1 = ArithmeticTask(categories=("add1",))
+    shards = [prompts.shard_items(add1, 0, 1, k, 2, 64) for k in range(2)]
+    assert [len(s) for s in shards] == [64, 24]
+    assert len({i.id for s in shards for i in s}) == 88
+
 
 def test_category_weights_share_out_disjoint_shards():
     from collections import Counter

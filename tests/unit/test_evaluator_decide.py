@@ -128,6 +128,18 @@ def test_too_little_data_reacquires_then_stops():
     assert acquires[2].acquire_command.seed != acquires[0].acquire_command.seed
 
 
+def test_a_data_retry_asks_no_more_than_the_task_has():
+    # the 1-digit additions have 88 train problems: 2 x 32 grows to 2 x 44, not 2 x 64
+    cfg = BASE + "task: {params: {categories: [add1]}, dev_size: 8}\nselection: {min_kept: 5}\n"
+    state, log = run(cfg.replace("shards: 2}", "shards: 2, prompts_per_shard: 32}"), {"kept": [0]})
+    assert [a.num_prompts for a in acquires_of(log)] == [32, 32, 44, 44]
+    assert state.stop_reason.startswith("too little data")
+    # already asking all of them: no retry, and the stop says why
+    state, log = run(cfg.replace("shards: 2}", "shards: 2, prompts_per_shard: 44}"), {"kept": [0]})
+    assert [a.num_prompts for a in acquires_of(log)] == [44, 44]
+    assert state.stop_reason.endswith("and the task has no more than 88 train problems")
+
+
 def test_duplicates_and_late_results_are_ignored():
     state, _ = run(BASE, {"duplicate": ["acquire", "evaluate"], "eval": [[0.6, 0.4, 0.01], [0.5, 0.6, 0.5]]})
     assert len(state.promotions) == 1

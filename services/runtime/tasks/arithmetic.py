@@ -25,7 +25,7 @@ from collections import Counter  # noqa: F401 (doctest)
 from collections.abc import Collection, Sequence
 
 from selfimprove.runtime.extract import last_integer
-from selfimprove.runtime.tasks.base import Item, Split, Task
+from selfimprove.runtime.tasks.base import Item, Split, Task, TooFewProblems
 from selfimprove.runtime.tasks.worked import Plan, plan
 
 OPS = {"add": "+", "sub": "-", "mul": "*"}
@@ -204,7 +204,10 @@ class ArithmeticTask(Task):
         i = 0
         while len(out) < n:
             if not live:
-                raise ValueError(f"categories {list(cats)} have too few distinct {split} problems for n={n}")
+                raise TooFewProblems(
+                    f"categories {list(cats)} have too few distinct {split} problems for n={n} (they have {len(out)})",
+                    out,
+                )
             cat = live[i % len(live)]
             for _attempt in range(10_000):
                 expr = make_expression(cat, rngs[cat])

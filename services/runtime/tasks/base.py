@@ -47,6 +47,15 @@ def problem_key(meta: Mapping[str, Any] | None) -> tuple | None:
     return (op, tuple(operands))
 
 
+class TooFewProblems(ValueError):
+    """A task's split has fewer distinct problems than were asked; ``found`` holds all it has, in the
+    order :meth:`Task.items` gives them (so a caller that can do with fewer takes them)."""
+
+    def __init__(self, message: str, found: list[Item]) -> None:
+        super().__init__(message)
+        self.found = found
+
+
 class Task(ABC):
     """A source of prompts with an optional programmatic verifier."""
 
@@ -59,7 +68,8 @@ class Task(ABC):
 
     @abstractmethod
     def items(self, split: Split, n: int, seed: int = 0, difficulty: int | None = None) -> list[Item]:
-        """``n`` prompts of ``split``, the same for the same arguments; train and dev never share one."""
+        """``n`` prompts of ``split``, the same for the same arguments; train and dev never share one.
+        A finite task raises :class:`TooFewProblems` when the split has fewer than ``n``."""
 
     @abstractmethod
     def extract(self, reply: str) -> str | None:
