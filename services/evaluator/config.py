@@ -272,6 +272,7 @@ def load_config(text: str) -> RunConfig:
     check_label_mode(cfg)
     check_hint_only(cfg)
     check_interim_looks(cfg)
+    check_selection_params(cfg)
     return cfg
 
 
@@ -332,6 +333,24 @@ def check_hint_only(cfg: RunConfig) -> None:
             "invalid run config: acquisition.hint_only_iterations: a hint-only iteration has no wrong "
             "replies to pair with the right ones, so it cannot train with method dpo"
         )
+
+
+def check_selection_params(cfg: RunConfig) -> None:
+    """Refuse selection parameters the selection stage would refuse, before a run acquires data for it.
+
+    >>> check_selection_params(RunConfig.model_validate({"selection": {"params": {"prefer_shortest": True}}}))
+    Traceback (most recent call last):
+    ...
+    selfimprove.evaluator.config.ConfigError: invalid run config: selection.params: unknown selection parameters ['prefer_shortest']
+    """
+    import json
+
+    from selfimprove.selection.params import SelectParams
+
+    try:
+        SelectParams.from_json(json.dumps(cfg.selection.params))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid run config: selection.params: {exc}") from None
 
 
 def check_interim_looks(cfg: RunConfig) -> None:

@@ -6,13 +6,18 @@
 Traceback (most recent call last):
 ...
 ValueError: unknown selection parameters ['nope']
+>>> SelectParams.from_json('{"worked_repeat": {"sub2": 0}}')
+Traceback (most recent call last):
+...
+ValueError: selection parameter worked_repeat: {'sub2': 0} must map categories to whole numbers of at least 1
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,9 @@ class SelectParams:
     category_cap: int | None = None  # prompts per category; None: balance_ratio x the mean
     balance_ratio: float = 2.0
     pairs_per_prompt: int = 2
+    # category -> times each kept worked reply of it is trained (once when absent): a form the model
+    # is still taking up learns from several passes over few examples (README, "turns round first")
+    worked_repeat: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, text: str) -> SelectParams:
@@ -41,6 +49,13 @@ class SelectParams:
             raise ValueError(f"unknown selection parameters {unknown}")
         if "band" in raw:
             raw["band"] = tuple(float(x) for x in raw["band"])
+        repeat = raw.get("worked_repeat", {})
+        if not isinstance(repeat, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in repeat.values()
+        ):
+            raise ValueError(
+                f"selection parameter worked_repeat: {repeat!r} must map categories to whole numbers of at least 1"
+            )
         return cls(**raw)
 
     def as_dict(self) -> dict:

@@ -156,7 +156,7 @@ def select(
     if embed is not None and drops["balance"] and candidates:
         diversity = mean_pairwise_distance(embed([f"{r['prompt']}\n{s['text']}" for r, s in candidates]))
 
-    sft, pairs = build_sets(candidates, rejected, params.pairs_per_prompt)
+    sft, pairs = build_sets(candidates, rejected, params.pairs_per_prompt, params.worked_repeat)
     kept_labels = {k: v for k, v in used_labels.items() if k in final_ids}
     card = {
         "label_mode": mode,
@@ -169,6 +169,7 @@ def select(
             "prompts_rationalized": len(final_ids & hinted_ids),
             "prompts_worked": len(final_ids & worked_ids),
             "prompts_steps": len(final_ids & step_ids),
+            "worked_repeats": sum(1 for x in sft if x.get("repeat")),
         },
         "dropped": drops,
         "drop_units": DROP_UNITS,
@@ -183,9 +184,21 @@ def select(
 
 
 def build_sets(
-    candidates: Sequence[tuple[Row, dict]], rejected: Mapping[str, Sequence[dict]], pairs_per_prompt: int
+    candidates: Sequence[tuple[Row, dict]],
+    rejected: Mapping[str, Sequence[dict]],
+    pairs_per_prompt: int,
+    worked_repeat: Mapping[str, int] | None = None,
 ) -> tuple[list[dict], list[dict]]:
-    """SFT rows from the kept responses; pairs of a kept response with a wrong one of its prompt."""
+    """SFT rows from the kept responses (a worked reply of a category in ``worked_repeat`` that many
+    times, the copies marked ``repeat``); pairs of a kept response with a wrong one of its prompt.
+
+    >>> row = {"id": "a", "prompt": "23 - 61 =", "category": "sub2"}
+    >>> sft, _ = build_sets([(row, {"text": "... so the answer is -38.", "worked": True})], {}, 2, {"sub2": 3})
+    >>> [(x["id"], x.get("repeat", False)) for x in sft]
+    [('a-0', False), ('a-0r1', True), ('a-0r2', True)]
+    >>> len(build_sets([(row, {"text": "-38"})], {}, 2, {"sub2": 3})[0])
+    1
+    """
     sft, pairs = [], []
     count: Counter[str] = Counter()
     for row, sample in candidates:
@@ -193,6 +206,11 @@ def build_sets(
         count[row["id"]] += 1
         base = {"prompt": row["prompt"], "id": f"{row['id']}-{k}", "category": row["category"]}
         sft.append({**base, "response": sample["text"]})
+        times = (worked_repeat or {}).get(row["category"], 1) if sample.get("worked") else 1
+        sft.extend(
+            {**base, "id": f"{base['id']}r{r}", "response": sample["text"], "repeat": True}
+            for r in range(1, times)
+        )
         wrong = [s for s in rejected.get(row["id"], ()) if s.get("text", "").strip()]
         if k < pairs_per_prompt and wrong:
             pairs.append({**base, "chosen": sample["text"], "rejected": wrong[k % len(wrong)]["text"]})
