@@ -65,25 +65,26 @@ def after_accept(step: Step, stage: str) -> None:
 
 def _too_little_data(step: Step, verdict: judge.Verdict) -> None:
     s, a = step.state, step.cfg.acquisition
+    if s.data_retries >= a.max_data_retries:
+        step.finish(COMPLETED, f"{verdict.reason} after {s.data_retries} data retries", verdict.stats)
+        return
     grown = max(s.prompts_per_shard + 1, int(s.prompts_per_shard * a.more_prompts_factor))
     have = train_problems(step.cfg, grown * a.shards)
     if have is not None:  # a finite task: every shard gets a full share of what it has, no more
         grown = have // a.shards
-    if s.data_retries < a.max_data_retries and grown <= s.prompts_per_shard:
+    if grown <= s.prompts_per_shard:
         step.finish(
             COMPLETED, f"{verdict.reason}, and the task has no more than {have} train problems", verdict.stats
         )
-    elif s.data_retries < a.max_data_retries:
-        s.data_retries += 1
-        s.prompts_per_shard = grown
-        step.decide(
-            "retry",
-            f"{verdict.reason}: acquiring again with {s.prompts_per_shard} prompts per shard and another seed",
-            stats=verdict.stats,
-        )
-        _acquire_round(step)
-    else:
-        step.finish(COMPLETED, f"{verdict.reason} after {s.data_retries} data retries", verdict.stats)
+        return
+    s.data_retries += 1
+    s.prompts_per_shard = grown
+    step.decide(
+        "retry",
+        f"{verdict.reason}: acquiring again with {s.prompts_per_shard} prompts per shard and another seed",
+        stats=verdict.stats,
+    )
+    _acquire_round(step)
 
 
 def _acquired(step: Step) -> None:

@@ -187,7 +187,7 @@ def build_sets(
     candidates: Sequence[tuple[Row, dict]],
     rejected: Mapping[str, Sequence[dict]],
     pairs_per_prompt: int,
-    worked_repeat: Mapping[str, int] | None = None,
+    worked_repeat: Mapping[str, int],
 ) -> tuple[list[dict], list[dict]]:
     """SFT rows from the kept responses (a worked reply of a category in ``worked_repeat`` that many
     times, the copies marked ``repeat``); pairs of a kept response with a wrong one of its prompt.
@@ -206,7 +206,7 @@ def build_sets(
         count[row["id"]] += 1
         base = {"prompt": row["prompt"], "id": f"{row['id']}-{k}", "category": row["category"]}
         sft.append({**base, "response": sample["text"]})
-        times = (worked_repeat or {}).get(row["category"], 1) if sample.get("worked") else 1
+        times = worked_repeat.get(row["category"], 1) if sample.get("worked") else 1
         sft.extend(
             {**base, "id": f"{base['id']}r{r}", "response": sample["text"], "repeat": True}
             for r in range(1, times)

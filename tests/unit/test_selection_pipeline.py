@@ -280,22 +280,25 @@ def test_verified_mode_prefers_worked_replies_whose_every_step_is_true():
 def test_worked_replies_of_the_named_categories_are_trained_as_often_as_asked():
     rows = with_worked(synthetic_rows())
     once = select(rows, VERIFIED, SelectParams(prefer_short=True, max_per_prompt=1), extract=TASK.extract)
-    params = SelectParams(prefer_short=True, max_per_prompt=1, worked_repeat={"sub2": 3, "add2": 4})
-    thrice = select(rows, VERIFIED, params, extract=TASK.extract)
-    worked = {x["category"]: [] for x in once.sft}
-    for x in once.sft:
-        if ", so the answer is" in x["response"]:
-            worked[x["category"]].append(x)
-    # subtraction's worked replies repeat; addition's kept replies here are plain ones, which never do
-    assert worked["sub2"] and once.card["category_mix"]["add2"] > len(worked["add2"])
-    assert [x for x in thrice.sft if not x.get("repeat")] == once.sft
-    copies = [x for x in thrice.sft if x.get("repeat")]
-    assert sorted(x["id"] for x in copies) == sorted(f"{x['id']}r{k}" for x in worked["sub2"] for k in (1, 2))
-    assert {x["response"] for x in copies} == {x["response"] for x in worked["sub2"]}
-    assert thrice.pairs == once.pairs  # a copy adds no preference pair
-    assert (
-        thrice.card["counts"]["worked_repeats"] == 2 * len(worked["sub2"]) == len(thrice.sft) - len(once.sft)
+    times = {"sub2": 3, "add2": 4}
+    repeated = select(
+        rows,
+        VERIFIED,
+        SelectParams(prefer_short=True, max_per_prompt=1, worked_repeat=times),
+        extract=TASK.extract,
     )
+    worked = [x for x in once.sft if ", so the answer is" in x["response"]]
+    plain = [x for x in once.sft if x not in worked]
+    # worked replies of a named category and plain replies of one (never repeated) are both there
+    assert any(x["category"] == "sub2" for x in worked) and any(x["category"] in times for x in plain)
+    assert [x for x in repeated.sft if not x.get("repeat")] == once.sft
+    copies = [x for x in repeated.sft if x.get("repeat")]
+    expected = [
+        (f"{x['id']}r{k}", x["response"]) for x in worked for k in range(1, times.get(x["category"], 1))
+    ]
+    assert sorted((x["id"], x["response"]) for x in copies) == sorted(expected)
+    assert repeated.pairs == once.pairs  # a copy adds no preference pair
+    assert repeated.card["counts"]["worked_repeats"] == len(expected) == len(repeated.sft) - len(once.sft)
     assert once.card["counts"]["worked_repeats"] == 0
 
 
