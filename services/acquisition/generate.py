@@ -30,6 +30,7 @@ class ShardJob:
     hint_only: bool = False  # with rationalize: no plain samples, every prompt asked with its hint
     worked: bool = False
     worked_by_majority: bool = False  # label-free: sub-answers by the samples' majority, never the verifier
+    rationalize_steps: bool = False  # verified: a sub-question no sample answered is asked with its hint
     check_labels: bool = False  # label-free: each majority answer checked by the task's check question
     witness_labels: bool = False  # label-free: each checked label reached again by the worked plan
 
@@ -100,7 +101,9 @@ class Worked:
     pick: str = BY_VERIFIER
 
 
-Step = tuple[Item, Sequence[Any]]  # a sub-question as an item, and the model's samples for it
+Step = tuple[
+    Item, Sequence[Any], Sequence[Any]
+]  # a sub-question as an item, the model's samples, hinted ones
 
 
 def _pick(task: Task, item: Item, samples: Sequence[Any], by_majority: bool = False) -> Any | None:
@@ -117,7 +120,12 @@ def _pick(task: Task, item: Item, samples: Sequence[Any], by_majority: bool = Fa
 
 
 def work_out(
-    engine: Engine, task: Task, items: Sequence[Item], sampling: SamplingParams, by_majority: bool = False
+    engine: Engine,
+    task: Task,
+    items: Sequence[Item],
+    sampling: SamplingParams,
+    by_majority: bool = False,
+    hint: bool = False,
 ) -> tuple[list[list[Worked]], list[Step]]:
     """One worked reply per item the task has a plan for, and the sub-questions asked on the way.
 
@@ -127,9 +135,17 @@ def work_out(
     samples' majority answer, so that nothing here reads the truth; the sub-questions' items are then
     marked ``meta["pick"] = "majority"``. The reply is written from the model's own answers, right or
     wrong: the verifier (verified mode) or the label (label-free) decides what is kept.
+    With ``hint`` (verified runs only: the hint is the sub-question's reference answer), a
+    sub-question none of whose samples is right is asked again with its answer as a hint
+    (:func:`rationalize`), and a verified hinted answer is chosen, so a step the model cannot yet do
+    on its own (a borrow, a carry) still gets a worked reply, written from the model's hinted answer.
     An item whose first answer has no number, or a negative one, gets no reply. The sub-questions
-    come back as ``(item, samples)`` steps (:meth:`Task.step_item`), for the shard to store as rows.
+    come back as ``(item, samples, hinted)`` steps (:meth:`Task.step_item`), for the shard to store as rows.
     """
+    if hint and by_majority:
+        raise ValueError(
+            "hinted sub-questions read the reference answer, so a label-free run cannot ask them"
+        )
     plans = [(i, p) for i, item in enumerate(items) if (p := task.worked_plan(item)) is not None]
     pick = BY_MAJORITY if by_majority else BY_VERIFIER
 
@@ -137,24 +153,27 @@ def work_out(
         sub = task.step_item(parent, expression, n)
         return replace(sub, meta={**sub.meta, "pick": pick}) if by_majority else sub
 
-    firsts = [step_item(items[i], p.first_expression(), 1) for i, p in plans]
-    asked = engine.generate(GenerationRequest([f.prompt for f in firsts], sampling)) if plans else []
-    steps: list[Step] = []
+    def ask(subs: Sequence[Item]) -> list[Step]:
+        if not subs:
+            return []
+        samples = [r.samples for r in engine.generate(GenerationRequest([s.prompt for s in subs], sampling))]
+        hinted = rationalize(engine, task, subs, samples, sampling) if hint else [[] for _ in subs]
+        return list(zip(subs, samples, hinted, strict=True))
+
+    firsts = ask([step_item(items[i], p.first_expression(), 1) for i, p in plans])
     pending = []
-    for (i, p), first, r in zip(plans, firsts, asked, strict=True):
-        steps.append((first, r.samples))
-        chosen = _pick(task, first, r.samples, by_majority)
+    for (i, p), (first, samples, hinted) in zip(plans, firsts, strict=True):
+        chosen = _pick(task, first, [*samples, *hinted], by_majority)
         if chosen is not None and (mid := int(task.extract(chosen.text) or 0)) >= 0:
             pending.append((i, p, mid, chosen, step_item(items[i], p.second_expression(mid), 2)))
-    seconds = engine.generate(GenerationRequest([s.prompt for *_, s in pending], sampling)) if pending else []
+    seconds = ask([s for *_, s in pending])
     out: list[list[Worked]] = [[] for _ in items]
-    for (i, p, mid, first, second_item), r in zip(pending, seconds, strict=True):
-        steps.append((second_item, r.samples))
-        second = _pick(task, second_item, r.samples, by_majority)
+    for (i, p, mid, first, _), (second_item, samples, hinted) in zip(pending, seconds, strict=True):
+        second = _pick(task, second_item, [*samples, *hinted], by_majority)
         if second is not None:
             text = p.reply(mid, int(task.extract(second.text) or 0))
             out[i] = [Worked(text, first.tokens + second.tokens, "stop", (first.text, second.text), pick)]
-    return out, steps
+    return out, [*firsts, *seconds]
 
 
 def check_labels(
@@ -235,7 +254,9 @@ def run_shard(engine: Engine, task: Task, job: ShardJob) -> tuple[list[Row], flo
     worked: list[list[Worked]] = [[] for _ in job.items]
     steps: list[Step] = []
     if job.worked:
-        worked, steps = work_out(engine, task, job.items, job.sampling, job.worked_by_majority)
+        worked, steps = work_out(
+            engine, task, job.items, job.sampling, job.worked_by_majority, job.rationalize_steps
+        )
     hinted: list[list[Any]] = [[] for _ in job.items]
     if job.rationalize:  # a prompt that a worked reply answered needs no hint
         answered = [[*ss, *ws] for ss, ws in zip(samples, worked, strict=True)]
@@ -260,5 +281,5 @@ def run_shard(engine: Engine, task: Task, job: ShardJob) -> tuple[list[Row], flo
         witnesses = witness_labels(engine, task, job.items, wanted, job.sampling.max_new_tokens)
         for row, witness in zip(rows, witnesses, strict=True):
             row["witness"] = witness
-    rows += [make_row(item, ss, task.extract, task.verify) for item, ss in steps]
+    rows += [make_row(item, ss, task.extract, task.verify, hinted=hs) for item, ss, hs in steps]
     return rows, sampling_seconds, time.perf_counter() - started

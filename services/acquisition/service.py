@@ -141,6 +141,10 @@ class Acquirer:
                 if cmd.self_instruct
                 else f"the task has no train problem left for shard {cmd.shard} of {cmd.num_shards}"
             )
+        if cmd.rationalize_steps and cmd.worked_by_majority:
+            raise StageInputError(
+                "rationalize_steps reads the reference answers, so it cannot pick by majority"
+            )
         if cmd.hint_only and not cmd.rationalize:
             raise StageInputError("hint_only needs rationalize: the hinted replies are rationalization's")
         sampling = sampling_params(cmd, env.iteration)
@@ -153,6 +157,7 @@ class Acquirer:
             hint_only=cmd.hint_only,
             worked=cmd.worked,
             worked_by_majority=cmd.worked_by_majority,
+            rationalize_steps=cmd.rationalize_steps,
             check_labels=cmd.check_labels,
             witness_labels=cmd.witness_labels,
         )
@@ -189,6 +194,7 @@ class Acquirer:
             "hint_only": cmd.hint_only,
             "worked": cmd.worked,
             "worked_by_majority": cmd.worked_by_majority,
+            "rationalize_steps": cmd.rationalize_steps,
             "check_labels": cmd.check_labels,
             "witness_labels": cmd.witness_labels,
             "instance": self.ctx.settings.instance,

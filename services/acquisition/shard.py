@@ -121,8 +121,9 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
     verified worked reply; ``labels_checked`` counts prompts whose majority answer was checked
     (``check_labels``) and ``labels_confirmed`` those whose check passed; ``labels_witnessed`` and
     ``labels_corroborated`` count the same for the worked-plan witness (``witness_labels``). Sub-question rows
-    (:func:`is_step`) are left out of every prompt figure; ``step_prompts`` counts them and ``step_yield`` is their yield. ``tokens`` counts every sample
-    generated: the prompts', the hinted ones, the checks' and the sub-questions'. Per category:
+    (:func:`is_step`) are left out of every prompt figure; ``step_prompts`` counts them, ``step_yield`` is their yield
+    and ``steps_rationalized`` counts those a hinted sample answered (``rationalize_steps``). ``tokens`` counts every sample
+    generated: the prompts', the hinted ones, the checks' and the sub-questions' (hinted ones too). Per category:
     ``pass_rate/C`` and ``prompts/C`` over its verified prompts, ``asked/C`` its prompts and
     ``open_labels/C`` those with an open label (:func:`open_label`).
 
@@ -136,7 +137,7 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
     (0.75, 2, 2, 0)
     """
     steps = [r for r in rows if is_step(r)]
-    tokens = sum(s["tokens"] for r in steps for s in r["samples"])
+    tokens = sum(s["tokens"] for r in steps for s in [*r["samples"], *r.get("rationales", ())])
     rows = [r for r in rows if not is_step(r)]
     samples = [s for r in rows for s in r["samples"]]
     hinted = [s for r in rows for s in r.get("rationales", ())]
@@ -174,6 +175,7 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> dict[str, float]:
         "step_yield": sum(any(s["verified"] for s in r["samples"]) for r in steps) / len(steps)
         if steps
         else 0.0,
+        "steps_rationalized": sum(any(s["verified"] for s in r.get("rationales", ())) for r in steps),
     }
     out.update(dict.fromkeys(PASS_RATE_BUCKETS, 0))
     for rate in rates:

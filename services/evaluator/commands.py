@@ -145,6 +145,7 @@ def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
             hint_only=state.iteration <= a.hint_only_iterations,  # the config refuses it without rationalize
             worked=0 < a.worked_from_iteration <= state.iteration,
             worked_by_majority=cfg.label_free,
+            rationalize_steps=a.rationalize_steps,  # the config refuses it in label-free runs
             check_labels=a.check_labels,
             witness_labels=a.witness_labels and policy.version != base_version(state.run_id),
             category_weights=focus_of(state, cfg),

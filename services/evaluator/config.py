@@ -94,6 +94,14 @@ class AcquisitionConfig(_Strict):
         "Label-free mode: each step's majority answer is chosen (none on a tie; the verifier is never "
         "asked), and the reply is trained on when its answer is the prompt's label.",
     )
+    rationalize_steps: bool = Field(
+        False,
+        description="Verified mode only, with worked_from_iteration: a worked reply's sub-question none of "
+        "whose samples is right is asked again with its answer as a hint (STaR's rationalization, one "
+        "step at a time), and the reply is written from a right hinted answer, so the steps the model "
+        "cannot yet do alone (for arithmetic a borrow or a carry in the ones step) are in its worked "
+        "replies too; the hinted replies are trained on under the sub-question's plain prompt.",
+    )
     check_labels: bool = Field(
         False,
         description="Label-free mode only: each prompt's majority answer is also checked by one greedy "
@@ -271,6 +279,7 @@ def load_config(text: str) -> RunConfig:
     check_dev_sizes(cfg)
     check_label_mode(cfg)
     check_hint_only(cfg)
+    check_rationalize_steps(cfg)
     check_interim_looks(cfg)
     check_selection_params(cfg)
     return cfg
@@ -281,6 +290,7 @@ def load_config(text: str) -> RunConfig:
 TRUTH_FED = {
     "rationalize": "hints carry the reference answer",
     "hint_only_iterations": "hints carry the reference answer",
+    "rationalize_steps": "hints carry the reference answer",
 }
 # acquisition switches for label-free runs only: refused in verified runs, and turned off by
 # ``run --label-mode verified``
@@ -332,6 +342,21 @@ def check_hint_only(cfg: RunConfig) -> None:
         raise ConfigError(
             "invalid run config: acquisition.hint_only_iterations: a hint-only iteration has no wrong "
             "replies to pair with the right ones, so it cannot train with method dpo"
+        )
+
+
+def check_rationalize_steps(cfg: RunConfig) -> None:
+    """Hinted sub-questions are a worked reply's: refuse the switch when no iteration writes one.
+
+    >>> check_rationalize_steps(RunConfig.model_validate({"acquisition": {"rationalize_steps": True}}))
+    Traceback (most recent call last):
+    ...
+    selfimprove.evaluator.config.ConfigError: invalid run config: acquisition.rationalize_steps: it hints a worked reply's sub-questions, so it needs acquisition.worked_from_iteration above 0
+    """
+    if cfg.acquisition.rationalize_steps and not cfg.acquisition.worked_from_iteration:
+        raise ConfigError(
+            "invalid run config: acquisition.rationalize_steps: it hints a worked reply's sub-questions, "
+            "so it needs acquisition.worked_from_iteration above 0"
         )
 
 

@@ -104,6 +104,7 @@ class AcquireCommand(_message.Message):
     CHECK_LABELS_FIELD_NUMBER: _builtins.int
     WORKED_BY_MAJORITY_FIELD_NUMBER: _builtins.int
     WITNESS_LABELS_FIELD_NUMBER: _builtins.int
+    RATIONALIZE_STEPS_FIELD_NUMBER: _builtins.int
     shard: _builtins.int
     num_shards: _builtins.int
     num_prompts: _builtins.int
@@ -142,6 +143,11 @@ class AcquireCommand(_message.Message):
     is also reached a second way, the task's worked plan asked greedily (e.g. "47 + 30", then
     "77 + 6"); the witness reply is stored with the row, and selection keeps only labels it gives.
     """
+    rationalize_steps: _builtins.bool
+    """With worked, verified runs only: a sub-question none of whose samples verified is sampled again
+    with its reference answer as a hint (rationalization of the step), and the worked reply is written
+    from a verified hinted answer; the hinted replies are stored with the sub-question's row.
+    """
     @_builtins.property
     def policy(self) -> _common_pb2.ModelRef: ...
     @_builtins.property
@@ -173,10 +179,11 @@ class AcquireCommand(_message.Message):
         check_labels: _builtins.bool = ...,
         worked_by_majority: _builtins.bool = ...,
         witness_labels: _builtins.bool = ...,
+        rationalize_steps: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "sampling", b"sampling", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_weights", b"category_weights", "check_labels", b"check_labels", "hint_only", b"hint_only", "num_prompts", b"num_prompts", "num_shards", b"num_shards", "policy", b"policy", "rationalize", b"rationalize", "sampling", b"sampling", "seed", b"seed", "self_instruct", b"self_instruct", "self_judge", b"self_judge", "shard", b"shard", "task", b"task", "witness_labels", b"witness_labels", "worked", b"worked", "worked_by_majority", b"worked_by_majority"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_weights", b"category_weights", "check_labels", b"check_labels", "hint_only", b"hint_only", "num_prompts", b"num_prompts", "num_shards", b"num_shards", "policy", b"policy", "rationalize", b"rationalize", "rationalize_steps", b"rationalize_steps", "sampling", b"sampling", "seed", b"seed", "self_instruct", b"self_instruct", "self_judge", b"self_judge", "shard", b"shard", "task", b"task", "witness_labels", b"witness_labels", "worked", b"worked", "worked_by_majority", b"worked_by_majority"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -252,6 +252,45 @@ def test_worked_replies_are_written_from_the_models_own_sub_answers_and_verified
     assert [p.split(" The answer")[0] for p in engine.prompts[3]] == [items[2].prompt, mul.prompt]
 
 
+class HintedCalculator(Calculator):
+    """Like :class:`Calculator`, and a prompt with its answer as a hint is answered with that answer."""
+
+    def reply(self, prompt):
+        hint = re.search(r"The answer is (-?\d+)\. Reply briefly", prompt)
+        return f"It is {hint[1]}." if hint else super().reply(prompt)
+
+
+def test_rationalize_steps_hints_only_the_steps_no_sample_answered_and_writes_from_the_hinted_answer():
+    task = ArithmeticTask(categories=("sub2",))
+    rng = random.Random(0)
+    items = [task._item(e, canonical_key(e), "sub2", rng) for e in ("23 - 61", "68 - 10", "78 - 20")]
+    sampling = EngineSampling(n=2, max_new_tokens=8)
+    engine = HintedCalculator()  # gets 58 - 0 wrong: the second step of both 68 - 10 and 78 - 20
+    rows, _, _ = run_shard(engine, task, ShardJob(items, sampling, worked=True, rationalize_steps=True))
+    assert engine.prompts[1] == ["What is 61 - 20?", "What is 68 - 10?", "What is 78 - 20?"]
+    assert len(engine.prompts) == 4  # plain, first steps (all right: no hint asked), second steps, hints
+    assert engine.prompts[3] == [prompts.hint_prompt(task.step_item(i, "58 - 0", 2)) for i in items[1:]]
+    second, third = rows[1]["worked"][0], rows[2]["worked"][0]
+    assert second["verified"] and second["text"] == "68 - 10 = 58, 58 - 0 = 58, so the answer is 58."
+    assert second["steps"] == ["The answer is 58.", "It is 58."]
+    assert third["verified"] and rows[0]["worked"][0]["steps"][1] == "The answer is 38."
+    steps = rows[3:]
+    assert [len(r["rationales"]) for r in steps] == [0, 0, 0, 0, 2, 2]
+    assert all(s["verified"] for r in steps[4:] for s in r["rationales"]) and steps[4]["pass_rate"] == 0.0
+    stats = shard_stats(rows, 1.0)
+    assert stats["steps_rationalized"] == 2 and stats["worked"] == 3
+    assert stats["tokens"] == (3 + 6) * 2 * 6 + 2 * 2 * 6  # the hinted step replies are counted too
+    engine = HintedCalculator()  # off: no hint, and the wrong step's reply is refused
+    rows, _, _ = run_shard(engine, task, ShardJob(items, sampling, worked=True))
+    assert len(engine.prompts) == 3 and rows[1]["worked"][0]["verified"] is False
+    with pytest.raises(ValueError, match="label-free"):
+        run_shard(
+            engine,
+            task,
+            ShardJob(items, sampling, worked=True, worked_by_majority=True, rationalize_steps=True),
+        )
+
+
 class Unsure(Calculator):
     """Like :class:`Calculator`, but a prompt's first sample is off by ten (the second is right)."""
 
