@@ -3,7 +3,7 @@
 CI runs a small iteration (24 prompts x 4 samples). For the figures in docs/data.md run it by hand
 with more prompts: ``DATA_E2E_PROMPTS=200 DATA_E2E_RATIONALIZE=0 pytest -m e2e tests/e2e/test_data_pipeline.py -s``;
 the figures are printed and written to ``$DATA_E2E_REPORT`` when set. CI runs with rationalization and
-worked replies on, and checks that hinted and worked replies feed verified selection only and that a
+worked replies on (their sub-questions hinted too), and checks that hinted and worked replies feed verified selection only and that a
 worked reply is verified exactly when its final answer is right and every step true.
 """
 
@@ -67,6 +67,7 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
         seed=1,
         rationalize=RATIONALIZE,
         worked=WORKED,
+        rationalize_steps=RATIONALIZE and WORKED,
         check_labels=True,  # stored beside the rows; only the label-free selection reads it
     )
     env = envelopes.make(
@@ -80,7 +81,7 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
     assert acquired.stats.values["prompts"] == PROMPTS
     store = artifact_store(stack)
     rows = [json.loads(line) for line in store.read_file(acquired.samples, "samples.jsonl").splitlines()]
-    hinted = [r for r in rows if any(s["verified"] for s in r["rationales"])]
+    hinted = [r for r in rows[:PROMPTS] if any(s["verified"] for s in r["rationales"])]
     assert acquired.stats.values["rationalized"] == len(hinted)
     assert all(r["pass_rate"] == 0.0 for r in hinted)  # only prompts the model never answered
     if RATIONALIZE:
@@ -113,6 +114,21 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
         )
         for s in r["samples"]:
             assert s["verified"] == (s["extracted"] == r["answer"] and all(equations(s["text"]))), s
+        # rationalize_steps: a sub-question is hinted exactly when none of its own samples was right
+        hinted_step = RATIONALIZE and WORKED and not any(s["verified"] for s in r["samples"])
+        assert bool(r["rationales"]) == hinted_step and len(r["rationales"]) in (0, 4), r
+    by_id = {r["id"]: r for r in steps}
+    assert acquired.stats.values["steps_rationalized"] == sum(
+        any(s["verified"] for s in r["rationales"]) for r in steps
+    )
+    for r in rows[:PROMPTS]:  # each step of a worked reply is a right own sample when there is one
+        for w in r["worked"]:
+            for k, text in enumerate(w["steps"], start=1):
+                step = by_id[f"{r['id']}.s{k}"]
+                own = [s["text"] for s in step["samples"] if s["verified"]]
+                right = own or [s["text"] for s in step["rationales"] if s["verified"]]
+                asked = [s["text"] for s in [*step["samples"], *step["rationales"]]]
+                assert text in (right or asked), (w, step)
 
     envs = [
         envelopes.make(

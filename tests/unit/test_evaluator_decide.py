@@ -255,6 +255,11 @@ def test_worked_replies_are_asked_for_from_the_configured_iteration_on():
         (3, True),
     ]
     assert not any(a.acquire_command.worked_by_majority for a in acquires)  # verified: the verifier picks
+    assert not any(a.acquire_command.rationalize_steps for a in acquires)
+    hinted = config.replace("worked_from_iteration: 2", "worked_from_iteration: 2, rationalize_steps: true")
+    _, log = run(hinted, {"eval": [[0.6, 0.4, 0.01]]})
+    acquires = [o.envelope for o in log if o.envelope.WhichOneof("payload") == "acquire_command"]
+    assert len(acquires) == 6 and all(a.acquire_command.rationalize_steps for a in acquires)
     _, log = run(BASE, {"eval": [[0.6, 0.4, 0.01]]})
     assert not any(o.envelope.acquire_command.worked for o in log)
     _, log = run(config + "label_mode: label-free\n", {"eval": [[0.6, 0.4, 0.01]]})
