@@ -101,9 +101,8 @@ class Worked:
     pick: str = BY_VERIFIER
 
 
-Step = tuple[
-    Item, Sequence[Any], Sequence[Any]
-]  # a sub-question as an item, the model's samples, hinted ones
+# a sub-question as an item, the model's samples for it, and its hinted samples (``rationalize_steps``)
+Step = tuple[Item, Sequence[Any], Sequence[Any]]
 
 
 def _pick(task: Task, item: Item, samples: Sequence[Any], by_majority: bool = False) -> Any | None:
