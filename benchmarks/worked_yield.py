@@ -2,7 +2,8 @@
 the model's own, and prompts with a verified worked reply (``acquisition.worked_from_iteration``),
 read from the run's stored acquisition shards in a local stack folder (the stack must not be running);
 and per iteration the examples selection kept (``kept``), how many of them are worked replies
-(``kept_worked``) and sub-questions (``kept_steps``), from its data cards.
+(``kept_worked``) and sub-questions (``kept_steps``), from its data cards. Sub-question rows count
+``steps``, ``steps_right`` (a right sample of the model's own) and ``steps_hinted`` (a right hinted one).
 
     .venv/bin/python benchmarks/worked_yield.py demo-x --data-dir DIR
 
@@ -18,18 +19,21 @@ from storekit import read_latest, run_parser
 
 from selfimprove.acquisition.shard import is_step
 
-FIELDS = ("prompts", "own_right", "worked", "steps", "steps_right")
+FIELDS = ("prompts", "own_right", "worked", "steps", "steps_right", "steps_hinted")
 
 
 def counts(jsonl: bytes) -> dict[str, dict[str, int]]:
     """Per category: ``prompts``, ``own_right`` and ``worked`` (verified worked reply), and of the
-    worked replies' sub-question rows ``steps`` and ``steps_right`` (a right sample).
+    worked replies' sub-question rows ``steps``, ``steps_right`` (a right sample) and ``steps_hinted``
+    (a right hinted sample: asked again with its answer, ``acquisition.rationalize_steps``).
 
     >>> rows = [{"category": "sub2", "samples": [{"verified": False}], "worked": [{"verified": True}]},
     ...         {"category": "sub2", "samples": [{"verified": True}], "worked": []},
-    ...         {"category": "sub2", "meta": {"step": 1}, "samples": [{"verified": True}]}]
+    ...         {"category": "sub2", "meta": {"step": 1}, "samples": [{"verified": True}]},
+    ...         {"category": "sub2", "meta": {"step": 2}, "samples": [{"verified": False}],
+    ...          "rationales": [{"verified": True}]}]
     >>> counts("\\n".join(map(json.dumps, rows)).encode())
-    {'sub2': {'prompts': 2, 'own_right': 1, 'worked': 1, 'steps': 1, 'steps_right': 1}}
+    {'sub2': {'prompts': 2, 'own_right': 1, 'worked': 1, 'steps': 2, 'steps_right': 1, 'steps_hinted': 1}}
     """
     out: dict[str, Counter[str]] = defaultdict(Counter)
     for row in map(json.loads, jsonl.decode().splitlines()):
@@ -38,6 +42,7 @@ def counts(jsonl: bytes) -> dict[str, dict[str, int]]:
         if is_step(row):
             c["steps"] += 1
             c["steps_right"] += right
+            c["steps_hinted"] += any(s["verified"] for s in row.get("rationales", ()))
             continue
         c["prompts"] += 1
         c["own_right"] += right
