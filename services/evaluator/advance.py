@@ -66,15 +66,15 @@ def after_accept(step: Step, stage: str) -> None:
 def _too_little_data(step: Step, verdict: judge.Verdict) -> None:
     s, a = step.state, step.cfg.acquisition
     if s.data_retries >= a.max_data_retries:
-        step.finish(COMPLETED, f"{verdict.reason} after {s.data_retries} data retries", verdict.stats)
+        conclude(step, f"{verdict.reason} after {s.data_retries} data retries", verdict.stats)
         return
     grown = max(s.prompts_per_shard + 1, int(s.prompts_per_shard * a.more_prompts_factor))
     have = train_problems(step.cfg, grown * a.shards)
     if have is not None:  # a finite task: every shard gets a full share of what it has, no more
         grown = have // a.shards
     if grown <= s.prompts_per_shard:
-        step.finish(
-            COMPLETED, f"{verdict.reason}, and the task has no more than {have} train problems", verdict.stats
+        conclude(
+            step, f"{verdict.reason}, and the task has no more than {have} train problems", verdict.stats
         )
         return
     s.data_retries += 1
@@ -128,7 +128,7 @@ def _selected(step: Step) -> None:
     )
     if not collapse.ok:
         step.signal("collapse")
-        step.finish(COMPLETED, collapse.reason, collapse.stats)
+        conclude(step, collapse.reason, collapse.stats)
         return
     step.decide("continue", verdict.reason, stats=verdict.stats)
     step.command("train", new_round=True)
@@ -220,9 +220,14 @@ def _evaluated(step: Step) -> None:
     _refine_or_next(step)
 
 
-def _refine_or_next(step: Step) -> None:
+def _unrefined(step: Step) -> bool:
+    """Whether the incumbent's inference strategies still need calibrating."""
     s, r = step.state, step.cfg.refinement
-    if r.enabled and s.refined_for != s.incumbent.get("version", ""):
+    return r.enabled and s.refined_for != s.incumbent.get("version", "")
+
+
+def _refine_or_next(step: Step) -> None:
+    if step.cfg.refinement.when == "promotion" and _unrefined(step):
         step.command("refine", new_round=True)
     else:
         end_iteration(step)
@@ -233,7 +238,22 @@ def _refined(step: Step) -> None:
     rec = s.accepted["refine"]
     s.refined_for = s.incumbent.get("version", "")
     s.refined_targets = rec.get("targets") or {}
-    end_iteration(step)
+    if s.finishing:
+        step.finish(COMPLETED, s.finishing)
+    else:
+        end_iteration(step)
+
+
+def conclude(step: Step, reason: str, stats: dict[str, float] | None = None) -> None:
+    """Complete the run for ``reason``; with ``refinement.when: end``, calibrate the final incumbent
+    first (whatever stage was running is abandoned: its late result is ignored)."""
+    s = step.state
+    if step.cfg.refinement.when == "end" and not s.finishing and _unrefined(step):
+        s.finishing = reason
+        step.decide("continue", f"{reason}: calibrating the final model's inference strategies", stats=stats)
+        step.command("refine", new_round=True)
+    else:
+        step.finish(COMPLETED, reason, stats)
 
 
 def end_iteration(step: Step) -> None:
@@ -256,7 +276,7 @@ def end_iteration(step: Step) -> None:
     elif step.now - s.started_at >= cfg.budget.wall_time_s:
         reason = f"budget spent: wall time over {cfg.budget.wall_time_s:.0f}s"
     if reason:
-        step.finish(COMPLETED, reason, stats)
+        conclude(step, reason, stats)
         return
     step.decide("continue", f"iteration {s.iteration} done: next iteration {s.iteration + 1}", stats=stats)
     s.iteration += 1

@@ -196,6 +196,11 @@ class EvaluationConfig(_Strict):
 
 class RefinementConfig(_Strict):
     enabled: bool = True
+    when: Literal["promotion", "end"] = Field(
+        "promotion",
+        description="Calibrate after every promotion, or once for the final incumbent when the run ends "
+        "(the loop's time goes to the loop; the served model still hot-swaps on every promotion).",
+    )
     strategies: list[str] = Field(default_factory=lambda: ["greedy", "self_consistency@5"])
     token_budget: float = Field(512.0, gt=0, description="Generated tokens per problem.")
     dev_size: int | None = Field(None, ge=1, description="Default: task.dev_size.")
@@ -280,6 +285,7 @@ def load_config(text: str) -> RunConfig:
     check_label_mode(cfg)
     check_hint_only(cfg)
     check_rationalize_steps(cfg)
+    check_refine_when(cfg)
     check_interim_looks(cfg)
     check_selection_params(cfg)
     return cfg
@@ -357,6 +363,22 @@ def check_rationalize_steps(cfg: RunConfig) -> None:
         raise ConfigError(
             "invalid run config: acquisition.rationalize_steps: it hints a worked reply's sub-questions, "
             "so it needs acquisition.worked_from_iteration above 0"
+        )
+
+
+def check_refine_when(cfg: RunConfig) -> None:
+    """Refine-then-distill feeds the next iteration's selection, so it needs a refine every iteration.
+
+    >>> check_refine_when(RunConfig.model_validate({"refinement": {"when": "end", "write_targets": True}}))
+    Traceback (most recent call last):
+    ...
+    selfimprove.evaluator.config.ConfigError: invalid run config: refinement.write_targets: its targets feed the next iteration's selection, so it needs refinement.when: promotion, not end
+    """
+    r = cfg.refinement
+    if r.enabled and r.write_targets and r.when == "end":
+        raise ConfigError(
+            "invalid run config: refinement.write_targets: its targets feed the next iteration's selection, "
+            "so it needs refinement.when: promotion, not end"
         )
 
 

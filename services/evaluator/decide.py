@@ -132,9 +132,9 @@ def on_tick(topics: Topics, state: RunState, cfg: RunConfig, now: float) -> Step
     s = state
     if not s.active:
         return Step(topics, s, cfg, "", now)
-    if now - s.started_at > cfg.budget.wall_time_s:
+    if now - s.started_at > cfg.budget.wall_time_s and not s.finishing:
         step = Step(topics, copy.deepcopy(state), cfg, f"tick/{s.run_id}/wall-time", now)
-        step.finish(COMPLETED, f"budget spent: wall time over {cfg.budget.wall_time_s:.0f}s")
+        advance.conclude(step, f"budget spent: wall time over {cfg.budget.wall_time_s:.0f}s")
         return step
     late = [
         k
@@ -154,9 +154,7 @@ def on_tick(topics: Topics, state: RunState, cfg: RunConfig, now: float) -> Step
         attempt = step.state.slots[slot].attempt
         if attempt >= limit.max_attempts:
             step.signal("failure", s.stage)
-            step.finish(
-                FAILED, f"{slot} did not report within {limit.timeout_s:.0f}s after {attempt} attempts"
-            )
+            _give_up(step, f"{slot} did not report within {limit.timeout_s:.0f}s after {attempt} attempts")
             return step
         step.decide("retry", f"{slot} attempt {attempt} did not report within {limit.timeout_s:.0f}s")
         step.command(slot)
@@ -177,7 +175,17 @@ def _failure(step: Step, slot: str, env: Envelope) -> None:
         step.decide("retry", what)
         step.command(slot)
     else:
-        step.finish(FAILED, what if not f.retryable else f"{what} (after {current.attempt} attempts)")
+        _give_up(step, what if not f.retryable else f"{what} (after {current.attempt} attempts)")
+
+
+def _give_up(step: Step, what: str) -> None:
+    """A slot out of attempts fails the run; the final model's calibration only notes it, since the
+    loop itself had already completed (``refinement.when: end``)."""
+    s = step.state
+    if s.finishing:
+        step.finish(COMPLETED, f"{s.finishing}; the final calibration failed: {what}")
+    else:
+        step.finish(FAILED, what)
 
 
 def _record(env: Envelope, stage: str) -> dict:

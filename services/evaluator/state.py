@@ -76,6 +76,7 @@ class RunState:
     prompts_per_shard: int = 0
     data_retries: int = 0
     refined_for: str = ""  # version of the incumbent the last refine ran for
+    finishing: str = ""  # the stop reason a last refine runs before (refinement.when: end)
     refined_targets: dict[str, Any] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)
     # input events applied and published (a snapshot is written only after publishing)

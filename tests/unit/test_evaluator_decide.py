@@ -431,3 +431,60 @@ def test_a_label_free_data_gate_judges_the_majority_share_never_the_verified_yie
     assert "too little data: yield 0.000 < 0.1" in str(state.decisions)
     state, _ = run(free, {"eval": [[0.6, 0.4, 0.01]], "yield": [0.5], "majority_share": [0.05]})
     assert "too little data: majority share 0.050 < 0.1" in str(state.decisions)
+
+
+def commanded(log, stage: str) -> list:
+    return [o.envelope for o in log if o.envelope.WhichOneof("payload") == f"{stage}_command"]
+
+
+def test_refine_when_end_calibrates_only_the_final_incumbent_once_the_loop_stops():
+    config = BASE + "refinement: {when: end}\nstopping: {plateau_patience: 5}\n"
+    every = {"eval": [[0.6, 0.4, 0.01], [0.7, 0.6, 0.01], [0.5, 0.7, 0.5]]}
+    state, log = run(config, every)
+    assert state.status == COMPLETED and state.stop_reason == "budget spent: 3 iterations"
+    assert len(state.promotions) == 2
+    [refine] = commanded(log, "refine")  # none after either promotion, one at the end
+    assert refine.iteration == 3 and refine.refine_command.incumbent.adapter.uri
+    assert state.refined_for == state.incumbent["version"] == "r1/iter-002"
+    assert state.decisions[-2]["reason"].startswith("budget spent: 3 iterations: calibrating")
+    assert kinds(state)[-1] == "stop"
+    _, each = run(BASE + "stopping: {plateau_patience: 5}\n", every)
+    assert [r.iteration for r in commanded(each, "refine")] == [1, 2]
+
+
+def test_refine_when_end_runs_after_the_wall_time_budget_and_ignores_the_abandoned_stage():
+    config = BASE + "refinement: {when: end}\nbudget: {iterations: 3, wall_time_s: 100}\n"
+    cfg = load_config(config)
+    state, log = run(config, {"drop": ["train:1"]}, max_steps=5)
+    assert state.stage == "train"
+    [train] = commanded(log, "train")
+    tick = decide.on_tick(TOPICS, state, cfg, state.started_at + 101)
+    assert tick.state.status == "running" and tick.state.stage == "refine"
+    assert tick.state.finishing == "budget spent: wall time over 100s"
+    [refine] = commanded(tick.out, "refine")
+    assert (
+        refine.refine_command.incumbent.base and not refine.refine_command.incumbent.adapter.uri
+    )  # the base
+    # the budget is spent already: later ticks wait for the calibration, not finish without it
+    assert not decide.on_tick(TOPICS, tick.state, cfg, state.started_at + 150).out
+    [late] = respond(train, {})
+    ignored = decide.on_result(TOPICS, tick.state, cfg, late, state.started_at + 151).state
+    assert ignored.stage == "refine" and late.event_id in ignored.ignored_ids
+    [done] = respond(refine, {})
+    final = decide.on_result(TOPICS, ignored, cfg, done, state.started_at + 160).state
+    assert final.status == COMPLETED and final.stop_reason == "budget spent: wall time over 100s"
+    assert final.refined_for == final.incumbent["version"]
+
+
+def test_a_final_calibration_that_fails_completes_the_run_and_says_so():
+    config = BASE + "refinement: {when: end}\nstages: {refine: {timeout_s: 10, max_attempts: 1}}\n"
+    state, _ = run(config, {"eval": [[0.6, 0.4, 0.01]], "fail": ["refine:1"]})
+    assert state.status == COMPLETED
+    assert state.stop_reason.startswith("budget spent: 3 iterations; the final calibration failed: refine")
+    failed, _ = run(BASE + "stages: {refine: {timeout_s: 10, max_attempts: 1}}\n", {"fail": ["refine:1"]})
+    assert failed.status == FAILED  # a calibration the loop waits on still fails the run
+
+
+def test_refine_when_end_refuses_refine_then_distill():
+    with pytest.raises(ConfigError, match="refinement.write_targets"):
+        load_config(BASE + "refinement: {when: end, write_targets: true}\n")
