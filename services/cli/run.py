@@ -68,6 +68,18 @@ def interrupt_on_signals() -> None:
         signal.signal(sig, interrupt)
 
 
+def local_replicas(config_yaml: str, cores: int) -> int:
+    """Acquisition processes for a local run: one per shard, at most one per core (the shards of an
+    iteration are sampled side by side, each process on its share of the cores).
+
+    >>> local_replicas("acquisition: {shards: 4}", 2), local_replicas("acquisition: {shards: 2}", 1)
+    (2, 1)
+    """
+    from selfimprove.evaluator.config import load_config
+
+    return max(1, min(load_config(config_yaml).acquisition.shards, cores))
+
+
 def run_cmd(
     config: Annotated[Path, typer.Option(help="Run config YAML.")] = Path("configs/demo.yaml"),
     iterations: Annotated[int | None, typer.Option(min=1, help="Override budget.iterations.")] = None,
@@ -85,6 +97,13 @@ def run_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary at the end.")] = False,
     report: Annotated[bool, typer.Option(help="Write the report when the run ends.")] = True,
     report_limit: Annotated[int, typer.Option(help="Items per GPT-3 set in the report (0: all).")] = 200,
+    acquisition_replicas: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Acquisition processes (--local), sharing the cores; default: one per shard, at most one per core.",
+        ),
+    ] = None,
 ) -> None:
     """Start a run and follow it: iteration, stage, dev accuracy and decisions, then a summary."""
     if label_mode not in (None, "verified", "label-free"):
@@ -104,7 +123,8 @@ def run_cmd(
         interrupt_on_signals()
         # The stages run one at a time, so each service may use every core (SELFIMPROVE_THREADS overrides).
         threads = int(os.environ.get("SELFIMPROVE_THREADS") or os.cpu_count() or 1)
-        loop = LocalLoop(LocalStack(root=data_dir), threads=threads)
+        replicas = {"acquisition": acquisition_replicas or local_replicas(config_yaml, threads)}
+        loop = LocalLoop(LocalStack(root=data_dir), threads=threads, replicas=replicas)
         try:
             loop.start()
         except Exception as exc:

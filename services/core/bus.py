@@ -35,6 +35,10 @@ class Outgoing:
     topic: str
     envelope: Envelope
     key: str = ""
+    # not None: sent to the topic's partition number ``spread`` modulo its partitions, not by the
+    # key's hash, so consecutive values (the shards of an iteration) land on distinct partitions and
+    # so on distinct replicas of a round-robin group
+    spread: int | None = None
 
 
 class Bus:
@@ -84,6 +88,7 @@ class Bus:
         value: bytes | None,
         key: bytes | None = None,
         headers: Sequence[tuple[str, bytes]] = (),
+        spread: int | None = None,
     ) -> None:
         """Send bytes and wait for the broker's acknowledgement, retrying broker errors."""
         if self._producer is None:
@@ -91,7 +96,11 @@ class Bus:
         producer = self._producer
 
         async def send() -> None:
-            await producer.send_and_wait(topic, value, key=key, headers=list(headers))
+            partition = None
+            if spread is not None:
+                partitions = sorted(await producer.partitions_for(topic))
+                partition = partitions[spread % len(partitions)]
+            await producer.send_and_wait(topic, value, key=key, partition=partition, headers=list(headers))
 
         def count_retry() -> None:
             if self.metrics:
@@ -101,18 +110,19 @@ class Bus:
         if self.metrics:
             self.metrics.published.labels(topic).inc()
 
-    async def publish(self, topic: str, env: Envelope, key: str = "") -> None:
-        """Publish one envelope; the run id is the default key so a run's events stay in order."""
+    async def publish(self, topic: str, env: Envelope, key: str = "", spread: int | None = None) -> None:
+        """Publish one envelope; the run id is the default key so a run's events stay in order
+        (``spread``: see :class:`Outgoing`)."""
         data = envelopes.encode(env)
         if len(data) > MAX_MESSAGE_BYTES:
             raise ValueError(
                 f"envelope {env.event_id} is {len(data)} bytes: large data belongs in the artifact store"
             )
-        await self.send_raw(topic, data, key=(key or env.run_id).encode())
+        await self.send_raw(topic, data, key=(key or env.run_id).encode(), spread=spread)
 
     async def publish_all(self, outgoing: Iterable[Outgoing]) -> None:
         for out in outgoing:
-            await self.publish(out.topic, out.envelope, out.key)
+            await self.publish(out.topic, out.envelope, out.key, out.spread)
 
     async def ensure_topics(
         self, names: Iterable[str], partitions: int | None = None, dlq: bool = True

@@ -3,6 +3,10 @@
 Used by ``selfimprove run --local``, ``selfimprove up --services``, the end-to-end test and the chaos
 suite. Each service gets the stack's addresses, its own metrics port and a thread budget; its log is
 ``<root>/logs/<service>.log``. ``kill`` and ``restart`` exist for fault injection.
+
+``replicas`` runs more processes of a service (``acquisition``, ``acquisition-2``, ...) in its one
+consumer group, splitting its threads between them: the evaluator sends each acquisition shard to a
+partition of its own, so the shards of an iteration are sampled side by side.
 """
 
 from __future__ import annotations
@@ -37,18 +41,41 @@ class LocalLoop:
     services: Mapping[str, str] = field(default_factory=lambda: dict(SERVICES))
     env: Mapping[str, str] = field(default_factory=dict)
     threads: int = 1
+    replicas: Mapping[str, int] = field(default_factory=dict)  # service -> processes (default 1)
     ready_timeout: float = 180.0
     procs: dict[str, Proc] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def names(self) -> list[str]:
+        """Every process: a service's name, then ``<service>-2`` ... for its further replicas."""
+        return [
+            name if i == 0 else f"{name}-{i + 1}"
+            for name in self.services
+            for i in range(max(1, self.replicas.get(name, 1)))
+        ]
+
+    def service_of(self, name: str) -> str:
+        """The service a process name belongs to.
+
+        >>> LocalLoop(LocalStack(root="x"), replicas={"acquisition": 2}).service_of("acquisition-2")
+        'acquisition'
+        """
+        return name if name in self.services else name.rsplit("-", 1)[0]
+
+    def threads_of(self, name: str) -> int:
+        """A service's threads, split between its replicas (at least one each)."""
+        return max(1, self.threads // max(1, self.replicas.get(self.service_of(name), 1)))
+
     def service_env(self, name: str) -> dict[str, str]:
+        threads = self.threads_of(name)
         return {
             **os.environ,
             **self.stack.env(),
             "SELFIMPROVE_METRICS_PORT": str(self.ports[name]),
-            "SELFIMPROVE_THREADS": str(self.threads),
+            "SELFIMPROVE_THREADS": str(threads),
             "SELFIMPROVE_INSTANCE": f"{name}-local",
-            "OMP_NUM_THREADS": str(self.threads),
+            "OMP_NUM_THREADS": str(threads),
             "TOKENIZERS_PARALLELISM": "false",
             "HF_HUB_OFFLINE": "1",
             # On one machine: loopback only, and free ports (several loops may run side by side).
@@ -62,12 +89,12 @@ class LocalLoop:
     def start(self) -> LocalLoop:
         if not self.stack.kafka_bootstrap:
             self.stack.start()
-        missing = [n for n in self.services if n not in self.ports]
+        missing = [n for n in self.names if n not in self.ports]
         for name, port in zip(missing, free_ports(len(missing)), strict=True):
             self.ports[name] = port
-        for name in self.services:
+        for name in self.names:
             self.start_service(name)
-        for name in self.services:
+        for name in self.names:
             self.wait_ready(name)
         if self.stack.prometheus_url:
             self.stack.set_prometheus_targets([f"127.0.0.1:{p}" for p in self.ports.values()])
@@ -75,7 +102,8 @@ class LocalLoop:
 
     def start_service(self, name: str) -> None:
         log = self.stack.root / "logs" / f"{name}.log"
-        proc = Proc(name, [sys.executable, "-m", self.services[name]], log, self.service_env(name))
+        module = self.services[self.service_of(name)]
+        proc = Proc(name, [sys.executable, "-m", module], log, self.service_env(name))
         proc.start()
         self.procs[name] = proc
 

@@ -87,8 +87,9 @@ def command(topics: Topics, state: RunState, cfg: RunConfig, slot: str, attempt:
         event_id=command_id(state.run_id, state.iteration, slot, attempt),
         **{f"{stage}_command": payload},
     )
-    key = f"{state.run_id}/{shard}" if stage == "acquire" else state.run_id
-    return Outgoing(topics.command(STAGE_ENUM[stage]), env, key)
+    if stage == "acquire":  # each shard on its own partition: acquisition replicas share an iteration
+        return Outgoing(topics.command(STAGE_ENUM[stage]), env, f"{state.run_id}/{shard}", spread=shard)
+    return Outgoing(topics.command(STAGE_ENUM[stage]), env, state.run_id)
 
 
 def _models(state: RunState) -> tuple[ModelRef, ModelRef]:

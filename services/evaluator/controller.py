@@ -155,7 +155,7 @@ class Controller:
 
     async def _commit(self, step: Step, cause: str, consumed: float) -> None:
         # All outputs in flight at once (one round trip); per partition the producer keeps their order.
-        await asyncio.gather(*(self.bus.publish(o.topic, o.envelope, o.key) for o in step.out))
+        await asyncio.gather(*(self.bus.publish(o.topic, o.envelope, o.key, o.spread) for o in step.out))
         acked = (
             time.perf_counter()
             if any(o.envelope.WhichOneof("payload") != "decision" for o in step.out)

@@ -62,6 +62,19 @@ async def test_envelope_round_trip(stack, unique_name):
     assert got == [sent]
 
 
+async def test_spread_sends_consecutive_values_to_distinct_partitions_whatever_the_key(stack, unique_name):
+    topic = f"{unique_name}.cmd.acquire"
+    async with Bus(kafka_settings(stack, unique_name)) as bus:
+        await bus.ensure_topics([topic], partitions=4)
+        sent = [train_command(unique_name, seed=i) for i in range(6)]
+        await bus.publish_all(Outgoing(topic, env, "one-key", spread=i) for i, env in enumerate(sent))
+        await bus.publish(topic, train_command(unique_name, seed=9), "one-key")  # by the key's hash
+    records = await read_topic(stack.kafka_bootstrap, topic, expect=7, timeout=30)
+    by_seed = {envelopes.decode(r.value).train_command.seed: r.partition for r in records}
+    assert [by_seed[i] for i in range(6)] == [0, 1, 2, 3, 0, 1]
+    assert len(by_seed) == 7 and all(r.key == b"one-key" for r in records)
+
+
 async def test_poison_message_goes_to_dlq_and_consumer_keeps_going(stack, unique_name):
     topic = f"{unique_name}.cmd.train"
     metrics = Metrics("test")

@@ -97,3 +97,22 @@ def test_a_stack_folder_is_held_by_one_stack_at_a_time(tmp_path: Path) -> None:
         lock_root(tmp_path)
     held.close()
     lock_root(tmp_path).close()  # free again once the holder lets go
+
+
+def test_a_local_loop_runs_replicas_of_a_service_splitting_its_threads(tmp_path: Path) -> None:
+    from selfimprove.core.local_loop import LocalLoop
+    from selfimprove.core.stack import LocalStack
+
+    loop = LocalLoop(LocalStack(root=tmp_path), threads=2, replicas={"acquisition": 2})
+    assert loop.names.count("acquisition") == 1 and "acquisition-2" in loop.names
+    assert len(loop.names) == len(loop.services) + 1
+    loop.ports = dict.fromkeys(loop.names, 1)
+    env = loop.service_env("acquisition-2")
+    assert (env["SELFIMPROVE_THREADS"], env["OMP_NUM_THREADS"]) == ("1", "1")
+    assert env["SELFIMPROVE_INSTANCE"] == "acquisition-2-local"
+    assert loop.service_env("trainer")["SELFIMPROVE_THREADS"] == "2"
+    assert loop.service_of("evaluator-worker") == "evaluator-worker"
+    assert (
+        LocalLoop(LocalStack(root=tmp_path), threads=1, replicas={"acquisition": 2}).threads_of("acquisition")
+        == 1
+    )

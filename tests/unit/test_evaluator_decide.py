@@ -68,6 +68,9 @@ def test_whole_iterations_promote_then_budget():
         "refine_command",
     ]
     assert len({c.event_id for c in commands}) == len(commands)
+    sent = [o for o in log if o.envelope.WhichOneof("payload") != "decision"]
+    # each acquire shard to a partition of its own (replicas sample side by side), the rest by run
+    assert [(o.key, o.spread) for o in sent[:3]] == [("r1/0", 0), ("r1/1", 1), ("r1", None)]
     assert all(c.attempt == 1 for c in commands)
     assert len(state.accepted_ids) == len(set(state.accepted_ids))
 
