@@ -24,6 +24,7 @@ from selfimprove.evaluator.step import Step
 def begin_iteration(step: Step) -> None:
     s, cfg = step.state, step.cfg
     s.slots, s.accepted, s.data_retries = {}, {}, 0
+    s.iteration_started_at = step.now
     s.prompts_per_shard = cfg.acquisition.prompts_per_shard
     _acquire_round(step)
 
@@ -256,6 +257,28 @@ def conclude(step: Step, reason: str, stats: dict[str, float] | None = None) -> 
         step.finish(COMPLETED, reason, stats)
 
 
+def cut_short(iteration: int, elapsed: float, began: float, wall_time_s: float) -> str:
+    """Why the next iteration is not begun (``budget.whole_iterations``): one as long as the iteration
+    that just ended (begun ``began`` seconds after the run's start, ended at ``elapsed``) would end
+    after ``wall_time_s``, where the wall-time budget would cut it off and its work would be lost;
+    empty when it fits (or the iteration's start is unknown: a run resumed from an older snapshot).
+
+    >>> cut_short(4, 2690.0, 2000.0, 3450.0)
+    ''
+    >>> cut_short(5, 3390.0, 2690.0, 3450.0)
+    'budget spent: iteration 6 would end at about 4090s, after the wall-time budget of 3450s (iteration 5 took 700s)'
+    >>> cut_short(1, 500.0, -1000.0, 600.0)
+    ''
+    """
+    took = elapsed - began
+    if began < 0 or elapsed + took <= wall_time_s:
+        return ""
+    return (
+        f"budget spent: iteration {iteration + 1} would end at about {elapsed + took:.0f}s, "
+        f"after the wall-time budget of {wall_time_s:.0f}s (iteration {iteration} took {took:.0f}s)"
+    )
+
+
 def end_iteration(step: Step) -> None:
     """Stop (target, plateau, budgets) or begin the next iteration."""
     s, cfg = step.state, step.cfg
@@ -275,6 +298,13 @@ def end_iteration(step: Step) -> None:
         reason = f"budget spent: {s.tokens_used:.0f} tokens >= {cfg.budget.tokens}"
     elif step.now - s.started_at >= cfg.budget.wall_time_s:
         reason = f"budget spent: wall time over {cfg.budget.wall_time_s:.0f}s"
+    elif cfg.budget.whole_iterations:
+        reason = cut_short(
+            s.iteration,
+            step.now - s.started_at,
+            s.iteration_started_at - s.started_at,
+            cfg.budget.wall_time_s,
+        )
     if reason:
         conclude(step, reason, stats)
         return

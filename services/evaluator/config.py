@@ -50,6 +50,10 @@ class TaskConfig(_Strict):
 class BudgetConfig(_Strict):
     iterations: int = Field(3, ge=1, description="Most iterations of the loop.")
     wall_time_s: float = Field(3600.0, gt=0, description="Most seconds from the run's start.")
+    whole_iterations: bool = Field(
+        False,
+        description="Begin an iteration only if one as long as the last still ends within wall_time_s.",
+    )
     tokens: int = Field(10_000_000, ge=1, description="Most tokens generated or trained on, all stages.")
 
 

@@ -55,6 +55,7 @@ class RunState:
     iteration: int = 1
     stage: str = "acquire"
     started_at: float = 0.0
+    iteration_started_at: float = 0.0  # when the current iteration began (budget.whole_iterations)
     last_progress: float = 0.0
     slots: dict[str, Slot] = field(default_factory=dict)
     # slot -> {event_id, attempt, payload fields as dicts}; this iteration's accepted results

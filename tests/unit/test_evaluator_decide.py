@@ -455,6 +455,24 @@ def test_refine_when_end_calibrates_only_the_final_incumbent_once_the_loop_stops
     assert [r.iteration for r in commanded(each, "refine")] == [1, 2]
 
 
+def test_whole_iterations_begins_no_iteration_the_wall_time_budget_would_cut_off():
+    every = {"eval": [[0.6, 0.4, 0.01], [0.7, 0.6, 0.01], [0.8, 0.7, 0.01]]}
+    budget = "budget: {iterations: 5, wall_time_s: 8, whole_iterations: true}\nrefinement: {when: end}\n"
+    state, log = run(BASE + budget, every)
+    # each result takes 1s in run(): iteration 1 ended at 5s, so a second would end at about 10s
+    assert state.status == COMPLETED and [h["iteration"] for h in state.history] == [1]
+    assert state.stop_reason == (
+        "budget spent: iteration 2 would end at about 10s, after the wall-time budget of 8s (iteration 1 took 5s)"
+    )
+    assert len(commanded(log, "train")) == 1 and state.refined_for == state.incumbent["version"]
+    roomy, _ = run(BASE + budget.replace("wall_time_s: 8", "wall_time_s: 13"), every)
+    assert [h["iteration"] for h in roomy.history] == [1, 2]  # 2 fits (about 10s); a third would not
+    assert roomy.stop_reason.startswith("budget spent: iteration 3 would end at about 15s")
+    plain, _ = run(BASE + budget.replace(", whole_iterations: true", ""), every)
+    assert [h["iteration"] for h in plain.history] == [1, 2]  # without it: begun though it cannot fit
+    assert plain.stop_reason == "budget spent: wall time over 8s"
+
+
 def test_refine_when_end_runs_after_the_wall_time_budget_and_ignores_the_abandoned_stage():
     config = BASE + "refinement: {when: end}\nbudget: {iterations: 3, wall_time_s: 100}\n"
     cfg = load_config(config)
