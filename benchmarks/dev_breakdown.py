@@ -7,12 +7,14 @@ Prints each suite's paired score as the evaluator computes it (``suite_score``: 
 the exact McNemar p), then, for incumbent and candidate: right / items for addition, subtraction with a result >= 0, and
 subtraction with a negative result (the main dev suite only), and how many replies state an equation
 (the worked form of ``acquisition.worked_from_iteration``); then right / items by the prompt's
-phrasing (the task's ``phrasing``); then how far the wrong answers are off, by kind (:func:`miss`).
+phrasing (the task's ``phrasing``); then how far the wrong answers are off, by kind (:func:`miss`),
+and which step of a wrong worked reply is false first (:func:`false_step`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 from storekit import read_latest, run_parser
@@ -21,6 +23,7 @@ from selfimprove.evaluator.scoring import suite_score
 from selfimprove.runtime.extract import last_integer
 from selfimprove.runtime.tasks.arithmetic import EQUATION, phrasing
 
+STEP = re.compile(r"(?<![\d(])(\d+) ([+-]) (\d+) = (-?\d+)(?![\d(])")
 MISSES = ("off by 1-2", "off by 3-9", "off by 10", "off by more", "wrong sign", "no number")
 
 
@@ -54,6 +57,31 @@ def miss(reply: str, answer: str) -> str:
     if off < 10:
         return "off by 3-9"
     return "off by 10" if off == 10 else "off by more"
+
+
+def false_step(reply: str) -> str:
+    """The first false step of a worked reply: the ``tens`` step, or the ``ones`` step by what it
+    asks (a ``borrow`` or ``carry``, a result that is a whole ten: ``round``, else ``plain``);
+    ``none`` when every step is true (the turn ``a - b = -(b - a)`` is not a step here).
+
+    >>> false_step("94 - 40 = 54, 54 - 4 = 48, so the answer is 48."), false_step("65 - 10 = 55, 55 - 8 = 49")
+    ('ones round', 'ones borrow')
+    >>> false_step("26 - 76 = -(76 - 26): 76 - 20 = 46, 46 - 6 = 40"), false_step("47 + 30 = 77, 77 + 6 = 84")
+    ('tens', 'ones carry')
+    >>> false_step("47 + 30 = 77, 77 + 2 = 78"), false_step("The answer is 5.")
+    ('ones plain', 'none')
+    """
+    for m in STEP.finditer(reply):
+        x, op, y, said = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
+        if (x + y if op == "+" else x - y) == said:
+            continue
+        if y % 10 == 0:
+            return "tens"
+        ones = x % 10 + y if op == "+" else x % 10 - y
+        if ones in (0, 10):
+            return "ones round"
+        return "ones " + ("plain" if 0 < ones < 10 else "carry" if op == "+" else "borrow")
+    return "none"
 
 
 def main() -> None:
@@ -101,6 +129,15 @@ def main() -> None:
         for k in sorted(total):
             said = ", ".join(f"{m} {misses[k, m]}" for m in MISSES if misses[k, m])
             print(f"{model} wrong {k}: {said or 'none'}")
+        steps = Counter(
+            false_step(r[f"{model}_reply"])
+            for r in rows
+            if not r[f"{model}_ok"] and EQUATION.search(r.get(f"{model}_reply") or "")
+        )
+        print(
+            f"{model} wrong worked replies, first false step: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(steps.items()))
+        )
 
 
 if __name__ == "__main__":
