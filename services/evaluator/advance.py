@@ -36,7 +36,9 @@ def _acquire_round(step: Step) -> None:
 
 def _stage_done(step: Step, stage: str) -> None:
     starts = [v.started_at for k, v in step.state.slots.items() if k.split("/")[0] == stage]
-    step.signal("stage_done", stage, step.now - min(starts) if starts else 0.0)
+    seconds = step.now - min(starts) if starts else 0.0
+    step.signal("stage_done", stage, seconds)
+    _row(step)[f"{stage}_s"] = round(seconds, 1)
 
 
 def _row(step: Step) -> dict:
@@ -183,7 +185,10 @@ def _evaluated(step: Step) -> None:
     already = any(p["evaluation_event_id"] == rec["event_id"] for p in s.promotions)
     row = _row(step)
     row.update(
-        candidate_accuracy=cand_acc, incumbent_accuracy=inc_acc, p_value=verdict.stats.get("p_value", 1.0)
+        candidate_accuracy=cand_acc,
+        incumbent_accuracy=inc_acc,
+        p_value=verdict.stats.get("p_value", 1.0),
+        evaluated=[n, full],
     )
     if verdict.ok and not already:
         decision_id = step.decide(
@@ -257,25 +262,31 @@ def conclude(step: Step, reason: str, stats: dict[str, float] | None = None) -> 
         step.finish(COMPLETED, reason, stats)
 
 
-def cut_short(iteration: int, elapsed: float, began: float, wall_time_s: float) -> str:
+def cut_short(iteration: int, elapsed: float, began: float, wall_time_s: float, row: dict) -> str:
     """Why the next iteration is not begun (``budget.whole_iterations``): one as long as the iteration
-    that just ended (begun ``began`` seconds after the run's start, ended at ``elapsed``) would end
-    after ``wall_time_s``, where the wall-time budget would cut it off and its work would be lost;
-    empty when it fits (or the iteration's start is unknown: a run resumed from an older snapshot).
+    that just ended (begun ``began`` seconds after the run's start, ended at ``elapsed``; ``row`` its
+    history row) would end after ``wall_time_s``, where the wall-time budget would cut it off and its
+    work would be lost; empty when it fits (or the iteration's start is unknown: a run resumed from an
+    older snapshot). An evaluation settled at an interim look counts at its full length, as if it
+    had needed every dev problem (``evaluate_s`` scaled by ``evaluated``: the problems it scored, of
+    how many), since the next one may.
 
-    >>> cut_short(4, 2690.0, 2000.0, 3450.0)
+    >>> cut_short(4, 2600.0, 2000.0, 3450.0, {"evaluate_s": 30.0, "evaluated": [100, 400]})
     ''
-    >>> cut_short(5, 3390.0, 2690.0, 3450.0)
-    'budget spent: iteration 6 would end at about 4090s, after the wall-time budget of 3450s (iteration 5 took 700s)'
-    >>> cut_short(1, 500.0, -1000.0, 600.0)
+    >>> cut_short(4, 2627.0, 1855.0, 3450.0, {"evaluate_s": 29.0, "evaluated": [100, 400]})
+    'budget spent: iteration 5 would end at about 3486s, after the wall-time budget of 3450s (iteration 4 took 772s, 859s with its evaluation on all 400 dev problems)'
+    >>> cut_short(1, 500.0, -1000.0, 600.0, {})
     ''
     """
     took = elapsed - began
-    if began < 0 or elapsed + took <= wall_time_s:
+    scored, full = row.get("evaluated") or (0, 0)
+    need = took + (row.get("evaluate_s", 0.0) * (full / scored - 1) if 0 < scored < full else 0.0)
+    if began < 0 or elapsed + need <= wall_time_s:
         return ""
+    longer = f", {need:.0f}s with its evaluation on all {full} dev problems" if need > took else ""
     return (
-        f"budget spent: iteration {iteration + 1} would end at about {elapsed + took:.0f}s, "
-        f"after the wall-time budget of {wall_time_s:.0f}s (iteration {iteration} took {took:.0f}s)"
+        f"budget spent: iteration {iteration + 1} would end at about {elapsed + need:.0f}s, "
+        f"after the wall-time budget of {wall_time_s:.0f}s (iteration {iteration} took {took:.0f}s{longer})"
     )
 
 
@@ -304,6 +315,7 @@ def end_iteration(step: Step) -> None:
             step.now - s.started_at,
             s.iteration_started_at - s.started_at,
             cfg.budget.wall_time_s,
+            _row(step),
         )
     if reason:
         conclude(step, reason, stats)

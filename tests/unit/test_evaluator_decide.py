@@ -465,6 +465,9 @@ def test_whole_iterations_begins_no_iteration_the_wall_time_budget_would_cut_off
         "budget spent: iteration 2 would end at about 10s, after the wall-time budget of 8s (iteration 1 took 5s)"
     )
     assert len(commanded(log, "train")) == 1 and state.refined_for == state.incumbent["version"]
+    first = state.history[0]  # what the projection reads: the stages' seconds, the problems scored
+    assert [first[f"{k}_s"] for k in ("acquire", "select", "train", "evaluate")] == [2.0, 1.0, 1.0, 1.0]
+    assert first["evaluated"] == [100, 100]
     roomy, _ = run(BASE + budget.replace("wall_time_s: 8", "wall_time_s: 13"), every)
     assert [h["iteration"] for h in roomy.history] == [1, 2]  # 2 fits (about 10s); a third would not
     assert roomy.stop_reason.startswith("budget spent: iteration 3 would end at about 15s")
