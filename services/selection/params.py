@@ -39,6 +39,9 @@ class SelectParams:
     # category -> times each kept worked reply of it is trained (once when absent): a form the model
     # is still taking up learns from several passes over few examples (README, "turns round first")
     worked_repeat: Mapping[str, int] = field(default_factory=dict)
+    # verified: a worked reply keeps a prompt every sample already answered (false: the band drops
+    # it like any other; the model has nothing left to learn there but costs training time on it)
+    worked_mastered: bool = True
 
     @classmethod
     def from_json(cls, text: str) -> SelectParams:

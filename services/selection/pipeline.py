@@ -81,10 +81,14 @@ def select(
     work, drops["duplicate_prompt"] = _keep(work, kept_idx), drops["duplicate_prompt"] + near
     work, drops["decontamination"] = filters.decontaminate(work, eval_keys)
 
-    # verified: a verified hinted or worked reply keeps a prompt at any rate; label-free rescues none
-    # (a worked reply picked by majority counts only when its answer is the label, decided below)
+    # verified: a verified hinted or worked reply keeps a prompt at any rate (a worked one below 1
+    # unless ``worked_mastered``); label-free rescues none (a worked reply picked by majority counts
+    # only when its answer is the label, decided below)
     def rescued(r: Row) -> bool:
-        return mode == labels.VERIFIED and bool(labels.rationales(r) or labels.worked(r, mode))
+        if mode != labels.VERIFIED:
+            return False
+        worked = bool(labels.worked(r, mode)) and (params.worked_mastered or labels.rate(r, mode) < 1.0)
+        return bool(labels.rationales(r)) or worked
 
     work, drops["difficulty"] = filters.band(work, lambda r: labels.rate(r, mode), *params.band, rescued)
 

@@ -277,6 +277,33 @@ def test_verified_mode_prefers_worked_replies_whose_every_step_is_true():
     assert a.sft == b.sft and b.card["counts"]["prompts_worked"] == 0
 
 
+def test_worked_mastered_off_drops_the_prompts_every_sample_answered_and_keeps_the_rest():
+    from selfimprove.runtime.tasks.worked import plan
+
+    rows = with_worked(synthetic_rows())
+    for r in rows:  # every worked reply true, so each prompt's rate alone decides
+        if r["worked"]:
+            r["worked"] = [{**r["worked"][0], "text": plan(r["meta"]).solved(), "verified": True}]
+    params = SelectParams(prefer_short=True, max_per_prompt=1)
+    keep = select(rows, VERIFIED, params, extract=TASK.extract)
+    drop = select(
+        rows,
+        VERIFIED,
+        SelectParams(prefer_short=True, max_per_prompt=1, worked_mastered=False),
+        extract=TASK.extract,
+    )
+    by_prompt = {r["prompt"]: r for r in rows}
+    mastered = {x["prompt"] for x in keep.sft if by_prompt[x["prompt"]]["pass_rate"] == 1.0}
+    assert mastered and all(by_prompt[p]["worked"] for p in mastered)
+    assert {x["prompt"] for x in drop.sft} == {x["prompt"] for x in keep.sft} - mastered
+    # below a rate of 1 a worked reply still keeps its prompt, a never-answered one included
+    assert any(
+        by_prompt[x["prompt"]]["pass_rate"] == 0.0 and by_prompt[x["prompt"]]["worked"] for x in drop.sft
+    )
+    assert drop.card["counts"]["prompts_worked"] == keep.card["counts"]["prompts_worked"] - len(mastered)
+    assert drop.card["dropped"]["difficulty"] == keep.card["dropped"]["difficulty"] + len(mastered)
+
+
 def test_worked_replies_of_the_named_categories_are_trained_as_often_as_asked():
     rows = with_worked(synthetic_rows())
     once = select(rows, VERIFIED, SelectParams(prefer_short=True, max_per_prompt=1), extract=TASK.extract)
