@@ -40,7 +40,8 @@ class SelectParams:
     # is still taking up learns from several passes over few examples (README, "turns round first")
     worked_repeat: Mapping[str, int] = field(default_factory=dict)
     # verified: a worked reply keeps a prompt every sample already answered (false: the band drops
-    # it like any other; the model has nothing left to learn there but costs training time on it)
+    # it like any other, for shorter trainings; on in the demo, where such rows hold what the model
+    # has learned: README, "Mastered prompts left out")
     worked_mastered: bool = True
 
     @classmethod

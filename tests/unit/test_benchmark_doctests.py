@@ -24,6 +24,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
         "worked_yield",
         "loop_training",
         "next_iteration",
+        "reselect",
         "storekit",
         "substep_curriculum",
         "suitekit",

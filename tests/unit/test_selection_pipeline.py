@@ -1,5 +1,6 @@
 """Selection's pure logic: labels, filters, the label-free path blind to the truth, outputs, doctests."""
 
+import dataclasses
 import doctest
 import importlib
 import json
@@ -225,9 +226,17 @@ def with_worked(rows, pick="verifier"):
     return out
 
 
-def test_verified_mode_prefers_worked_replies_whose_every_step_is_true():
+def true_worked(rows):
+    """``rows`` with each worked reply replaced by its plan's true one (every step right), in place."""
     from selfimprove.runtime.tasks.worked import plan
 
+    for r in rows:
+        if r["worked"]:
+            r["worked"] = [{**r["worked"][0], "text": plan(r["meta"]).solved(), "verified": True}]
+    return rows
+
+
+def test_verified_mode_prefers_worked_replies_whose_every_step_is_true():
     rows = with_worked(synthetic_rows())
     true_steps = {r["id"] for r in rows if any(w["verified"] for w in r["worked"])}
     false_steps = {r["id"] for r in rows if r["worked"] and not r["worked"][0]["verified"]}
@@ -264,8 +273,7 @@ def test_verified_mode_prefers_worked_replies_whose_every_step_is_true():
     )
     assert chosen.card["counts"]["prompts_worked"] == len(worked)
     easy = [r for r in rows if r["pass_rate"] == 1.0 and r["worked"]]
-    for r in easy:  # with every step true, the easy prompts are kept, in the worked form
-        r["worked"] = [{**r["worked"][0], "text": plan(r["meta"]).solved(), "verified": True}]
+    true_worked(easy)  # with every step true, the easy prompts are kept, in the worked form
     kept = select(rows, VERIFIED, SelectParams(prefer_short=True, max_per_prompt=1), extract=TASK.extract)
     responses = {x["prompt"]: x["response"] for x in kept.sft}
     assert easy and all(responses[r["prompt"]] == r["worked"][0]["text"] for r in easy)
@@ -278,20 +286,10 @@ def test_verified_mode_prefers_worked_replies_whose_every_step_is_true():
 
 
 def test_worked_mastered_off_drops_the_prompts_every_sample_answered_and_keeps_the_rest():
-    from selfimprove.runtime.tasks.worked import plan
-
-    rows = with_worked(synthetic_rows())
-    for r in rows:  # every worked reply true, so each prompt's rate alone decides
-        if r["worked"]:
-            r["worked"] = [{**r["worked"][0], "text": plan(r["meta"]).solved(), "verified": True}]
+    rows = true_worked(with_worked(synthetic_rows()))  # so each prompt's rate alone decides
     params = SelectParams(prefer_short=True, max_per_prompt=1)
     keep = select(rows, VERIFIED, params, extract=TASK.extract)
-    drop = select(
-        rows,
-        VERIFIED,
-        SelectParams(prefer_short=True, max_per_prompt=1, worked_mastered=False),
-        extract=TASK.extract,
-    )
+    drop = select(rows, VERIFIED, dataclasses.replace(params, worked_mastered=False), extract=TASK.extract)
     by_prompt = {r["prompt"]: r for r in rows}
     mastered = {x["prompt"] for x in keep.sft if by_prompt[x["prompt"]]["pass_rate"] == 1.0}
     assert mastered and all(by_prompt[p]["worked"] for p in mastered)
