@@ -10,10 +10,14 @@ text does not matter here, and no model quality is claimed from it).
 
 With ``--against full-rows`` both runs also start from the same LoRA weights and seed, so their loss
 curves should match (up to float rounding and LoRA dropout on the shared positions); the mean
-absolute difference of the per-step losses is printed. ``--reply`` sets the answer text.
+absolute difference of the per-step losses is printed. With ``--against dropout`` our loop runs twice
+from the same LoRA weights and seed, with LoRA dropout 0.05 (the trainer's old default) and 0 (its
+default since run ``demo-ra``), and each model's loss on 64 held-out problems is printed after its
+epoch. ``--reply`` sets the answer text; ``--reply worked`` trains 2-digit sums and differences
+with the loop's worked replies ("61 - 20 = 41, 41 - 3 = 38, so the answer is 38.").
 
 Run: ``.venv/bin/python benchmarks/training_speed.py [--examples 160] [--threads 2] [--base PATH]
-[--against trl|full-rows] [--reply "The answer is {answer}."]``
+[--against trl|full-rows|dropout] [--reply "The answer is {answer}."|worked]``
 """
 
 from __future__ import annotations
@@ -28,36 +32,50 @@ import time
 import torch
 
 
-def rows(n: int, reply: str) -> list[dict]:
+def rows(n: int, reply: str, split: str = "train", seed: int = 3) -> list[dict]:
     from selfimprove.runtime.tasks import load_task
+    from selfimprove.runtime.tasks.worked import plan
 
-    items = load_task("arithmetic").items("train", n, seed=3)
+    if reply == "worked":
+        task = load_task("arithmetic", {"categories": ["add2", "sub2"]})
+        return [{"prompt": i.prompt, "response": plan(i.meta).solved()} for i in task.items(split, n, seed=seed)]
+    items = load_task("arithmetic").items(split, n, seed=seed)
     return [{"prompt": i.prompt, "response": reply.format(answer=i.answer)} for i in items]
 
 
-def lora():
+def lora(dropout: float = 0.05):
     from peft import LoraConfig
 
     return LoraConfig(
-        r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
+        r=16, lora_alpha=32, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM"
     )
 
 
-def ours(base: str, data: list[dict], batch: int, share_prefix: bool = True):
+def ours(
+    base: str,
+    data: list[dict],
+    batch: int,
+    share_prefix: bool = True,
+    dropout: float = 0.05,
+    heldout: list[dict] = (),
+):
+    """Seconds, tokens and per-step losses of one epoch of our loop, and the loss on ``heldout`` after it."""
     from peft import get_peft_model
 
     from selfimprove.runtime.models import load_model
     from selfimprove.trainer.batches import encode
     from selfimprove.trainer.hparams import Hparams
+    from selfimprove.trainer.losses import mean_loss
     from selfimprove.trainer.sft import train_unsynced
 
     model, tok = load_model(base, merge=False)
     torch.manual_seed(0)
-    model = get_peft_model(model, lora())
+    model = get_peft_model(model, lora(dropout))
     hp = Hparams(epochs=1, batch_size=batch, grad_accum=1, share_prefix=share_prefix)
     examples = [encode(tok, r["prompt"], r["response"], hp.max_length) for r in data]
     out = train_unsynced(model, examples, hp, tok.pad_token_id)
-    return out.seconds, out.tokens_run, [p["loss"] for p in out.curve]
+    held = [encode(tok, r["prompt"], r["response"], hp.max_length) for r in heldout]
+    return out.seconds, out.tokens_run, [p["loss"] for p in out.curve], mean_loss(model, held, tok.pad_token_id)
 
 
 def trl(base: str, data: list[dict], batch: int) -> tuple[float, int]:
@@ -111,7 +129,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--base", default="smollm2-135m-instruct")
-    ap.add_argument("--against", choices=["trl", "full-rows"], default="trl")
+    ap.add_argument("--against", choices=["trl", "full-rows", "dropout"], default="trl")
     ap.add_argument("--reply", default="Let me compute it. The result is {answer}.")
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -124,7 +142,9 @@ def main() -> None:
     )
     if a.against == "full-rows":
         return against_full_rows(a, data)
-    t_ours, n_ours, _ = ours(a.base, data, a.batch)
+    if a.against == "dropout":
+        return against_dropout(a, data)
+    t_ours, n_ours, *_ = ours(a.base, data, a.batch)
     t_trl, n_trl = trl(a.base, data, a.batch)
     r_ours, r_trl = n_ours / t_ours, n_trl / t_trl
     print(f"model {a.base}, {a.examples} examples, batch {a.batch}, 1 epoch, LoRA r16 all-linear")
@@ -134,8 +154,8 @@ def main() -> None:
 
 
 def against_full_rows(a, data: list[dict]) -> None:
-    t_full, n_full, loss_full = ours(a.base, data, a.batch, share_prefix=False)
-    t_once, n_once, loss_once = ours(a.base, data, a.batch, share_prefix=True)
+    t_full, n_full, loss_full, _ = ours(a.base, data, a.batch, share_prefix=False)
+    t_once, n_once, loss_once, _ = ours(a.base, data, a.batch, share_prefix=True)
     gap = sum(abs(x - y) for x, y in zip(loss_full, loss_once, strict=True)) / len(loss_full)
     print(
         f"model {a.base}, {a.examples} examples ({a.reply!r}), batch {a.batch}, 1 epoch, LoRA r16 all-linear"
@@ -144,6 +164,20 @@ def against_full_rows(a, data: list[dict]) -> None:
     print(f"prefix once    {n_once:6d} tokens {t_once:7.1f} s {a.examples / t_once:6.2f} examples/s")
     print(f"speed-up: {t_full / t_once:.2f}x; per-step loss: mean |difference| {gap:.4f}, last step")
     print(f"{loss_full[-1]:.4f} vs {loss_once[-1]:.4f}; load average now {os.getloadavg()[0]:.2f}")
+
+
+def against_dropout(a, data: list[dict]) -> None:
+    heldout = rows(64, a.reply, split="dev", seed=5)
+    print(f"model {a.base}, {a.examples} examples ({a.reply!r}), batch {a.batch}, 1 epoch, LoRA r16 all-linear")
+    seconds = {}
+    for dropout in (0.05, 0.0):
+        t, n, losses, held = ours(a.base, data, a.batch, dropout=dropout, heldout=heldout)
+        seconds[dropout] = t
+        print(
+            f"dropout {dropout:<4}  {n:6d} tokens {t:7.1f} s {a.examples / t:6.2f} examples/s, "
+            f"last step loss {losses[-1]:.4f}, held-out loss {held:.4f} (64 dev problems)"
+        )
+    print(f"speed-up without dropout: {seconds[0.05] / seconds[0.0]:.2f}x; load average now {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
