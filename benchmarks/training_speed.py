@@ -14,8 +14,9 @@ absolute difference of the per-step losses is printed. With ``--against dropout`
 from the same LoRA weights and seed, with LoRA dropout 0.05 (the trainer's old default) and 0 (its
 default since run ``demo-ra``), and each model's loss on 64 held-out problems is printed after its
 epoch; ``--against bf16-base`` does the same with dropout 0, fp32 against the frozen base projections
-run in bfloat16 (the LoRA path and the held-out loss stay fp32). ``--reply`` sets the answer text; ``--reply worked`` trains 2-digit sums and differences
-with the loop's worked replies ("61 - 20 = 41, 41 - 3 = 38, so the answer is 38.").
+run in bfloat16 (the LoRA path and the held-out loss stay fp32). ``--reply`` sets the answer text;
+``--reply worked`` trains 2-digit sums and differences with the loop's worked replies ("61 - 20 =
+41, 41 - 3 = 38, so the answer is 38.").
 
 Run: ``.venv/bin/python benchmarks/training_speed.py [--examples 160] [--threads 2] [--base PATH]
 [--against trl|full-rows|dropout|bf16-base] [--reply "The answer is {answer}."|worked]``

@@ -35,7 +35,7 @@ class Hparams:
     bucket_size: int = 64  # examples sorted by length together before batching
     lora_r: int = 16
     lora_alpha: int = 32
-    # 0: a dropout mask per LoRA layer cost a quarter of the step's time on the CPU (docs/trainer.md)
+    # 0: without a dropout mask per LoRA layer a CPU step runs 1.37x faster (docs/trainer.md)
     lora_dropout: float = 0.0
     target_modules: str | list[str] = "all-linear"
     heldout_fraction: float = 0.1  # share of examples kept out to measure loss before/after
