@@ -14,12 +14,13 @@ absolute difference of the per-step losses is printed. With ``--against dropout`
 from the same LoRA weights and seed, with LoRA dropout 0.05 (the trainer's old default) and 0 (its
 default since run ``demo-ra``), and each model's loss on 64 held-out problems is printed after its
 epoch; ``--against bf16-base`` does the same with dropout 0, fp32 against the frozen base projections
-run in bfloat16 (the LoRA path and the held-out loss stay fp32). ``--reply`` sets the answer text;
+run in bfloat16 (the LoRA path and the held-out loss stay fp32), ``--against bf16-head`` with the
+frozen output layer in bfloat16 as well (the trainer's ``frozen_dtype``), all three side by side. ``--reply`` sets the answer text;
 ``--reply worked`` trains 2-digit sums and differences with the loop's worked replies ("61 - 20 =
 41, 41 - 3 = 38, so the answer is 38.").
 
 Run: ``.venv/bin/python benchmarks/training_speed.py [--examples 160] [--threads 2] [--base PATH]
-[--against trl|full-rows|dropout|bf16-base] [--reply "The answer is {answer}."|worked]``
+[--against trl|full-rows|dropout|bf16-base|bf16-head] [--reply "The answer is {answer}."|worked]``
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def ours(
     share_prefix: bool = True,
     dropout: float = 0.05,
     heldout: Sequence[dict] = (),
-    bf16_base: bool = False,
+    bf16: str = "",
 ):
     """Seconds, tokens and per-step losses of one epoch of our loop, and the loss on ``heldout`` after it."""
     from peft import get_peft_model
@@ -72,12 +73,13 @@ def ours(
     from selfimprove.trainer.batches import encode
     from selfimprove.trainer.hparams import Hparams
     from selfimprove.trainer.losses import mean_loss
+    from selfimprove.trainer.precision import frozen_in_bf16
     from selfimprove.trainer.sft import train_unsynced
 
     model, tok = load_model(base, merge=False)
     torch.manual_seed(0)
     model = get_peft_model(model, lora(dropout))
-    restore = bf16_matmuls(model) if bf16_base else (lambda: None)
+    restore = frozen_in_bf16(model, head=bf16 == "head") if bf16 else (lambda: None)
     hp = Hparams(epochs=1, batch_size=batch, grad_accum=1, share_prefix=share_prefix)
     examples = [encode(tok, r["prompt"], r["response"], hp.max_length) for r in data]
     out = train_unsynced(model, examples, hp, tok.pad_token_id)
@@ -89,29 +91,6 @@ def ours(
         [p["loss"] for p in out.curve],
         mean_loss(model, held, tok.pad_token_id),
     )
-
-
-def bf16_matmuls(model):
-    """Run every LoRA layer's frozen base projection in bfloat16 (a copy of its weight; input cast
-    down, output cast back up), so the LoRA path and the sum stay fp32. Returns the undo."""
-    import torch.nn.functional as F
-    from peft.tuners.lora import Linear as LoraLinear
-
-    bases = [m.base_layer for m in model.modules() if isinstance(m, LoraLinear)]
-    for base in bases:
-        weight = base.weight.detach().to(torch.bfloat16)
-        bias = None if base.bias is None else base.bias.detach().to(torch.bfloat16)
-
-        def forward(x, weight=weight, bias=bias):
-            return F.linear(x.to(torch.bfloat16), weight, bias).to(x.dtype)
-
-        base.forward = forward
-
-    def restore() -> None:
-        for base in bases:
-            del base.forward
-
-    return restore
 
 
 def trl(base: str, data: list[dict], batch: int) -> tuple[float, int]:
@@ -165,7 +144,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--base", default="smollm2-135m-instruct")
-    ap.add_argument("--against", choices=["trl", "full-rows", "dropout", "bf16-base"], default="trl")
+    variants = ["trl", "full-rows", "dropout", "bf16-base", "bf16-head"]
+    ap.add_argument("--against", choices=variants, default="trl")
     ap.add_argument("--reply", default="Let me compute it. The result is {answer}.")
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -178,7 +158,7 @@ def main() -> None:
     )
     if a.against == "full-rows":
         return against_full_rows(a, data)
-    if a.against in ("dropout", "bf16-base"):
+    if a.against in ("dropout", "bf16-base", "bf16-head"):
         return against_variant(a, data)
     t_ours, n_ours, *_ = ours(a.base, data, a.batch)
     t_trl, n_trl = trl(a.base, data, a.batch)
@@ -211,8 +191,14 @@ def against_variant(a, data: list[dict]) -> None:
     )
     if a.against == "dropout":
         runs = {"dropout 0.05": {"dropout": 0.05}, "dropout 0": {"dropout": 0.0}}
+    elif a.against == "bf16-base":
+        runs = {"fp32": {"dropout": 0.0}, "bf16 base": {"dropout": 0.0, "bf16": "base"}}
     else:
-        runs = {"fp32": {"dropout": 0.0}, "bf16 base": {"dropout": 0.0, "bf16_base": True}}
+        runs = {
+            "fp32": {"dropout": 0.0},
+            "bf16 base": {"dropout": 0.0, "bf16": "base"},
+            "bf16 all": {"dropout": 0.0, "bf16": "head"},
+        }
     seconds = []
     for name, options in runs.items():
         t, n, losses, held = ours(a.base, data, a.batch, heldout=heldout, **options)
@@ -221,9 +207,10 @@ def against_variant(a, data: list[dict]) -> None:
             f"{name:<12} {n:6d} tokens {t:7.1f} s {a.examples / t:6.2f} examples/s, "
             f"last step loss {losses[-1]:.4f}, held-out loss {held:.4f} (64 dev problems, fp32)"
         )
-    print(
-        f"speed-up of the second: {seconds[0] / seconds[1]:.2f}x; load average now {os.getloadavg()[0]:.2f}"
+    ratios = ", ".join(
+        f"{name} {seconds[0] / t:.2f}x" for name, t in zip(list(runs)[1:], seconds[1:], strict=True)
     )
+    print(f"speed-up over the first: {ratios}; load average now {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -190,26 +190,9 @@ def _evaluated(step: Step) -> None:
         p_value=verdict.stats.get("p_value", 1.0),
         evaluated=[n, full],
     )
+    s.runner_up = {}
     if verdict.ok and not already:
-        decision_id = step.decide(
-            "promote", verdict.reason, model=s.candidate, evidence=suites, stats=verdict.stats
-        )
-        s.promotions.append(
-            {
-                "iteration": s.iteration,
-                "version": s.candidate.get("version", ""),
-                "evaluation_event_id": rec["event_id"],
-                "decision_event_id": decision_id,
-                "time": step.now,
-                "previous": s.incumbent.get("version", ""),
-            }
-        )
-        for m in s.lineage.get("models", []):
-            if m.get("version") == s.candidate.get("version"):
-                m.update(promoted=True, promoted_at=step.now, promoted_by=rec["event_id"])
-        s.incumbent, s.incumbent_accuracy = dict(s.candidate), cand_acc
-        s.train_parent = {}
-        step.signal("promote", cand_acc)
+        _promote(step, s.candidate, cand_acc, rec["event_id"], verdict.reason, suites, verdict.stats)
         row["promoted"] = True
     else:
         pending = step.cfg.training.continue_pending and verdict.stats.get("pending")
@@ -222,8 +205,65 @@ def _evaluated(step: Step) -> None:
         s.incumbent_accuracy = inc_acc
         step.signal("reject", inc_acc)
         row["promoted"] = False
+        if verdict.stats.get("pending") and cand_acc > inc_acc and n >= full:
+            s.runner_up = {
+                "model": dict(s.candidate),
+                "accuracy": cand_acc,
+                "incumbent_accuracy": inc_acc,
+                "p_value": verdict.stats.get("p_value", 1.0),
+                "n": n,
+                "iteration": s.iteration,
+                "evaluation_event_id": rec["event_id"],
+                "suites": suites,
+            }
     s.accuracy.append(float(s.incumbent_accuracy or 0.0))
     _refine_or_next(step)
+
+
+def _promote(
+    step: Step, model: dict, accuracy: float, evaluation_id: str, reason: str, suites, stats
+) -> None:
+    """Make ``model`` the incumbent: the decision, the promotion record, the lineage."""
+    s = step.state
+    decision_id = step.decide("promote", reason, model=model, evidence=suites, stats=stats)
+    s.promotions.append(
+        {
+            "iteration": s.iteration,
+            "version": model.get("version", ""),
+            "evaluation_event_id": evaluation_id,
+            "decision_event_id": decision_id,
+            "time": step.now,
+            "previous": s.incumbent.get("version", ""),
+        }
+    )
+    for m in s.lineage.get("models", []):
+        if m.get("version") == model.get("version"):
+            m.update(promoted=True, promoted_at=step.now, promoted_by=evaluation_id)
+    s.incumbent, s.incumbent_accuracy = dict(model), accuracy
+    s.train_parent, s.runner_up = {}, {}
+    step.signal("promote", accuracy)
+
+
+def _final_pick(step: Step) -> None:
+    """``evaluation.final_pick: best_dev``: serve the runner-up (see ``RunState.runner_up``)."""
+    s, up = step.state, step.state.runner_up
+    reason = (
+        f"final pick: candidate {up['accuracy']:.3f} > incumbent {up['incumbent_accuracy']:.3f} on all "
+        f"{up['n']} dev problems, not significant (p={up['p_value']:.4f}); evaluation.final_pick: best_dev "
+        "serves the higher point estimate at the end"
+    )
+    stats = {
+        "candidate_accuracy": up["accuracy"],
+        "incumbent_accuracy": up["incumbent_accuracy"],
+        "p_value": up["p_value"],
+        "final_pick": 1.0,
+    }
+    _promote(step, up["model"], up["accuracy"], up["evaluation_event_id"], reason, up["suites"], stats)
+    for row in s.history:
+        if row["iteration"] == up["iteration"]:
+            row.update(promoted=True, final_pick=True)
+    if s.accuracy:
+        s.accuracy[-1] = up["accuracy"]
 
 
 def _unrefined(step: Step) -> bool:
@@ -251,10 +291,14 @@ def _refined(step: Step) -> None:
 
 
 def conclude(step: Step, reason: str, stats: dict[str, float] | None = None) -> None:
-    """Complete the run for ``reason``; with ``refinement.when: end``, calibrate the final incumbent
-    first (whatever stage was running is abandoned: its late result is ignored)."""
+    """Complete the run for ``reason``: first, with ``evaluation.final_pick: best_dev``, promote the
+    runner-up; then, with ``refinement.when: end`` (or after that pick), calibrate the final incumbent
+    (whatever stage was running is abandoned: its late result is ignored)."""
     s = step.state
-    if step.cfg.refinement.when == "end" and not s.finishing and _unrefined(step):
+    picked = step.cfg.evaluation.final_pick == "best_dev" and bool(s.runner_up) and not s.finishing
+    if picked:
+        _final_pick(step)
+    if (step.cfg.refinement.when == "end" or picked) and not s.finishing and _unrefined(step):
         s.finishing = reason
         step.decide("continue", f"{reason}: calibrating the final model's inference strategies", stats=stats)
         step.command("refine", new_round=True)

@@ -196,6 +196,13 @@ class EvaluationConfig(_Strict):
     interim_alpha: float = Field(
         0.001, gt=0, lt=1, description="Significance an interim look needs (below alpha)."
     )
+    final_pick: Literal["incumbent", "best_dev"] = Field(
+        "incumbent",
+        description="What serves when the run concludes. incumbent: the last significantly better "
+        "model. best_dev: the last evaluated candidate instead, when it scored above the incumbent on "
+        "the whole dev set with no significant regression, though not significantly (a choice on the "
+        "point estimate, made once at the end; every promotion inside the loop still needs alpha).",
+    )
 
 
 class RefinementConfig(_Strict):

@@ -69,6 +69,9 @@ class RunState:
     candidate: dict[str, Any] = field(default_factory=dict)
     # the model the next training continues (empty: the incumbent); see training.continue_pending
     train_parent: dict[str, Any] = field(default_factory=dict)
+    # the last evaluated candidate, when it beat the incumbent on the whole dev set without
+    # significance (empty otherwise); evaluation.final_pick: best_dev serves it at the end
+    runner_up: dict[str, Any] = field(default_factory=dict)
     accuracy: list[float] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)

@@ -18,6 +18,8 @@ from typing import Any
 
 from selfimprove.core.stage import StageInputError
 
+FROZEN_DTYPES = ("float32", "bfloat16", "auto")  # see selfimprove.trainer.precision
+
 
 @dataclass(frozen=True)
 class Hparams:
@@ -46,12 +48,18 @@ class Hparams:
     full_lr: float = 2e-5
     # run a batch's common prefix (the system prompt) once: the same gradient from fewer tokens
     share_prefix: bool = True
+    # the frozen base projections' dtype: float32, bfloat16, or auto (bfloat16 where the CPU has AMX)
+    frozen_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         positive = ("lr", "epochs", "batch_size", "grad_accum", "max_length", "bucket_size", "lora_r")
         bad = [name for name in positive if getattr(self, name) <= 0]
         if bad or not 0 <= self.heldout_fraction < 1 or not 0 <= self.lora_dropout < 1:
             raise StageInputError(f"hparams_json: out of range: {', '.join(bad) or 'fractions'}")
+        if self.frozen_dtype not in FROZEN_DTYPES:
+            raise StageInputError(
+                f"hparams_json: frozen_dtype must be one of {', '.join(FROZEN_DTYPES)}, not {self.frozen_dtype!r}"
+            )
         if not isinstance(self.share_prefix, bool):
             raise StageInputError(
                 f"hparams_json: share_prefix must be true or false, not {self.share_prefix!r}"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from selfimprove.core.stage import StageInputError, prefix_for
 from selfimprove.core.store import ArtifactStore
-from selfimprove.trainer import data
+from selfimprove.trainer import data, precision
 from selfimprove.trainer import model as models
 from selfimprove.trainer.batches import encode, split_heldout
 from selfimprove.trainer.checkpoints import CheckpointSync
@@ -81,6 +81,9 @@ def run_job(store: ArtifactStore, env: Envelope, opts: JobOptions, on_step: OnSt
     base, base_sha = models.resolve_policy_base(cmd.policy, opts.cache_dir)
     adapter = models.fetch_adapter(store, cmd.policy, base_sha, work / "policy-adapter")
     model, tokenizer = models.trainable_model(base, adapter, hp, cmd.seed, full=method == "full_sft")
+    bf16 = precision.wants_bf16(hp.frozen_dtype)
+    restore = precision.frozen_in_bf16(model) if bf16 else (lambda: None)
+    frozen_bf16 = len(precision.frozen_linears(model)) if bf16 else 0
     sync = CheckpointSync(store, prefix, opts.keep_checkpoints)
     every = hp.checkpoint_every or opts.checkpoint_every
     user_on_step = on_step
@@ -88,10 +91,13 @@ def run_job(store: ArtifactStore, env: Envelope, opts: JobOptions, on_step: OnSt
     def on_step(point: dict) -> None:
         user_on_step({**point, "method": method})
 
-    if method == "dpo":
-        outcome, extra = _dpo(model, tokenizer, rows, hp, cmd.seed, work, sync, every, on_step)
-    else:
-        outcome, extra = _sft(model, tokenizer, rows, hp, cmd.seed, work, sync, every, on_step, method)
+    try:
+        if method == "dpo":
+            outcome, extra = _dpo(model, tokenizer, rows, hp, cmd.seed, work, sync, every, on_step)
+        else:
+            outcome, extra = _sft(model, tokenizer, rows, hp, cmd.seed, work, sync, every, on_step, method)
+    finally:
+        restore()
     out = work / "output"
     model.save_pretrained(out, **({} if method == "full_sft" else {"selected_adapters": ["default"]}))
     if method == "full_sft":
@@ -108,6 +114,7 @@ def run_job(store: ArtifactStore, env: Envelope, opts: JobOptions, on_step: OnSt
         "train_seconds": outcome.seconds,
         "duration_seconds": time.perf_counter() - started,
         "trainable_parameters": trainable,
+        "frozen_bf16_layers": frozen_bf16,
         **summarize(outcome.curve),
         **{k: v for k, v in extra.items() if v is not None},
     }

@@ -28,7 +28,7 @@ task: {name: arithmetic, params: {categories: [add1, add2]}, dev_size: 16}
 budget: {iterations: 2, wall_time_s: 1500}
 acquisition: {shards: 2, prompts_per_shard: 16, samples_per_prompt: 4, max_new_tokens: 48, rationalize: true,
               hint_only_iterations: 1}
-training: {method: sft, hparams: {epochs: 2, batch_size: 4}}
+training: {method: sft, hparams: {epochs: 2, batch_size: 4, frozen_dtype: auto}}
 evaluation: {max_new_tokens: 48, alpha: 0.2, interim_looks: [8], interim_alpha: 0.1}
 refinement: {strategies: [greedy, self_consistency@3], dev_size: 8}
 stopping: {plateau_patience: 3}

@@ -187,8 +187,11 @@ async def test_train_command_in_adapter_and_result_out(stack, unique_name, tmp_p
         after = PeftModel.from_pretrained(base_model, str(folder))(ids).logits
     assert not torch.allclose(before, after)
 
-    # The candidate trained further: the next command continues this adapter, still one adapter on the base.
-    await send(stack, unique_name, command("next", tiny_base, [good], hp, adapter=res.candidate.adapter))
+    assert stats["frozen_bf16_layers"] == 0
+    # The candidate trained further: the next command continues this adapter, still one adapter on
+    # the base, with the frozen base projections in bfloat16.
+    bf16 = {**hp, "frozen_dtype": "bfloat16"}
+    await send(stack, unique_name, command("next", tiny_base, [good], bf16, adapter=res.candidate.adapter))
     await send(
         stack,
         unique_name,
@@ -198,7 +201,10 @@ async def test_train_command_in_adapter_and_result_out(stack, unique_name, tmp_p
     nxt = got["next"].train_result
     config = json.loads(store.read_file(nxt.candidate.adapter, "training_config.json"))
     assert config["parent_adapter"]["sha256"] == res.candidate.adapter.sha256
-    assert dict(nxt.stats.values)["initial_loss"] < stats["initial_loss"]
+    assert config["hparams"]["frozen_dtype"] == "bfloat16"
+    nxt_stats = dict(nxt.stats.values)
+    assert nxt_stats["frozen_bf16_layers"] > 0 and nxt_stats["nan_loss"] == 0
+    assert nxt_stats["initial_loss"] < stats["initial_loss"]
     assert "was trained on base" in got["wrongbase"].stage_failure.message
 
 

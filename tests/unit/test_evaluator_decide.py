@@ -512,3 +512,29 @@ def test_a_final_calibration_that_fails_completes_the_run_and_says_so():
 def test_refine_when_end_refuses_refine_then_distill():
     with pytest.raises(ConfigError, match="refinement.write_targets"):
         load_config(BASE + "refinement: {when: end, write_targets: true}\n")
+
+
+def test_final_pick_best_dev_serves_a_last_candidate_above_the_incumbent_once_at_the_end():
+    loop = "training: {continue_pending: true}\nbudget: {iterations: 3}\nstopping: {plateau_patience: 5}\n"
+    # 1: promoted; 2: +2 points, not significant; 3: +5 points, not significant (the last evaluated)
+    script = {"eval": [[0.6, 0.4, 0.01], [0.62, 0.6, 0.4], [0.65, 0.6, 0.09]]}
+    picked, log = run(BASE + loop + "evaluation: {final_pick: best_dev}\n", script)
+    plain, _ = run(BASE + loop, script)
+    assert plain.incumbent["version"] == "r1/iter-001" and len(plain.promotions) == 1
+    assert picked.status == COMPLETED and picked.incumbent["version"] == "r1/iter-003"
+    assert picked.incumbent_accuracy == 0.65 and picked.accuracy[-1] == 0.65
+    last = [d for d in picked.decisions if d["kind"] == "promote"][-1]
+    assert last["reason"].startswith("final pick: candidate 0.650 > incumbent 0.600 on all 100 dev")
+    assert last["stats"]["final_pick"] == 1.0 and "p=0.0900" in last["reason"]
+    assert [p["version"] for p in picked.promotions] == ["r1/iter-001", "r1/iter-003"]
+    assert picked.history[-1]["final_pick"] is True and picked.runner_up == {}
+    # the picked model is calibrated before the run completes (refinement after a promotion)
+    refines = [o.envelope.refine_command for o in log if o.envelope.WhichOneof("payload") == "refine_command"]
+    assert refines[-1].incumbent.version == "r1/iter-003"
+    # never a candidate settled at an interim look, below the incumbent, or before a later evaluation
+    for ending in ([0.58, 0.6, 0.6], [0.65, 0.6, 0.09, {}]):
+        other = {"eval": [*script["eval"][:2], ending], "eval_n": {3: 50} if len(ending) == 4 else {}}
+        state, _ = run(BASE + loop + "evaluation: {final_pick: best_dev}\n", other)
+        assert state.incumbent["version"] == "r1/iter-001", ending
+    with pytest.raises(ConfigError, match="final_pick"):
+        load_config(BASE + "evaluation: {final_pick: best}\n")

@@ -7,14 +7,14 @@ import shutil
 
 import pytest
 
-from selfimprove.trainer import batches, checkpoints, data, hparams, job, losses
+from selfimprove.trainer import batches, checkpoints, data, hparams, job, losses, precision
 from selfimprove.trainer.batches import IGNORE, Encoded, collate, encode
 from selfimprove.trainer.hparams import Hparams, parse_hparams
 
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize("module", [batches, checkpoints, data, hparams, job, losses])
+@pytest.mark.parametrize("module", [batches, checkpoints, data, hparams, job, losses, precision])
 def test_doctests(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
@@ -98,6 +98,10 @@ def test_bad_hparams_are_refused():
     with pytest.raises(StageInputError, match="share_prefix must be true or false, not 'no'"):
         parse_hparams('{"share_prefix": "no"}')
     assert parse_hparams('{"share_prefix": false}').share_prefix is False
+    with pytest.raises(
+        StageInputError, match="frozen_dtype must be one of float32, bfloat16, auto, not 'bf16'"
+    ):
+        parse_hparams('{"frozen_dtype": "bf16"}')
 
 
 def test_bad_rows_are_refused():
@@ -165,3 +169,44 @@ def test_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
     assert [p["step"] for p in out.curve] == list(range(1, 11))
     for (name, a), (_, b) in zip(whole.named_parameters(), resumed.named_parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_frozen_base_in_bfloat16_trains_the_lora_in_float32_and_undoes_cleanly():
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from selfimprove.runtime.tiny import tiny_llama
+    from selfimprove.trainer.precision import frozen_in_bf16, frozen_linears
+
+    model, _ = tiny_llama(layers=1, hidden=32)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    model = get_peft_model(model, config)
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        exact = model(ids).logits
+    frozen = frozen_linears(model)
+    assert len(frozen) == 7  # q, k, v, o, gate, up, down of the one layer; not the output layer
+    assert all(not p.requires_grad for layer in frozen for p in layer.parameters())
+    restore = frozen_in_bf16(model)
+    logits = model(ids).logits
+    assert logits.dtype == torch.float32 and not torch.equal(logits, exact)
+    assert torch.allclose(logits, exact, atol=0.05)  # bfloat16 rounding, not another function
+    logits.sum().backward()
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    assert lora and all(p.grad is not None and p.grad.dtype == torch.float32 for p in lora)
+    restore()
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, exact)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_full_fine_tuning_has_no_frozen_layer_to_cast():
+    from selfimprove.runtime.tiny import tiny_llama
+    from selfimprove.trainer.precision import frozen_linears, wants_bf16
+
+    model, _ = tiny_llama(layers=1, hidden=32)
+    model.requires_grad_(True)
+    assert frozen_linears(model, head=True) == []
+    assert wants_bf16("auto", lambda: True) and not wants_bf16("float32", lambda: True)
+    with pytest.raises(ValueError, match="frozen_dtype must be one of float32, bfloat16, auto, not 'fp16'"):
+        wants_bf16("fp16")
