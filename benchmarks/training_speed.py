@@ -15,12 +15,16 @@ from the same LoRA weights and seed, with LoRA dropout 0.05 (the trainer's old d
 default since run ``demo-ra``), and each model's loss on 64 held-out problems is printed after its
 epoch; ``--against bf16-base`` does the same with dropout 0, fp32 against the frozen base projections
 run in bfloat16 (the LoRA path and the held-out loss stay fp32), ``--against bf16-head`` with the
-frozen output layer in bfloat16 as well (the trainer's ``frozen_dtype``), all three side by side. ``--reply`` sets the answer text;
+frozen output layer in bfloat16 as well (the trainer's ``frozen_dtype``), all three side by side;
+``--against denormal`` with subnormal floats kept against flushed to zero (``--frozen-bf16``: the
+base projections in bfloat16 in both; ``--adapter DIR``: a trained adapter continued, as the loop's
+later iterations do). ``--reply`` sets the answer text;
 ``--reply worked`` trains 2-digit sums and differences with the loop's worked replies ("61 - 20 =
 41, 41 - 3 = 38, so the answer is 38.").
 
 Run: ``.venv/bin/python benchmarks/training_speed.py [--examples 160] [--threads 2] [--base PATH]
-[--against trl|full-rows|dropout|bf16-base|bf16-head] [--reply "The answer is {answer}."|worked]``
+[--against trl|full-rows|dropout|bf16-base|bf16-head|denormal] [--reply "The answer is {answer}."|worked]
+[--adapter DIR] [--frozen-bf16]``
 """
 
 from __future__ import annotations
@@ -65,9 +69,12 @@ def ours(
     dropout: float = 0.05,
     heldout: Sequence[dict] = (),
     bf16: str = "",
+    adapter: str = "",
+    flush_denormal: bool = False,
 ):
-    """Seconds, tokens and per-step losses of one epoch of our loop, and the loss on ``heldout`` after it."""
-    from peft import get_peft_model
+    """Seconds, tokens and per-step losses of one epoch of our loop, and the loss on ``heldout`` after it
+    (``adapter``: that trained adapter continued instead of a new LoRA)."""
+    from peft import PeftModel, get_peft_model
 
     from selfimprove.runtime.models import load_model
     from selfimprove.trainer.batches import encode
@@ -78,11 +85,16 @@ def ours(
 
     model, tok = load_model(base, merge=False)
     torch.manual_seed(0)
-    model = get_peft_model(model, lora(dropout))
+    if adapter:
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    else:
+        model = get_peft_model(model, lora(dropout))
+    torch.set_flush_denormal(flush_denormal)
     restore = frozen_in_bf16(model, head=bf16 == "head") if bf16 else (lambda: None)
     hp = Hparams(epochs=1, batch_size=batch, grad_accum=1, share_prefix=share_prefix)
     examples = [encode(tok, r["prompt"], r["response"], hp.max_length) for r in data]
     out = train_unsynced(model, examples, hp, tok.pad_token_id)
+    torch.set_flush_denormal(False)
     held = [encode(tok, r["prompt"], r["response"], hp.max_length) for r in heldout]
     restore()  # the held-out loss in fp32, whatever the training ran in
     return (
@@ -144,8 +156,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--base", default="smollm2-135m-instruct")
-    variants = ["trl", "full-rows", "dropout", "bf16-base", "bf16-head"]
+    variants = ["trl", "full-rows", "dropout", "bf16-base", "bf16-head", "denormal"]
     ap.add_argument("--against", choices=variants, default="trl")
+    ap.add_argument("--adapter", default="", help="continue this trained PEFT adapter (variants only)")
+    ap.add_argument("--frozen-bf16", action="store_true", help="--against denormal: base in bfloat16")
     ap.add_argument("--reply", default="Let me compute it. The result is {answer}.")
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -158,7 +172,7 @@ def main() -> None:
     )
     if a.against == "full-rows":
         return against_full_rows(a, data)
-    if a.against in ("dropout", "bf16-base", "bf16-head"):
+    if a.against in ("dropout", "bf16-base", "bf16-head", "denormal"):
         return against_variant(a, data)
     t_ours, n_ours, *_ = ours(a.base, data, a.batch)
     t_trl, n_trl = trl(a.base, data, a.batch)
@@ -191,6 +205,12 @@ def against_variant(a, data: list[dict]) -> None:
     )
     if a.against == "dropout":
         runs = {"dropout 0.05": {"dropout": 0.05}, "dropout 0": {"dropout": 0.0}}
+    elif a.against == "denormal":
+        bf16 = {"bf16": "base"} if a.frozen_bf16 else {}
+        runs = {
+            "denormals": {"dropout": 0.0, **bf16},
+            "flushed": {"dropout": 0.0, "flush_denormal": True, **bf16},
+        }
     elif a.against == "bf16-base":
         runs = {"fp32": {"dropout": 0.0}, "bf16 base": {"dropout": 0.0, "bf16": "base"}}
     else:
@@ -201,7 +221,7 @@ def against_variant(a, data: list[dict]) -> None:
         }
     seconds = []
     for name, options in runs.items():
-        t, n, losses, held = ours(a.base, data, a.batch, heldout=heldout, **options)
+        t, n, losses, held = ours(a.base, data, a.batch, heldout=heldout, adapter=a.adapter, **options)
         seconds.append(t)
         print(
             f"{name:<12} {n:6d} tokens {t:7.1f} s {a.examples / t:6.2f} examples/s, "
