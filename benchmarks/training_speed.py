@@ -16,7 +16,7 @@ default since run ``demo-ra``), and each model's loss on 64 held-out problems is
 epoch; ``--against bf16-base`` does the same with dropout 0, fp32 against the frozen base projections
 run in bfloat16 (the LoRA path and the held-out loss stay fp32), ``--against bf16-head`` with the
 frozen output layer in bfloat16 as well (the trainer's ``frozen_dtype``), all three side by side;
-``--against denormal`` with subnormal floats kept against flushed to zero (``--frozen-bf16``: the
+``--against denormal`` with subnormal floats kept against flushed to zero (``torch.set_flush_denormal``) (``--frozen-bf16``: the
 base projections in bfloat16 in both; ``--adapter DIR``: a trained adapter continued, as the loop's
 later iterations do). ``--reply`` sets the answer text;
 ``--reply worked`` trains 2-digit sums and differences with the loop's worked replies ("61 - 20 =
@@ -197,8 +197,8 @@ def against_full_rows(a, data: list[dict]) -> None:
 
 
 def against_variant(a, data: list[dict]) -> None:
-    """Our loop twice on the same data, seed and starting weights: dropout 0.05 against 0, or (with
-    dropout 0) fp32 against the base projections in bfloat16."""
+    """Our loop on the same data, seed and starting weights, once per variant (dropout 0.05 against 0,
+    or, with dropout 0, fp32 against bfloat16), after an untimed warm-up of four batches."""
     heldout = rows(64, a.reply, split="dev", seed=5)
     print(
         f"model {a.base}, {a.examples} examples ({a.reply!r}), batch {a.batch}, 1 epoch, LoRA r16 all-linear"
@@ -219,6 +219,7 @@ def against_variant(a, data: list[dict]) -> None:
             "bf16 base": {"dropout": 0.0, "bf16": "base"},
             "bf16 all": {"dropout": 0.0, "bf16": "head"},
         }
+    ours(a.base, data[: 4 * a.batch], a.batch, dropout=0.0)  # warm-up: the first run in a process is slower
     seconds = []
     for name, options in runs.items():
         t, n, losses, held = ours(a.base, data, a.batch, heldout=heldout, adapter=a.adapter, **options)

@@ -68,7 +68,6 @@ def run_job(store: ArtifactStore, env: Envelope, opts: JobOptions, on_step: OnSt
     import torch
 
     started = time.perf_counter()
-    precision.flush_denormals()  # this thread and the torch threads it starts
     cmd = env.train_command
     method = METHODS.get(cmd.method)
     if method is None:

@@ -15,7 +15,6 @@ from selfimprove.core import stage
 from selfimprove.core.runner import Context, Runnable
 from selfimprove.core.settings import load
 from selfimprove.core.stage import StageInputError
-from selfimprove.trainer import precision
 from selfimprove.trainer.job import JobOptions, run_job
 from selfimprove.trainer.settings import TrainerSettings
 from selfimprove.v1.common_pb2 import ArtifactRef, ModelRef, Stage
@@ -38,7 +37,6 @@ async def setup(ctx: Context) -> list[Runnable]:
     import torch
 
     torch.set_num_threads(ctx.settings.threads)
-    precision.flush_denormals()  # before any torch thread starts: they inherit it
     settings = load(TrainerSettings)
     opts = JobOptions(
         work_dir=settings.work_dir,
