@@ -1,11 +1,11 @@
 """Frozen projections in bfloat16, on CPUs that multiply it natively.
 
-Most of a LoRA step's arithmetic is the frozen base's matrix products (a rank-16 adapter adds little).
-On a CPU with AMX tiles (Intel Sapphire Rapids and later) a bfloat16 product runs faster than a
-float32 one, so every frozen linear layer can run on a bfloat16 copy of its weight: the input is cast down and
-the output cast back up. The trainable LoRA path, the residual sums, the loss and the optimizer stay
-float32, and the saved adapter is unchanged in form. Measured side by side: 1.22x faster steps, the
-same held-out loss (docs/trainer.md, "Frozen base in bfloat16").
+Most of a LoRA step's arithmetic is the frozen base's matrix products (a rank-16 adapter adds
+little). On a CPU with AMX tiles (Intel Sapphire Rapids and later) a bfloat16 product runs faster
+than a float32 one, so every frozen linear layer can run on a bfloat16 copy of its weight: the input
+is cast down and the output cast back up. The trainable LoRA path, the residual sums, the loss and
+the optimizer stay float32, and the saved adapter is unchanged in form. Measured side by side: 1.22x
+faster steps, the same held-out loss (docs/trainer.md, "Frozen base in bfloat16").
 
 ``frozen_dtype`` chooses: ``float32`` (never), ``bfloat16`` (always) or ``auto`` (where the CPU has
 AMX; elsewhere a bfloat16 product may be slower than a float32 one).
