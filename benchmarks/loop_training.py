@@ -5,8 +5,10 @@ local stack's store after the run (the stack must not be running).
 
 Prints one line per iteration (the latest training attempt): optimizer steps, examples, tokens,
 seconds inside the training loop (the curve's per-step seconds: no model loading, held-out loss or
-upload), and examples/s; then the totals. Runs on different stacks compare the trainer in the loop,
-not in isolation (other stages do not overlap training, but the examples differ).
+upload), examples/s and, for curves that record it, CPU seconds per wall second (``cpu_per_wall``:
+about the torch threads when nothing else ran beside the training); then the totals. Runs on
+different stacks compare the trainer in the loop, not in isolation (other stages do not overlap
+training, but the examples differ).
 """
 
 from __future__ import annotations
@@ -38,8 +40,13 @@ def main() -> None:
     total = {"steps": 0, "examples": 0, "tokens": 0, "seconds": 0.0}
     for iteration in sorted(curves):
         curve = curves[iteration]
-        row = summary(curve if isinstance(curve, list) else curve.get("points", []))
-        print(json.dumps({"iteration": iteration, **row, "examples_per_s": _rate(row)}))
+        points = curve if isinstance(curve, list) else curve.get("points", [])
+        row = summary(points)
+        cpu = [float(p["cpu_seconds"]) for p in points if "cpu_seconds" in p]
+        # CPU seconds per wall second (curves since cpu_seconds was recorded): near the torch
+        # threads when training had the cores to itself
+        busy = {"cpu_per_wall": round(sum(cpu) / row["seconds"], 2)} if cpu and row["seconds"] else {}
+        print(json.dumps({"iteration": iteration, **row, "examples_per_s": _rate(row), **busy}))
         total = {k: total[k] + row[k] for k in total}
     print(json.dumps({"run": args.run_id, **total, "examples_per_s": _rate(total)}))
 

@@ -105,7 +105,7 @@ def train_sft(
     model.train()
     start = time.perf_counter()
     for index in range(out.steps, len(plan)):
-        tic = time.perf_counter()
+        tic, cpu_tic = time.perf_counter(), time.process_time()
         micro = [[examples[i] for i in batch] for batch in plan[index]]
         n_labels = sum(e.response_tokens for batch in micro for e in batch) or 1
         optimizer.zero_grad(set_to_none=True)
@@ -127,6 +127,9 @@ def train_sft(
             "loss": total / n_labels,
             "tokens": tokens,
             "seconds": round(time.perf_counter() - tic, 4),
+            # CPU seconds of every thread of this process in the step: about seconds x threads when
+            # the step has the cores to itself, less when something else runs beside it
+            "cpu_seconds": round(time.process_time() - cpu_tic, 4),
             "lr": scheduler.get_last_lr()[0],
             "examples": out.examples,
             "batch_examples": sum(len(b) for b in micro),

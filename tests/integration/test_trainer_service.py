@@ -175,6 +175,7 @@ async def test_train_command_in_adapter_and_result_out(stack, unique_name, tmp_p
     } <= names
     curve = json.loads(store.get_bytes(res.loss_curve))
     assert [p["step"] for p in curve] == list(range(1, int(stats["steps"]) + 1))
+    assert all(p["cpu_seconds"] > 0 and p["seconds"] > 0 for p in curve)
     assert (
         json.loads(store.read_file(res.candidate.adapter, "data_refs.json"))["datasets"][0]["sha256"]
         == good.sha256
