@@ -14,11 +14,12 @@ absolute difference of the per-step losses is printed. With ``--against dropout`
 from the same LoRA weights and seed, with LoRA dropout 0.05 (the trainer's old default) and 0 (its
 default since run ``demo-ra``), and each model's loss on 64 held-out problems is printed after its
 epoch; ``--against bf16-base`` does the same with dropout 0, fp32 against the frozen base projections
-run in bfloat16 (the LoRA path and the held-out loss stay fp32), ``--against bf16-head`` with the
-frozen output layer in bfloat16 as well (the trainer's ``frozen_dtype``), all three side by side;
-``--against denormal`` with subnormal floats kept against flushed to zero (``torch.set_flush_denormal``) (``--frozen-bf16``: the
-base projections in bfloat16 in both; ``--adapter DIR``: a trained adapter continued, as the loop's
-later iterations do). ``--reply`` sets the answer text;
+run in bfloat16 (the LoRA path and the held-out loss stay fp32); ``--against bf16-head`` runs fp32,
+the base projections in bfloat16 (the trainer's ``frozen_dtype``) and those plus the frozen output
+layer, all three side by side; ``--against denormal`` keeps subnormal floats against flushing them
+to zero (``torch.set_flush_denormal``; ``--frozen-bf16``: the base projections in bfloat16 in both).
+``--adapter DIR`` continues a trained adapter instead of a new LoRA, as the loop's later iterations
+do. Every variant run follows an untimed warm-up of four batches. ``--reply`` sets the answer text;
 ``--reply worked`` trains 2-digit sums and differences with the loop's worked replies ("61 - 20 =
 41, 41 - 3 = 38, so the answer is 38.").
 
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import torch
 
@@ -89,14 +91,14 @@ def ours(
         model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
     else:
         model = get_peft_model(model, lora(dropout))
-    torch.set_flush_denormal(flush_denormal)
-    restore = frozen_in_bf16(model, head=bf16 == "head") if bf16 else (lambda: None)
     hp = Hparams(epochs=1, batch_size=batch, grad_accum=1, share_prefix=share_prefix)
     examples = [encode(tok, r["prompt"], r["response"], hp.max_length) for r in data]
-    out = train_unsynced(model, examples, hp, tok.pad_token_id)
+    torch.set_flush_denormal(flush_denormal)
+    with frozen_in_bf16(model, head=bf16 == "head") if bf16 else nullcontext():
+        out = train_unsynced(model, examples, hp, tok.pad_token_id)
     torch.set_flush_denormal(False)
     held = [encode(tok, r["prompt"], r["response"], hp.max_length) for r in heldout]
-    restore()  # the held-out loss in fp32, whatever the training ran in
+    # the held-out loss in fp32, whatever the training ran in
     return (
         out.seconds,
         out.tokens_run,

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,9 +82,6 @@ def run_job(store: ArtifactStore, env: Envelope, opts: JobOptions, on_step: OnSt
     base, base_sha = models.resolve_policy_base(cmd.policy, opts.cache_dir)
     adapter = models.fetch_adapter(store, cmd.policy, base_sha, work / "policy-adapter")
     model, tokenizer = models.trainable_model(base, adapter, hp, cmd.seed, full=method == "full_sft")
-    bf16 = precision.wants_bf16(hp.frozen_dtype)
-    restore = precision.frozen_in_bf16(model) if bf16 else (lambda: None)
-    frozen_bf16 = len(precision.frozen_linears(model)) if bf16 else 0
     sync = CheckpointSync(store, prefix, opts.keep_checkpoints)
     every = hp.checkpoint_every or opts.checkpoint_every
     user_on_step = on_step
@@ -91,13 +89,12 @@ def run_job(store: ArtifactStore, env: Envelope, opts: JobOptions, on_step: OnSt
     def on_step(point: dict) -> None:
         user_on_step({**point, "method": method})
 
-    try:
+    bf16 = precision.wants_bf16(hp.frozen_dtype)
+    with precision.frozen_in_bf16(model) if bf16 else nullcontext([]) as frozen_bf16:
         if method == "dpo":
             outcome, extra = _dpo(model, tokenizer, rows, hp, cmd.seed, work, sync, every, on_step)
         else:
             outcome, extra = _sft(model, tokenizer, rows, hp, cmd.seed, work, sync, every, on_step, method)
-    finally:
-        restore()
     out = work / "output"
     model.save_pretrained(out, **({} if method == "full_sft" else {"selected_adapters": ["default"]}))
     if method == "full_sft":
@@ -114,7 +111,7 @@ def run_job(store: ArtifactStore, env: Envelope, opts: JobOptions, on_step: OnSt
         "train_seconds": outcome.seconds,
         "duration_seconds": time.perf_counter() - started,
         "trainable_parameters": trainable,
-        "frozen_bf16_layers": frozen_bf16,
+        "frozen_bf16_layers": len(frozen_bf16),
         **summarize(outcome.curve),
         **{k: v for k, v in extra.items() if v is not None},
     }

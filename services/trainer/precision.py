@@ -13,12 +13,11 @@ AMX; elsewhere a bfloat16 product may be slower than a float32 one).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
-
-from selfimprove.trainer.hparams import FROZEN_DTYPES
 
 
 def native_bf16() -> bool:
@@ -30,13 +29,12 @@ def native_bf16() -> bool:
 
 
 def wants_bf16(frozen_dtype: str, native: Callable[[], bool] = native_bf16) -> bool:
-    """Whether ``frozen_dtype`` asks for bfloat16 here.
+    """Whether ``frozen_dtype`` (checked by :class:`~selfimprove.trainer.hparams.Hparams`) asks for
+    bfloat16 here.
 
     >>> wants_bf16("float32"), wants_bf16("bfloat16"), wants_bf16("auto", lambda: False)
     (False, True, False)
     """
-    if frozen_dtype not in FROZEN_DTYPES:
-        raise ValueError(f"frozen_dtype must be one of {', '.join(FROZEN_DTYPES)}, not {frozen_dtype!r}")
     return frozen_dtype == "bfloat16" or (frozen_dtype == "auto" and native())
 
 
@@ -52,8 +50,10 @@ def frozen_linears(model, head: bool = False) -> list[torch.nn.Linear]:
     ]
 
 
-def frozen_in_bf16(model, head: bool = False) -> Callable[[], None]:
-    """Run ``model``'s frozen linear layers on bfloat16 copies of their weights; returns the undo."""
+@contextmanager
+def frozen_in_bf16(model, head: bool = False) -> Iterator[list]:
+    """Within the block, ``model``'s frozen linear layers (yielded) run on bfloat16 copies of their
+    weights; after it, on their own float32 weights again."""
     layers = frozen_linears(model, head)
     for layer in layers:
         weight = layer.weight.detach().to(torch.bfloat16)
@@ -63,9 +63,8 @@ def frozen_in_bf16(model, head: bool = False) -> Callable[[], None]:
             return F.linear(x.to(torch.bfloat16), weight, bias).to(x.dtype)
 
         layer.forward = forward
-
-    def restore() -> None:
+    try:
+        yield layers
+    finally:
         for layer in layers:
             del layer.forward
-
-    return restore

@@ -187,14 +187,14 @@ def test_frozen_base_in_bfloat16_trains_the_lora_in_float32_and_undoes_cleanly()
     frozen = frozen_linears(model)
     assert len(frozen) == 7  # q, k, v, o, gate, up, down of the one layer; not the output layer
     assert all(not p.requires_grad for layer in frozen for p in layer.parameters())
-    restore = frozen_in_bf16(model)
-    logits = model(ids).logits
-    assert logits.dtype == torch.float32 and not torch.equal(logits, exact)
-    assert torch.allclose(logits, exact, atol=0.05)  # bfloat16 rounding, not another function
-    logits.sum().backward()
+    with frozen_in_bf16(model) as cast:
+        assert cast == frozen
+        logits = model(ids).logits
+        assert logits.dtype == torch.float32 and not torch.equal(logits, exact)
+        assert torch.allclose(logits, exact, atol=0.05)  # bfloat16 rounding, not another function
+        logits.sum().backward()
     lora = [p for n, p in model.named_parameters() if "lora_" in n]
     assert lora and all(p.grad is not None and p.grad.dtype == torch.float32 for p in lora)
-    restore()
     with torch.no_grad():
         assert torch.equal(model(ids).logits, exact)
     assert all(p.dtype == torch.float32 for p in model.parameters())
@@ -208,5 +208,3 @@ def test_full_fine_tuning_has_no_frozen_layer_to_cast():
     model.requires_grad_(True)
     assert frozen_linears(model, head=True) == []
     assert wants_bf16("auto", lambda: True) and not wants_bf16("float32", lambda: True)
-    with pytest.raises(ValueError, match="frozen_dtype must be one of float32, bfloat16, auto, not 'fp16'"):
-        wants_bf16("fp16")
