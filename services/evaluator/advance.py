@@ -192,7 +192,9 @@ def _evaluated(step: Step) -> None:
     )
     s.runner_up = {}
     if verdict.ok and not already:
-        _promote(step, s.candidate, cand_acc, rec["event_id"], verdict.reason, suites, verdict.stats)
+        _promote(
+            step, s.iteration, s.candidate, cand_acc, rec["event_id"], verdict.reason, suites, verdict.stats
+        )
         row["promoted"] = True
     else:
         pending = step.cfg.training.continue_pending and verdict.stats.get("pending")
@@ -221,14 +223,15 @@ def _evaluated(step: Step) -> None:
 
 
 def _promote(
-    step: Step, model: dict, accuracy: float, evaluation_id: str, reason: str, suites, stats
+    step: Step, iteration: int, model: dict, accuracy: float, evaluation_id: str, reason: str, suites, stats
 ) -> None:
-    """Make ``model`` the incumbent: the decision, the promotion record, the lineage."""
+    """Make ``model`` (evaluated in ``iteration``) the incumbent: the decision, the promotion record,
+    the lineage."""
     s = step.state
     decision_id = step.decide("promote", reason, model=model, evidence=suites, stats=stats)
     s.promotions.append(
         {
-            "iteration": s.iteration,
+            "iteration": iteration,
             "version": model.get("version", ""),
             "evaluation_event_id": evaluation_id,
             "decision_event_id": decision_id,
@@ -258,7 +261,16 @@ def _final_pick(step: Step) -> None:
         "p_value": up["p_value"],
         "final_pick": 1.0,
     }
-    _promote(step, up["model"], up["accuracy"], up["evaluation_event_id"], reason, up["suites"], stats)
+    _promote(
+        step,
+        up["iteration"],
+        up["model"],
+        up["accuracy"],
+        up["evaluation_event_id"],
+        reason,
+        up["suites"],
+        stats,
+    )
     for row in s.history:
         if row["iteration"] == up["iteration"]:
             row.update(promoted=True, final_pick=True)

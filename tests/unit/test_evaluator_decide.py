@@ -538,3 +538,19 @@ def test_final_pick_best_dev_serves_a_last_candidate_above_the_incumbent_once_at
         assert state.incumbent["version"] == "r1/iter-001", ending
     with pytest.raises(ConfigError, match="final_pick"):
         load_config(BASE + "evaluation: {final_pick: best}\n")
+
+
+def test_a_final_pick_at_a_wall_time_tick_records_the_iteration_that_evaluated_it():
+    config = (
+        BASE
+        + "training: {continue_pending: true}\nbudget: {iterations: 3, wall_time_s: 100}\n"
+        + "stopping: {plateau_patience: 5}\nevaluation: {final_pick: best_dev}\n"
+    )
+    cfg = load_config(config)
+    # iteration 1: +5 points, not significant; the run is cut off while iteration 2 trains
+    state, _ = run(config, {"eval": [[0.65, 0.6, 0.3]]}, max_steps=16)
+    assert state.iteration == 2 and state.stage == "train" and state.runner_up
+    tick = decide.on_tick(TOPICS, state, cfg, state.started_at + 101)
+    assert tick.state.incumbent["version"] == "r1/iter-001"
+    assert tick.state.promotions[-1]["iteration"] == 1
+    assert tick.state.history[0]["final_pick"] is True
