@@ -17,14 +17,17 @@ epoch; ``--against bf16-base`` does the same with dropout 0, fp32 against the fr
 run in bfloat16 (the LoRA path and the held-out loss stay fp32); ``--against bf16-head`` runs fp32,
 the base projections in bfloat16 (the trainer's ``frozen_dtype``) and those plus the frozen output
 layer, all three side by side; ``--against denormal`` keeps subnormal floats against flushing them
-to zero (``torch.set_flush_denormal``; ``--frozen-bf16``: the base projections in bfloat16 in both).
+to zero (``torch.set_flush_denormal``); ``--against second-team`` trains with this thread's OpenMP
+team alone against with a second, idle thread that once ran a parallel torch op (as a second thread
+of asyncio's default executor did in the trainer; ``selfimprove.core.compute``) alive beside it
+(``--frozen-bf16``: the base projections in bfloat16 in both runs of these two).
 ``--adapter DIR`` continues a trained adapter instead of a new LoRA, as the loop's later iterations
 do. Every variant run follows an untimed warm-up of four batches. ``--reply`` sets the answer text;
 ``--reply worked`` trains 2-digit sums and differences with the loop's worked replies ("61 - 20 =
 41, 41 - 3 = 38, so the answer is 38.").
 
 Run: ``.venv/bin/python benchmarks/training_speed.py [--examples 160] [--threads 2] [--base PATH]
-[--against trl|full-rows|dropout|bf16-base|bf16-head|denormal] [--reply "The answer is {answer}."|worked]
+[--against trl|full-rows|dropout|bf16-base|bf16-head|denormal|second-team] [--reply "The answer is {answer}."|worked]
 [--adapter DIR] [--frozen-bf16]``
 """
 
@@ -37,6 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
 import torch
@@ -73,6 +77,7 @@ def ours(
     bf16: str = "",
     adapter: str = "",
     flush_denormal: bool = False,
+    second_team: bool = False,
 ):
     """Seconds, tokens and per-step losses of one epoch of our loop, and the loss on ``heldout`` after it
     (``adapter``: that trained adapter continued instead of a new LoRA)."""
@@ -94,8 +99,11 @@ def ours(
     hp = Hparams(epochs=1, batch_size=batch, grad_accum=1, share_prefix=share_prefix)
     examples = [encode(tok, r["prompt"], r["response"], hp.max_length) for r in data]
     torch.set_flush_denormal(flush_denormal)
-    with frozen_in_bf16(model, head=bf16 == "head") if bf16 else nullcontext():
-        out = train_unsynced(model, examples, hp, tok.pad_token_id)
+    with ThreadPoolExecutor(1) if second_team else nullcontext() as other:
+        if other is not None:  # the other thread gets an OpenMP team of its own and keeps it, idle
+            other.submit(lambda: torch.ones(1 << 22).mul_(2)).result()
+        with frozen_in_bf16(model, head=bf16 == "head") if bf16 else nullcontext():
+            out = train_unsynced(model, examples, hp, tok.pad_token_id)
     torch.set_flush_denormal(False)
     held = [encode(tok, r["prompt"], r["response"], hp.max_length) for r in heldout]
     # the held-out loss in fp32, whatever the training ran in
@@ -158,10 +166,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--base", default="smollm2-135m-instruct")
-    variants = ["trl", "full-rows", "dropout", "bf16-base", "bf16-head", "denormal"]
+    variants = ["trl", "full-rows", "dropout", "bf16-base", "bf16-head", "denormal", "second-team"]
     ap.add_argument("--against", choices=variants, default="trl")
     ap.add_argument("--adapter", default="", help="continue this trained PEFT adapter (variants only)")
-    ap.add_argument("--frozen-bf16", action="store_true", help="--against denormal: base in bfloat16")
+    ap.add_argument("--frozen-bf16", action="store_true", help="denormal, second-team: base in bfloat16")
     ap.add_argument("--reply", default="Let me compute it. The result is {answer}.")
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -174,7 +182,7 @@ def main() -> None:
     )
     if a.against == "full-rows":
         return against_full_rows(a, data)
-    if a.against in ("dropout", "bf16-base", "bf16-head", "denormal"):
+    if a.against in ("dropout", "bf16-base", "bf16-head", "denormal", "second-team"):
         return against_variant(a, data)
     t_ours, n_ours, *_ = ours(a.base, data, a.batch)
     t_trl, n_trl = trl(a.base, data, a.batch)
@@ -212,6 +220,12 @@ def against_variant(a, data: list[dict]) -> None:
         runs = {
             "denormals": {"dropout": 0.0, **bf16},
             "flushed": {"dropout": 0.0, "flush_denormal": True, **bf16},
+        }
+    elif a.against == "second-team":
+        bf16 = {"bf16": "base"} if a.frozen_bf16 else {}
+        runs = {
+            "one team": {"dropout": 0.0, **bf16},
+            "second team": {"dropout": 0.0, "second_team": True, **bf16},
         }
     elif a.against == "bf16-base":
         runs = {"fp32": {"dropout": 0.0}, "bf16 base": {"dropout": 0.0, "bf16": "base"}}

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from selfimprove.core import compute
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.bus import Outgoing
 from selfimprove.core.keys import attempt_prefix, run_state_key
@@ -107,8 +108,8 @@ def ended_before(state: Mapping[str, Any] | None, env: Envelope) -> str | None:
 
 
 async def run_once(store: ArtifactStore, env: Envelope, build: Build) -> tuple[ArtifactRef, dict[str, Any]]:
-    """The attempt's artifact: the existing one, or ``build()`` run in a thread and published;
-    ``StageInputError`` when the run has ended."""
+    """The attempt's artifact: the existing one, or ``build()`` run on the compute thread
+    (:mod:`.compute`) and published; ``StageInputError`` when the run has ended."""
     prefix = prefix_for(env)
     existing = await asyncio.to_thread(store.find_manifest, prefix)
     if existing is not None:
@@ -117,7 +118,7 @@ async def run_once(store: ArtifactStore, env: Envelope, build: Build) -> tuple[A
     status = ended_before(await asyncio.to_thread(run_state, store, env.run_id), env)
     if status is not None:
         raise StageInputError(f"run {env.run_id} has ended ({status}): its command is not carried out")
-    files, meta = await asyncio.to_thread(build)
+    files, meta = await compute.run(build)
     ref = await asyncio.to_thread(store.publish, prefix, files, meta)
     return ref, meta
 

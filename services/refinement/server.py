@@ -10,12 +10,12 @@ message with the usage.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
 
+from selfimprove.core import compute
 from selfimprove.core.grpcserve import RunningServer, TokenBucket, serve
 from selfimprove.refinement.limits import LimitError, Limits
 from selfimprove.refinement.served import ServedModel
@@ -71,7 +71,7 @@ class RefinementServicer(pb_grpc.RefinementServiceServicer):
                 max_new_tokens=max_new,
                 seed=request.seed or None,
             )
-            done = await asyncio.to_thread(
+            done = await compute.run(
                 strategies.run, served.engine, spec, [request.prompt], served.extract, settings
             )
             [answer] = done.answers

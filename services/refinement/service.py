@@ -22,6 +22,7 @@ import threading
 import time
 from typing import Any
 
+from selfimprove.core import compute
 from selfimprove.core.bus import Outgoing
 from selfimprove.core.keys import split_uri
 from selfimprove.core.runner import Context, Runnable
@@ -138,12 +139,10 @@ class Refiner:
 
     async def swap(self, env: Envelope) -> None:
         """Load the model ``env`` promoted and serve it, without a restart."""
-        import asyncio
-
         ref = env.decision.model
         if model_version(ref) == self.model.current().version:
             return
-        engine = await asyncio.to_thread(self.engine, ref)
+        engine = await compute.run(self.engine, ref)
         served = self.model.use_model(ref, engine)
         self.metrics.swaps.inc()
         self.metrics.serving(served.strategy, served.version)
@@ -153,8 +152,6 @@ class Refiner:
 
 
 async def setup(ctx: Context) -> list[Runnable]:
-    import asyncio
-
     from selfimprove.refinement.grpc_runner import grpc_runnable
     from selfimprove.runtime.policy import PolicyCache
     from selfimprove.runtime.tasks import load_task
@@ -168,7 +165,7 @@ async def setup(ctx: Context) -> list[Runnable]:
     lock = threading.Lock()
     task = load_task(s.task, json.loads(s.task_params_json))
     ref = ModelRef(base=s.base)
-    engine = LockedEngine(await asyncio.to_thread(policies.engine, ref), lock)
+    engine = LockedEngine(await compute.run(policies.engine, ref), lock)
     model = ServedModel(Served(ref, engine, s.strategy, task.extract))
     refiner = Refiner(ctx, s, model, policies, lock)
     refiner.metrics.serving(s.strategy, model.current().version)

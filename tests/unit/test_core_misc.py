@@ -68,3 +68,58 @@ def test_metrics_server_serves_metrics_and_health():
         assert 'selfimprove_service_up{service="unit"} 1.0' in text
     finally:
         server.stop()
+
+
+def test_model_work_runs_on_one_thread_whatever_calls_it():
+    import threading
+
+    from selfimprove.core import compute
+
+    async def main():
+        started = threading.Event()
+
+        def slow():
+            started.wait(5)
+            return threading.current_thread().name
+
+        # a busy compute thread makes asyncio's default executor start a second thread for I/O;
+        # model work still queues for the one compute thread
+        first = asyncio.ensure_future(compute.run(slow))
+        io_thread = await asyncio.to_thread(lambda: threading.current_thread().name)
+        started.set()
+        names = await asyncio.gather(
+            first, *(compute.run(lambda: threading.current_thread().name) for _ in range(8))
+        )
+        return io_thread, set(names)
+
+    io_thread, names = asyncio.run(main())
+    [name] = names
+    assert name.startswith(compute.THREAD_NAME) and name != io_thread
+
+
+def test_a_stage_builds_its_artifact_on_the_compute_thread():
+    import threading
+
+    from selfimprove.core import compute, stage
+    from selfimprove.core.store import ArtifactNotFoundError
+    from selfimprove.v1.common_pb2 import Stage
+    from selfimprove.v1.envelope_pb2 import Envelope
+    from selfimprove.v1.stages_pb2 import TrainCommand
+
+    class Store:
+        def find_manifest(self, prefix):
+            return None
+
+        def read_key(self, key):
+            raise ArtifactNotFoundError(key)
+
+        def publish(self, prefix, files, meta):
+            return prefix
+
+    env = Envelope(
+        event_id="e", run_id="r", iteration=1, stage=Stage.STAGE_TRAIN, train_command=TrainCommand()
+    )
+    built = asyncio.run(
+        stage.run_once(Store(), env, lambda: ({}, {"thread": threading.current_thread().name}))
+    )
+    assert built[1]["thread"].startswith(compute.THREAD_NAME)
