@@ -15,26 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
 THREAD_NAME = "compute"
-_lock = threading.Lock()
-_executor: ThreadPoolExecutor | None = None
-
-
-def executor() -> ThreadPoolExecutor:
-    """The process's one compute thread (started on first use)."""
-    global _executor
-    with _lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=THREAD_NAME)
-        return _executor
+# the thread starts on the first call (an executor starts its threads on demand)
+_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix=THREAD_NAME)
 
 
 async def run(fn: Callable[..., T], *args: object) -> T:
     """``fn(*args)`` on the compute thread; calls queue behind each other."""
-    return await asyncio.get_running_loop().run_in_executor(executor(), functools.partial(fn, *args))
+    return await asyncio.get_running_loop().run_in_executor(_EXECUTOR, functools.partial(fn, *args))

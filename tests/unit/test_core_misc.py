@@ -82,8 +82,8 @@ def test_model_work_runs_on_one_thread_whatever_calls_it():
             started.wait(5)
             return threading.current_thread().name
 
-        # a busy compute thread makes asyncio's default executor start a second thread for I/O;
-        # model work still queues for the one compute thread
+        # while the compute thread is busy, more model work queues for it (no second thread);
+        # I/O goes to asyncio's default executor meanwhile
         first = asyncio.ensure_future(compute.run(slow))
         io_thread = await asyncio.to_thread(lambda: threading.current_thread().name)
         started.set()
