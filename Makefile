@@ -20,7 +20,7 @@ help:
 	@echo "make test        bootstrap, lint the contracts, run unit + integration + e2e tests"
 	@echo "make demo        run the default demo loop on this CPU"
 	@echo "make up          start the local stack in the foreground"
-	@echo "make protos      regenerate selfimprove.v1 from protos/"
+	@echo "make protos      regenerate selfimprove.v2 from protos/"
 	@echo "make bench       run the benchmarks under benchmarks/"
 
 $(BIN)/python:

@@ -25,8 +25,8 @@ from selfimprove.core.dedup import MemoryDedup, ObjectStoreDedup
 from selfimprove.core.settings import KafkaSettings, StoreSettings
 from selfimprove.core.stack import LocalStack
 from selfimprove.core.store import ArtifactStore
-from selfimprove.v1.common_pb2 import Stage
-from selfimprove.v1.stages_pb2 import Decision
+from selfimprove.v2.common_pb2 import Stage
+from selfimprove.v2.stages_pb2 import Decision
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -29,8 +29,8 @@ from suitekit import make_loop, read_topics, snapshot, total
 
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.topics import STAGES, Topics
-from selfimprove.v1.common_pb2 import ArtifactRef
-from selfimprove.v1.stages_pb2 import Decision
+from selfimprove.v2.common_pb2 import ArtifactRef
+from selfimprove.v2.stages_pb2 import Decision
 
 CONFIG = """
 base_model: smollm2-135m-instruct
@@ -54,7 +54,7 @@ FINAL = ("completed", "stopped", "failed")
 
 START = """
 import sys, time, grpc
-from selfimprove.v1 import control_pb2, control_pb2_grpc
+from selfimprove.v2 import control_pb2, control_pb2_grpc
 config = sys.stdin.read()
 stub = control_pb2_grpc.ControlPlaneServiceStub(grpc.insecure_channel(sys.argv[1]))
 for _ in range(30):

@@ -33,8 +33,8 @@ from selfimprove.core.store import ArtifactStore  # noqa: E402
 from selfimprove.core.topics import STAGES  # noqa: E402
 from selfimprove.evaluator.controller import Controller  # noqa: E402
 from selfimprove.evaluator.loopmetrics import LoopMetrics  # noqa: E402
-from selfimprove.v1.common_pb2 import Stage  # noqa: E402
-from selfimprove.v1.stages_pb2 import RunControl  # noqa: E402
+from selfimprove.v2.common_pb2 import Stage  # noqa: E402
+from selfimprove.v2.stages_pb2 import RunControl  # noqa: E402
 from tests.integration.fake_stages import respond  # noqa: E402
 
 CONFIG = """

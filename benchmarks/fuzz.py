@@ -33,7 +33,7 @@ from suitekit import make_loop, read_topics, snapshot, total, wait_for
 from selfimprove.core import envelope as envelopes
 from selfimprove.core import fuzz
 from selfimprove.core.topics import STAGES, Topics
-from selfimprove.v1.common_pb2 import Stage
+from selfimprove.v2.common_pb2 import Stage
 
 OUTCOMES = ("handled", "duplicate", "dlq")
 # The run after the fuzzing: one small but complete iteration with the real model (add1 gives data).

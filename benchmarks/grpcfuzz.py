@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 import grpc
 
-from selfimprove.v1 import control_pb2, control_pb2_grpc
-from selfimprove.v1 import refinement_pb2 as rp
-from selfimprove.v1 import refinement_pb2_grpc as rp_grpc
+from selfimprove.v2 import control_pb2, control_pb2_grpc
+from selfimprove.v2 import refinement_pb2 as rp
+from selfimprove.v2 import refinement_pb2_grpc as rp_grpc
 
 C = grpc.StatusCode
 # A length-delimited field 1 that claims 268 MB: never parses (random bytes might, as a default run).
@@ -69,7 +69,7 @@ def run(loop, rng: random.Random, fail: Callable[[str], None]) -> dict:
         stub = rp_grpc.RefinementServiceStub(channel)
         for name, req, want in refinement_cases(rng):
             if isinstance(req, bytes):
-                code, why = _code(_raw(channel, "/selfimprove.v1.RefinementService/Generate", req))
+                code, why = _code(_raw(channel, "/selfimprove.v2.RefinementService/Generate", req))
             else:
                 code, why = _code(lambda r=req: stub.Generate(r, timeout=60))
             out["refinement"][code] += 1
@@ -139,12 +139,12 @@ def run(loop, rng: random.Random, fail: Callable[[str], None]) -> dict:
             ),
             (
                 "StartRun random bytes",
-                _raw(channel, "/selfimprove.v1.ControlPlaneService/StartRun", JUNK + rng.randbytes(59)),
+                _raw(channel, "/selfimprove.v2.ControlPlaneService/StartRun", JUNK + rng.randbytes(59)),
                 "UNKNOWN",
             ),
             (
                 "unknown method",
-                _raw(channel, "/selfimprove.v1.ControlPlaneService/Nope", b""),
+                _raw(channel, "/selfimprove.v2.ControlPlaneService/Nope", b""),
                 "UNIMPLEMENTED",
             ),
         ]:

@@ -20,7 +20,7 @@ from selfimprove.runtime.hf_engine import TransformersEngine
 from selfimprove.runtime.models import load_model
 from selfimprove.runtime.stats import accuracy, mcnemar
 from selfimprove.runtime.tasks import load_task
-from selfimprove.v1.stages_pb2 import TrainMethod
+from selfimprove.v2.stages_pb2 import TrainMethod
 from tests.integration.buskit import artifact_store
 from tests.integration.test_trainer_service import command, publish_dataset, results, send, trainer
 

@@ -1,7 +1,7 @@
 """selfimprove: a closed loop in which a language model improves itself.
 
 The import package ``selfimprove`` lives in ``services/``: the shared core in ``core``, the
-generated contracts in ``v1``, the model runtime in ``runtime``, one folder per stage service,
+generated messages in ``v2``, shared data formats in ``contracts``, the model runtime in ``runtime``, one folder per stage service,
 and the command line in ``cli``.
 """
 

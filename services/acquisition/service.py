@@ -19,9 +19,9 @@ from selfimprove.core.runner import Context, Runnable
 from selfimprove.core.settings import load
 from selfimprove.core.stage import StageInputError, failure, result, run_once, stats
 from selfimprove.core.store import ArtifactError, ArtifactStore
-from selfimprove.v1.common_pb2 import Stage
-from selfimprove.v1.envelope_pb2 import Envelope
-from selfimprove.v1.stages_pb2 import AcquireCommand, AcquireResult
+from selfimprove.v2.common_pb2 import Stage
+from selfimprove.v2.envelope_pb2 import Envelope
+from selfimprove.v2.stages_pb2 import AcquireCommand, AcquireResult
 
 log = logging.getLogger(__name__)
 

@@ -56,7 +56,7 @@ def channel(target: str, ca: bytes | None) -> Any:
 
 def control_stub(address: str | None = None) -> tuple[Any, str]:
     """A blocking ``ControlPlaneServiceStub`` and the target it talks to."""
-    from selfimprove.v1 import control_pb2_grpc
+    from selfimprove.v2 import control_pb2_grpc
 
     target = control_target(address)
     return control_pb2_grpc.ControlPlaneServiceStub(channel(target, tls_ca())), target

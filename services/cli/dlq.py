@@ -56,7 +56,7 @@ def summary(value: bytes | None) -> str:
     True
     """
     from selfimprove.core import envelope as envelopes
-    from selfimprove.v1.common_pb2 import Stage
+    from selfimprove.v2.common_pb2 import Stage
 
     try:
         env = envelopes.decode(value)

@@ -39,8 +39,8 @@ def generate_cmd(
     from google.protobuf.json_format import MessageToDict
 
     from selfimprove.cli.control import channel as open_channel
-    from selfimprove.v1 import refinement_pb2 as pb
-    from selfimprove.v1 import refinement_pb2_grpc as pb_grpc
+    from selfimprove.v2 import refinement_pb2 as pb
+    from selfimprove.v2 import refinement_pb2_grpc as pb_grpc
 
     request = pb.GenerateRequest(
         prompt=prompt, strategy=strategy, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed

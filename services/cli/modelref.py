@@ -40,7 +40,7 @@ def model_dict(run_id: str, iteration: int | None, address: str | None = None) -
     """The run's incumbent (or the iteration's candidate) as the lineage records it."""
     import grpc
 
-    from selfimprove.v1 import control_pb2
+    from selfimprove.v2 import control_pb2
 
     stub, target = control_stub(address)
     try:
@@ -65,7 +65,7 @@ def local_model(model: dict, cache_dir: Path | None = None) -> tuple[str, Path |
     from selfimprove.core.settings import StoreSettings, load
     from selfimprove.core.store import ArtifactStore
     from selfimprove.runtime.adapters import resolve_adapter
-    from selfimprove.v1.common_pb2 import ArtifactRef
+    from selfimprove.v2.common_pb2 import ArtifactRef
 
     store = ArtifactStore.from_settings(load(StoreSettings))
     folder = resolve_adapter(ArtifactRef(**adapter), cache_dir, fetcher=store.get_folder)

@@ -70,7 +70,7 @@ def write_report(
     from selfimprove.core.store import ArtifactStore
     from selfimprove.report.collect import collect
     from selfimprove.report.render import render
-    from selfimprove.v1 import control_pb2
+    from selfimprove.v2 import control_pb2
 
     stub, _ = control_stub(address)
     status = stub.GetRunStatus(control_pb2.GetRunStatusRequest(run_id=run_id), timeout=30).status

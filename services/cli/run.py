@@ -168,7 +168,7 @@ def follow(
     from rich.console import Console
 
     from selfimprove.cli.control import control_stub
-    from selfimprove.v1 import control_pb2
+    from selfimprove.v2 import control_pb2
 
     console = Console(stderr=True, quiet=quiet)
     stub, _ = control_stub(target)
@@ -195,7 +195,7 @@ def follow(
 
 
 def _progress_line(status) -> str:
-    from selfimprove.v1.common_pb2 import Stage
+    from selfimprove.v2.common_pb2 import Stage
 
     stage = Stage.Name(status.stage).removeprefix("STAGE_").lower() if status.stage else "-"
     acc = ", ".join(f"{a:.3f}" for a in status.accuracy) or "-"
@@ -203,7 +203,7 @@ def _progress_line(status) -> str:
 
 
 def _decision_line(decision) -> str:
-    from selfimprove.v1.stages_pb2 import Decision
+    from selfimprove.v2.stages_pb2 import Decision
 
     kind = Decision.Kind.Name(decision.kind).removeprefix("KIND_").lower()
     scores = "; ".join(

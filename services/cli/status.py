@@ -33,7 +33,7 @@ def status_cmd(
     """Show a run: state, iteration, stage, incumbent, accuracy per iteration, decisions and lineage."""
     from google.protobuf import json_format
 
-    from selfimprove.v1 import control_pb2
+    from selfimprove.v2 import control_pb2
 
     stub, target = control_stub(address)
     request = control_pb2.GetRunStatusRequest(run_id=run_id)
@@ -54,7 +54,7 @@ def stop_cmd(
     address: Address = None,
 ) -> None:
     """Stop a run: no further command is sent; running stages finish and their results are ignored."""
-    from selfimprove.v1 import control_pb2
+    from selfimprove.v2 import control_pb2
 
     stub, target = control_stub(address)
     request = control_pb2.StopRunRequest(run_id=run_id, reason=reason)
@@ -63,8 +63,8 @@ def stop_cmd(
 
 
 def _print(status, lineage: dict) -> None:
-    from selfimprove.v1.common_pb2 import Stage
-    from selfimprove.v1.stages_pb2 import Decision
+    from selfimprove.v2.common_pb2 import Stage
+    from selfimprove.v2.stages_pb2 import Decision
 
     echo = typer.echo
     echo(f"run {status.run_id}: {status.state}" + (f" ({status.stop_reason})" if status.stop_reason else ""))

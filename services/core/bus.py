@@ -22,7 +22,7 @@ from selfimprove.core.metrics import Metrics
 from selfimprove.core.retry import retrying
 from selfimprove.core.settings import KafkaSettings
 from selfimprove.core.topics import Topics
-from selfimprove.v1.envelope_pb2 import Envelope
+from selfimprove.v2.envelope_pb2 import Envelope
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024

@@ -35,7 +35,7 @@ from selfimprove.core.kafka_config import client_kwargs
 from selfimprove.core.logs import fields
 from selfimprove.core.retry import RetryableError, backoff_delays, retrying
 from selfimprove.core.topics import Topics
-from selfimprove.v1.envelope_pb2 import Envelope
+from selfimprove.v2.envelope_pb2 import Envelope
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Envelope], Awaitable[Sequence[Outgoing]]]

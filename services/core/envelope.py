@@ -1,4 +1,4 @@
-"""Build, encode and decode the bus envelope (``selfimprove.v1.Envelope``).
+"""Build, encode and decode the bus envelope (``selfimprove.v2.Envelope``).
 
 Event ids are uuid4 for new events. An event produced while handling another gets a uuid5 derived
 from its cause, so a handler that runs twice for one redelivered message emits the same event ids
@@ -11,7 +11,7 @@ import uuid
 
 from google.protobuf.message import DecodeError
 
-from selfimprove.v1.envelope_pb2 import Envelope
+from selfimprove.v2.envelope_pb2 import Envelope
 
 NAMESPACE = uuid.UUID("6b1f2c6e-9a57-4f57-9d0b-4b8f2f3b5f10")
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.topics import STAGES, Topics
-from selfimprove.v1 import stages_pb2 as s
-from selfimprove.v1.common_pb2 import ArtifactRef, ModelRef, Stage, TaskSpec
-from selfimprove.v1.envelope_pb2 import Envelope
+from selfimprove.v2 import stages_pb2 as s
+from selfimprove.v2.common_pb2 import ArtifactRef, ModelRef, Stage, TaskSpec
+from selfimprove.v2.envelope_pb2 import Envelope
 
 HUGE_BYTES = 5 * 1024 * 1024
 # Share of each kind (``huge`` is capped separately: every one is 5 MB through the broker twice).

@@ -1,4 +1,4 @@
-"""Regenerate ``selfimprove.v1`` (messages, gRPC stubs and ``.pyi`` typing stubs) from ``protos/``.
+"""Regenerate ``selfimprove.v2`` (messages, gRPC stubs and ``.pyi`` typing stubs) from ``protos/``.
 
 Run ``python -m selfimprove.core.protogen`` (``make protos``); ``--check`` exits non-zero when the
 committed generated code differs from what the protos produce, so CI catches stale code.
@@ -16,16 +16,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOS = ROOT / "protos"
-TARGET = ROOT / "services" / "v1"
+TARGET = ROOT / "services" / "v2"
 HEADER = '"""Generated contracts of selfimprove (``make protos``). Do not edit."""\n'
 
 
 def generate(out: Path) -> None:
-    """Run protoc with the Python, gRPC and mypy plugins into ``out`` (flattened to the v1 package)."""
+    """Run protoc with the Python, gRPC and mypy plugins into ``out`` (flattened to the v2 package)."""
     import grpc_tools
     from grpc_tools import protoc
 
-    sources = sorted(str(p.relative_to(PROTOS)) for p in (PROTOS / "selfimprove" / "v1").glob("*.proto"))
+    sources = sorted(str(p.relative_to(PROTOS)) for p in (PROTOS / "selfimprove" / "v2").glob("*.proto"))
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     raw = out / "raw"
     raw.mkdir(parents=True)
@@ -43,8 +43,8 @@ def generate(out: Path) -> None:
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    flat = out / "v1"
-    shutil.copytree(raw / "selfimprove" / "v1", flat)
+    flat = out / "v2"
+    shutil.copytree(raw / "selfimprove" / "v2", flat)
     (flat / "__init__.py").write_text(HEADER)
     (flat / "py.typed").write_text("")
 
@@ -61,13 +61,13 @@ def differences(a: Path, b: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="fail if services/v1 is stale")
+    parser.add_argument("--check", action="store_true", help="fail if services/v2 is stale")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp))
-        fresh = Path(tmp) / "v1"
+        fresh = Path(tmp) / "v2"
         if args.check:
-            stale = differences(fresh, TARGET) if TARGET.exists() else ["services/v1 missing"]
+            stale = differences(fresh, TARGET) if TARGET.exists() else ["services/v2 missing"]
             if stale:
                 print(
                     f"generated contracts are stale ({', '.join(stale)}): run `make protos`", file=sys.stderr

@@ -22,9 +22,9 @@ from selfimprove.core.bus import Outgoing
 from selfimprove.core.keys import attempt_prefix, run_state_key
 from selfimprove.core.store import ArtifactNotFoundError, ArtifactStore
 from selfimprove.core.topics import STAGES, Topics
-from selfimprove.v1.common_pb2 import ArtifactRef, Stats
-from selfimprove.v1.envelope_pb2 import Envelope
-from selfimprove.v1.stages_pb2 import StageFailure
+from selfimprove.v2.common_pb2 import ArtifactRef, Stats
+from selfimprove.v2.envelope_pb2 import Envelope
+from selfimprove.v2.stages_pb2 import StageFailure
 
 Files = Mapping[str, bytes | Path]
 Build = Callable[[], tuple[Files, dict[str, Any]]]
@@ -41,8 +41,8 @@ def command_stage(env: Envelope) -> int:
     """The stage of the command ``env`` carries, checked against its envelope's ``stage`` (which picks
     the artifact prefix and the result topic): a mismatch is a malformed message, not a command.
 
-    >>> from selfimprove.v1.common_pb2 import Stage
-    >>> from selfimprove.v1.stages_pb2 import TrainCommand
+    >>> from selfimprove.v2.common_pb2 import Stage
+    >>> from selfimprove.v2.stages_pb2 import TrainCommand
     >>> command_stage(Envelope(stage=Stage.STAGE_TRAIN, train_command=TrainCommand())) == Stage.STAGE_TRAIN
     True
     >>> command_stage(Envelope(stage=Stage.STAGE_SELECT, train_command=TrainCommand()))
@@ -81,8 +81,8 @@ def ended_before(state: Mapping[str, Any] | None, env: Envelope) -> str | None:
     A resumed run commands each open slot with its next attempt, so a command newer than the
     snapshot (a later iteration or attempt) goes ahead even if the snapshot still says "stopped".
 
-    >>> from selfimprove.v1.common_pb2 import Stage
-    >>> from selfimprove.v1.stages_pb2 import AcquireCommand
+    >>> from selfimprove.v2.common_pb2 import Stage
+    >>> from selfimprove.v2.stages_pb2 import AcquireCommand
     >>> cmd = Envelope(iteration=2, stage=Stage.STAGE_ACQUIRE, shard=1, attempt=1, acquire_command=AcquireCommand())
     >>> stopped = {"status": "stopped", "iteration": 2, "slots": {"acquire/1": {"attempt": 1}}}
     >>> ended_before(stopped, cmd)

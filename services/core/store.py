@@ -22,7 +22,7 @@ from minio.error import S3Error
 
 from selfimprove.core.keys import MANIFEST, split_uri
 from selfimprove.core.settings import StoreSettings
-from selfimprove.v1.common_pb2 import ArtifactRef
+from selfimprove.v2.common_pb2 import ArtifactRef
 
 MANIFEST_TYPE = "application/vnd.selfimprove.manifest+json"
 

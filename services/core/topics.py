@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from selfimprove.v1.common_pb2 import Stage
+from selfimprove.v2.common_pb2 import Stage
 
 STAGES: dict[int, str] = {
     Stage.STAGE_ACQUIRE: "acquire",

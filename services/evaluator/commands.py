@@ -17,8 +17,8 @@ from selfimprove.evaluator.config import RunConfig
 from selfimprove.evaluator.focus import next_weights
 from selfimprove.evaluator.refs import base_version, to_model, to_ref
 from selfimprove.evaluator.state import RunState, slot_shard, slot_stage, training_sets
-from selfimprove.v1.common_pb2 import ModelRef, SamplingParams, Stage, TaskSpec
-from selfimprove.v1.stages_pb2 import (
+from selfimprove.v2.common_pb2 import ModelRef, SamplingParams, Stage, TaskSpec
+from selfimprove.v2.stages_pb2 import (
     AcquireCommand,
     EvaluateCommand,
     LabelMode,

@@ -1,4 +1,4 @@
-"""The control plane: gRPC ``selfimprove.v1.ControlPlaneService`` plus the standard health service.
+"""The control plane: gRPC ``selfimprove.v2.ControlPlaneService`` plus the standard health service.
 
 ``StartRun`` validates the config, publishes a ``run_control`` start event on the control topic (the
 run's own log) and waits until the controller has applied it; an existing run id resumes that run.
@@ -22,12 +22,12 @@ from selfimprove.evaluator.config import ConfigError, dump_config, load_config
 from selfimprove.evaluator.controller import Controller
 from selfimprove.evaluator.snapshot import snapshot_key
 from selfimprove.evaluator.status import run_status
-from selfimprove.v1 import control_pb2, control_pb2_grpc
-from selfimprove.v1.common_pb2 import Stage
-from selfimprove.v1.stages_pb2 import RunControl
+from selfimprove.v2 import control_pb2, control_pb2_grpc
+from selfimprove.v2.common_pb2 import Stage
+from selfimprove.v2.stages_pb2 import RunControl
 
 log = logging.getLogger(__name__)
-SERVICE = "selfimprove.v1.ControlPlaneService"
+SERVICE = "selfimprove.v2.ControlPlaneService"
 APPLY_TIMEOUT_S = 30.0
 DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024  # run configs are a few KiB
 

@@ -26,8 +26,8 @@ from selfimprove.evaluator.crash import CrashHooks
 from selfimprove.evaluator.loopmetrics import LoopMetrics
 from selfimprove.evaluator.state import RunState
 from selfimprove.evaluator.step import Step
-from selfimprove.v1.envelope_pb2 import Envelope
-from selfimprove.v1.stages_pb2 import Decision, RunControl
+from selfimprove.v2.envelope_pb2 import Envelope
+from selfimprove.v2.stages_pb2 import Decision, RunControl
 
 log = logging.getLogger(__name__)
 RESULTS = {

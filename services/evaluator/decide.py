@@ -18,8 +18,8 @@ from selfimprove.evaluator.config import RunConfig
 from selfimprove.evaluator.refs import base_version, model_dict, ref_dict, stats_dict, suite_dict
 from selfimprove.evaluator.state import COMPLETED, FAILED, RUNNING, STOPPED, RunState, slot_name
 from selfimprove.evaluator.step import Step
-from selfimprove.v1.common_pb2 import ModelRef
-from selfimprove.v1.envelope_pb2 import Envelope
+from selfimprove.v2.common_pb2 import ModelRef
+from selfimprove.v2.envelope_pb2 import Envelope
 
 IGNORED_KEEP = 512
 

@@ -16,7 +16,7 @@ class LoopMetrics:
     def __init__(self, metrics: Metrics) -> None:
         m = metrics
         self.iteration = m.gauge("iteration", "Current iteration of the run that changed last")
-        self.stage = m.gauge("stage", "Current stage (selfimprove.v1.Stage number)")
+        self.stage = m.gauge("stage", "Current stage (selfimprove.v2.Stage number)")
         self.stage_seconds = m.histogram(
             "stage_duration_seconds", "Time from a stage's command to its last accepted result", ["stage"]
         )

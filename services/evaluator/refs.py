@@ -13,8 +13,8 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from selfimprove.v1.common_pb2 import ArtifactRef, ModelRef, Stats
-from selfimprove.v1.stages_pb2 import SuiteScore
+from selfimprove.v2.common_pb2 import ArtifactRef, ModelRef, Stats
+from selfimprove.v2.stages_pb2 import SuiteScore
 
 
 def base_version(run_id: str) -> str:

@@ -8,9 +8,9 @@ from selfimprove.evaluator.commands import STAGE_ENUM
 from selfimprove.evaluator.refs import to_model, to_suite
 from selfimprove.evaluator.state import RunState
 from selfimprove.evaluator.step import KINDS
-from selfimprove.v1.common_pb2 import Stats
-from selfimprove.v1.control_pb2 import RunStatus
-from selfimprove.v1.stages_pb2 import Decision
+from selfimprove.v2.common_pb2 import Stats
+from selfimprove.v2.control_pb2 import RunStatus
+from selfimprove.v2.stages_pb2 import Decision
 
 
 def lineage(state: RunState) -> dict:

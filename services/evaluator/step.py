@@ -18,8 +18,8 @@ from selfimprove.evaluator import commands
 from selfimprove.evaluator.config import RunConfig
 from selfimprove.evaluator.refs import to_model, to_suite
 from selfimprove.evaluator.state import FAILED, RunState, Slot, slot_stage
-from selfimprove.v1.common_pb2 import ModelRef, Stats
-from selfimprove.v1.stages_pb2 import Decision
+from selfimprove.v2.common_pb2 import ModelRef, Stats
+from selfimprove.v2.stages_pb2 import Decision
 
 KINDS = {
     "promote": Decision.KIND_PROMOTE,

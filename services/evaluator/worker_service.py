@@ -27,9 +27,9 @@ from selfimprove.evaluator import evalcache
 from selfimprove.evaluator.refs import to_suite
 from selfimprove.evaluator.scoring import chunks, decided_early, split_spec, suite_score
 from selfimprove.evaluator.settings import WorkerSettings
-from selfimprove.v1.common_pb2 import Stage
-from selfimprove.v1.envelope_pb2 import Envelope
-from selfimprove.v1.stages_pb2 import EvaluateResult
+from selfimprove.v2.common_pb2 import Stage
+from selfimprove.v2.envelope_pb2 import Envelope
+from selfimprove.v2.stages_pb2 import EvaluateResult
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Any
 from selfimprove.refinement.calibration import Row
 from selfimprove.runtime.strategies import Answer
 from selfimprove.runtime.tasks.base import Item
-from selfimprove.v1.common_pb2 import ArtifactRef, Stats
-from selfimprove.v1.stages_pb2 import RefineResult, StrategyScore
+from selfimprove.v2.common_pb2 import ArtifactRef, Stats
+from selfimprove.v2.stages_pb2 import RefineResult, StrategyScore
 
 
 def table_records(rows: Sequence[Row]) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from selfimprove.runtime.engine import Engine, GenerationRequest, PromptResult
 from selfimprove.runtime.policy import version_key
 from selfimprove.runtime.strategies import Extract, parse
-from selfimprove.v1.common_pb2 import ModelRef
+from selfimprove.v2.common_pb2 import ModelRef
 
 
 class LockedEngine:

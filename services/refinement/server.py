@@ -1,4 +1,4 @@
-"""``selfimprove.v1.RefinementService`` over ``grpc.aio``: limits, rate limit, the strategy, health.
+"""``selfimprove.v2.RefinementService`` over ``grpc.aio``: limits, rate limit, the strategy, health.
 
 Each request takes the current :class:`~.served.Served` snapshot, checks the limits (an
 ``INVALID_ARGUMENT`` naming the limit) and runs the strategy in a worker thread; the server's rate
@@ -20,10 +20,10 @@ from selfimprove.core.grpcserve import RunningServer, TokenBucket, serve
 from selfimprove.refinement.limits import LimitError, Limits
 from selfimprove.refinement.served import ServedModel
 from selfimprove.runtime import strategies
-from selfimprove.v1 import refinement_pb2 as pb
-from selfimprove.v1 import refinement_pb2_grpc as pb_grpc
+from selfimprove.v2 import refinement_pb2 as pb
+from selfimprove.v2 import refinement_pb2_grpc as pb_grpc
 
-SERVICE_NAME = "selfimprove.v1.RefinementService"
+SERVICE_NAME = "selfimprove.v2.RefinementService"
 STREAM_CHUNK = 16  # characters per streamed delta
 
 

@@ -8,7 +8,7 @@
   every decision): a PROMOTE decision loads its model and swaps it in without a restart; of
   promotions that arrive within ``swap_settle_s`` of each other (a new replica reading the topic
   from its start) only the newest is loaded.
-- gRPC ``selfimprove.v1.RefinementService`` and the standard health service; the bound port is in
+- gRPC ``selfimprove.v2.RefinementService`` and the standard health service; the bound port is in
   ``/health`` as ``grpc_port``.
 
 Run it: ``python -m selfimprove.refinement``.
@@ -35,9 +35,9 @@ from selfimprove.refinement.served import LockedEngine, Served, ServedModel, mod
 from selfimprove.refinement.settings import RefinementSettings
 from selfimprove.refinement.swaps import LatestOnly
 from selfimprove.runtime import strategies
-from selfimprove.v1.common_pb2 import ModelRef, Stage
-from selfimprove.v1.envelope_pb2 import Envelope
-from selfimprove.v1.stages_pb2 import Decision
+from selfimprove.v2.common_pb2 import ModelRef, Stage
+from selfimprove.v2.envelope_pb2 import Envelope
+from selfimprove.v2.stages_pb2 import Decision
 
 log = logging.getLogger(__name__)
 

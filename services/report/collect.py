@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from selfimprove.core.store import ArtifactError, ArtifactStore
-from selfimprove.v1.common_pb2 import ArtifactRef
+from selfimprove.v2.common_pb2 import ArtifactRef
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 
 from selfimprove.runtime import adapters
 from selfimprove.runtime.engine import Engine, make_engine
-from selfimprove.v1.common_pb2 import ModelRef
+from selfimprove.v2.common_pb2 import ModelRef
 
 DEFAULT_BASE = "smollm2-135m-instruct"
 
@@ -23,7 +23,7 @@ DEFAULT_BASE = "smollm2-135m-instruct"
 def version_key(ref: ModelRef) -> str:
     """A stable identity of a model version.
 
-    >>> from selfimprove.v1.common_pb2 import ArtifactRef
+    >>> from selfimprove.v2.common_pb2 import ArtifactRef
     >>> version_key(ModelRef(base="smollm2-135m-instruct"))
     'smollm2-135m-instruct'
     >>> version_key(ModelRef(base="b", adapter=ArtifactRef(uri="s3://x/m.json", sha256="ab")))

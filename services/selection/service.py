@@ -21,9 +21,9 @@ from selfimprove.core.store import ArtifactError
 from selfimprove.selection import labels
 from selfimprove.selection.filters import row_key
 from selfimprove.selection.settings import SelectionSettings
-from selfimprove.v1.common_pb2 import Stage
-from selfimprove.v1.envelope_pb2 import Envelope
-from selfimprove.v1.stages_pb2 import LabelMode, SelectResult
+from selfimprove.v2.common_pb2 import Stage
+from selfimprove.v2.envelope_pb2 import Envelope
+from selfimprove.v2.stages_pb2 import LabelMode, SelectResult
 
 log = logging.getLogger(__name__)
 MODES = {LabelMode.LABEL_MODE_VERIFIED: labels.VERIFIED, LabelMode.LABEL_MODE_LABEL_FREE: labels.LABEL_FREE}

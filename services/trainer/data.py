@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from selfimprove.core.stage import StageInputError
 from selfimprove.core.store import ArtifactError, ArtifactStore
-from selfimprove.v1.common_pb2 import ArtifactRef
+from selfimprove.v2.common_pb2 import ArtifactRef
 
 SFT_FILE, PAIRS_FILE = "sft.jsonl", "pairs.jsonl"
 SFT_FIELDS, PAIR_FIELDS = ("prompt", "response"), ("prompt", "chosen", "rejected")

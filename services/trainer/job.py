@@ -23,8 +23,8 @@ from selfimprove.trainer.batches import encode, split_heldout
 from selfimprove.trainer.checkpoints import CheckpointSync
 from selfimprove.trainer.hparams import parse_hparams
 from selfimprove.trainer.sft import OnStep, Outcome
-from selfimprove.v1.envelope_pb2 import Envelope
-from selfimprove.v1.stages_pb2 import TrainMethod
+from selfimprove.v2.envelope_pb2 import Envelope
+from selfimprove.v2.stages_pb2 import TrainMethod
 
 log = logging.getLogger(__name__)
 METHODS = {

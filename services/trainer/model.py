@@ -20,7 +20,7 @@ from selfimprove.core.store import ArtifactError, ArtifactStore, sha256_file_cac
 from selfimprove.runtime.adapters import is_model_folder, is_weights_folder
 from selfimprove.runtime.models import DEFAULT_BASE, ModelNotFoundError, resolve_base
 from selfimprove.trainer.hparams import Hparams
-from selfimprove.v1.common_pb2 import ModelRef
+from selfimprove.v2.common_pb2 import ModelRef
 
 TRAINING_CONFIG = "training_config.json"
 

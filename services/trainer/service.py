@@ -17,9 +17,9 @@ from selfimprove.core.settings import load
 from selfimprove.core.stage import StageInputError
 from selfimprove.trainer.job import JobOptions, run_job
 from selfimprove.trainer.settings import TrainerSettings
-from selfimprove.v1.common_pb2 import ArtifactRef, ModelRef, Stage
-from selfimprove.v1.envelope_pb2 import Envelope
-from selfimprove.v1.stages_pb2 import TrainResult
+from selfimprove.v2.common_pb2 import ArtifactRef, ModelRef, Stage
+from selfimprove.v2.envelope_pb2 import Envelope
+from selfimprove.v2.stages_pb2 import TrainResult
 
 log = logging.getLogger(__name__)
 PRODUCER = "trainer"

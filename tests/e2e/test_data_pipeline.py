@@ -16,8 +16,8 @@ import pytest
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.bus import Bus
 from selfimprove.runtime.tasks.arithmetic import ArithmeticTask, equations, equations_true
-from selfimprove.v1.common_pb2 import ModelRef, SamplingParams, Stage, TaskSpec
-from selfimprove.v1.stages_pb2 import AcquireCommand, LabelMode, SelectCommand
+from selfimprove.v2.common_pb2 import ModelRef, SamplingParams, Stage, TaskSpec
+from selfimprove.v2.stages_pb2 import AcquireCommand, LabelMode, SelectCommand
 from tests.integration.buskit import ServiceProcess, artifact_store, kafka_settings, read_topic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]

@@ -14,7 +14,7 @@ from selfimprove.core import envelope as envelopes
 from selfimprove.core.local_loop import LocalLoop
 from selfimprove.core.stack import LocalStack
 from selfimprove.core.topics import Topics
-from selfimprove.v1.stages_pb2 import Decision
+from selfimprove.v2.stages_pb2 import Decision
 
 from ..integration.buskit import artifact_store, read_topic
 

@@ -14,7 +14,7 @@ from selfimprove.core import envelope as envelopes
 from selfimprove.core.bus import Outgoing
 from selfimprove.core.consumer import Consumer
 from selfimprove.core.runner import Context, main
-from selfimprove.v1.stages_pb2 import Decision
+from selfimprove.v2.stages_pb2 import Decision
 
 
 async def setup(ctx: Context):

@@ -9,7 +9,7 @@ import time
 import grpc
 
 from selfimprove.core import envelope as envelopes
-from selfimprove.v1 import control_pb2, control_pb2_grpc
+from selfimprove.v2 import control_pb2, control_pb2_grpc
 
 from .buskit import ServiceProcess, free_port, read_topic
 

@@ -24,9 +24,9 @@ import uuid
 
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.topics import STAGES, Topics
-from selfimprove.v1.common_pb2 import ArtifactRef, ModelRef, Stats
-from selfimprove.v1.envelope_pb2 import Envelope
-from selfimprove.v1.stages_pb2 import (
+from selfimprove.v2.common_pb2 import ArtifactRef, ModelRef, Stats
+from selfimprove.v2.envelope_pb2 import Envelope
+from selfimprove.v2.stages_pb2 import (
     AcquireResult,
     EvaluateResult,
     RefineResult,

@@ -10,8 +10,8 @@ from selfimprove.core import envelope as envelopes
 from selfimprove.evaluator.snapshot import snapshot_key
 from selfimprove.evaluator.state import RunState, Slot
 from selfimprove.runtime.benchmarks import decontamination_keys
-from selfimprove.v1.common_pb2 import ModelRef, SamplingParams, Stage, TaskSpec
-from selfimprove.v1.stages_pb2 import AcquireCommand
+from selfimprove.v2.common_pb2 import ModelRef, SamplingParams, Stage, TaskSpec
+from selfimprove.v2.stages_pb2 import AcquireCommand
 
 from .buskit import ServiceProcess, artifact_store, header, read_topic
 

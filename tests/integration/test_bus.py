@@ -9,8 +9,8 @@ from selfimprove.core.bus import Bus, Outgoing
 from selfimprove.core.consumer import Consumer
 from selfimprove.core.dedup import ObjectStoreDedup
 from selfimprove.core.metrics import Metrics
-from selfimprove.v1.common_pb2 import ArtifactRef, ModelRef, Stage
-from selfimprove.v1.stages_pb2 import TrainCommand
+from selfimprove.v2.common_pb2 import ArtifactRef, ModelRef, Stage
+from selfimprove.v2.stages_pb2 import TrainCommand
 
 from .buskit import ServiceProcess, artifact_store, eventually, header, kafka_settings, read_topic
 

@@ -14,7 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from selfimprove.v1 import control_pb2, control_pb2_grpc
+from selfimprove.v2 import control_pb2, control_pb2_grpc
 
 from .buskit import free_port
 from .evaluator_kit import metric, start_evaluator
@@ -89,7 +89,7 @@ async def test_tls_size_cap_and_rate_limit(stack, unique_name, tmp_path):
                     refused += 1
             assert answered <= BURST - 2 and refused >= 2, (answered, refused)
             checker = health_pb2_grpc.HealthStub(channel)
-            for name in ("", "selfimprove.v1.ControlPlaneService", "", ""):
+            for name in ("", "selfimprove.v2.ControlPlaneService", "", ""):
                 reply = await checker.Check(health_pb2.HealthCheckRequest(service=name), timeout=30)
                 assert reply.status == health_pb2.HealthCheckResponse.SERVING
         assert metric(evaluator, "selfimprove_control_plane_rate_limited_total", method="ListRuns") == refused

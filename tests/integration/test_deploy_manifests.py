@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from selfimprove.core.topics import STAGES, Topics
-from selfimprove.v1.common_pb2 import Stage
+from selfimprove.v2.common_pb2 import Stage
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ import urllib.request
 
 import pytest
 
-from selfimprove.v1.common_pb2 import Stage
-from selfimprove.v1.stages_pb2 import Decision
+from selfimprove.v2.common_pb2 import Stage
+from selfimprove.v2.stages_pb2 import Decision
 
 from .buskit import artifact_store
 from .evaluator_kit import Loop, control_events, metric, topic_events

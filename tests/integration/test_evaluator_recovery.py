@@ -8,7 +8,7 @@ import collections
 import pytest
 
 from selfimprove.evaluator import snapshot
-from selfimprove.v1.stages_pb2 import Decision
+from selfimprove.v2.stages_pb2 import Decision
 
 from .buskit import artifact_store
 from .evaluator_kit import Loop, control_events, topic_events

@@ -10,8 +10,8 @@ import pytest
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.bus import Bus
 from selfimprove.evaluator.commands import task_spec
-from selfimprove.v1.common_pb2 import ModelRef, Stage
-from selfimprove.v1.stages_pb2 import EvaluateCommand
+from selfimprove.v2.common_pb2 import ModelRef, Stage
+from selfimprove.v2.stages_pb2 import EvaluateCommand
 
 from .buskit import ServiceProcess, artifact_store, kafka_settings
 from .evaluator_kit import FAST, topic_events
@@ -114,7 +114,7 @@ async def test_interim_looks_settle_a_clear_gain_early_and_go_on_otherwise(
     from selfimprove.evaluator import evalcache
     from selfimprove.runtime.policy import version_key
     from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
-    from selfimprove.v1.common_pb2 import ArtifactRef
+    from selfimprove.v2.common_pb2 import ArtifactRef
 
     store = artifact_store(stack)
     suite = json.dumps(

@@ -36,8 +36,8 @@ from selfimprove.core import envelope as envelopes
 from selfimprove.core.bus import Bus
 from selfimprove.core.local_loop import SERVICES, LocalLoop
 from selfimprove.core.topics import STAGES, Topics
-from selfimprove.v1 import control_pb2, control_pb2_grpc
-from selfimprove.v1.common_pb2 import Stage
+from selfimprove.v2 import control_pb2, control_pb2_grpc
+from selfimprove.v2.common_pb2 import Stage
 
 from .buskit import kafka_settings, read_topic
 from .fake_stages import respond

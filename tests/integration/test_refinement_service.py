@@ -14,11 +14,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.bus import Bus
-from selfimprove.v1 import refinement_pb2 as pb
-from selfimprove.v1 import refinement_pb2_grpc as pb_grpc
-from selfimprove.v1.common_pb2 import ModelRef, Stage, TaskSpec
-from selfimprove.v1.envelope_pb2 import Envelope
-from selfimprove.v1.stages_pb2 import Decision, RefineCommand
+from selfimprove.v2 import refinement_pb2 as pb
+from selfimprove.v2 import refinement_pb2_grpc as pb_grpc
+from selfimprove.v2.common_pb2 import ModelRef, Stage, TaskSpec
+from selfimprove.v2.envelope_pb2 import Envelope
+from selfimprove.v2.stages_pb2 import Decision, RefineCommand
 
 from .buskit import ServiceProcess, artifact_store, eventually, kafka_settings, read_topic
 from .tlskit import self_signed
@@ -139,7 +139,7 @@ async def test_grpc_answers_limits_and_health(service, tiny_models):
             await pb_grpc.RefinementServiceStub(ch).Generate(pb.GenerateRequest(prompt="y" * 100_000))
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         check = await health_pb2_grpc.HealthStub(ch).Check(
-            health_pb2.HealthCheckRequest(service="selfimprove.v1.RefinementService")
+            health_pb2.HealthCheckRequest(service="selfimprove.v2.RefinementService")
         )
         assert check.status == health_pb2.HealthCheckResponse.SERVING
         parts = [

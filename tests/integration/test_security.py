@@ -27,9 +27,9 @@ from selfimprove.core.bus import Bus
 from selfimprove.core.keys import attempt_prefix
 from selfimprove.core.stack import LocalStack
 from selfimprove.core.topics import Topics
-from selfimprove.v1 import control_pb2, control_pb2_grpc
-from selfimprove.v1.common_pb2 import ArtifactRef, ModelRef, Stage
-from selfimprove.v1.stages_pb2 import SelectCommand, TrainCommand
+from selfimprove.v2 import control_pb2, control_pb2_grpc
+from selfimprove.v2.common_pb2 import ArtifactRef, ModelRef, Stage
+from selfimprove.v2.stages_pb2 import SelectCommand, TrainCommand
 
 from .buskit import ServiceProcess, artifact_store, eventually, free_port, kafka_settings, read_topic
 
@@ -301,7 +301,7 @@ def test_model_output_is_never_executed():
     found = []
     for path in sorted(services.rglob("*.py")):
         rel = str(path.relative_to(services))
-        if rel.startswith("v1/"):
+        if rel.startswith("v2/"):
             continue
         source = path.read_text()
         tree = ast.parse(source)

@@ -8,8 +8,8 @@ from selfimprove.acquisition.shard import to_jsonl
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.bus import Bus
 from selfimprove.core.keys import attempt_prefix
-from selfimprove.v1.common_pb2 import Stage
-from selfimprove.v1.stages_pb2 import LabelMode, SelectCommand
+from selfimprove.v2.common_pb2 import Stage
+from selfimprove.v2.stages_pb2 import LabelMode, SelectCommand
 from tests.unit.test_selection_pipeline import synthetic_rows
 
 from .buskit import ServiceProcess, artifact_store, kafka_settings, read_topic

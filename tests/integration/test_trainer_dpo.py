@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from selfimprove.v1.stages_pb2 import TrainMethod
+from selfimprove.v2.stages_pb2 import TrainMethod
 
 from .buskit import artifact_store
 from .test_trainer_service import command, publish_dataset, results, send, tiny_base, trainer  # noqa: F401

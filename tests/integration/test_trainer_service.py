@@ -8,8 +8,8 @@ import pytest
 
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.topics import Topics
-from selfimprove.v1.common_pb2 import ArtifactRef, ModelRef, Stage
-from selfimprove.v1.stages_pb2 import TrainCommand, TrainMethod
+from selfimprove.v2.common_pb2 import ArtifactRef, ModelRef, Stage
+from selfimprove.v2.stages_pb2 import TrainCommand, TrainMethod
 
 from .buskit import ServiceProcess, artifact_store, eventually, kafka_settings, read_topic
 

@@ -16,8 +16,8 @@ from selfimprove.runtime.engine import PromptResult, Sample
 from selfimprove.runtime.engine import SamplingParams as EngineSampling
 from selfimprove.runtime.tasks.arithmetic import ArithmeticTask, canonical_key
 from selfimprove.runtime.tasks.base import problem_key
-from selfimprove.v1.common_pb2 import SamplingParams
-from selfimprove.v1.stages_pb2 import AcquireCommand
+from selfimprove.v2.common_pb2 import SamplingParams
+from selfimprove.v2.stages_pb2 import AcquireCommand
 
 pytestmark = pytest.mark.unit
 MODULES = ["scoring", "prompts", "shard"]

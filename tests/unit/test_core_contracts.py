@@ -8,8 +8,8 @@ import pytest
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.keys import attempt_prefix, split_uri
 from selfimprove.core.topics import Topics
-from selfimprove.v1.common_pb2 import ArtifactRef, Stage
-from selfimprove.v1.stages_pb2 import TrainCommand
+from selfimprove.v2.common_pb2 import ArtifactRef, Stage
+from selfimprove.v2.stages_pb2 import TrainCommand
 
 pytestmark = pytest.mark.unit
 

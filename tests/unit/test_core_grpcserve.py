@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from selfimprove.core.grpcserve import TokenBucket, read_tls, serve
 from selfimprove.core.settings import SettingsError
 from selfimprove.evaluator.control_plane import SERVICE, start_server
-from selfimprove.v1 import control_pb2, control_pb2_grpc
+from selfimprove.v2 import control_pb2, control_pb2_grpc
 from tests.integration.tlskit import self_signed
 
 pytestmark = pytest.mark.unit
@@ -48,7 +48,7 @@ async def test_rate_limit_refuses_beyond_the_burst_but_never_health():
             for name in ("", SERVICE):  # health answers however often it is asked
                 for _ in range(5):
                     assert await health_status(channel, name) == health_pb2.HealthCheckResponse.SERVING
-        assert refused == ["/selfimprove.v1.ControlPlaneService/ListRuns"]
+        assert refused == ["/selfimprove.v2.ControlPlaneService/ListRuns"]
     finally:
         await served.stop(grace=0)
 

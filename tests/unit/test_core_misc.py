@@ -102,9 +102,9 @@ def test_a_stage_builds_its_artifact_on_the_compute_thread():
 
     from selfimprove.core import compute, stage
     from selfimprove.core.store import ArtifactNotFoundError
-    from selfimprove.v1.common_pb2 import Stage
-    from selfimprove.v1.envelope_pb2 import Envelope
-    from selfimprove.v1.stages_pb2 import TrainCommand
+    from selfimprove.v2.common_pb2 import Stage
+    from selfimprove.v2.envelope_pb2 import Envelope
+    from selfimprove.v2.stages_pb2 import TrainCommand
 
     class Store:
         def find_manifest(self, prefix):

@@ -58,7 +58,7 @@ def test_defaults_are_complete():
 
 def test_full_fine_tuning_is_a_run_method():
     from selfimprove.evaluator.commands import METHODS
-    from selfimprove.v1.stages_pb2 import TrainMethod
+    from selfimprove.v2.stages_pb2 import TrainMethod
 
     cfg = load_config("training: {method: full, hparams: {full_lr: 5.0e-5}}")
     assert METHODS[cfg.training.method] == TrainMethod.TRAIN_METHOD_FULL_SFT

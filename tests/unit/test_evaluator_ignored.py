@@ -16,8 +16,8 @@ from selfimprove.evaluator import decide
 from selfimprove.evaluator.config import dump_config, load_config
 from selfimprove.evaluator.controller import Controller
 from selfimprove.evaluator.loopmetrics import LoopMetrics
-from selfimprove.v1.common_pb2 import Stage
-from selfimprove.v1.stages_pb2 import AcquireResult, StageFailure
+from selfimprove.v2.common_pb2 import Stage
+from selfimprove.v2.stages_pb2 import AcquireResult, StageFailure
 from tests.integration.fake_stages import respond
 
 pytestmark = pytest.mark.unit

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from selfimprove.v1 import refinement_pb2 as selfimprove_dot_v1_dot_refinement__pb2
+from selfimprove.v2 import refinement_pb2 as selfimprove_dot_v1_dot_refinement__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in selfimprove/v1/refinement_pb2_grpc.py depends on'
+        + ' but the generated code in selfimprove/v2/refinement_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,12 +36,12 @@ class RefinementServiceStub:
             channel: A grpc.Channel.
         """
         self.Generate = channel.unary_unary(
-                '/selfimprove.v1.RefinementService/Generate',
+                '/selfimprove.v2.RefinementService/Generate',
                 request_serializer=selfimprove_dot_v1_dot_refinement__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=selfimprove_dot_v1_dot_refinement__pb2.GenerateResponse.FromString,
                 _registered_method=True)
         self.GenerateStream = channel.unary_stream(
-                '/selfimprove.v1.RefinementService/GenerateStream',
+                '/selfimprove.v2.RefinementService/GenerateStream',
                 request_serializer=selfimprove_dot_v1_dot_refinement__pb2.GenerateStreamRequest.SerializeToString,
                 response_deserializer=selfimprove_dot_v1_dot_refinement__pb2.GenerateStreamResponse.FromString,
                 _registered_method=True)
@@ -79,9 +79,9 @@ def add_RefinementServiceServicer_to_server(servicer, server):
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'selfimprove.v1.RefinementService', rpc_method_handlers)
+            'selfimprove.v2.RefinementService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('selfimprove.v1.RefinementService', rpc_method_handlers)
+    server.add_registered_method_handlers('selfimprove.v2.RefinementService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -103,7 +103,7 @@ class RefinementService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/selfimprove.v1.RefinementService/Generate',
+            '/selfimprove.v2.RefinementService/Generate',
             selfimprove_dot_v1_dot_refinement__pb2.GenerateRequest.SerializeToString,
             selfimprove_dot_v1_dot_refinement__pb2.GenerateResponse.FromString,
             options,
@@ -130,7 +130,7 @@ class RefinementService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/selfimprove.v1.RefinementService/GenerateStream',
+            '/selfimprove.v2.RefinementService/GenerateStream',
             selfimprove_dot_v1_dot_refinement__pb2.GenerateStreamRequest.SerializeToString,
             selfimprove_dot_v1_dot_refinement__pb2.GenerateStreamResponse.FromString,
             options,

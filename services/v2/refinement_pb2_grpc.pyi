@@ -5,7 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from selfimprove.v1 import refinement_pb2 as _refinement_pb2
+from selfimprove.v2 import refinement_pb2 as _refinement_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

@@ -7,8 +7,8 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
-from selfimprove.v1 import common_pb2 as _common_pb2
-from selfimprove.v1 import stages_pb2 as _stages_pb2
+from selfimprove.v2 import common_pb2 as _common_pb2
+from selfimprove.v2 import stages_pb2 as _stages_pb2
 import builtins as _builtins
 import sys
 import typing as _typing

@@ -6,8 +6,8 @@ isort:skip_file
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
-from selfimprove.v1 import common_pb2 as _common_pb2
-from selfimprove.v1 import stages_pb2 as _stages_pb2
+from selfimprove.v2 import common_pb2 as _common_pb2
+from selfimprove.v2 import stages_pb2 as _stages_pb2
 import builtins as _builtins
 import sys
 import typing as _typing

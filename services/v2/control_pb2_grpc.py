@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from selfimprove.v1 import control_pb2 as selfimprove_dot_v1_dot_control__pb2
+from selfimprove.v2 import control_pb2 as selfimprove_dot_v1_dot_control__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in selfimprove/v1/control_pb2_grpc.py depends on'
+        + ' but the generated code in selfimprove/v2/control_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,22 +36,22 @@ class ControlPlaneServiceStub:
             channel: A grpc.Channel.
         """
         self.StartRun = channel.unary_unary(
-                '/selfimprove.v1.ControlPlaneService/StartRun',
+                '/selfimprove.v2.ControlPlaneService/StartRun',
                 request_serializer=selfimprove_dot_v1_dot_control__pb2.StartRunRequest.SerializeToString,
                 response_deserializer=selfimprove_dot_v1_dot_control__pb2.StartRunResponse.FromString,
                 _registered_method=True)
         self.StopRun = channel.unary_unary(
-                '/selfimprove.v1.ControlPlaneService/StopRun',
+                '/selfimprove.v2.ControlPlaneService/StopRun',
                 request_serializer=selfimprove_dot_v1_dot_control__pb2.StopRunRequest.SerializeToString,
                 response_deserializer=selfimprove_dot_v1_dot_control__pb2.StopRunResponse.FromString,
                 _registered_method=True)
         self.GetRunStatus = channel.unary_unary(
-                '/selfimprove.v1.ControlPlaneService/GetRunStatus',
+                '/selfimprove.v2.ControlPlaneService/GetRunStatus',
                 request_serializer=selfimprove_dot_v1_dot_control__pb2.GetRunStatusRequest.SerializeToString,
                 response_deserializer=selfimprove_dot_v1_dot_control__pb2.GetRunStatusResponse.FromString,
                 _registered_method=True)
         self.ListRuns = channel.unary_unary(
-                '/selfimprove.v1.ControlPlaneService/ListRuns',
+                '/selfimprove.v2.ControlPlaneService/ListRuns',
                 request_serializer=selfimprove_dot_v1_dot_control__pb2.ListRunsRequest.SerializeToString,
                 response_deserializer=selfimprove_dot_v1_dot_control__pb2.ListRunsResponse.FromString,
                 _registered_method=True)
@@ -110,9 +110,9 @@ def add_ControlPlaneServiceServicer_to_server(servicer, server):
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'selfimprove.v1.ControlPlaneService', rpc_method_handlers)
+            'selfimprove.v2.ControlPlaneService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('selfimprove.v1.ControlPlaneService', rpc_method_handlers)
+    server.add_registered_method_handlers('selfimprove.v2.ControlPlaneService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -134,7 +134,7 @@ class ControlPlaneService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/selfimprove.v1.ControlPlaneService/StartRun',
+            '/selfimprove.v2.ControlPlaneService/StartRun',
             selfimprove_dot_v1_dot_control__pb2.StartRunRequest.SerializeToString,
             selfimprove_dot_v1_dot_control__pb2.StartRunResponse.FromString,
             options,
@@ -161,7 +161,7 @@ class ControlPlaneService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/selfimprove.v1.ControlPlaneService/StopRun',
+            '/selfimprove.v2.ControlPlaneService/StopRun',
             selfimprove_dot_v1_dot_control__pb2.StopRunRequest.SerializeToString,
             selfimprove_dot_v1_dot_control__pb2.StopRunResponse.FromString,
             options,
@@ -188,7 +188,7 @@ class ControlPlaneService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/selfimprove.v1.ControlPlaneService/GetRunStatus',
+            '/selfimprove.v2.ControlPlaneService/GetRunStatus',
             selfimprove_dot_v1_dot_control__pb2.GetRunStatusRequest.SerializeToString,
             selfimprove_dot_v1_dot_control__pb2.GetRunStatusResponse.FromString,
             options,
@@ -215,7 +215,7 @@ class ControlPlaneService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/selfimprove.v1.ControlPlaneService/ListRuns',
+            '/selfimprove.v2.ControlPlaneService/ListRuns',
             selfimprove_dot_v1_dot_control__pb2.ListRunsRequest.SerializeToString,
             selfimprove_dot_v1_dot_control__pb2.ListRunsResponse.FromString,
             options,
