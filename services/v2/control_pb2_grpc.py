@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from selfimprove.v2 import control_pb2 as selfimprove_dot_v1_dot_control__pb2
+from selfimprove.v2 import control_pb2 as selfimprove_dot_v2_dot_control__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -37,23 +37,23 @@ class ControlPlaneServiceStub:
         """
         self.StartRun = channel.unary_unary(
                 '/selfimprove.v2.ControlPlaneService/StartRun',
-                request_serializer=selfimprove_dot_v1_dot_control__pb2.StartRunRequest.SerializeToString,
-                response_deserializer=selfimprove_dot_v1_dot_control__pb2.StartRunResponse.FromString,
+                request_serializer=selfimprove_dot_v2_dot_control__pb2.StartRunRequest.SerializeToString,
+                response_deserializer=selfimprove_dot_v2_dot_control__pb2.StartRunResponse.FromString,
                 _registered_method=True)
         self.StopRun = channel.unary_unary(
                 '/selfimprove.v2.ControlPlaneService/StopRun',
-                request_serializer=selfimprove_dot_v1_dot_control__pb2.StopRunRequest.SerializeToString,
-                response_deserializer=selfimprove_dot_v1_dot_control__pb2.StopRunResponse.FromString,
+                request_serializer=selfimprove_dot_v2_dot_control__pb2.StopRunRequest.SerializeToString,
+                response_deserializer=selfimprove_dot_v2_dot_control__pb2.StopRunResponse.FromString,
                 _registered_method=True)
         self.GetRunStatus = channel.unary_unary(
                 '/selfimprove.v2.ControlPlaneService/GetRunStatus',
-                request_serializer=selfimprove_dot_v1_dot_control__pb2.GetRunStatusRequest.SerializeToString,
-                response_deserializer=selfimprove_dot_v1_dot_control__pb2.GetRunStatusResponse.FromString,
+                request_serializer=selfimprove_dot_v2_dot_control__pb2.GetRunStatusRequest.SerializeToString,
+                response_deserializer=selfimprove_dot_v2_dot_control__pb2.GetRunStatusResponse.FromString,
                 _registered_method=True)
         self.ListRuns = channel.unary_unary(
                 '/selfimprove.v2.ControlPlaneService/ListRuns',
-                request_serializer=selfimprove_dot_v1_dot_control__pb2.ListRunsRequest.SerializeToString,
-                response_deserializer=selfimprove_dot_v1_dot_control__pb2.ListRunsResponse.FromString,
+                request_serializer=selfimprove_dot_v2_dot_control__pb2.ListRunsRequest.SerializeToString,
+                response_deserializer=selfimprove_dot_v2_dot_control__pb2.ListRunsResponse.FromString,
                 _registered_method=True)
 
 
@@ -90,23 +90,23 @@ def add_ControlPlaneServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'StartRun': grpc.unary_unary_rpc_method_handler(
                     servicer.StartRun,
-                    request_deserializer=selfimprove_dot_v1_dot_control__pb2.StartRunRequest.FromString,
-                    response_serializer=selfimprove_dot_v1_dot_control__pb2.StartRunResponse.SerializeToString,
+                    request_deserializer=selfimprove_dot_v2_dot_control__pb2.StartRunRequest.FromString,
+                    response_serializer=selfimprove_dot_v2_dot_control__pb2.StartRunResponse.SerializeToString,
             ),
             'StopRun': grpc.unary_unary_rpc_method_handler(
                     servicer.StopRun,
-                    request_deserializer=selfimprove_dot_v1_dot_control__pb2.StopRunRequest.FromString,
-                    response_serializer=selfimprove_dot_v1_dot_control__pb2.StopRunResponse.SerializeToString,
+                    request_deserializer=selfimprove_dot_v2_dot_control__pb2.StopRunRequest.FromString,
+                    response_serializer=selfimprove_dot_v2_dot_control__pb2.StopRunResponse.SerializeToString,
             ),
             'GetRunStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRunStatus,
-                    request_deserializer=selfimprove_dot_v1_dot_control__pb2.GetRunStatusRequest.FromString,
-                    response_serializer=selfimprove_dot_v1_dot_control__pb2.GetRunStatusResponse.SerializeToString,
+                    request_deserializer=selfimprove_dot_v2_dot_control__pb2.GetRunStatusRequest.FromString,
+                    response_serializer=selfimprove_dot_v2_dot_control__pb2.GetRunStatusResponse.SerializeToString,
             ),
             'ListRuns': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRuns,
-                    request_deserializer=selfimprove_dot_v1_dot_control__pb2.ListRunsRequest.FromString,
-                    response_serializer=selfimprove_dot_v1_dot_control__pb2.ListRunsResponse.SerializeToString,
+                    request_deserializer=selfimprove_dot_v2_dot_control__pb2.ListRunsRequest.FromString,
+                    response_serializer=selfimprove_dot_v2_dot_control__pb2.ListRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,8 +135,8 @@ class ControlPlaneService:
             request,
             target,
             '/selfimprove.v2.ControlPlaneService/StartRun',
-            selfimprove_dot_v1_dot_control__pb2.StartRunRequest.SerializeToString,
-            selfimprove_dot_v1_dot_control__pb2.StartRunResponse.FromString,
+            selfimprove_dot_v2_dot_control__pb2.StartRunRequest.SerializeToString,
+            selfimprove_dot_v2_dot_control__pb2.StartRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -162,8 +162,8 @@ class ControlPlaneService:
             request,
             target,
             '/selfimprove.v2.ControlPlaneService/StopRun',
-            selfimprove_dot_v1_dot_control__pb2.StopRunRequest.SerializeToString,
-            selfimprove_dot_v1_dot_control__pb2.StopRunResponse.FromString,
+            selfimprove_dot_v2_dot_control__pb2.StopRunRequest.SerializeToString,
+            selfimprove_dot_v2_dot_control__pb2.StopRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -189,8 +189,8 @@ class ControlPlaneService:
             request,
             target,
             '/selfimprove.v2.ControlPlaneService/GetRunStatus',
-            selfimprove_dot_v1_dot_control__pb2.GetRunStatusRequest.SerializeToString,
-            selfimprove_dot_v1_dot_control__pb2.GetRunStatusResponse.FromString,
+            selfimprove_dot_v2_dot_control__pb2.GetRunStatusRequest.SerializeToString,
+            selfimprove_dot_v2_dot_control__pb2.GetRunStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -216,8 +216,8 @@ class ControlPlaneService:
             request,
             target,
             '/selfimprove.v2.ControlPlaneService/ListRuns',
-            selfimprove_dot_v1_dot_control__pb2.ListRunsRequest.SerializeToString,
-            selfimprove_dot_v1_dot_control__pb2.ListRunsResponse.FromString,
+            selfimprove_dot_v2_dot_control__pb2.ListRunsRequest.SerializeToString,
+            selfimprove_dot_v2_dot_control__pb2.ListRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

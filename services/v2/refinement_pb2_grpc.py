@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from selfimprove.v2 import refinement_pb2 as selfimprove_dot_v1_dot_refinement__pb2
+from selfimprove.v2 import refinement_pb2 as selfimprove_dot_v2_dot_refinement__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -37,13 +37,13 @@ class RefinementServiceStub:
         """
         self.Generate = channel.unary_unary(
                 '/selfimprove.v2.RefinementService/Generate',
-                request_serializer=selfimprove_dot_v1_dot_refinement__pb2.GenerateRequest.SerializeToString,
-                response_deserializer=selfimprove_dot_v1_dot_refinement__pb2.GenerateResponse.FromString,
+                request_serializer=selfimprove_dot_v2_dot_refinement__pb2.GenerateRequest.SerializeToString,
+                response_deserializer=selfimprove_dot_v2_dot_refinement__pb2.GenerateResponse.FromString,
                 _registered_method=True)
         self.GenerateStream = channel.unary_stream(
                 '/selfimprove.v2.RefinementService/GenerateStream',
-                request_serializer=selfimprove_dot_v1_dot_refinement__pb2.GenerateStreamRequest.SerializeToString,
-                response_deserializer=selfimprove_dot_v1_dot_refinement__pb2.GenerateStreamResponse.FromString,
+                request_serializer=selfimprove_dot_v2_dot_refinement__pb2.GenerateStreamRequest.SerializeToString,
+                response_deserializer=selfimprove_dot_v2_dot_refinement__pb2.GenerateStreamResponse.FromString,
                 _registered_method=True)
 
 
@@ -69,13 +69,13 @@ def add_RefinementServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Generate': grpc.unary_unary_rpc_method_handler(
                     servicer.Generate,
-                    request_deserializer=selfimprove_dot_v1_dot_refinement__pb2.GenerateRequest.FromString,
-                    response_serializer=selfimprove_dot_v1_dot_refinement__pb2.GenerateResponse.SerializeToString,
+                    request_deserializer=selfimprove_dot_v2_dot_refinement__pb2.GenerateRequest.FromString,
+                    response_serializer=selfimprove_dot_v2_dot_refinement__pb2.GenerateResponse.SerializeToString,
             ),
             'GenerateStream': grpc.unary_stream_rpc_method_handler(
                     servicer.GenerateStream,
-                    request_deserializer=selfimprove_dot_v1_dot_refinement__pb2.GenerateStreamRequest.FromString,
-                    response_serializer=selfimprove_dot_v1_dot_refinement__pb2.GenerateStreamResponse.SerializeToString,
+                    request_deserializer=selfimprove_dot_v2_dot_refinement__pb2.GenerateStreamRequest.FromString,
+                    response_serializer=selfimprove_dot_v2_dot_refinement__pb2.GenerateStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -104,8 +104,8 @@ class RefinementService:
             request,
             target,
             '/selfimprove.v2.RefinementService/Generate',
-            selfimprove_dot_v1_dot_refinement__pb2.GenerateRequest.SerializeToString,
-            selfimprove_dot_v1_dot_refinement__pb2.GenerateResponse.FromString,
+            selfimprove_dot_v2_dot_refinement__pb2.GenerateRequest.SerializeToString,
+            selfimprove_dot_v2_dot_refinement__pb2.GenerateResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -131,8 +131,8 @@ class RefinementService:
             request,
             target,
             '/selfimprove.v2.RefinementService/GenerateStream',
-            selfimprove_dot_v1_dot_refinement__pb2.GenerateStreamRequest.SerializeToString,
-            selfimprove_dot_v1_dot_refinement__pb2.GenerateStreamResponse.FromString,
+            selfimprove_dot_v2_dot_refinement__pb2.GenerateStreamRequest.SerializeToString,
+            selfimprove_dot_v2_dot_refinement__pb2.GenerateStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
