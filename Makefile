@@ -51,9 +51,10 @@ protos-check: $(STAMP)
 	  cd protos && ../$(BIN)/buf breaking --against '../.git#branch=HEAD,subdir=protos'; fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check services tests benchmarks
-	$(BIN)/ruff format --check services tests benchmarks
+	$(BIN)/ruff check services tests benchmarks docs/experiments/scripts
+	$(BIN)/ruff format --check services tests benchmarks docs/experiments/scripts
 	$(BIN)/mypy services/core
+	$(BIN)/lint-imports
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -m unit --timeout=120 -q
@@ -75,7 +76,7 @@ bench: $(STAMP)
 
 # Real-model measurements that take tens of minutes here (reported in the README, not CI tests).
 bench-sft: $(STAMP)
-	PYTHONPATH=. $(BIN)/pytest -p tests.conftest benchmarks/sft_real.py -s -m e2e --timeout=3600
+	PYTHONPATH=. $(BIN)/pytest benchmarks/sft_real.py -s -m e2e --timeout=3600
 
 # Fault suites on the local stack with the real services (figures printed at the end).
 chaos: $(STAMP) system-deps

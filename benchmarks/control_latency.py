@@ -3,7 +3,7 @@ stage command acknowledged by the broker (``acks=all``), through the real consum
 durable dedup in the object store, decide, publish decision + command). Goal: p99 < 50 ms.
 
 Starts its own Tansu + SeaweedFS on loopback, the controller in-process and in-process stand-in
-stages that answer every command at once (``tests/integration/fake_stages.respond``), then drives
+stages that answer every command at once (``tests/support/fake_stages.respond``), then drives
 ``--iterations`` whole iterations (each: N acquire shards, select, train, evaluate, refine).
 End-to-end latency (result published by the stage -> command received by the stage) is shown too.
 
@@ -35,7 +35,7 @@ from selfimprove.evaluator.controller import Controller  # noqa: E402
 from selfimprove.evaluator.loopmetrics import LoopMetrics  # noqa: E402
 from selfimprove.v2.common_pb2 import Stage  # noqa: E402
 from selfimprove.v2.stages_pb2 import RunControl  # noqa: E402
-from tests.integration.fake_stages import respond  # noqa: E402
+from tests.support.fake_stages import respond  # noqa: E402
 
 CONFIG = """
 budget: {{iterations: {iterations}, wall_time_s: 36000}}

@@ -6,7 +6,7 @@ prompts, and only replies the task's verifier accepts (ended with end-of-turn) a
 about ten minutes on two CPU cores.
 
 A measurement, not a CI test (tens of minutes on a 2-core CPU): `make bench-sft`, i.e.
-`PYTHONPATH=. .venv/bin/pytest -p tests.conftest benchmarks/sft_real.py -s -m e2e`.
+`PYTHONPATH=. .venv/bin/pytest benchmarks/sft_real.py -s -m e2e`.
 """
 
 import json
@@ -15,14 +15,15 @@ import time
 import pytest
 import torch
 
+from selfimprove.core.stage import stats_dict
 from selfimprove.runtime.engine import GenerationRequest, SamplingParams
 from selfimprove.runtime.hf_engine import TransformersEngine
 from selfimprove.runtime.models import load_model
 from selfimprove.runtime.stats import accuracy, mcnemar
 from selfimprove.runtime.tasks import load_task
 from selfimprove.v2.stages_pb2 import TrainMethod
-from tests.integration.buskit import artifact_store
-from tests.integration.test_trainer_service import command, publish_dataset, results, send, trainer
+from tests.support.buskit import artifact_store
+from tests.support.trainer_kit import command, publish_dataset, results, send, trainer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
 TASK = load_task("arithmetic", {"categories": ["add2"]})
@@ -77,7 +78,8 @@ async def test_sft_on_own_verified_answers_beats_base(stack, unique_name, tmp_pa
         service.stop()
     assert got["real"].WhichOneof("payload") == "train_result", got["real"]
     res = got["real"].train_result
-    stats = dict(res.stats.values)
+    stats = res.stats
+    figures = stats_dict(stats)
 
     folder = store.get_folder(res.candidate.adapter, tmp_path / "adapter")
     model, tokenizer = load_model(adapters=[folder])
@@ -91,7 +93,7 @@ async def test_sft_on_own_verified_answers_beats_base(stack, unique_name, tmp_pa
         "p_value": paired.p_value,
         "n": paired.n,
         **{
-            k: stats[k]
+            k: figures[k]
             for k in (
                 "heldout_loss_before",
                 "heldout_loss_after",
@@ -105,5 +107,5 @@ async def test_sft_on_own_verified_answers_beats_base(stack, unique_name, tmp_pa
     }
     print("E2E SFT", json.dumps(report, indent=1))
     (tmp_path / "report.json").write_text(json.dumps(report))
-    assert stats["heldout_loss_after"] < stats["heldout_loss_before"]
+    assert stats.heldout_loss_after < stats.heldout_loss_before
     assert paired.delta > 0 and paired.p_value < 0.05, report

@@ -83,9 +83,9 @@ def ours(
     (``adapter``: that trained adapter continued instead of a new LoRA)."""
     from peft import PeftModel, get_peft_model
 
+    from selfimprove.contracts.params import Hparams
     from selfimprove.runtime.models import load_model
     from selfimprove.trainer.batches import encode
-    from selfimprove.trainer.hparams import Hparams
     from selfimprove.trainer.losses import mean_loss
     from selfimprove.trainer.precision import frozen_in_bf16
     from selfimprove.trainer.sft import train_unsynced

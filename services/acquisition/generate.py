@@ -11,8 +11,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from selfimprove.acquisition import prompts
-from selfimprove.acquisition.scoring import judge_prompt, judge_score, majority
-from selfimprove.acquisition.shard import BY_MAJORITY, BY_VERIFIER, Row, make_row
+from selfimprove.acquisition.scoring import judge_prompt, judge_score
+from selfimprove.acquisition.shard import make_row
+from selfimprove.contracts.samples import BY_MAJORITY, BY_VERIFIER, Row
+from selfimprove.contracts.voting import majority
 from selfimprove.runtime.engine import Engine, GenerationRequest, SamplingParams
 from selfimprove.runtime.tasks.base import Item, Task
 from selfimprove.runtime.tasks.seedset import SeedExample
@@ -20,19 +22,18 @@ from selfimprove.runtime.tasks.seedset import SeedExample
 
 @dataclass(frozen=True)
 class ShardJob:
-    """What one shard asks for, with defaults already applied."""
+    """What one shard asks for, with defaults already applied; the flags after ``judge_max_new_tokens``
+    are the command's task tactics (docs/tasks.md)."""
 
     items: Sequence[Item]
     sampling: SamplingParams
     self_judge: bool = False
     judge_max_new_tokens: int = 4
     rationalize: bool = False
-    hint_only: bool = False  # with rationalize: no plain samples, every prompt asked with its hint
     worked: bool = False
     worked_by_majority: bool = False  # label-free: sub-answers by the samples' majority, never the verifier
     rationalize_steps: bool = False  # verified: a sub-question no sample answered is asked with its hint
     check_labels: bool = False  # label-free: each majority answer checked by the task's check question
-    witness_labels: bool = False  # label-free: each checked label reached again by the worked plan
 
 
 def self_instruct(
@@ -208,48 +209,11 @@ def check_labels(
     return out
 
 
-def witness_labels(
-    engine: Engine, task: Task, items: Sequence[Item], labels: Sequence[str | None], max_new_tokens: int
-) -> list[dict[str, Any] | None]:
-    """Each item's label reached a second way: the task's worked plan (:func:`work_out`) asked
-    greedily, one answer per sub-question: ``{"label", "text", "tokens", "extracted", "passed"}``, or
-    ``None`` for an item with no label, no plan, or a step the model gave no usable answer to.
-    ``passed`` compares the worked reply's final answer with the label, and nothing else (the
-    verifier is never asked, and the sub-questions are not stored as rows), so a label passes when
-    the model's own two routes to the answer meet. Costs two short greedy generations per label.
-    """
-    out: list[dict[str, Any] | None] = [None] * len(items)
-    asked = [(i, label) for i, label in enumerate(labels) if label is not None]
-    if not asked:
-        return out
-    greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
-    worked, _ = work_out(engine, task, [items[i] for i, _ in asked], greedy, by_majority=True)
-    for (i, label), replies in zip(asked, worked, strict=True):
-        if replies:  # work_out writes at most one reply per item
-            extracted = task.extract(replies[0].text)
-            out[i] = {
-                "label": label,
-                "text": replies[0].text,
-                "tokens": replies[0].tokens,
-                "extracted": extracted,
-                "passed": extracted == label,
-            }
-    return out
-
-
 def run_shard(engine: Engine, task: Task, job: ShardJob) -> tuple[list[Row], float, float]:
-    """Rows of the shard, seconds spent sampling the answers, and seconds in total.
-
-    With ``hint_only`` the plain prompts are not sampled: every prompt with a reference answer is
-    asked with its hint (its row has no samples of its own, so no pass rate).
-    """
-    if job.hint_only and not job.rationalize:
-        raise ValueError("hint_only needs rationalize: the hinted replies are rationalization's")
+    """Rows of the shard, seconds spent sampling the answers, and seconds in total."""
     started = time.perf_counter()
-    samples: list[Sequence[Any]] = [() for _ in job.items]
-    if not job.hint_only:
-        results = engine.generate(GenerationRequest([i.prompt for i in job.items], job.sampling))
-        samples = [r.samples for r in results]
+    results = engine.generate(GenerationRequest([i.prompt for i in job.items], job.sampling))
+    samples: list[Sequence[Any]] = [r.samples for r in results]
     worked: list[list[Worked]] = [[] for _ in job.items]
     steps: list[Step] = []
     if job.worked:
@@ -275,10 +239,5 @@ def run_shard(engine: Engine, task: Task, job: ShardJob) -> tuple[list[Row], flo
         )
         for row, check in zip(rows, checks, strict=True):
             row["check"] = check
-    if job.witness_labels:  # after the check: a label it refused needs no witness
-        wanted = [r["majority"] if (r.get("check") or {}).get("passed", True) else None for r in rows]
-        witnesses = witness_labels(engine, task, job.items, wanted, job.sampling.max_new_tokens)
-        for row, witness in zip(rows, witnesses, strict=True):
-            row["witness"] = witness
     rows += [make_row(item, ss, task.extract, task.verify, hinted=hs) for item, ss, hs in steps]
     return rows, sampling_seconds, time.perf_counter() - started

@@ -13,15 +13,16 @@ import logging
 from typing import Any
 
 from selfimprove.acquisition.settings import AcquisitionSettings
-from selfimprove.acquisition.shard import shard_stats, to_jsonl
-from selfimprove.core.bus import Outgoing
+from selfimprove.acquisition.shard import shard_stats
+from selfimprove.contracts.samples import to_jsonl
+from selfimprove.core.outgoing import Outgoing
 from selfimprove.core.runner import Context, Runnable
 from selfimprove.core.settings import load
-from selfimprove.core.stage import StageInputError, failure, result, run_once, stats
+from selfimprove.core.stage import StageInputError, failure, parse_stats, result, run_once, stats_dict
 from selfimprove.core.store import ArtifactError, ArtifactStore
 from selfimprove.v2.common_pb2 import Stage
 from selfimprove.v2.envelope_pb2 import Envelope
-from selfimprove.v2.stages_pb2 import AcquireCommand, AcquireResult
+from selfimprove.v2.stages_pb2 import AcquireCommand, AcquireResult, AcquireStats
 
 log = logging.getLogger(__name__)
 
@@ -141,33 +142,30 @@ class Acquirer:
                 if cmd.self_instruct
                 else f"the task has no train problem left for shard {cmd.shard} of {cmd.num_shards}"
             )
-        if cmd.rationalize_steps and cmd.worked_by_majority:
+        tactics = cmd.tactics
+        if tactics.rationalize_steps and tactics.worked_by_majority:
             raise StageInputError(
-                "rationalize_steps reads the reference answers, so it cannot pick by majority"
+                "tactics.rationalize_steps reads the reference answers, so it cannot pick by majority"
             )
-        if cmd.hint_only and not cmd.rationalize:
-            raise StageInputError("hint_only needs rationalize: the hinted replies are rationalization's")
         sampling = sampling_params(cmd, env.iteration)
         job = generate.ShardJob(
             items,
             sampling,
             self_judge=cmd.self_judge,
             judge_max_new_tokens=self.settings.judge_max_new_tokens,
-            rationalize=cmd.rationalize,
-            hint_only=cmd.hint_only,
-            worked=cmd.worked,
-            worked_by_majority=cmd.worked_by_majority,
-            rationalize_steps=cmd.rationalize_steps,
-            check_labels=cmd.check_labels,
-            witness_labels=cmd.witness_labels,
+            rationalize=tactics.rationalize,
+            worked=tactics.worked,
+            worked_by_majority=tactics.worked_by_majority,
+            rationalize_steps=tactics.rationalize_steps,
+            check_labels=tactics.check_labels,
         )
         rows, _, seconds = generate.run_shard(engine, task, job)
-        values = shard_stats(rows, seconds)
-        self.prompts.inc(values["prompts"])
-        self.samples.inc(values["samples"])
-        self.tokens.inc(values["tokens"])
-        self.tps.set(values["tokens_per_second"])
-        self.yield_.set(values["yield"])
+        figures = shard_stats(rows, seconds)
+        self.prompts.inc(figures.prompts)
+        self.samples.inc(figures.samples)
+        self.tokens.inc(figures.tokens)
+        self.tps.set(figures.tokens_per_second)
+        self.yield_.set(figures.yield_rate)
         meta = {
             "model_version": cmd.policy.version or version_key(cmd.policy),
             "policy": {
@@ -190,17 +188,17 @@ class Acquirer:
             },
             "self_judge": cmd.self_judge,
             "self_instruct": cmd.self_instruct,
-            "rationalize": cmd.rationalize,
-            "hint_only": cmd.hint_only,
-            "worked": cmd.worked,
-            "worked_by_majority": cmd.worked_by_majority,
-            "rationalize_steps": cmd.rationalize_steps,
-            "check_labels": cmd.check_labels,
-            "witness_labels": cmd.witness_labels,
+            "tactics": {
+                "rationalize": tactics.rationalize,
+                "worked": tactics.worked,
+                "worked_by_majority": tactics.worked_by_majority,
+                "rationalize_steps": tactics.rationalize_steps,
+                "check_labels": tactics.check_labels,
+            },
             "instance": self.ctx.settings.instance,
-            "stats": values,
+            "stats": stats_dict(figures),
         }
-        log.info("shard %d of %s iter %d: %s", cmd.shard, env.run_id, env.iteration, values)
+        log.info("shard %d of %s iter %d: %s", cmd.shard, env.run_id, env.iteration, meta["stats"])
         return {"samples.jsonl": to_jsonl(rows)}, meta
 
     async def handle(self, env: Envelope) -> list[Outgoing]:
@@ -215,7 +213,9 @@ class Acquirer:
         except StageInputError as exc:
             log.warning("acquire command %s refused: %s", env.event_id, exc)
             return [failure(topics, work, producer, exc)]
-        done = AcquireResult(shard=work.shard, samples=ref, stats=stats(meta.get("stats", {})))
+        done = AcquireResult(
+            shard=work.shard, samples=ref, stats=parse_stats(meta.get("stats"), AcquireStats())
+        )
         return [result(topics, work, producer, acquire_result=done)]
 
 

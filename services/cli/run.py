@@ -21,6 +21,7 @@ from typing import Annotated
 import typer
 
 from selfimprove.cli.control import TLS_CA_ENV, control_target
+from selfimprove.report.summary import decision_line, summarize
 
 FINAL = ("completed", "stopped", "failed")
 
@@ -29,7 +30,7 @@ def prepare_config(path: Path, iterations: int | None, label_mode: str | None, r
     """The config file with the command-line overrides applied, validated (clear error on a bad field)."""
     import yaml
 
-    from selfimprove.evaluator.config import LABEL_FREE_ONLY, TRUTH_FED, dump_config, load_config
+    from selfimprove.evaluator.config import TaskConfig, dump_config, load_config, tactics_model
 
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -47,9 +48,10 @@ def prepare_config(path: Path, iterations: int | None, label_mode: str | None, r
         data.setdefault("budget", {})["iterations"] = iterations
     if label_mode is not None:
         data["label_mode"] = label_mode
-        if isinstance(data.get("acquisition"), dict):
-            off = TRUTH_FED if label_mode == "label-free" else LABEL_FREE_ONLY
-            data["acquisition"].update(dict.fromkeys(off, False))
+        task = data.get("task")
+        if isinstance(task, dict) and isinstance(task.get("tactics"), dict):
+            name = task.get("name", TaskConfig.model_fields["name"].default)
+            task["tactics"].update(tactics_model(str(name)).off_for(label_mode))
     if run_id is not None:
         data["run_id"] = run_id
     return dump_config(load_config(yaml.safe_dump(data)))
@@ -86,8 +88,8 @@ def run_cmd(
     label_mode: Annotated[
         str | None,
         typer.Option(
-            help="verified | label-free (overrides the config; label-free also turns off rationalize and hints, "
-            "verified the label check)."
+            help="verified | label-free (overrides the config; label-free also turns off the task tactics that "
+            "read reference answers, verified the label check)."
         ),
     ] = None,
     local: Annotated[bool, typer.Option("--local", help="Bring up the local stack and services.")] = False,
@@ -184,7 +186,7 @@ def follow(
                 control_pb2.GetRunStatusRequest(run_id=started.run_id), timeout=30
             ).status
             for decision in status.decisions[seen_decisions:]:
-                console.print(f"  decision: {_decision_line(decision)}")
+                console.print(f"  decision: {decision_line(decision)}")
             seen_decisions = len(status.decisions)
             spinner.update(_progress_line(status))
             last = status
@@ -200,31 +202,3 @@ def _progress_line(status) -> str:
     stage = Stage.Name(status.stage).removeprefix("STAGE_").lower() if status.stage else "-"
     acc = ", ".join(f"{a:.3f}" for a in status.accuracy) or "-"
     return f"iteration {status.iteration} · {stage} · dev accuracy {acc}"
-
-
-def _decision_line(decision) -> str:
-    from selfimprove.v2.stages_pb2 import Decision
-
-    kind = Decision.Kind.Name(decision.kind).removeprefix("KIND_").lower()
-    scores = "; ".join(
-        f"{s.name} {s.incumbent_accuracy:.3f}→{s.candidate_accuracy:.3f} (p={s.p_value:.3g})"
-        for s in decision.evidence
-    )
-    return f"{kind}: {decision.reason}" + (f" [{scores}]" if scores else "")
-
-
-def summarize(status) -> dict:
-    """The machine-readable summary of ``run --json`` and ``status --json``."""
-    from google.protobuf import json_format
-
-    lineage = json.loads(status.lineage_json or "{}")
-    return {
-        "run_id": status.run_id,
-        "state": status.state,
-        "stop_reason": status.stop_reason,
-        "iteration": status.iteration,
-        "incumbent": json_format.MessageToDict(status.incumbent, preserving_proto_field_name=True),
-        "accuracy": list(status.accuracy),
-        "decisions": [_decision_line(d) for d in status.decisions],
-        "lineage": lineage,
-    }

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -19,6 +18,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.kafka_config import client_kwargs
 from selfimprove.core.metrics import Metrics
+from selfimprove.core.outgoing import Outgoing
 from selfimprove.core.retry import retrying
 from selfimprove.core.settings import KafkaSettings
 from selfimprove.core.topics import Topics
@@ -26,19 +26,6 @@ from selfimprove.v2.envelope_pb2 import Envelope
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """An event a handler wants published. The bus publishes it before committing the input."""
-
-    topic: str
-    envelope: Envelope
-    key: str = ""
-    # not None: sent to the topic's partition number ``spread`` modulo its partitions, not by the
-    # key's hash, so consecutive values (the shards of an iteration) land on distinct partitions and
-    # so on distinct replicas of a round-robin group
-    spread: int | None = None
 
 
 class Bus:

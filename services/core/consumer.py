@@ -29,10 +29,11 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from selfimprove.core import envelope as envelopes
-from selfimprove.core.bus import Bus, Outgoing
+from selfimprove.core.bus import Bus
 from selfimprove.core.dedup import Dedup
 from selfimprove.core.kafka_config import client_kwargs
 from selfimprove.core.logs import fields
+from selfimprove.core.outgoing import Outgoing
 from selfimprove.core.retry import RetryableError, backoff_delays, retrying
 from selfimprove.core.topics import Topics
 from selfimprove.v2.envelope_pb2 import Envelope

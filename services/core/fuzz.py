@@ -69,10 +69,12 @@ def payloads(rng: random.Random) -> dict[str, object]:
         "acquire_command": s.AcquireCommand(policy=_model(rng), task=task, num_prompts=2, num_shards=1),
         "acquire_result": s.AcquireResult(samples=_ref(rng)),
         "select_command": s.SelectCommand(shards=[_ref(rng)], policy=_model(rng)),
-        "select_result": s.SelectResult(sft_set=_ref(rng), data_card=_ref(rng)),
+        "select_result": s.SelectResult(dataset=_ref(rng)),
         "train_command": s.TrainCommand(policy=_model(rng), datasets=[_ref(rng)], method=1),
         "train_result": s.TrainResult(candidate=_model(rng), loss_curve=_ref(rng)),
-        "evaluate_command": s.EvaluateCommand(candidate=_model(rng), incumbent=_model(rng), dev_size=2),
+        "evaluate_command": s.EvaluateCommand(
+            candidate=_model(rng), incumbent=_model(rng), suites=[s.EvalSuite(name="dev", dev_size=2)]
+        ),
         "evaluate_result": s.EvaluateResult(details=_ref(rng)),
         "refine_command": s.RefineCommand(
             incumbent=_model(rng), task=task, dev_size=2, strategies=["greedy"]

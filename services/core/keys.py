@@ -31,12 +31,22 @@ def run_prefix(run_id: str) -> str:
 
 
 def run_state_key(run_id: str) -> str:
-    """The evaluator's snapshot of a run (its ``status`` tells stage services whether it has ended).
+    """The evaluator's snapshot of a run: the evaluator's own, read by nothing else (stage services
+    read :func:`run_end_key`).
 
     >>> run_state_key("r1")
     'runs/r1/state/snapshot.json'
     """
     return run_prefix(run_id) + "state/snapshot.json"
+
+
+def run_end_key(run_id: str) -> str:
+    """Whether a run has ended, as stage services read it (:mod:`selfimprove.core.runend`).
+
+    >>> run_end_key("r1")
+    'runs/r1/ended.json'
+    """
+    return run_prefix(run_id) + "ended.json"
 
 
 def attempt_prefix(run_id: str, iteration: int, stage: str, shard: int, attempt: int) -> str:

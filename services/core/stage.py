@@ -2,7 +2,8 @@
 
 A stage handler is idempotent per attempt: ``run_once`` looks for the attempt's manifest first and,
 when a previous delivery already completed the work, returns that artifact instead of redoing it.
-A command of a run its evaluator has ended (stopped, completed, failed) is refused before any work:
+A command of a run its evaluator has ended (stopped, completed, failed; the run's record in
+:mod:`.runend`) is refused before any work:
 commands queued before a stop would otherwise still cost their full compute.
 The manifest's ``meta`` carries the stage statistics, so the result event can be rebuilt from it.
 CPU-heavy work runs in a worker thread so the consumer keeps heartbeating meanwhile.
@@ -11,23 +12,29 @@ CPU-heavy work runs in a worker thread so the consumer keeps heartbeating meanwh
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from selfimprove.core import compute
 from selfimprove.core import envelope as envelopes
-from selfimprove.core.bus import Outgoing
-from selfimprove.core.keys import attempt_prefix, run_state_key
-from selfimprove.core.store import ArtifactNotFoundError, ArtifactStore
+from selfimprove.core.keys import attempt_prefix
+from selfimprove.core.outgoing import Outgoing
+from selfimprove.core.runend import RunEnd, read_run_end
 from selfimprove.core.topics import STAGES, Topics
-from selfimprove.v2.common_pb2 import ArtifactRef, Stats
+from selfimprove.v2.common_pb2 import ArtifactRef
 from selfimprove.v2.envelope_pb2 import Envelope
 from selfimprove.v2.stages_pb2 import StageFailure
 
+if TYPE_CHECKING:  # the store is passed in: pure code that imports this module needs no minio client
+    from selfimprove.core.store import ArtifactStore
+
 Files = Mapping[str, bytes | Path]
 Build = Callable[[], tuple[Files, dict[str, Any]]]
+M = TypeVar("M", bound=Message)
 
 
 class StageInputError(ValueError):
@@ -65,46 +72,39 @@ def prefix_for(env: Envelope) -> str:
     return attempt_prefix(env.run_id, env.iteration, STAGES[stage], env.shard, max(1, env.attempt))
 
 
-def run_state(store: ArtifactStore, run_id: str) -> dict[str, Any] | None:
-    """The evaluator's snapshot of the run; ``None`` when there is none (a run no evaluator started,
-    or not saved yet) or it cannot be read (the evaluator then decides what results are worth)."""
-    try:
-        state = json.loads(store.read_key(run_state_key(run_id)))
-    except (ArtifactNotFoundError, ValueError):
-        return None
-    return state if isinstance(state, dict) else None
-
-
-def ended_before(state: Mapping[str, Any] | None, env: Envelope) -> str | None:
+def ended_before(end: RunEnd | None, env: Envelope) -> str | None:
     """The run's final status when command ``env`` was sent before the run ended, else ``None``.
 
-    A resumed run commands each open slot with its next attempt, so a command newer than the
-    snapshot (a later iteration or attempt) goes ahead even if the snapshot still says "stopped".
+    ``end`` is the run's record (:mod:`.runend`; ``None``: running). A resumed run commands each open
+    slot with its next attempt, so a command newer than the record (a later iteration or attempt)
+    goes ahead even if the record still says "stopped".
 
     >>> from selfimprove.v2.common_pb2 import Stage
     >>> from selfimprove.v2.stages_pb2 import AcquireCommand
     >>> cmd = Envelope(iteration=2, stage=Stage.STAGE_ACQUIRE, shard=1, attempt=1, acquire_command=AcquireCommand())
-    >>> stopped = {"status": "stopped", "iteration": 2, "slots": {"acquire/1": {"attempt": 1}}}
+    >>> stopped = RunEnd("stopped", 2, {"acquire/1": 1})
     >>> ended_before(stopped, cmd)
     'stopped'
     >>> cmd.attempt = 2  # the resumed run's command
     >>> ended_before(stopped, cmd) is None
     True
-    >>> ended_before({**stopped, "status": "running"}, cmd) is None, ended_before(None, cmd) is None
+    >>> ended_before(RunEnd("running"), cmd) is None, ended_before(None, cmd) is None
     (True, True)
+    >>> cmd.iteration = 1  # an earlier iteration's command: sent before the end whatever its attempt
+    >>> ended_before(stopped, cmd)
+    'stopped'
     """
-    if not state or state.get("status", "running") == "running":
+    if end is None or not end.ended:
         return None
-    status = str(state["status"])
-    iteration = int(state.get("iteration", 0))
-    if env.iteration != iteration:
-        return status if env.iteration < iteration else None
-    slots = state.get("slots") or {}
+    if env.iteration != end.iteration:
+        return end.status if env.iteration < end.iteration else None
     stage = STAGES[command_stage(env)]
-    slot = slots.get(f"{stage}/{env.shard}") or slots.get(stage)
-    if slot is None or max(1, env.attempt) > int(slot.get("attempt", 0)):
+    attempt = end.attempts.get(f"{stage}/{env.shard}")
+    if attempt is None:
+        attempt = end.attempts.get(stage)
+    if attempt is None or max(1, env.attempt) > attempt:
         return None
-    return status
+    return end.status
 
 
 async def run_once(store: ArtifactStore, env: Envelope, build: Build) -> tuple[ArtifactRef, dict[str, Any]]:
@@ -115,7 +115,7 @@ async def run_once(store: ArtifactStore, env: Envelope, build: Build) -> tuple[A
     if existing is not None:
         manifest = await asyncio.to_thread(store.manifest, existing)
         return existing, manifest.meta
-    status = ended_before(await asyncio.to_thread(run_state, store, env.run_id), env)
+    status = ended_before(await asyncio.to_thread(read_run_end, store, env.run_id), env)
     if status is not None:
         raise StageInputError(f"run {env.run_id} has ended ({status}): its command is not carried out")
     files, meta = await compute.run(build)
@@ -123,9 +123,27 @@ async def run_once(store: ArtifactStore, env: Envelope, build: Build) -> tuple[A
     return ref, meta
 
 
-def stats(values: Mapping[str, float | int | bool]) -> Stats:
-    """Numeric statistics for a result event (non-numbers are left out)."""
-    return Stats(values={k: float(v) for k, v in values.items() if isinstance(v, (int, float))})
+def stats_dict(stats: Message) -> dict[str, Any]:
+    """A stage's typed statistics as JSON (the artifact's ``meta["stats"]``, the run state), every
+    field named as in the proto, zeros included; read back with :func:`parse_stats`.
+
+    >>> from selfimprove.v2.stages_pb2 import EvaluateStats
+    >>> stats_dict(EvaluateStats(cache_hits=2))
+    {'cache_hits': 2, 'tokens': '0', 'seconds': 0.0, 'items': 0}
+    """
+    return json_format.MessageToDict(
+        stats, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def parse_stats(data: Mapping[str, Any] | None, into: M) -> M:
+    """The typed statistics that :func:`stats_dict` wrote; a field the message lacks is an error.
+
+    >>> from selfimprove.v2.stages_pb2 import EvaluateStats
+    >>> parse_stats({"tokens": "5", "cache_hits": 2}, EvaluateStats()).tokens
+    5
+    """
+    return json_format.ParseDict(dict(data or {}), into)
 
 
 def result(topics: Topics, cause: Envelope, producer: str, **payload: object) -> Outgoing:

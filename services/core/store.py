@@ -22,21 +22,14 @@ from minio.error import S3Error
 
 from selfimprove.core.keys import MANIFEST, split_uri
 from selfimprove.core.settings import StoreSettings
+
+# the store's errors, named here too: callers catch them from the store they use
+from selfimprove.core.storeerrors import ArtifactError as ArtifactError
+from selfimprove.core.storeerrors import ArtifactIntegrityError as ArtifactIntegrityError
+from selfimprove.core.storeerrors import ArtifactNotFoundError as ArtifactNotFoundError
 from selfimprove.v2.common_pb2 import ArtifactRef
 
 MANIFEST_TYPE = "application/vnd.selfimprove.manifest+json"
-
-
-class ArtifactError(Exception):
-    """Base class of artifact store errors."""
-
-
-class ArtifactNotFoundError(ArtifactError):
-    pass
-
-
-class ArtifactIntegrityError(ArtifactError):
-    """The stored bytes do not match the reference or manifest."""
 
 
 def sha256_bytes(data: bytes) -> str:

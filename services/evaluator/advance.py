@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from selfimprove.acquisition.shard import CATEGORY_ASKED
+from selfimprove.core.stage import parse_stats
 from selfimprove.evaluator import judge
 from selfimprove.evaluator.commands import sampler
 from selfimprove.evaluator.config import train_problems
-from selfimprove.evaluator.focus import category_counts, category_open, category_pass
+from selfimprove.evaluator.focus import category_asked, category_open, category_pass
 from selfimprove.evaluator.state import COMPLETED, slot_name, training_sets
 from selfimprove.evaluator.step import Step
+from selfimprove.v2.stages_pb2 import AcquireStats, SelectStats, TrainStats
 
 
 def begin_iteration(step: Step) -> None:
@@ -85,14 +86,18 @@ def _too_little_data(step: Step, verdict: judge.Verdict) -> None:
     step.decide(
         "retry",
         f"{verdict.reason}: acquiring again with {s.prompts_per_shard} prompts per shard and another seed",
-        stats=verdict.stats,
+        figures=verdict.stats,
     )
     _acquire_round(step)
 
 
 def _acquired(step: Step) -> None:
     s, a = step.state, step.cfg.acquisition
-    shards = [s.accepted[k]["stats"] for k in sorted(s.accepted) if k.startswith("acquire/")]
+    shards = [
+        parse_stats(s.accepted[k]["stats"], AcquireStats())
+        for k in sorted(s.accepted)
+        if k.startswith("acquire/")
+    ]
     verdict = judge.data_verdict(shards, a.min_samples, a.min_yield, step.cfg.label_free)
     row = _row(step)
     row.update(samples=verdict.stats["samples"], **{"yield": verdict.stats["yield"]})
@@ -100,28 +105,26 @@ def _acquired(step: Step) -> None:
         row["answered"] = verdict.stats["answered"]
     row["category_pass"] = category_pass(shards)  # the next iteration's focus (verified runs)
     row["category_open"] = category_open(shards)  # and in label-free runs
-    row["asked"] = category_counts(shards, CATEGORY_ASKED)  # the prompt mix, for the report
+    row["asked"] = category_asked(shards)  # the prompt mix, for the report
     row["sampled_by"] = sampler(s, step.cfg).version
-    sampled = [x for x in shards if x.get("samples", 1)]  # a hint-only shard has no self-agreement
+    sampled = [x for x in shards if x.samples]  # a hint-only shard has no self-agreement
     if sampled:
-        row["agreement"] = (
-            judge._weighted(sampled, "agreement_mean") if any("agreement_mean" in x for x in sampled) else 0.0
-        )
+        row["agreement"] = judge.weighted([(x.agreement_mean, x.samples) for x in sampled])
     if not verdict.ok:
         _too_little_data(step, verdict)
         return
     agreement = {"agreement_mean": row["agreement"]} if sampled else {}
-    step.decide("continue", verdict.reason, stats={**verdict.stats, **agreement})
+    step.decide("continue", verdict.reason, figures={**verdict.stats, **agreement})
     step.command("select", new_round=True)
 
 
 def _selected(step: Step) -> None:
     s, cfg = step.state, step.cfg
-    stats = s.accepted["select"]["stats"]
+    stats = parse_stats(s.accepted["select"]["stats"], SelectStats())
     verdict = judge.selection_verdict(stats, cfg.selection.min_kept)
     row = _row(step)
     row.update(kept=verdict.stats["kept"], diversity=verdict.stats["diversity"])
-    row["sft_set"] = s.accepted["select"].get("sft_set")  # for later iterations' replay
+    row["dataset"] = s.accepted["select"].get("dataset")  # for later iterations' replay
     if not verdict.ok:
         _too_little_data(step, verdict)
         return
@@ -133,7 +136,7 @@ def _selected(step: Step) -> None:
         step.signal("collapse")
         conclude(step, collapse.reason, collapse.stats)
         return
-    step.decide("continue", verdict.reason, stats=verdict.stats)
+    step.decide("continue", verdict.reason, figures=verdict.stats)
     step.command("train", new_round=True)
 
 
@@ -154,17 +157,19 @@ def _trained(step: Step) -> None:
         }
     )
     verdict = judge.training_verdict(
-        rec["stats"], cfg.training.require_loss_drop, cfg.training.heldout_tolerance
+        parse_stats(rec["stats"], TrainStats()),
+        cfg.training.require_loss_drop,
+        cfg.training.heldout_tolerance,
     )
     if not verdict.ok:
-        step.decide("reject", verdict.reason, model=candidate, stats=verdict.stats)
+        step.decide("reject", verdict.reason, model=candidate, figures=verdict.stats)
         step.signal("reject")
         _row(step)["promoted"] = False
         if s.incumbent_accuracy is not None:
             s.accuracy.append(s.incumbent_accuracy)
         _refine_or_next(step)
         return
-    step.decide("continue", verdict.reason, model=candidate, stats=verdict.stats)
+    step.decide("continue", verdict.reason, model=candidate, figures=verdict.stats)
     step.command("evaluate", new_round=True)
 
 
@@ -202,7 +207,7 @@ def _evaluated(step: Step) -> None:
         reason = (
             f"{verdict.reason}; kept: the next iteration trains it further" if pending else verdict.reason
         )
-        step.decide("reject", reason, model=s.candidate, evidence=suites, stats=verdict.stats)
+        step.decide("reject", reason, model=s.candidate, evidence=suites, figures=verdict.stats)
         s.train_parent = dict(s.candidate) if pending else {}  # else back to the incumbent
         s.incumbent_accuracy = inc_acc
         step.signal("reject", inc_acc)
@@ -228,7 +233,7 @@ def _promote(
     """Make ``model`` (evaluated in ``iteration``) the incumbent: the decision, the promotion record,
     the lineage."""
     s = step.state
-    decision_id = step.decide("promote", reason, model=model, evidence=suites, stats=stats)
+    decision_id = step.decide("promote", reason, model=model, evidence=suites, figures=stats)
     s.promotions.append(
         {
             "iteration": iteration,
@@ -312,7 +317,9 @@ def conclude(step: Step, reason: str, stats: dict[str, float] | None = None) -> 
         _final_pick(step)
     if (step.cfg.refinement.when == "end" or picked) and not s.finishing and _unrefined(step):
         s.finishing = reason
-        step.decide("continue", f"{reason}: calibrating the final model's inference strategies", stats=stats)
+        step.decide(
+            "continue", f"{reason}: calibrating the final model's inference strategies", figures=stats
+        )
         step.command("refine", new_round=True)
     else:
         step.finish(COMPLETED, reason, stats)
@@ -376,7 +383,7 @@ def end_iteration(step: Step) -> None:
     if reason:
         conclude(step, reason, stats)
         return
-    step.decide("continue", f"iteration {s.iteration} done: next iteration {s.iteration + 1}", stats=stats)
+    step.decide("continue", f"iteration {s.iteration} done: next iteration {s.iteration + 1}", figures=stats)
     s.iteration += 1
     step.signal("iteration", s.iteration)
     begin_iteration(step)

@@ -11,15 +11,17 @@ import uuid
 import zlib
 
 from selfimprove.core import envelope as envelopes
-from selfimprove.core.bus import Outgoing
+from selfimprove.core.outgoing import Outgoing
 from selfimprove.core.topics import Topics
-from selfimprove.evaluator.config import RunConfig
+from selfimprove.evaluator.config import RunConfig, tactics_of
 from selfimprove.evaluator.focus import next_weights
 from selfimprove.evaluator.refs import base_version, to_model, to_ref
 from selfimprove.evaluator.state import RunState, slot_shard, slot_stage, training_sets
 from selfimprove.v2.common_pb2 import ModelRef, SamplingParams, Stage, TaskSpec
 from selfimprove.v2.stages_pb2 import (
     AcquireCommand,
+    AcquireTactics,
+    EvalSuite,
     EvaluateCommand,
     LabelMode,
     RefineCommand,
@@ -63,8 +65,8 @@ def stage_seed(cfg: RunConfig, iteration: int, slot: str, attempt: int) -> int:
     return zlib.crc32(f"{cfg.seed}/{iteration}/{slot}/{attempt}".encode())
 
 
-def task_spec(name: str, params: dict, **extra: object) -> TaskSpec:
-    return TaskSpec(name=name, params_json=json.dumps({**params, **extra}, sort_keys=True))
+def task_spec(name: str, params: dict) -> TaskSpec:
+    return TaskSpec(name=name, params_json=json.dumps(params, sort_keys=True))
 
 
 def main_task(cfg: RunConfig) -> TaskSpec:
@@ -99,17 +101,29 @@ def _models(state: RunState) -> tuple[ModelRef, ModelRef]:
 
 
 def sampler(state: RunState, cfg: RunConfig) -> ModelRef:
-    """The model this iteration's acquisition samples: the incumbent, or with
-    ``acquisition.sample_pending`` the candidate being trained further."""
-    incumbent, pending = _models(state)
-    return pending if cfg.acquisition.sample_pending else incumbent
+    """The model this iteration's acquisition samples: the incumbent, also while training goes on
+    from a pending candidate (the serving model's answers are the data)."""
+    return to_model(state.incumbent)
+
+
+def tactics_at(cfg: RunConfig, iteration: int) -> AcquireTactics:
+    """The task's acquisition tactics that apply in ``iteration`` (the task's tactics model decides;
+    the config loader has refused those the label mode cannot take)."""
+    applied = tactics_of(cfg).at(iteration, cfg.label_free)
+    return AcquireTactics(
+        rationalize=applied.rationalize,
+        worked=applied.worked,
+        worked_by_majority=applied.worked_by_majority,
+        rationalize_steps=applied.rationalize_steps,
+        check_labels=applied.check_labels,
+    )
 
 
 def focus_of(state: RunState, cfg: RunConfig) -> dict[str, float]:
     """The category weights of this iteration's acquire commands (``acquisition.focus``; none: the
     task's even mix). A label-free run reads only acquisitions a trained model sampled: while the base
     model samples, its open labels are mostly 1-digit ones (37 of 45 in demo-lfd's first iteration,
-    ``benchmarks/prompt_mix.py``), and the start, which decides a label-free run, keeps the even mix
+    ``docs/experiments/scripts/prompt_mix.py``), and the start, which decides a label-free run, keeps the even mix
     it was measured with."""
     a = cfg.acquisition
     if not a.focus:
@@ -125,9 +139,8 @@ def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
     incumbent, pending = _models(state)
     if stage == "acquire":
         a = cfg.acquisition
-        policy = sampler(state, cfg)
         return AcquireCommand(
-            policy=policy,
+            policy=sampler(state, cfg),
             task=main_task(cfg),
             shard=slot_shard(slot),
             num_shards=a.shards,
@@ -142,14 +155,8 @@ def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
             seed=seed,
             self_judge=a.self_judge,
             self_instruct=a.self_instruct,
-            rationalize=a.rationalize,
-            hint_only=state.iteration <= a.hint_only_iterations,  # the config refuses it without rationalize
-            worked=0 < a.worked_from_iteration <= state.iteration,
-            worked_by_majority=cfg.label_free,
-            rationalize_steps=a.rationalize_steps,  # the config refuses it in label-free runs
-            check_labels=a.check_labels,
-            witness_labels=a.witness_labels and policy.version != base_version(state.run_id),
             category_weights=focus_of(state, cfg),
+            tactics=tactics_at(cfg, state.iteration),
         )
     if stage == "select":
         shards = [
@@ -161,7 +168,7 @@ def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
         return SelectCommand(
             shards=shards,
             label_mode=LABEL_MODES[cfg.label_mode],
-            params_json=json.dumps(cfg.selection.params, sort_keys=True),
+            params_json=cfg.selection.params.model_dump_json(),
             refined_targets=targets,
             policy=incumbent,
         )
@@ -170,31 +177,26 @@ def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
             policy=pending,
             datasets=[to_ref(d) for d in training_sets(state, cfg.training.replay_iterations)],
             method=METHODS[cfg.training.method],
-            hparams_json=json.dumps(cfg.training.hparams, sort_keys=True),
+            hparams_json=cfg.training.hparams.model_dump_json(),
             seed=seed,
         )
     if stage == "evaluate":
         e = cfg.evaluation
-        looks = {"_looks": e.interim_looks, "_interim_alpha": e.interim_alpha} if e.interim_looks else {}
+        main = EvalSuite(name="dev", task=main_task(cfg), dev_size=e.dev_size or cfg.task.dev_size)
         suites = [
-            task_spec(
-                s.name,
-                s.params,
-                _suite=s.label,
-                _dev_size=s.dev_size or cfg.task.dev_size,
-                _max_new_tokens=e.max_new_tokens,
+            EvalSuite(
+                name=s.label, task=task_spec(s.name, s.params), dev_size=s.dev_size or cfg.task.dev_size
             )
             for s in cfg.task.regression_suites
         ]
         return EvaluateCommand(
             candidate=to_model(state.candidate),
             incumbent=incumbent,
-            task=task_spec(
-                cfg.task.name, cfg.task.params, _suite="dev", _max_new_tokens=e.max_new_tokens, **looks
-            ),
-            dev_size=e.dev_size or cfg.task.dev_size,
             seed=e.seed,
-            regression_suites=suites,
+            suites=[main, *suites],
+            max_new_tokens=e.max_new_tokens,
+            interim_looks=e.interim_looks,
+            interim_alpha=e.interim_alpha if e.interim_looks else 0.0,
         )
     if stage == "refine":
         r = cfg.refinement

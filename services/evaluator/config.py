@@ -11,14 +11,23 @@ documented in ``docs/run-config.md``; defaults live in ``configs/``.
 Traceback (most recent call last):
 ...
 selfimprove.evaluator.config.ConfigError: invalid run config: acquisition.shard: Extra inputs are not permitted
+>>> load_config("training: {hparams: {lrr: 0.1}}")
+Traceback (most recent call last):
+...
+selfimprove.evaluator.config.ConfigError: invalid run config: training.hparams.lrr: Extra inputs are not permitted
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from selfimprove.contracts.params import Hparams, SelectParams
+
+if TYPE_CHECKING:
+    from selfimprove.runtime.tasks.tactics import Tactics
 
 STAGE_NAMES = ("acquire", "select", "train", "evaluate", "refine")
 
@@ -45,6 +54,11 @@ class TaskConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="Task parameters (JSON object).")
     dev_size: int = Field(100, ge=1, description="Held-out dev items (the task's dev split).")
     regression_suites: list[SuiteConfig] = Field(default_factory=list)
+    tactics: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The task's acquisition tactics (e.g. rationalize, check_labels), validated by the "
+        "task's own tactics model when the config loads (docs/tasks.md).",
+    )
 
 
 class BudgetConfig(_Strict):
@@ -66,18 +80,6 @@ class AcquisitionConfig(_Strict):
     max_new_tokens: int = Field(64, ge=1)
     self_judge: bool = False
     self_instruct: bool = False
-    rationalize: bool = Field(
-        False,
-        description="Verified mode only: re-ask prompts no sample answered with the answer as a hint (STaR).",
-    )
-    hint_only_iterations: int = Field(
-        0,
-        ge=0,
-        description="With rationalize: in iterations 1 to this one (0: none), every prompt is asked only "
-        "with its answer as a hint, with no plain samples. A base model answers few plain prompts right "
-        "(SmolLM2-135M: 18 of 512 samples of 2-digit arithmetic) and its long wrong replies cost most "
-        "of the first iteration's generation, where hints answer most prompts.",
-    )
     focus: bool = Field(
         False,
         description="Share each iteration's prompts over the task's categories by the last acquisition "
@@ -86,45 +88,6 @@ class AcquisitionConfig(_Strict):
     )
     focus_floor: float = Field(
         0.1, ge=0, le=1, description="With focus: the least share of prompts any category gets."
-    )
-    worked_from_iteration: int = Field(
-        0,
-        ge=0,
-        description="From this iteration on (0: never), the model also answers each prompt's worked-reply "
-        "sub-questions (the task's plan: for arithmetic the tens, then the ones; samples_per_prompt "
-        "samples each), a worked reply is written from its answers, and the sub-questions are rows of "
-        "the shard, so the steps are trained too. Verified mode: a verified sample of each step is "
-        "chosen, and the reply is trained on when it is verified, step by step (at any pass rate). "
-        "Label-free mode: each step's majority answer is chosen (none on a tie; the verifier is never "
-        "asked), and the reply is trained on when its answer is the prompt's label.",
-    )
-    rationalize_steps: bool = Field(
-        False,
-        description="Verified mode only, with worked_from_iteration: a worked reply's sub-question none of "
-        "whose samples is right is asked again with its answer as a hint (STaR's rationalization, one "
-        "step at a time), and the reply is written from a right hinted answer, so the steps the model "
-        "cannot yet do alone (for arithmetic a borrow or a carry in the ones step) are in its worked "
-        "replies too; the hinted replies are trained on under the sub-question's plain prompt.",
-    )
-    check_labels: bool = Field(
-        False,
-        description="Label-free mode only: each prompt's majority answer is also checked by one greedy "
-        "question whose answer follows from it (the task's check question: for arithmetic a sum asked "
-        "again with its operands swapped, a difference undone by a sum), and selection keeps only the "
-        "labels whose check the model answered as they predict.",
-    )
-    witness_labels: bool = Field(
-        False,
-        description="Label-free mode only: each prompt's majority answer (with check_labels, each one "
-        "whose check passed) is also reached a second way, the task's worked plan asked greedily (for "
-        "arithmetic the tens, then the ones: '47 + 30', then '77 + 6'), and selection keeps only the "
-        "labels the worked reply gives too. Costs two short greedy generations per label. Asked only "
-        "while a trained model samples: a base model's own steps are too often wrong to judge by.",
-    )
-    sample_pending: bool = Field(
-        False,
-        description="While training goes on from a pending candidate (training.continue_pending), that "
-        "candidate samples the data it is trained on next, not the incumbent.",
     )
     min_samples: int = Field(1, ge=0, description="Fewer samples over all shards is too little data.")
     min_yield: float = Field(
@@ -139,13 +102,17 @@ class AcquisitionConfig(_Strict):
 
 
 class SelectionConfig(_Strict):
-    params: dict[str, Any] = Field(default_factory=dict, description="Sent as params_json.")
+    params: SelectParams = Field(
+        default_factory=SelectParams, description="Selection parameters, sent as params_json."
+    )
     min_kept: int = Field(1, ge=0, description="Fewer kept examples is too little data.")
 
 
 class TrainingConfig(_Strict):
     method: Literal["sft", "dpo", "full"] = "sft"
-    hparams: dict[str, Any] = Field(default_factory=dict, description="Sent as hparams_json.")
+    hparams: Hparams = Field(
+        default_factory=Hparams, description="Training hyper-parameters, sent as hparams_json."
+    )
     require_loss_drop: bool = Field(True, description="Reject a candidate whose loss did not fall.")
     heldout_tolerance: float = Field(
         0.0, ge=0, le=10, description="Relative rise of the held-out loss still accepted (0: must fall)."
@@ -156,8 +123,7 @@ class TrainingConfig(_Strict):
     continue_pending: bool = Field(
         False,
         description="A candidate rejected only because its gain was not significant is what the next "
-        "iteration trains further (the incumbent still serves and is the baseline; it samples unless "
-        "acquisition.sample_pending).",
+        "iteration trains further (the incumbent still serves, samples and is the baseline).",
     )
     pending_tolerance: float = Field(
         0.0,
@@ -260,12 +226,6 @@ class RunConfig(_Strict):
         default_factory=_stages
     )
 
-    @model_validator(mode="after")
-    def _sample_pending_needs_pending(self) -> RunConfig:
-        if self.acquisition.sample_pending and not self.training.continue_pending:
-            raise ValueError("acquisition.sample_pending needs training.continue_pending: true")
-        return self
-
     def stage(self, name: str) -> StageConfig:
         return self.stages.get(name) or StageConfig()  # type: ignore[call-overload]
 
@@ -293,88 +253,61 @@ def load_config(text: str) -> RunConfig:
             problems.append(f"{where}: {err['msg']}{got}")
         raise ConfigError("invalid run config: " + "; ".join(problems)) from None
     check_dev_sizes(cfg)
-    check_label_mode(cfg)
-    check_hint_only(cfg)
-    check_rationalize_steps(cfg)
+    check_tactics(cfg)
     check_refine_when(cfg)
     check_interim_looks(cfg)
-    check_selection_params(cfg)
     return cfg
 
 
-# acquisition switches that read the reference answers: refused in label-free runs, and turned off
-# by ``run --label-mode label-free``
-TRUTH_FED = {
-    "rationalize": "hints carry the reference answer",
-    "hint_only_iterations": "hints carry the reference answer",
-    "rationalize_steps": "hints carry the reference answer",
-}
-# acquisition switches for label-free runs only: refused in verified runs, and turned off by
-# ``run --label-mode verified``
-LABEL_FREE_ONLY = {
-    "check_labels": "it checks label-free pseudo-labels",
-    "witness_labels": "it checks label-free pseudo-labels",
-}
+def tactics_of(cfg: RunConfig) -> Tactics:
+    """The run's ``task.tactics`` validated by the task's tactics model (the generic one for a task
+    this process cannot import: a plug-in installed only where the stages run). Raises
+    ``ValueError`` (pydantic's) on a bad section."""
+    return tactics_model(cfg.task.name).model_validate(cfg.task.tactics)
 
 
-def check_label_mode(cfg: RunConfig) -> None:
-    """Refuse settings that would show the truth to a label-free run, and label-free settings in a
-    verified one.
+def tactics_model(task_name: str) -> type[Tactics]:
+    """The tactics model of the task ``task_name`` (the generic one for a task this process cannot
+    import)."""
+    from selfimprove.runtime.tasks import TaskLoadError, task_class
+    from selfimprove.runtime.tasks.tactics import Tactics
 
-    >>> check_label_mode(RunConfig.model_validate({"label_mode": "label-free", "acquisition": {"rationalize": True}}))
+    try:
+        return task_class(task_name).tactics_model
+    except TaskLoadError:
+        return Tactics
+
+
+def check_tactics(cfg: RunConfig) -> None:
+    """Refuse task tactics the task does not take, and those the run's label mode cannot: one that
+    would show the truth to a label-free run, or a label-free one in a verified run.
+
+    >>> check_tactics(RunConfig.model_validate({"label_mode": "label-free", "task": {"tactics": {"rationalize": True}}}))
     Traceback (most recent call last):
     ...
-    selfimprove.evaluator.config.ConfigError: invalid run config: acquisition.rationalize: hints carry the reference answer, so it needs label_mode verified (got label-free)
-    >>> check_label_mode(RunConfig.model_validate({"acquisition": {"check_labels": True}}))
+    selfimprove.evaluator.config.ConfigError: invalid run config: task.tactics.rationalize: hints carry the reference answer, so it needs label_mode verified (got label-free)
+    >>> check_tactics(RunConfig.model_validate({"task": {"tactics": {"check_labels": True}}}))
     Traceback (most recent call last):
     ...
-    selfimprove.evaluator.config.ConfigError: invalid run config: acquisition.check_labels: it checks label-free pseudo-labels, so it needs label_mode label-free (got verified)
+    selfimprove.evaluator.config.ConfigError: invalid run config: task.tactics.check_labels: it checks label-free pseudo-labels, so it needs label_mode label-free (got verified)
+    >>> check_tactics(RunConfig.model_validate({"task": {"tactics": {"hint_only": True}}}))
+    Traceback (most recent call last):
+    ...
+    selfimprove.evaluator.config.ConfigError: invalid run config: task.tactics.hint_only: Extra inputs are not permitted
     """
-    refused, needs = (TRUTH_FED, "verified") if cfg.label_free else (LABEL_FREE_ONLY, "label-free")
-    for name, why in refused.items():
-        if getattr(cfg.acquisition, name):
-            raise ConfigError(
-                f"invalid run config: acquisition.{name}: {why}, so it needs label_mode {needs} "
-                f"(got {cfg.label_mode})"
-            )
-
-
-def check_hint_only(cfg: RunConfig) -> None:
-    """Hint-only iterations are rationalization's, and give no wrong replies to pair with right ones.
-
-    >>> check_hint_only(RunConfig.model_validate({"acquisition": {"hint_only_iterations": 1}}))
-    Traceback (most recent call last):
-    ...
-    selfimprove.evaluator.config.ConfigError: invalid run config: acquisition.hint_only_iterations: hinted replies come from rationalization, so it needs acquisition.rationalize: true
-    """
-    a = cfg.acquisition
-    if not a.hint_only_iterations:
-        return
-    if not a.rationalize:
-        raise ConfigError(
-            "invalid run config: acquisition.hint_only_iterations: hinted replies come from "
-            "rationalization, so it needs acquisition.rationalize: true"
-        )
-    if cfg.training.method == "dpo":
-        raise ConfigError(
-            "invalid run config: acquisition.hint_only_iterations: a hint-only iteration has no wrong "
-            "replies to pair with the right ones, so it cannot train with method dpo"
-        )
-
-
-def check_rationalize_steps(cfg: RunConfig) -> None:
-    """Hinted sub-questions are a worked reply's: refuse the switch when no iteration writes one.
-
-    >>> check_rationalize_steps(RunConfig.model_validate({"acquisition": {"rationalize_steps": True}}))
-    Traceback (most recent call last):
-    ...
-    selfimprove.evaluator.config.ConfigError: invalid run config: acquisition.rationalize_steps: it hints a worked reply's sub-questions, so it needs acquisition.worked_from_iteration above 0
-    """
-    if cfg.acquisition.rationalize_steps and not cfg.acquisition.worked_from_iteration:
-        raise ConfigError(
-            "invalid run config: acquisition.rationalize_steps: it hints a worked reply's sub-questions, "
-            "so it needs acquisition.worked_from_iteration above 0"
-        )
+    try:
+        tactics = tactics_of(cfg)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"task.tactics.{where}: {msg}" if where else f"task.tactics.{msg}")
+        raise ConfigError("invalid run config: " + "; ".join(problems)) from None
+    try:
+        tactics.check(cfg.label_mode)
+    except ValueError as exc:
+        raise ConfigError(f"invalid run config: task.tactics.{exc}") from None
 
 
 def check_refine_when(cfg: RunConfig) -> None:
@@ -391,24 +324,6 @@ def check_refine_when(cfg: RunConfig) -> None:
             "invalid run config: refinement.write_targets: its targets feed the next iteration's selection, "
             "so it needs refinement.when: promotion, not end"
         )
-
-
-def check_selection_params(cfg: RunConfig) -> None:
-    """Refuse selection parameters the selection stage would refuse, before a run acquires data for it.
-
-    >>> check_selection_params(RunConfig.model_validate({"selection": {"params": {"prefer_shortest": True}}}))
-    Traceback (most recent call last):
-    ...
-    selfimprove.evaluator.config.ConfigError: invalid run config: selection.params: unknown selection parameters ['prefer_shortest']
-    """
-    import json
-
-    from selfimprove.selection.params import SelectParams
-
-    try:
-        SelectParams.from_json(json.dumps(cfg.selection.params))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid run config: selection.params: {exc}") from None
 
 
 def check_interim_looks(cfg: RunConfig) -> None:

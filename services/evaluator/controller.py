@@ -16,8 +16,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from selfimprove.core.bus import Bus, Outgoing
+from selfimprove.core.bus import Bus
 from selfimprove.core.logs import fields
+from selfimprove.core.outgoing import Outgoing
 from selfimprove.core.store import ArtifactStore
 from selfimprove.evaluator import decide, snapshot
 from selfimprove.evaluator.commands import STAGE_NAME
@@ -171,8 +172,9 @@ class Controller:
             self.metrics.control_latency.observe(acked - consumed)
         state = step.state
         state.mark_applied(cause)
+        previous = self.runs.get(state.run_id)
         self.runs[state.run_id] = state
-        await asyncio.to_thread(snapshot.save, self.store, state)
+        await asyncio.to_thread(snapshot.save, self.store, state, previous)
         self.metrics.apply(state, step.signals)
         self.metrics.count_runs(list(self.runs.values()))
         for d in state.decisions[

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import copy
 
+from selfimprove.core.stage import stats_dict
 from selfimprove.core.topics import Topics
 from selfimprove.evaluator import advance
 from selfimprove.evaluator.commands import STAGE_NAME
 from selfimprove.evaluator.config import RunConfig
-from selfimprove.evaluator.refs import base_version, model_dict, ref_dict, stats_dict, suite_dict
+from selfimprove.evaluator.refs import base_version, model_dict, ref_dict, suite_dict
 from selfimprove.evaluator.state import COMPLETED, FAILED, RUNNING, STOPPED, RunState, slot_name
 from selfimprove.evaluator.step import Step
 from selfimprove.v2.common_pb2 import ModelRef
@@ -96,7 +97,7 @@ def on_result(topics: Topics, state: RunState, cfg: RunConfig, env: Envelope, no
     record = _record(env, stage)
     s.accepted[slot] = record
     s.accepted_ids.append(env.event_id)
-    s.tokens_used += float(record["stats"].get("tokens", 0.0))
+    s.tokens_used += _tokens(env)
     s.last_progress = now
     s.lineage.setdefault("artifacts", []).append(
         {
@@ -188,6 +189,14 @@ def _give_up(step: Step, what: str) -> None:
         step.finish(FAILED, what)
 
 
+def _tokens(env: Envelope) -> float:
+    """Tokens a result says its stage generated or trained on (selection and refinement report none)."""
+    payload = env.WhichOneof("payload")
+    if payload in ("acquire_result", "train_result", "evaluate_result"):
+        return float(getattr(env, payload).stats.tokens)
+    return 0.0
+
+
 def _record(env: Envelope, stage: str) -> dict:
     """What a result says, as plain data."""
     rec: dict = {"event_id": env.event_id, "attempt": env.attempt}
@@ -196,12 +205,7 @@ def _record(env: Envelope, stage: str) -> dict:
         rec.update(samples=ref_dict(r.samples), stats=stats_dict(r.stats))
     elif stage == "select":
         r = env.select_result
-        rec.update(
-            sft_set=ref_dict(r.sft_set),
-            preference_pairs=ref_dict(r.preference_pairs),
-            data_card=ref_dict(r.data_card),
-            stats=stats_dict(r.stats),
-        )
+        rec.update(dataset=ref_dict(r.dataset), stats=stats_dict(r.stats))
     elif stage == "train":
         r = env.train_result
         rec.update(

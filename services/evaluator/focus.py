@@ -1,8 +1,8 @@
 """Focus: share an iteration's prompts over the task's categories by what the model is still learning.
 
 After each acquisition the evaluator keeps every category's pass rate (prompt-weighted over the
-shards, from the stats ``pass_rate/<category>`` and ``prompts/<category>``) and its open-label share
-(``open_labels/<category>`` over ``asked/<category>``: prompts with a checked majority answer that not
+shards, from each shard's ``CategoryStats`` ``pass_rate`` and ``verified``) and its open-label share
+(``open_labels`` over ``asked``: prompts with a checked majority answer that not
 every sample gave, read from the model's own answers only). With ``acquisition.focus`` on, the next
 iteration's acquire commands carry category weights, each share at least ``focus_floor``: in a
 verified run proportional to the failure rate ``1 - pass rate``; in a label-free run, which must not
@@ -15,51 +15,59 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from selfimprove.acquisition.shard import CATEGORY_ASKED, CATEGORY_OPEN, CATEGORY_PASS_RATE, CATEGORY_PROMPTS
+from selfimprove.v2.stages_pb2 import AcquireStats, CategoryStats
 
 
-def category_pass(shards: Sequence[Mapping[str, float]]) -> dict[str, float]:
-    """Each category's pass rate over ``shards``' stats, weighted by its verified prompts.
-
-    >>> category_pass([{"pass_rate/add2": 1.0, "prompts/add2": 3, "pass_rate/sub2": 0.0, "prompts/sub2": 1},
-    ...                {"pass_rate/add2": 0.0, "prompts/add2": 1}])
-    {'add2': 0.75, 'sub2': 0.0}
-    """
-    passed: dict[str, float] = {}
-    prompts: dict[str, float] = {}
+def _by_category(shards: Sequence[AcquireStats]) -> dict[str, list[CategoryStats]]:
+    out: dict[str, list[CategoryStats]] = {}
     for stats in shards:
-        for key, value in stats.items():
-            if key.startswith(CATEGORY_PASS_RATE):
-                category = key[len(CATEGORY_PASS_RATE) :]
-                n = float(stats.get(f"{CATEGORY_PROMPTS}{category}", 0.0))
-                passed[category] = passed.get(category, 0.0) + value * n
-                prompts[category] = prompts.get(category, 0.0) + n
-    return {c: passed[c] / prompts[c] for c in sorted(prompts) if prompts[c] > 0}
-
-
-def category_counts(shards: Sequence[Mapping[str, float]], prefix: str) -> dict[str, float]:
-    """Each category's total of the stats named ``prefix + category`` over ``shards``.
-
-    >>> category_counts([{"asked/add2": 4, "asked/sub2": 2}, {"asked/add2": 2, "yield": 0.5}], "asked/")
-    {'add2': 6.0, 'sub2': 2.0}
-    """
-    out: dict[str, float] = {}
-    for stats in shards:
-        for key, value in stats.items():
-            if key.startswith(prefix):
-                out[key[len(prefix) :]] = out.get(key[len(prefix) :], 0.0) + float(value)
+        for c in stats.categories:
+            out.setdefault(c.category, []).append(c)
     return dict(sorted(out.items()))
 
 
-def category_open(shards: Sequence[Mapping[str, float]]) -> dict[str, float]:
-    """Each category's share of prompts with an open label, over ``shards``' stats.
+def category_pass(shards: Sequence[AcquireStats]) -> dict[str, float]:
+    """Each category's pass rate over ``shards``, weighted by its verified prompts.
 
-    >>> category_open([{"open_labels/add2": 1, "asked/add2": 4, "asked/sub2": 2},
-    ...                {"open_labels/add2": 2, "asked/add2": 2, "open_labels/sub2": 0, "asked/sub2": 2}])
+    >>> C = CategoryStats
+    >>> category_pass([AcquireStats(categories=[C(category="add2", pass_rate=1.0, verified=3),
+    ...                                         C(category="sub2", pass_rate=0.0, verified=1)]),
+    ...                AcquireStats(categories=[C(category="add2", pass_rate=0.0, verified=1)])])
+    {'add2': 0.75, 'sub2': 0.0}
+    """
+    out = {}
+    for category, parts in _by_category(shards).items():
+        n = sum(c.verified for c in parts)
+        if n > 0:
+            out[category] = sum(c.pass_rate * c.verified for c in parts) / n
+    return out
+
+
+def category_asked(shards: Sequence[AcquireStats]) -> dict[str, float]:
+    """Each category's prompts asked over ``shards``.
+
+    >>> C = CategoryStats
+    >>> category_asked([AcquireStats(categories=[C(category="add2", asked=4), C(category="sub2", asked=2)]),
+    ...                 AcquireStats(categories=[C(category="add2", asked=2)])])
+    {'add2': 6.0, 'sub2': 2.0}
+    """
+    return {k: float(sum(c.asked for c in parts)) for k, parts in _by_category(shards).items()}
+
+
+def category_open(shards: Sequence[AcquireStats]) -> dict[str, float]:
+    """Each category's share of prompts with an open label, over ``shards``.
+
+    >>> C = CategoryStats
+    >>> category_open([AcquireStats(categories=[C(category="add2", open_labels=1, asked=4), C(category="sub2", asked=2)]),
+    ...                AcquireStats(categories=[C(category="add2", open_labels=2, asked=2), C(category="sub2", asked=2)])])
     {'add2': 0.5, 'sub2': 0.0}
     """
-    opened, asked = category_counts(shards, CATEGORY_OPEN), category_counts(shards, CATEGORY_ASKED)
-    return {c: opened.get(c, 0.0) / n for c, n in asked.items() if n > 0}
+    out = {}
+    for category, parts in _by_category(shards).items():
+        asked = sum(c.asked for c in parts)
+        if asked > 0:
+            out[category] = sum(c.open_labels for c in parts) / asked
+    return out
 
 
 def shares(scores: Mapping[str, float], floor: float) -> dict[str, float]:

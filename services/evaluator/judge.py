@@ -3,9 +3,13 @@
 Each returns a :class:`Verdict`: ``ok`` plus the reason and the numbers it was based on, which
 become a decision event's evidence.
 
->>> data_verdict([{"samples": 40, "yield": 0.5}, {"samples": 0, "yield": 0.0}], min_samples=10, min_yield=0.1)
+Each judges a stage's typed statistics (``AcquireStats``, ``SelectStats``, ``TrainStats``, the
+suites' scores); a verdict's ``stats`` are display figures for the decision, not read back by name.
+
+>>> shard = AcquireStats(prompts=10, samples=40, yield_rate=0.5, answered=0.5)
+>>> data_verdict([shard, AcquireStats()], min_samples=10, min_yield=0.1)
 Verdict(ok=True, reason='acquired 40 samples, mean yield 0.500', stats={'samples': 40.0, 'yield': 0.5, 'shards': 2.0})
->>> training_verdict({"initial_loss": 2.0, "final_loss": float("nan")}).reason
+>>> training_verdict(TrainStats(initial_loss=2.0, final_loss=float("nan"))).reason
 'training unhealthy: final loss is not finite (nan)'
 """
 
@@ -16,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from selfimprove.v2.stages_pb2 import AcquireStats, SelectStats, TrainStats
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -24,13 +30,12 @@ class Verdict:
     stats: dict[str, float] = field(default_factory=dict)
 
 
-def _weighted(rows: Sequence[Mapping[str, float]], key: str, weight: str = "samples") -> float:
-    """Mean of ``key`` over shards weighted by ``weight`` (plain mean when no weights).
+def weighted(pairs: Sequence[tuple[float, float]]) -> float:
+    """Mean of ``(value, weight)`` pairs weighted by the weights (plain mean when they sum to 0).
 
-    >>> _weighted([{"a": 1.0, "samples": 3}, {"a": 0.0, "samples": 1}], "a")
-    0.75
+    >>> weighted([(1.0, 3), (0.0, 1)]), weighted([(1.0, 0), (0.0, 0)]), weighted([])
+    (0.75, 0.5, 0.0)
     """
-    pairs = [(float(r.get(key, 0.0)), float(r.get(weight, 0.0))) for r in rows if key in r]
     if not pairs:
         return 0.0
     total = sum(w for _, w in pairs)
@@ -40,25 +45,25 @@ def _weighted(rows: Sequence[Mapping[str, float]], key: str, weight: str = "samp
 
 
 def data_verdict(
-    shards: Sequence[Mapping[str, float]], min_samples: int, min_yield: float, label_free: bool = False
+    shards: Sequence[AcquireStats], min_samples: int, min_yield: float, label_free: bool = False
 ) -> Verdict:
     """Enough data after acquisition: replies (the model's own samples and hinted ones) over every
-    shard, and the mean fraction of prompts with a verified reply (``answered``; the own samples'
-    ``yield`` for shards that do not report it). A label-free run judges no verdict of the verifier:
+    shard, and the mean fraction of prompts with a verified reply (``answered``, which counts the
+    own samples' ``yield_rate`` too). A label-free run judges no verdict of the verifier:
     its share is that of prompts whose samples have a majority answer (``majority_share``); the
     verified ``yield`` is still reported, never judged.
 
-    >>> data_verdict([{"samples": 0, "hinted_samples": 64, "yield": 0.0, "answered": 0.8, "prompts": 32}],
-    ...              min_samples=16, min_yield=0.1).reason
+    >>> hinted = AcquireStats(samples=0, hinted_samples=64, yield_rate=0.0, answered=0.8, prompts=32)
+    >>> data_verdict([hinted], min_samples=16, min_yield=0.1).reason
     'acquired 0 samples and 64 hinted, mean yield 0.000, answered 0.800'
-    >>> free = [{"samples": 64, "yield": 0.0, "majority_share": 0.5, "prompts": 16}]
+    >>> free = [AcquireStats(samples=64, yield_rate=0.0, majority_share=0.5, prompts=16)]
     >>> data_verdict(free, 16, 0.1, label_free=True).reason, data_verdict(free, 16, 0.6, label_free=True).reason
     ('acquired 64 samples, majority share 0.500', 'too little data: majority share 0.500 < 0.6')
     """
-    samples = sum(float(s.get("samples", 0.0)) for s in shards)
-    hinted = sum(float(s.get("hinted_samples", 0.0)) for s in shards)
-    yld = _weighted(shards, "yield") if any("yield" in s for s in shards) else 1.0
-    answered = _weighted(shards, "answered", "prompts") if any("answered" in s for s in shards) else yld
+    samples = float(sum(s.samples for s in shards))
+    hinted = float(sum(s.hinted_samples for s in shards))
+    yld = weighted([(s.yield_rate, s.samples) for s in shards])
+    answered = weighted([(s.answered, s.prompts) for s in shards])
     stats = {"samples": samples, "yield": yld, "shards": float(len(shards))}
     said = f"{samples:.0f} samples"
     if hinted:
@@ -66,7 +71,7 @@ def data_verdict(
         said += f" and {hinted:.0f} hinted"
     share, name = answered, "yield"  # answered counts the own samples' yield too
     if label_free:
-        share, name = _weighted(shards, "majority_share", "prompts"), "majority share"
+        share, name = weighted([(s.majority_share, s.prompts) for s in shards]), "majority share"
         stats["majority_share"] = share
     if samples + hinted < max(1, min_samples):
         return Verdict(False, f"too little data: {said} < {max(1, min_samples)}", stats)
@@ -78,15 +83,14 @@ def data_verdict(
     return Verdict(True, f"acquired {said}, mean yield {yld:.3f}{tail}", stats)
 
 
-def selection_verdict(stats: Mapping[str, float], min_kept: int) -> Verdict:
+def selection_verdict(stats: SelectStats, min_kept: int) -> Verdict:
     """Enough data after selection: examples kept (SFT rows, or pairs for preference training).
 
-    >>> selection_verdict({"kept": 0, "pairs": 0, "diversity": 0.3}, 1).ok
+    >>> selection_verdict(SelectStats(kept=0, pairs=0, diversity=0.3), 1).ok
     False
     """
-    kept = float(stats.get("kept", 0.0))
-    pairs = float(stats.get("pairs", 0.0))
-    out = {"kept": kept, "pairs": pairs, "diversity": float(stats.get("diversity", 0.0))}
+    kept, pairs = float(stats.kept), float(stats.pairs)
+    out = {"kept": kept, "pairs": pairs, "diversity": stats.diversity}
     if max(kept, pairs) < max(1, min_kept):
         return Verdict(
             False, f"too little data: selection kept {kept:.0f} examples and {pairs:.0f} pairs", out
@@ -95,7 +99,7 @@ def selection_verdict(stats: Mapping[str, float], min_kept: int) -> Verdict:
 
 
 def training_verdict(
-    stats: Mapping[str, float], require_loss_drop: bool = True, heldout_tolerance: float = 0.0
+    stats: TrainStats, require_loss_drop: bool = True, heldout_tolerance: float = 0.0
 ) -> Verdict:
     """Training health: losses are finite and the final loss is below the initial one.
 
@@ -103,28 +107,31 @@ def training_verdict(
     rejected: on the few held-out examples of one iteration a small rise is noise, and the paired
     dev test still judges the candidate.
 
-    >>> training_verdict({"initial_loss": 2.0, "final_loss": 1.5}).ok
+    >>> training_verdict(TrainStats(initial_loss=2.0, final_loss=1.5, steps=4)).ok
     True
-    >>> training_verdict({"initial_loss": 2.0, "final_loss": 2.5}).reason
+    >>> training_verdict(TrainStats(initial_loss=2.0, final_loss=2.5, steps=4)).reason
     'training unhealthy: loss did not fall (2.5000 >= 2.0000)'
-    >>> training_verdict({"initial_loss": 2.0, "final_loss": 2.5, "heldout_loss_before": 1.0,
-    ...                   "heldout_loss_after": 0.8}).ok
+    >>> training_verdict(TrainStats(initial_loss=2.0, final_loss=2.5, heldout_loss_before=1.0,
+    ...                             heldout_loss_after=0.8)).ok
     True
-    >>> rise = {"initial_loss": 2.0, "final_loss": 1.5, "heldout_loss_before": 0.20, "heldout_loss_after": 0.22}
-    >>> training_verdict(rise).ok, training_verdict(rise, heldout_tolerance=0.25).reason
+    >>> rise = dict(initial_loss=2.0, final_loss=1.5, heldout_loss_before=0.20, heldout_loss_after=0.22)
+    >>> training_verdict(TrainStats(**rise)).ok, training_verdict(TrainStats(**rise), heldout_tolerance=0.25).reason
     (False, 'training healthy: held-out loss 0.2000 -> 0.2200 (within a 25% rise)')
-    >>> training_verdict({**rise, "heldout_loss_after": 0.3}, heldout_tolerance=0.25).reason
+    >>> training_verdict(TrainStats(**{**rise, "heldout_loss_after": 0.3}), heldout_tolerance=0.25).reason
     'training unhealthy: held-out loss rose 50% (0.3000 vs 0.2000, tolerance 25%)'
     """
-    out = {k: float(stats[k]) for k in ("initial_loss", "final_loss", "steps", "tokens") if k in stats}
-    final = float(stats.get("final_loss", math.nan))
-    initial = float(stats.get("initial_loss", math.nan))
+    final = stats.final_loss if stats.HasField("final_loss") else math.nan
+    initial = stats.initial_loss if stats.HasField("initial_loss") else math.nan
+    out = {"steps": float(stats.steps), "tokens": float(stats.tokens)}
+    if stats.HasField("initial_loss") and stats.HasField("final_loss"):
+        out.update(initial_loss=initial, final_loss=final)
     if not math.isfinite(final):
         return Verdict(False, f"training unhealthy: final loss is not finite ({final})", out)
     if not math.isfinite(initial):
         return Verdict(False, f"training unhealthy: initial loss is not finite ({initial})", out)
-    before, after = stats.get("heldout_loss_before"), stats.get("heldout_loss_after")
-    if before is not None and after is not None and math.isfinite(before) and math.isfinite(after):
+    measured = stats.HasField("heldout_loss_before") and stats.HasField("heldout_loss_after")
+    before, after = stats.heldout_loss_before, stats.heldout_loss_after
+    if measured and math.isfinite(before) and math.isfinite(after):
         # Held-out loss before and after training is the fairer test than two noisy batch losses.
         out.update(heldout_loss_before=float(before), heldout_loss_after=float(after))
         if require_loss_drop and heldout_tolerance > 0 and after > before * (1 + heldout_tolerance):
@@ -141,7 +148,7 @@ def training_verdict(
             )
         within = f" (within a {heldout_tolerance:.0%} rise)" if after >= before else ""
         return Verdict(True, f"training healthy: held-out loss {before:.4f} -> {after:.4f}{within}", out)
-    if require_loss_drop and stats.get("steps", 2) < 2:
+    if require_loss_drop and stats.steps < 2:
         return Verdict(
             True, f"training finite after one step (loss {final:.4f}); too few steps to see a fall", out
         )

@@ -13,7 +13,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from selfimprove.v2.common_pb2 import ArtifactRef, ModelRef, Stats
+from selfimprove.v2.common_pb2 import ArtifactRef, ModelRef
 from selfimprove.v2.stages_pb2 import SuiteScore
 
 
@@ -54,10 +54,6 @@ def to_model(data: dict[str, Any] | None) -> ModelRef:
         adapter=to_ref(data.get("adapter")),
         version=data.get("version", ""),
     )
-
-
-def stats_dict(stats: Stats) -> dict[str, float]:
-    return {k: float(v) for k, v in sorted(stats.values.items())}
 
 
 def suite_dict(s: SuiteScore) -> dict[str, Any]:

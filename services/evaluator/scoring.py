@@ -3,8 +3,8 @@
 >>> s = suite_score("dev", [True] * 10 + [False] * 10, [True] * 10 + [True] * 8 + [False] * 2)
 >>> s["incumbent_accuracy"], s["candidate_accuracy"], s["n"], round(s["p_value"], 4)
 (0.5, 0.9, 20, 0.0078)
->>> split_spec('{"categories": ["add1"], "_suite": "add1", "_dev_size": 5}')
-({'categories': ['add1']}, {'_suite': 'add1', '_dev_size': 5})
+>>> task_params('{"categories": ["add1"]}')
+{'categories': ['add1']}
 """
 
 from __future__ import annotations
@@ -56,11 +56,9 @@ def decided_early(incumbent: Sequence[bool], candidate: Sequence[bool], interim_
     return s["candidate_accuracy"] > s["incumbent_accuracy"] and s["p_value"] < interim_alpha
 
 
-def split_spec(params_json: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Task parameters, and the evaluator's own options (keys starting with ``_``)."""
+def task_params(params_json: str) -> dict[str, Any]:
+    """A suite's task parameters (a JSON object)."""
     params = json.loads(params_json or "{}")
     if not isinstance(params, dict):
         raise ValueError(f"task params_json must be a JSON object, got {params_json!r}")
-    return {k: v for k, v in params.items() if not k.startswith("_")}, {
-        k: v for k, v in params.items() if k.startswith("_")
-    }
+    return params

@@ -111,11 +111,11 @@ class RunState:
 def training_sets(state: RunState, replay: int) -> list[dict]:
     """This iteration's selected set, then those of up to ``replay`` earlier iterations, newest first.
 
-    >>> s = RunState("r", "", iteration=3, accepted={"select": {"sft_set": {"uri": "c"}}},
-    ...              history=[{"iteration": 1, "sft_set": {"uri": "a"}}, {"iteration": 2, "sft_set": {"uri": "b"}},
-    ...                       {"iteration": 3, "sft_set": {"uri": "c"}}])
+    >>> s = RunState("r", "", iteration=3, accepted={"select": {"dataset": {"uri": "c"}}},
+    ...              history=[{"iteration": 1, "dataset": {"uri": "a"}}, {"iteration": 2, "dataset": {"uri": "b"}},
+    ...                       {"iteration": 3, "dataset": {"uri": "c"}}])
     >>> [d["uri"] for d in training_sets(s, 0)], [d["uri"] for d in training_sets(s, 5)]
     (['c'], ['c', 'b', 'a'])
     """
-    earlier = [r["sft_set"] for r in state.history if r["iteration"] < state.iteration and r.get("sft_set")]
-    return [state.accepted["select"]["sft_set"], *reversed(earlier)][: replay + 1]
+    earlier = [r["dataset"] for r in state.history if r["iteration"] < state.iteration and r.get("dataset")]
+    return [state.accepted["select"]["dataset"], *reversed(earlier)][: replay + 1]

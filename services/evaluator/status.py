@@ -8,7 +8,6 @@ from selfimprove.evaluator.commands import STAGE_ENUM
 from selfimprove.evaluator.refs import to_model, to_suite
 from selfimprove.evaluator.state import RunState
 from selfimprove.evaluator.step import KINDS
-from selfimprove.v2.common_pb2 import Stats
 from selfimprove.v2.control_pb2 import RunStatus
 from selfimprove.v2.stages_pb2 import Decision
 
@@ -36,7 +35,7 @@ def run_status(state: RunState) -> RunStatus:
             kind=KINDS.get(d["kind"], 0),
             reason=d["reason"],
             evidence=[to_suite(e) for e in d.get("evidence", [])],
-            stats=Stats(values={k: float(v) for k, v in d.get("stats", {}).items()}),
+            figures={k: float(v) for k, v in d.get("figures", {}).items()},
         )
         for d in state.decisions
     ]

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from selfimprove.core import envelope as envelopes
-from selfimprove.core.bus import Outgoing
+from selfimprove.core.outgoing import Outgoing
 from selfimprove.core.topics import Topics
 from selfimprove.evaluator import commands
 from selfimprove.evaluator.config import RunConfig
 from selfimprove.evaluator.refs import to_model, to_suite
 from selfimprove.evaluator.state import FAILED, RunState, Slot, slot_stage
-from selfimprove.v2.common_pb2 import ModelRef, Stats
+from selfimprove.v2.common_pb2 import ModelRef
 from selfimprove.v2.stages_pb2 import Decision
 
 KINDS = {
@@ -49,9 +49,10 @@ class Step:
         reason: str,
         model: dict[str, Any] | None = None,
         evidence: Sequence[dict[str, Any]] = (),
-        stats: dict[str, float] | None = None,
+        figures: dict[str, float] | None = None,
     ) -> str:
-        """Publish a decision with its evidence; record it in the state; return its event id."""
+        """Publish a decision with its evidence (the suites, and the judged ``figures``, for display
+        only); record it in the state; return its event id."""
         s = self.state
         event_id = envelopes.derived_event_id(self.cause, self.topics.control, len(self.out))
         decision = Decision(
@@ -59,7 +60,7 @@ class Step:
             reason=reason,
             model=to_model(model) if model else ModelRef(),
             evidence=[to_suite(e) for e in evidence],
-            stats=Stats(values={k: float(v) for k, v in (stats or {}).items()}),
+            figures={k: float(v) for k, v in (figures or {}).items()},
         )
         stage = commands.STAGE_ENUM.get(s.stage, 0)
         env = envelopes.make(
@@ -82,7 +83,7 @@ class Step:
                 "time": self.now,
                 "model": (model or {}).get("version", ""),
                 "evidence": list(evidence),
-                "stats": dict(stats or {}),
+                "figures": dict(figures or {}),
             }
         )
         return event_id
@@ -102,9 +103,9 @@ class Step:
         if attempt > 1 and not new_round:
             self.signal("retry", slot_stage(slot))
 
-    def finish(self, status: str, reason: str, stats: dict[str, float] | None = None) -> None:
+    def finish(self, status: str, reason: str, figures: dict[str, float] | None = None) -> None:
         s = self.state
         s.status, s.stop_reason = status, reason
-        self.decide("stop", reason, stats=stats)
+        self.decide("stop", reason, figures=figures)
         if status == FAILED:
             self.signal("failed_run")

@@ -1,12 +1,11 @@
 """Evaluation workers: run candidate and incumbent greedily on the same held-out dev items (the task's
 dev split, never the training stream) and publish paired scores per suite.
 
-The first suite is the command's task; the others are its regression suites. Suite names and sizes
-ride in ``params_json`` keys the evaluator adds (``_suite``, ``_dev_size``, ``_max_new_tokens``).
-Per-item results of each model version are cached in the store (``evalcache``), so an incumbent is
-evaluated once per (version, suite, dev seed).
+The command's suites (``EvalSuite``: a name, a task, a dev size) are scored in order; the first is
+the run's task, the others its regression suites. Per-item results of each model version are cached
+in the store (``evalcache``), so an incumbent is evaluated once per (version, suite, dev seed).
 
-With interim looks (``_looks``, ``_interim_alpha``: ``evaluation.interim_looks``), the main suite is
+With interim looks (``interim_looks``, ``interim_alpha``: ``evaluation.interim_looks``), the main suite is
 evaluated in chunks, up to each look in turn, and stops at the first look where the candidate's
 gain is already significant at the interim level (:func:`~selfimprove.evaluator.scoring.decided_early`);
 the suite then scores the items evaluated so far.
@@ -25,11 +24,11 @@ from selfimprove.core.store import ArtifactError
 from selfimprove.core.topics import Topics
 from selfimprove.evaluator import evalcache
 from selfimprove.evaluator.refs import to_suite
-from selfimprove.evaluator.scoring import chunks, decided_early, split_spec, suite_score
+from selfimprove.evaluator.scoring import chunks, decided_early, suite_score, task_params
 from selfimprove.evaluator.settings import WorkerSettings
 from selfimprove.v2.common_pb2 import Stage
 from selfimprove.v2.envelope_pb2 import Envelope
-from selfimprove.v2.stages_pb2 import EvaluateResult
+from selfimprove.v2.stages_pb2 import EvaluateResult, EvaluateStats
 
 log = logging.getLogger(__name__)
 
@@ -77,22 +76,27 @@ class Evaluation:
         """Every suite of ``cmd``: (files, meta) for ``run_once``."""
         from selfimprove.runtime.tasks import load_task
 
-        specs = [(cmd.task, cmd.dev_size)] + [(s, 0) for s in cmd.regression_suites]
+        if not cmd.suites:
+            raise stages.StageInputError("evaluate_command lists no suites")
         suites, lines, tokens, hits = [], [], 0, 0
         start = time.perf_counter()
-        for spec, size in specs:
-            params, options = split_spec(spec.params_json)
-            name = options.get("_suite") or spec.name
-            n = int(size or options.get("_dev_size") or cmd.dev_size)
-            max_new = int(options.get("_max_new_tokens") or self.settings.max_new_tokens)
+        max_new = cmd.max_new_tokens or self.settings.max_new_tokens
+        for index, suite in enumerate(cmd.suites):
+            spec = suite.task
+            params = task_params(spec.params_json)
+            name = suite.name or spec.name
+            if suite.dev_size < 1:
+                raise stages.StageInputError(
+                    f"suite {name}: dev_size must be at least 1, got {suite.dev_size}"
+                )
             task = load_task(spec.name, params)
-            items = task.items("dev", n, seed=cmd.seed)
+            items = task.items("dev", suite.dev_size, seed=cmd.seed)
             suite_key = json.dumps(
                 {"task": spec.name, "params": params, "max_new_tokens": max_new}, sort_keys=True
             )
             inc, cand = {"replies": [], "ok": []}, {"replies": [], "ok": []}
-            looks = [int(k) for k in options.get("_looks") or ()]
-            alpha = float(options.get("_interim_alpha") or 0.0)
+            looks = list(cmd.interim_looks) if index == 0 else []
+            alpha = cmd.interim_alpha
             for lo, hi in chunks(len(items), looks):
                 # a chunk short of every item is cached under its own range (an incumbent's chunks
                 # are reused by the next candidate with the same looks)
@@ -123,15 +127,12 @@ class Evaluation:
                     }
                 )
         details = "\n".join(json.dumps(x) for x in lines).encode() + b"\n"
-        stats = {
-            "tokens": tokens,
-            "cache_hits": hits,
-            "seconds": time.perf_counter() - start,
-            "items": len(lines),
-        }
+        stats = EvaluateStats(
+            tokens=tokens, cache_hits=hits, seconds=time.perf_counter() - start, items=len(lines)
+        )
         return {"details.jsonl": details, "suites.json": json.dumps(suites).encode()}, {
             "suites": suites,
-            "stats": stats,
+            "stats": stages.stats_dict(stats),
         }
 
 
@@ -151,7 +152,9 @@ async def setup(ctx: Context) -> list[Runnable]:
             log.warning("evaluation failed: %s", exc)
             return [stages.failure(topics, env, producer, exc)]
         result = EvaluateResult(
-            suites=[to_suite(s) for s in meta["suites"]], details=ref, stats=stages.stats(meta["stats"])
+            suites=[to_suite(s) for s in meta["suites"]],
+            details=ref,
+            stats=stages.parse_stats(meta["stats"], EvaluateStats()),
         )
         return [stages.result(topics, env, producer, evaluate_result=result)]
 

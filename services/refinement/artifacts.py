@@ -11,11 +11,12 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from selfimprove.core.stage import parse_stats
 from selfimprove.refinement.calibration import Row
 from selfimprove.runtime.strategies import Answer
 from selfimprove.runtime.tasks.base import Item
-from selfimprove.v2.common_pb2 import ArtifactRef, Stats
-from selfimprove.v2.stages_pb2 import RefineResult, StrategyScore
+from selfimprove.v2.common_pb2 import ArtifactRef
+from selfimprove.v2.stages_pb2 import RefineResult, RefineStats, StrategyScore
 
 
 def table_records(rows: Sequence[Row]) -> list[dict[str, Any]]:
@@ -37,32 +38,27 @@ def table_records(rows: Sequence[Row]) -> list[dict[str, Any]]:
     ]
 
 
-def result_stats(rows: Sequence[Row], chosen: str, seconds: float, targets: int) -> dict[str, float]:
-    """Numbers of the result event's ``stats``.
+def result_stats(rows: Sequence[Row], chosen: str, seconds: float, targets: int) -> RefineStats:
+    """The result event's ``stats`` (each strategy's own figures are in its table row).
 
     >>> g, s = Row("greedy", (True, False), 10, 1), Row("self_consistency@3", (True, True), 30, 3, 0.5, 0.5)
     >>> st = result_stats([g, s], "greedy", 8.0, 0)
-    >>> st["dev_n"], st["chosen_accuracy"], st["self_consistency@3.p_value"], st["best_accuracy"]
-    (2, 0.5, 0.5, 1.0)
+    >>> st.dev_n, st.chosen_accuracy, st.best_accuracy
+    (2, 0.5, 1.0)
     """
     by_name = {r.strategy: r for r in rows}
-    values: dict[str, float] = {
-        "dev_n": len(rows[0].outcomes),
-        "strategies": len(rows),
-        "greedy_accuracy": by_name["greedy"].accuracy,
-        "chosen_accuracy": by_name[chosen].accuracy,
-        "chosen_delta": by_name[chosen].delta,
-        "chosen_p_value": by_name[chosen].p_value,
-        "chosen_tokens_per_problem": by_name[chosen].tokens_per_problem,
-        "best_accuracy": max(r.accuracy for r in rows if r.eligible),
-        "seconds": seconds,
-        "targets": targets,
-    }
-    for r in rows:
-        values[f"{r.strategy}.accuracy"] = r.accuracy
-        values[f"{r.strategy}.p_value"] = r.p_value
-        values[f"{r.strategy}.tokens_per_problem"] = r.tokens_per_problem
-    return values
+    return RefineStats(
+        dev_n=len(rows[0].outcomes),
+        strategies=len(rows),
+        greedy_accuracy=by_name["greedy"].accuracy,
+        chosen_accuracy=by_name[chosen].accuracy,
+        chosen_delta=by_name[chosen].delta,
+        chosen_p_value=by_name[chosen].p_value,
+        chosen_tokens_per_problem=by_name[chosen].tokens_per_problem,
+        best_accuracy=max(r.accuracy for r in rows if r.eligible),
+        seconds=seconds,
+        targets=targets,
+    )
 
 
 def targets_jsonl(items: Sequence[Item], answers: Sequence[Answer]) -> bytes:
@@ -97,10 +93,12 @@ def refine_result(meta: dict[str, Any], artifact: ArtifactRef) -> RefineResult:
             tokens_per_problem=r["tokens_per_problem"],
             seconds_per_problem=r["seconds_per_problem"],
             n=r["n"],
+            delta_vs_greedy=r["delta_vs_greedy"],
+            p_value_vs_greedy=r["p_value_vs_greedy"],
         )
         for r in meta["table"]
     ]
-    out = RefineResult(table=table, chosen=meta["chosen"], stats=Stats(values=meta["stats"]))
+    out = RefineResult(table=table, chosen=meta["chosen"], stats=parse_stats(meta["stats"], RefineStats()))
     out.calibration.CopyFrom(artifact)
     if meta.get("targets_written"):
         out.targets.CopyFrom(artifact)

@@ -23,11 +23,11 @@ import time
 from typing import Any
 
 from selfimprove.core import compute
-from selfimprove.core.bus import Outgoing
 from selfimprove.core.keys import split_uri
+from selfimprove.core.outgoing import Outgoing
 from selfimprove.core.runner import Context, Runnable
 from selfimprove.core.settings import load
-from selfimprove.core.stage import StageInputError, failure, result, run_once
+from selfimprove.core.stage import StageInputError, failure, result, run_once, stats_dict
 from selfimprove.core.store import ArtifactError
 from selfimprove.refinement import artifacts, calibration
 from selfimprove.refinement.metrics import RefinementMetrics
@@ -93,7 +93,7 @@ class Refiner:
             done = strategies.run(engine, chosen, [it.prompt for it in train], task.extract, sampling)
             files["targets.jsonl"] = artifacts.targets_jsonl(train, done.answers)
             targets = len(train)
-        values = artifacts.result_stats(rows, chosen, time.perf_counter() - start, targets)
+        figures = artifacts.result_stats(rows, chosen, time.perf_counter() - start, targets)
         meta = {
             "model_version": model_version(cmd.incumbent),
             "task": {"name": cmd.task.name or "arithmetic", "params_json": cmd.task.params_json or "{}"},
@@ -102,11 +102,11 @@ class Refiner:
             "token_budget": cmd.token_budget,
             "chosen": chosen,
             "table": artifacts.table_records(rows),
-            "stats": values,
+            "stats": stats_dict(figures),
             "targets_written": bool(cmd.write_targets),
         }
         files["table.json"] = json.dumps(meta, indent=1).encode()
-        log.info("calibrated %s: chose %s (%s)", meta["model_version"], chosen, values)
+        log.info("calibrated %s: chose %s (%s)", meta["model_version"], chosen, meta["stats"])
         return files, meta
 
     async def on_refine(self, env: Envelope) -> list[Outgoing]:

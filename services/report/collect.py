@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from selfimprove.core.store import ArtifactError, ArtifactStore
+from selfimprove.report.summary import summarize
 from selfimprove.v2.common_pb2 import ArtifactRef
 
 
@@ -44,8 +45,6 @@ def _json_file(store: ArtifactStore, ref: dict, names: tuple[str, ...]) -> Any |
 
 
 def collect(status, store: ArtifactStore | None) -> RunFacts:
-    from selfimprove.cli.run import summarize
-
     summary = summarize(status)
     facts = RunFacts(
         run_id=status.run_id,
@@ -67,7 +66,7 @@ def collect(status, store: ArtifactStore | None) -> RunFacts:
             slot = created.setdefault(iteration, {})
             slot[stage] = max(slot.get(stage, 0.0), when)
         if stage == "select":
-            card = _json_file(store, refs.get("data_card") or refs.get("sft_set") or {}, ("card.json",))
+            card = _json_file(store, refs.get("dataset") or {}, ("card.json",))
             if card:
                 facts.cards[iteration] = card
         elif stage == "train":

@@ -1,6 +1,6 @@
 """Selection filters as pure functions over lists; each returns what it kept and how many it dropped.
 
-Rows are acquisition rows (see :mod:`selfimprove.acquisition.shard`); a *candidate* is
+Rows are ``samples.jsonl`` rows (see :mod:`selfimprove.contracts.samples`); a *candidate* is
 ``(row, sample)``: a response the label step accepted for its prompt.
 """
 

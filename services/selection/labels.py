@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from selfimprove.acquisition.scoring import agreement, majority
-from selfimprove.acquisition.shard import BY_MAJORITY, is_step
+from selfimprove.contracts.samples import BY_MAJORITY, is_step
+from selfimprove.contracts.voting import agreement, majority
 
 VERIFIED, LABEL_FREE = "verified", "label_free"
 Row = dict[str, Any]
@@ -96,10 +96,9 @@ def label_of(row: Row, mode: str, threshold: float) -> str | None:
 
 
 def refused(row: Row, label: str | None) -> bool:
-    """Whether the row's label check (``acquisition.check_labels``) refuses ``label``: a check was
+    """Whether the row's label check (``task.tactics.check_labels``) refuses ``label``: a check was
     asked and it was of another answer, or the model did not answer it as the label predicts. A row
-    with no check (off, or none possible) refuses nothing. The worked-plan witness
-    (``acquisition.witness_labels``, :func:`unwitnessed`) is judged apart.
+    with no check (off, or none possible) refuses nothing.
 
     >>> check = {"label": "7", "passed": True}
     >>> refused({"check": check}, "7"), refused({"check": {**check, "passed": False}}, "7"), refused({"check": check}, "8")
@@ -108,20 +107,6 @@ def refused(row: Row, label: str | None) -> bool:
     (False, False, False)
     """
     return _refuses(row.get("check"), label)
-
-
-def unwitnessed(row: Row, label: str | None) -> bool:
-    """Whether the row's worked-plan witness (``acquisition.witness_labels``) refuses ``label``, as
-    :func:`refused` does for the check: its final answer is another, or it was of another label.
-    A row with no witness (off, no plan, or a step with no answer) refuses nothing.
-
-    >>> witness = {"label": "83", "passed": True}
-    >>> unwitnessed({"witness": witness}, "83"), unwitnessed({"witness": {**witness, "passed": False}}, "83")
-    (False, True)
-    >>> unwitnessed({"witness": None}, "83"), unwitnessed({"witness": witness}, "84"), unwitnessed({}, None)
-    (False, True, False)
-    """
-    return _refuses(row.get("witness"), label)
 
 
 def _refuses(check: Mapping[str, Any] | None, label: str | None) -> bool:

@@ -1,8 +1,7 @@
 """The selection pipeline over acquisition rows: labels, filters, SFT set, preference pairs, data card.
 
 Order: prompt deduplication, decontamination, difficulty band, labels (verified or label-free; a
-label-free label whose consistency check failed is dropped, ``label_check``, and one its worked-plan
-witness did not reach, ``label_witness``),
+label-free label whose consistency check failed is dropped, ``label_check``),
 refined targets, worked replies (preferred to the model's own right answers; verified mode: when
 the verifier accepts them, and a prompt with one is kept at any pass rate; label-free: chosen by the
 sub-questions' majorities, when their answer is the label), rationales
@@ -20,11 +19,11 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from selfimprove.acquisition.shard import is_step
+from selfimprove.contracts.params import SelectParams
+from selfimprove.contracts.samples import is_step
 from selfimprove.selection import filters, labels
 from selfimprove.selection.dedup import near_dedup
 from selfimprove.selection.diversity import Embedder, greedy_distinct, mean_pairwise_distance
-from selfimprove.selection.params import SelectParams
 
 Row = dict[str, Any]
 DROP_UNITS = {
@@ -33,7 +32,6 @@ DROP_UNITS = {
     "difficulty": "prompts",
     "label": "prompts",
     "label_check": "prompts",
-    "label_witness": "prompts",
     "format": "responses",
     "duplicate": "responses",
     "near_duplicate": "responses",
@@ -103,9 +101,6 @@ def select(
         label = labels.label_of(row, mode, params.agreement_threshold)
         if mode == labels.LABEL_FREE and labels.refused(row, label):
             drops["label_check"] += 1
-            continue
-        if mode == labels.LABEL_FREE and labels.unwitnessed(row, label):
-            drops["label_witness"] += 1
             continue
         right, wrong = labels.split(row, mode, label)
         target = by_id.get(row["id"]) or by_prompt.get(row["prompt"])
@@ -181,7 +176,7 @@ def select(
         "diversity": diversity,
         "yield": len(final_ids) / prompts_in if prompts_in else 0.0,
         "category_cap": cap,
-        "params": params.as_dict(),
+        "params": params.model_dump(),
     }
     card.update(report_precision(mode, kept_labels, sft, truth, extract))
     return Selection(sft, pairs, card)

@@ -1,8 +1,7 @@
 """The selection handler: ``select_command`` in, ``sft.jsonl`` + ``pairs.jsonl`` + ``card.json`` and
 ``select_result`` out.
 
-The three files are one folder artifact (one manifest): ``sft_set``, ``preference_pairs`` and
-``data_card`` of the result all point at it. Built once per attempt (``run_once``); unreadable shards,
+The three files are one folder artifact (one manifest), the result's ``dataset``. Built once per attempt (``run_once``); unreadable shards,
 a verified mode without a verifier, or missing evaluation sets are answered with ``stage_failure``.
 """
 
@@ -13,17 +12,17 @@ import logging
 import sys
 from typing import Any
 
-from selfimprove.core.bus import Outgoing
+from selfimprove.core.outgoing import Outgoing
 from selfimprove.core.runner import Context, Runnable
 from selfimprove.core.settings import load
-from selfimprove.core.stage import StageInputError, failure, result, run_once, stats
+from selfimprove.core.stage import StageInputError, failure, parse_stats, result, run_once, stats_dict
 from selfimprove.core.store import ArtifactError
 from selfimprove.selection import labels
 from selfimprove.selection.filters import row_key
 from selfimprove.selection.settings import SelectionSettings
 from selfimprove.v2.common_pb2 import Stage
 from selfimprove.v2.envelope_pb2 import Envelope
-from selfimprove.v2.stages_pb2 import LabelMode, SelectResult
+from selfimprove.v2.stages_pb2 import FilterDrops, LabelMode, SelectResult, SelectStats
 
 log = logging.getLogger(__name__)
 MODES = {LabelMode.LABEL_MODE_VERIFIED: labels.VERIFIED, LabelMode.LABEL_MODE_LABEL_FREE: labels.LABEL_FREE}
@@ -37,23 +36,37 @@ def dev_keys(task: Any, rows: list[dict]) -> set:
     return {k for k in (row_key(r) for r in rows) if k is not None and split_of(k) == "dev"}
 
 
-def result_stats(card: dict) -> dict[str, float]:
-    """The numbers of ``select_result.stats`` (see docs/data.md)."""
-    values: dict[str, Any] = {
-        "kept": card["counts"]["sft"],
-        "pairs": card["counts"]["pairs"],
-        "prompts_in": card["counts"]["prompts_in"],
-        "prompts_kept": card["counts"]["prompts_kept"],
-        "prompts_rationalized": card["counts"].get("prompts_rationalized", 0),
-        "prompts_worked": card["counts"].get("prompts_worked", 0),
-        "prompts_steps": card["counts"].get("prompts_steps", 0),
-        "diversity": card["diversity"],
-        "yield": card["yield"],
-        "pseudo_label_precision": card["pseudo_label_precision"],
-        "sft_answer_precision": card["sft_answer_precision"],
-    }
-    values.update({f"dropped_{k}": v for k, v in card["dropped"].items()})
-    return {k: v for k, v in values.items() if v is not None}
+def result_stats(card: dict) -> SelectStats:
+    """The :class:`SelectStats` of a data card (see docs/data.md).
+
+    >>> card = {"counts": {"sft": 3, "pairs": 1, "prompts_in": 4, "prompts_kept": 2}, "diversity": 0.5,
+    ...         "yield": 0.5, "pseudo_label_precision": None, "sft_answer_precision": 1.0,
+    ...         "dropped": {"format": 2}, "drop_units": {"format": "responses"}}
+    >>> s = result_stats(card)
+    >>> s.kept, s.HasField("pseudo_label_precision"), [(d.filter, d.count, d.unit) for d in s.dropped]
+    (3, False, [('format', 2, 'responses')])
+    """
+    counts = card["counts"]
+    out = SelectStats(
+        kept=counts["sft"],
+        pairs=counts["pairs"],
+        prompts_in=counts["prompts_in"],
+        prompts_kept=counts["prompts_kept"],
+        prompts_rationalized=counts.get("prompts_rationalized", 0),
+        prompts_worked=counts.get("prompts_worked", 0),
+        prompts_steps=counts.get("prompts_steps", 0),
+        diversity=card["diversity"],
+        yield_rate=card["yield"],
+        dropped=[
+            FilterDrops(filter=name, count=n, unit=card["drop_units"].get(name, ""))
+            for name, n in card["dropped"].items()
+        ],
+    )
+    if card["pseudo_label_precision"] is not None:
+        out.pseudo_label_precision = card["pseudo_label_precision"]
+    if card["sft_answer_precision"] is not None:
+        out.sft_answer_precision = card["sft_answer_precision"]
+    return out
 
 
 class Selector:
@@ -85,9 +98,9 @@ class Selector:
             return set()
 
     def build(self, env: Envelope) -> tuple[dict[str, bytes], dict[str, Any]]:
-        from selfimprove.acquisition.shard import from_jsonl
+        from selfimprove.contracts.params import SelectParams
+        from selfimprove.contracts.samples import from_jsonl
         from selfimprove.runtime.tasks import load_task
-        from selfimprove.selection.params import SelectParams
         from selfimprove.selection.pipeline import select
 
         cmd = env.select_command
@@ -96,7 +109,7 @@ class Selector:
         except KeyError:
             raise StageInputError(f"select_command needs a label_mode, got {cmd.label_mode}") from None
         try:
-            params = SelectParams.from_json(cmd.params_json)
+            params = SelectParams.model_validate_json(cmd.params_json or "{}")
             if not cmd.shards:
                 raise StageInputError("select_command lists no shards")
             rows, metas = [], []
@@ -123,12 +136,13 @@ class Selector:
             "model_version": metas[0].get("model_version"),
         }
         card["decontamination_keys"] = len(keys)
-        values = result_stats(card)
-        for name, count in card["dropped"].items():
-            self.dropped.labels(name).inc(count)
-        self.kept.inc(values["kept"])
-        self.yield_.set(values["yield"])
-        self.diversity.set(values["diversity"])
+        figures = result_stats(card)
+        for drop in figures.dropped:
+            self.dropped.labels(drop.filter).inc(drop.count)
+        self.kept.inc(figures.kept)
+        self.yield_.set(figures.yield_rate)
+        self.diversity.set(figures.diversity)
+        values = stats_dict(figures)
         log.info("selection of %s iter %d (%s): %s", env.run_id, env.iteration, mode, values)
         files = {
             "sft.jsonl": "".join(json.dumps(x) + "\n" for x in chosen.sft).encode(),
@@ -146,9 +160,7 @@ class Selector:
         except StageInputError as exc:
             log.warning("select command %s refused: %s", env.event_id, exc)
             return [failure(topics, env, producer, exc)]
-        done = SelectResult(
-            sft_set=ref, preference_pairs=ref, data_card=ref, stats=stats(meta.get("stats", {}))
-        )
+        done = SelectResult(dataset=ref, stats=parse_stats(meta.get("stats"), SelectStats()))
         return [result(topics, env, producer, select_result=done)]
 
 

@@ -12,8 +12,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from selfimprove.contracts.params import Hparams
 from selfimprove.trainer.checkpoints import CheckpointSync
-from selfimprove.trainer.hparams import Hparams
 from selfimprove.trainer.sft import OnStep, Outcome
 
 

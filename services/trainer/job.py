@@ -15,7 +15,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from selfimprove.core.stage import StageInputError, prefix_for
+from selfimprove.core.stage import StageInputError, prefix_for, stats_dict
 from selfimprove.core.store import ArtifactStore
 from selfimprove.trainer import data, precision
 from selfimprove.trainer import model as models
@@ -24,7 +24,7 @@ from selfimprove.trainer.checkpoints import CheckpointSync
 from selfimprove.trainer.hparams import parse_hparams
 from selfimprove.trainer.sft import OnStep, Outcome
 from selfimprove.v2.envelope_pb2 import Envelope
-from selfimprove.v2.stages_pb2 import TrainMethod
+from selfimprove.v2.stages_pb2 import TrainMethod, TrainStats
 
 log = logging.getLogger(__name__)
 METHODS = {
@@ -43,25 +43,26 @@ class JobOptions:
     keep_checkpoints: int = 2
 
 
-def summarize(curve: list[dict]) -> dict[str, float]:
+def summarize(curve: list[dict]) -> TrainStats:
     """Initial and final loss (means over a short window at each end), and health flags.
 
     >>> s = summarize([{"loss": x} for x in (4.0, 3.0, 2.0, 1.0, 1.0)])
-    >>> s["initial_loss"], s["final_loss"], s["loss_decreased"], s["nan_loss"]
-    (4.0, 1.0, 1, 0)
+    >>> s.initial_loss, s.final_loss, s.loss_decreased, s.nan_loss
+    (4.0, 1.0, True, False)
+    >>> summarize([]).HasField("final_loss")
+    False
     """
     losses = [p["loss"] for p in curve]
     if not losses:
-        return {"nan_loss": 0, "loss_decreased": 0}
+        return TrainStats()
     k = max(1, min(5, len(losses) // 5))
     first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
-    nan = not all(math.isfinite(x) for x in losses)
-    return {
-        "initial_loss": first,
-        "final_loss": last,
-        "loss_decreased": int(last < first),
-        "nan_loss": int(nan),
-    }
+    return TrainStats(
+        initial_loss=first,
+        final_loss=last,
+        loss_decreased=last < first,
+        nan_loss=not all(math.isfinite(x) for x in losses),
+    )
 
 
 def run_job(store: ArtifactStore, env: Envelope, opts: JobOptions, on_step: OnStep) -> tuple[dict, dict]:
@@ -100,21 +101,23 @@ def run_job(store: ArtifactStore, env: Envelope, opts: JobOptions, on_step: OnSt
     if method == "full_sft":
         tokenizer.save_pretrained(out)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    stats = {
-        "steps": outcome.steps,
-        "steps_run": outcome.steps_run,
-        "resumed_from_step": outcome.resumed_from,
-        "examples": outcome.examples,
-        "dataset_rows": len(rows),
-        "tokens": sum(p.get("tokens", 0) for p in outcome.curve),
-        "tokens_per_second": outcome.tokens_run / outcome.seconds if outcome.seconds else 0.0,
-        "train_seconds": outcome.seconds,
-        "duration_seconds": time.perf_counter() - started,
-        "trainable_parameters": trainable,
-        "frozen_bf16_layers": len(frozen_bf16),
-        **summarize(outcome.curve),
-        **{k: v for k, v in extra.items() if v is not None},
-    }
+    stats = summarize(outcome.curve)
+    stats.MergeFrom(
+        TrainStats(
+            steps=outcome.steps,
+            steps_run=outcome.steps_run,
+            resumed_from_step=outcome.resumed_from,
+            examples=outcome.examples,
+            dataset_rows=len(rows),
+            tokens=sum(p.get("tokens", 0) for p in outcome.curve),
+            tokens_per_second=outcome.tokens_run / outcome.seconds if outcome.seconds else 0.0,
+            train_seconds=outcome.seconds,
+            duration_seconds=time.perf_counter() - started,
+            trainable_parameters=trainable,
+            frozen_bf16_layers=len(frozen_bf16),
+            **{k: v for k, v in extra.items() if v is not None},
+        )
+    )
     config = {
         "method": method,
         "base": cmd.policy.base or models.DEFAULT_BASE,
@@ -123,7 +126,7 @@ def run_job(store: ArtifactStore, env: Envelope, opts: JobOptions, on_step: OnSt
         if adapter
         else None,
         "seed": cmd.seed,
-        "hparams": hp.to_dict(),
+        "hparams": hp.model_dump(),
         "torch_threads": torch.get_num_threads(),
     }
     files = {
@@ -132,7 +135,7 @@ def run_job(store: ArtifactStore, env: Envelope, opts: JobOptions, on_step: OnSt
         "loss_curve.json": json.dumps(outcome.curve).encode(),
         "data_refs.json": json.dumps(data.data_refs(cmd.datasets, file, len(rows)), indent=1).encode(),
     }
-    meta = {"method": method, "base": config["base"], "base_sha256": base_sha, "stats": stats}
+    meta = {"method": method, "base": config["base"], "base_sha256": base_sha, "stats": stats_dict(stats)}
     return files, meta
 
 

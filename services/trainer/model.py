@@ -15,11 +15,11 @@ import hashlib
 import json
 from pathlib import Path
 
+from selfimprove.contracts.params import Hparams
 from selfimprove.core.stage import StageInputError
 from selfimprove.core.store import ArtifactError, ArtifactStore, sha256_file_cached
 from selfimprove.runtime.adapters import is_model_folder, is_weights_folder
 from selfimprove.runtime.models import DEFAULT_BASE, ModelNotFoundError, resolve_base
-from selfimprove.trainer.hparams import Hparams
 from selfimprove.v2.common_pb2 import ModelRef
 
 TRAINING_CONFIG = "training_config.json"

@@ -19,7 +19,7 @@ from selfimprove.trainer.job import JobOptions, run_job
 from selfimprove.trainer.settings import TrainerSettings
 from selfimprove.v2.common_pb2 import ArtifactRef, ModelRef, Stage
 from selfimprove.v2.envelope_pb2 import Envelope
-from selfimprove.v2.stages_pb2 import TrainResult
+from selfimprove.v2.stages_pb2 import TrainResult, TrainStats
 
 log = logging.getLogger(__name__)
 PRODUCER = "trainer"
@@ -80,9 +80,9 @@ async def setup(ctx: Context) -> list[Runnable]:
             adapter=ref,
             version=f"{env.run_id}/iter-{env.iteration:03d}",
         )
-        values = dict(meta["stats"], handler_seconds=time.perf_counter() - start)
+        stats = stage.parse_stats(meta["stats"], TrainStats(handler_seconds=time.perf_counter() - start))
         runs_c.labels("done").inc()
-        result = TrainResult(candidate=candidate, stats=stage.stats(values), loss_curve=curve)
+        result = TrainResult(candidate=candidate, stats=stats, loss_curve=curve)
         return [stage.result(topics, env, PRODUCER, train_result=result)]
 
     consumer = ctx.consumer(

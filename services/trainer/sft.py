@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
+from selfimprove.contracts.params import Hparams
 from selfimprove.trainer.batches import Encoded, collate, length_grouped
 from selfimprove.trainer.checkpoints import CheckpointSync
-from selfimprove.trainer.hparams import Hparams
 from selfimprove.trainer.losses import response_loss
 
 log = logging.getLogger(__name__)

@@ -24,17 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bselfimprove/v2/common.proto\x12\x0eselfimprove.v2\"M\n\x0b\x41rtifactRef\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\x12\n\nmedia_type\x18\x04 \x01(\t\"l\n\x08ModelRef\x12\x0c\n\x04\x62\x61se\x18\x01 \x01(\t\x12\x13\n\x0b\x62\x61se_sha256\x18\x02 \x01(\t\x12,\n\x07\x61\x64\x61pter\x18\x03 \x01(\x0b\x32\x1b.selfimprove.v2.ArtifactRef\x12\x0f\n\x07version\x18\x04 \x01(\t\"s\n\x0eSamplingParams\x12\x13\n\x0btemperature\x18\x01 \x01(\x02\x12\r\n\x05top_p\x18\x02 \x01(\x02\x12\x16\n\x0emax_new_tokens\x18\x03 \x01(\x05\x12\t\n\x01n\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\x0c\n\x04stop\x18\x06 \x03(\t\"\\\n\x08TaskSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bparams_json\x18\x02 \x01(\t\x12-\n\x08seed_set\x18\x03 \x01(\x0b\x32\x1b.selfimprove.v2.ArtifactRef\"i\n\x05Stats\x12\x31\n\x06values\x18\x01 \x03(\x0b\x32!.selfimprove.v2.Stats.ValuesEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*\x8d\x01\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x11\n\rSTAGE_ACQUIRE\x10\x01\x12\x10\n\x0cSTAGE_SELECT\x10\x02\x12\x0f\n\x0bSTAGE_TRAIN\x10\x03\x12\x12\n\x0eSTAGE_EVALUATE\x10\x04\x12\x10\n\x0cSTAGE_REFINE\x10\x05\x12\x11\n\rSTAGE_CONTROL\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bselfimprove/v2/common.proto\x12\x0eselfimprove.v2\"M\n\x0b\x41rtifactRef\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\x12\n\nmedia_type\x18\x04 \x01(\t\"l\n\x08ModelRef\x12\x0c\n\x04\x62\x61se\x18\x01 \x01(\t\x12\x13\n\x0b\x62\x61se_sha256\x18\x02 \x01(\t\x12,\n\x07\x61\x64\x61pter\x18\x03 \x01(\x0b\x32\x1b.selfimprove.v2.ArtifactRef\x12\x0f\n\x07version\x18\x04 \x01(\t\"s\n\x0eSamplingParams\x12\x13\n\x0btemperature\x18\x01 \x01(\x02\x12\r\n\x05top_p\x18\x02 \x01(\x02\x12\x16\n\x0emax_new_tokens\x18\x03 \x01(\x05\x12\t\n\x01n\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\x0c\n\x04stop\x18\x06 \x03(\t\"\\\n\x08TaskSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bparams_json\x18\x02 \x01(\t\x12-\n\x08seed_set\x18\x03 \x01(\x0b\x32\x1b.selfimprove.v2.ArtifactRef*\x8d\x01\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x11\n\rSTAGE_ACQUIRE\x10\x01\x12\x10\n\x0cSTAGE_SELECT\x10\x02\x12\x0f\n\x0bSTAGE_TRAIN\x10\x03\x12\x12\n\x0eSTAGE_EVALUATE\x10\x04\x12\x10\n\x0cSTAGE_REFINE\x10\x05\x12\x11\n\rSTAGE_CONTROL\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'selfimprove.v2.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STATS_VALUESENTRY']._loaded_options = None
-  _globals['_STATS_VALUESENTRY']._serialized_options = b'8\001'
-  _globals['_STAGE']._serialized_start=555
-  _globals['_STAGE']._serialized_end=696
+  _globals['_STAGE']._serialized_start=448
+  _globals['_STAGE']._serialized_end=589
   _globals['_ARTIFACTREF']._serialized_start=47
   _globals['_ARTIFACTREF']._serialized_end=124
   _globals['_MODELREF']._serialized_start=126
@@ -43,8 +41,4 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SAMPLINGPARAMS']._serialized_end=351
   _globals['_TASKSPEC']._serialized_start=353
   _globals['_TASKSPEC']._serialized_end=445
-  _globals['_STATS']._serialized_start=447
-  _globals['_STATS']._serialized_end=552
-  _globals['_STATS_VALUESENTRY']._serialized_start=507
-  _globals['_STATS_VALUESENTRY']._serialized_end=552
 # @@protoc_insertion_point(module_scope)

@@ -97,14 +97,8 @@ class AcquireCommand(_message.Message):
     SEED_FIELD_NUMBER: _builtins.int
     SELF_JUDGE_FIELD_NUMBER: _builtins.int
     SELF_INSTRUCT_FIELD_NUMBER: _builtins.int
-    RATIONALIZE_FIELD_NUMBER: _builtins.int
     CATEGORY_WEIGHTS_FIELD_NUMBER: _builtins.int
-    WORKED_FIELD_NUMBER: _builtins.int
-    HINT_ONLY_FIELD_NUMBER: _builtins.int
-    CHECK_LABELS_FIELD_NUMBER: _builtins.int
-    WORKED_BY_MAJORITY_FIELD_NUMBER: _builtins.int
-    WITNESS_LABELS_FIELD_NUMBER: _builtins.int
-    RATIONALIZE_STEPS_FIELD_NUMBER: _builtins.int
+    TACTICS_FIELD_NUMBER: _builtins.int
     shard: _builtins.int
     num_shards: _builtins.int
     num_prompts: _builtins.int
@@ -113,41 +107,6 @@ class AcquireCommand(_message.Message):
     """Score samples with the model as its own judge."""
     self_instruct: _builtins.bool
     """Generate prompts by self-instruct from the task's seed set instead of its generator."""
-    rationalize: _builtins.bool
-    """Verified tasks only (STaR rationalization): a prompt none of whose samples verified is sampled
-    again with its reference answer as a hint; hinted replies are stored apart and never counted in
-    the pass rate.
-    """
-    worked: _builtins.bool
-    """For each prompt the task has a plan for, the model answers the plan's sub-questions (plain
-    prompts, sampled like the prompts) and a worked reply is written from its answers; stored apart,
-    verified like any reply (final answer and every stated step).
-    """
-    hint_only: _builtins.bool
-    """With rationalize: every prompt is asked only with its reference answer as a hint, with no plain
-    samples (a base model answers few plain prompts right and spends most tokens on them).
-    """
-    check_labels: _builtins.bool
-    """Label-free runs: each prompt's majority answer is checked by one more greedy question whose
-    answer follows from it (the task's check question, e.g. a difference undone by a sum); the
-    question and the model's reply are stored with the row, and selection keeps only labels that
-    passed.
-    """
-    worked_by_majority: _builtins.bool
-    """With worked, label-free runs: each sub-question's answer is the majority answer of its samples
-    (no reply is written when they tie), never one the verifier chose, so the worked replies and the
-    second sub-questions carry no truth; selection keeps a worked reply whose answer is the label.
-    """
-    witness_labels: _builtins.bool
-    """Label-free runs: each prompt's majority answer (after check_labels, those whose check passed)
-    is also reached a second way, the task's worked plan asked greedily (e.g. "47 + 30", then
-    "77 + 6"); the witness reply is stored with the row, and selection keeps only labels it gives.
-    """
-    rationalize_steps: _builtins.bool
-    """With worked, verified runs only: a sub-question none of whose samples verified is sampled again
-    with its reference answer as a hint (rationalization of the step), and the worked reply is written
-    from a verified hinted answer; the hinted replies are stored with the sub-question's row.
-    """
     @_builtins.property
     def policy(self) -> _common_pb2.ModelRef: ...
     @_builtins.property
@@ -158,6 +117,12 @@ class AcquireCommand(_message.Message):
     def category_weights(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Share of the task's prompts per category (relative weights; empty: the task's own even mix).
         The evaluator sets them from the last acquisition's pass rates when the run's focus is on.
+        """
+
+    @_builtins.property
+    def tactics(self) -> Global___AcquireTactics:
+        """The task's acquisition tactics that apply in this iteration (the run config's task.tactics, as
+        the task's tactics model says for this iteration; docs/tasks.md).
         """
 
     def __init__(
@@ -172,22 +137,72 @@ class AcquireCommand(_message.Message):
         seed: _builtins.int = ...,
         self_judge: _builtins.bool = ...,
         self_instruct: _builtins.bool = ...,
-        rationalize: _builtins.bool = ...,
         category_weights: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
-        worked: _builtins.bool = ...,
-        hint_only: _builtins.bool = ...,
-        check_labels: _builtins.bool = ...,
-        worked_by_majority: _builtins.bool = ...,
-        witness_labels: _builtins.bool = ...,
-        rationalize_steps: _builtins.bool = ...,
+        tactics: Global___AcquireTactics | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "sampling", b"sampling", "task", b"task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "sampling", b"sampling", "tactics", b"tactics", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_weights", b"category_weights", "check_labels", b"check_labels", "hint_only", b"hint_only", "num_prompts", b"num_prompts", "num_shards", b"num_shards", "policy", b"policy", "rationalize", b"rationalize", "rationalize_steps", b"rationalize_steps", "sampling", b"sampling", "seed", b"seed", "self_instruct", b"self_instruct", "self_judge", b"self_judge", "shard", b"shard", "task", b"task", "witness_labels", b"witness_labels", "worked", b"worked", "worked_by_majority", b"worked_by_majority"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_weights", b"category_weights", "num_prompts", b"num_prompts", "num_shards", b"num_shards", "policy", b"policy", "sampling", b"sampling", "seed", b"seed", "self_instruct", b"self_instruct", "self_judge", b"self_judge", "shard", b"shard", "tactics", b"tactics", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AcquireCommand: _TypeAlias = AcquireCommand  # noqa: Y015
+
+@_typing.final
+class AcquireTactics(_message.Message):
+    """Which acquisition tactics apply to one shard. Each uses a task hook (docs/tasks.md); a task without
+    the hook for an item leaves that item as it is.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RATIONALIZE_FIELD_NUMBER: _builtins.int
+    WORKED_FIELD_NUMBER: _builtins.int
+    WORKED_BY_MAJORITY_FIELD_NUMBER: _builtins.int
+    RATIONALIZE_STEPS_FIELD_NUMBER: _builtins.int
+    CHECK_LABELS_FIELD_NUMBER: _builtins.int
+    rationalize: _builtins.bool
+    """Verified runs only (STaR rationalization): a prompt none of whose samples verified is sampled
+    again with its reference answer as a hint; hinted replies are stored apart and never counted in
+    the pass rate.
+    """
+    worked: _builtins.bool
+    """For each prompt the task has a plan for, the model answers the plan's sub-questions (plain
+    prompts, sampled like the prompts) and a worked reply is written from its answers; stored apart,
+    verified like any reply (final answer and every stated step).
+    """
+    worked_by_majority: _builtins.bool
+    """With worked, label-free runs: each sub-question's answer is the majority answer of its samples
+    (no reply is written when they tie), never one the verifier chose, so the worked replies and the
+    second sub-questions carry no truth; selection keeps a worked reply whose answer is the label.
+    """
+    rationalize_steps: _builtins.bool
+    """With worked, verified runs only: a sub-question none of whose samples verified is sampled again
+    with its reference answer as a hint (rationalization of the step), and the worked reply is written
+    from a verified hinted answer; the hinted replies are stored with the sub-question's row.
+    """
+    check_labels: _builtins.bool
+    """Label-free runs: each prompt's majority answer is checked by one more greedy question whose
+    answer follows from it (the task's check question, e.g. a difference undone by a sum); the
+    question and the model's reply are stored with the row, and selection keeps only labels that
+    passed.
+    """
+    def __init__(
+        self,
+        *,
+        rationalize: _builtins.bool = ...,
+        worked: _builtins.bool = ...,
+        worked_by_majority: _builtins.bool = ...,
+        rationalize_steps: _builtins.bool = ...,
+        check_labels: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check_labels", b"check_labels", "rationalize", b"rationalize", "rationalize_steps", b"rationalize_steps", "worked", b"worked", "worked_by_majority", b"worked_by_majority"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcquireTactics: _TypeAlias = AcquireTactics  # noqa: Y015
 
 @_typing.final
 class AcquireResult(_message.Message):
@@ -200,13 +215,13 @@ class AcquireResult(_message.Message):
     @_builtins.property
     def samples(self) -> _common_pb2.ArtifactRef: ...
     @_builtins.property
-    def stats(self) -> _common_pb2.Stats: ...
+    def stats(self) -> Global___AcquireStats: ...
     def __init__(
         self,
         *,
         shard: _builtins.int = ...,
         samples: _common_pb2.ArtifactRef | None = ...,
-        stats: _common_pb2.Stats | None = ...,
+        stats: Global___AcquireStats | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["samples", b"samples", "stats", b"stats"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -215,6 +230,158 @@ class AcquireResult(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AcquireResult: _TypeAlias = AcquireResult  # noqa: Y015
+
+@_typing.final
+class AcquireStats(_message.Message):
+    """What one acquisition shard produced. Prompt figures count the task's prompts only; the worked
+    plans' sub-questions are counted apart (step_*).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROMPTS_FIELD_NUMBER: _builtins.int
+    SAMPLES_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    TOKENS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    PASS_RATE_MEAN_FIELD_NUMBER: _builtins.int
+    YIELD_RATE_FIELD_NUMBER: _builtins.int
+    AGREEMENT_MEAN_FIELD_NUMBER: _builtins.int
+    MAJORITY_SHARE_FIELD_NUMBER: _builtins.int
+    ANSWERED_FIELD_NUMBER: _builtins.int
+    HINTED_SAMPLES_FIELD_NUMBER: _builtins.int
+    RATIONALIZED_FIELD_NUMBER: _builtins.int
+    WORKED_REPLIES_FIELD_NUMBER: _builtins.int
+    WORKED_FIELD_NUMBER: _builtins.int
+    LABELS_CHECKED_FIELD_NUMBER: _builtins.int
+    LABELS_CONFIRMED_FIELD_NUMBER: _builtins.int
+    STEP_PROMPTS_FIELD_NUMBER: _builtins.int
+    STEP_YIELD_FIELD_NUMBER: _builtins.int
+    STEPS_RATIONALIZED_FIELD_NUMBER: _builtins.int
+    PASS_RATE_0_FIELD_NUMBER: _builtins.int
+    PASS_RATE_0_25_FIELD_NUMBER: _builtins.int
+    PASS_RATE_0_50_FIELD_NUMBER: _builtins.int
+    PASS_RATE_0_75_FIELD_NUMBER: _builtins.int
+    PASS_RATE_LT_1_FIELD_NUMBER: _builtins.int
+    PASS_RATE_1_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    prompts: _builtins.int
+    samples: _builtins.int
+    """The prompts' own samples (not hinted, worked, check or witness replies)."""
+    tokens: _builtins.int
+    """Every sample generated: the prompts', the hinted ones, the checks', the witnesses' and the
+    sub-questions' (hinted ones too).
+    """
+    tokens_per_second: _builtins.float
+    duration_seconds: _builtins.float
+    pass_rate_mean: _builtins.float
+    """Mean pass rate over the prompts with a verifier's verdict."""
+    yield_rate: _builtins.float
+    """Fraction of prompts with at least one verified own sample (0 without a verifier)."""
+    agreement_mean: _builtins.float
+    majority_share: _builtins.float
+    """Fraction of prompts whose samples have a majority answer (no truth: label-free runs' data gate)."""
+    answered: _builtins.float
+    """Fraction of prompts with a verified reply of any kind (own, hinted or worked)."""
+    hinted_samples: _builtins.int
+    rationalized: _builtins.int
+    """Prompts that only a hinted sample answered."""
+    worked_replies: _builtins.int
+    worked: _builtins.int
+    """Prompts with a verified worked reply."""
+    labels_checked: _builtins.int
+    """Prompts whose majority answer was checked (check_labels), and those whose check passed."""
+    labels_confirmed: _builtins.int
+    step_prompts: _builtins.int
+    """Sub-question rows, their yield, and those a hinted sample answered (rationalize_steps)."""
+    step_yield: _builtins.float
+    steps_rationalized: _builtins.int
+    pass_rate_0: _builtins.int
+    """Pass-rate histogram: prompts whose pass rate is 0, in (0, .25], (.25, .5], (.5, .75], (.75, 1), 1."""
+    pass_rate_0_25: _builtins.int
+    pass_rate_0_50: _builtins.int
+    pass_rate_0_75: _builtins.int
+    pass_rate_lt_1: _builtins.int
+    pass_rate_1: _builtins.int
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedCompositeFieldContainer[Global___CategoryStats]:
+        """Per category, sorted by name."""
+
+    def __init__(
+        self,
+        *,
+        prompts: _builtins.int = ...,
+        samples: _builtins.int = ...,
+        tokens: _builtins.int = ...,
+        tokens_per_second: _builtins.float = ...,
+        duration_seconds: _builtins.float = ...,
+        pass_rate_mean: _builtins.float = ...,
+        yield_rate: _builtins.float = ...,
+        agreement_mean: _builtins.float = ...,
+        majority_share: _builtins.float = ...,
+        answered: _builtins.float = ...,
+        hinted_samples: _builtins.int = ...,
+        rationalized: _builtins.int = ...,
+        worked_replies: _builtins.int = ...,
+        worked: _builtins.int = ...,
+        labels_checked: _builtins.int = ...,
+        labels_confirmed: _builtins.int = ...,
+        step_prompts: _builtins.int = ...,
+        step_yield: _builtins.float = ...,
+        steps_rationalized: _builtins.int = ...,
+        pass_rate_0: _builtins.int = ...,
+        pass_rate_0_25: _builtins.int = ...,
+        pass_rate_0_50: _builtins.int = ...,
+        pass_rate_0_75: _builtins.int = ...,
+        pass_rate_lt_1: _builtins.int = ...,
+        pass_rate_1: _builtins.int = ...,
+        categories: _abc.Iterable[Global___CategoryStats] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement_mean", b"agreement_mean", "answered", b"answered", "categories", b"categories", "duration_seconds", b"duration_seconds", "hinted_samples", b"hinted_samples", "labels_checked", b"labels_checked", "labels_confirmed", b"labels_confirmed", "majority_share", b"majority_share", "pass_rate_0", b"pass_rate_0", "pass_rate_0_25", b"pass_rate_0_25", "pass_rate_0_50", b"pass_rate_0_50", "pass_rate_0_75", b"pass_rate_0_75", "pass_rate_1", b"pass_rate_1", "pass_rate_lt_1", b"pass_rate_lt_1", "pass_rate_mean", b"pass_rate_mean", "prompts", b"prompts", "rationalized", b"rationalized", "samples", b"samples", "step_prompts", b"step_prompts", "step_yield", b"step_yield", "steps_rationalized", b"steps_rationalized", "tokens", b"tokens", "tokens_per_second", b"tokens_per_second", "worked", b"worked", "worked_replies", b"worked_replies", "yield_rate", b"yield_rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcquireStats: _TypeAlias = AcquireStats  # noqa: Y015
+
+@_typing.final
+class CategoryStats(_message.Message):
+    """One category's prompts in an acquisition shard."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    ASKED_FIELD_NUMBER: _builtins.int
+    VERIFIED_FIELD_NUMBER: _builtins.int
+    PASS_RATE_FIELD_NUMBER: _builtins.int
+    OPEN_LABELS_FIELD_NUMBER: _builtins.int
+    category: _builtins.str
+    asked: _builtins.int
+    """Prompts of the category asked."""
+    verified: _builtins.int
+    """Of them, prompts with a verifier's verdict, and their mean pass rate."""
+    pass_rate: _builtins.float
+    open_labels: _builtins.int
+    """Prompts with an open label: a majority answer that passed every check asked of it, though not
+    every sample gave it (read from the model's own answers only).
+    """
+    def __init__(
+        self,
+        *,
+        category: _builtins.str = ...,
+        asked: _builtins.int = ...,
+        verified: _builtins.int = ...,
+        pass_rate: _builtins.float = ...,
+        open_labels: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asked", b"asked", "category", b"category", "open_labels", b"open_labels", "pass_rate", b"pass_rate", "verified", b"verified"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CategoryStats: _TypeAlias = CategoryStats  # noqa: Y015
 
 @_typing.final
 class SelectCommand(_message.Message):
@@ -259,33 +426,130 @@ Global___SelectCommand: _TypeAlias = SelectCommand  # noqa: Y015
 class SelectResult(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    SFT_SET_FIELD_NUMBER: _builtins.int
-    PREFERENCE_PAIRS_FIELD_NUMBER: _builtins.int
-    DATA_CARD_FIELD_NUMBER: _builtins.int
+    DATASET_FIELD_NUMBER: _builtins.int
     STATS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def sft_set(self) -> _common_pb2.ArtifactRef: ...
+    def dataset(self) -> _common_pb2.ArtifactRef:
+        """The selection's folder artifact: sft.jsonl (SFT rows), pairs.jsonl (preference pairs) and
+        card.json (the data card); the trainer reads the file its method needs.
+        """
+
     @_builtins.property
-    def preference_pairs(self) -> _common_pb2.ArtifactRef: ...
-    @_builtins.property
-    def data_card(self) -> _common_pb2.ArtifactRef: ...
-    @_builtins.property
-    def stats(self) -> _common_pb2.Stats: ...
+    def stats(self) -> Global___SelectStats: ...
     def __init__(
         self,
         *,
-        sft_set: _common_pb2.ArtifactRef | None = ...,
-        preference_pairs: _common_pb2.ArtifactRef | None = ...,
-        data_card: _common_pb2.ArtifactRef | None = ...,
-        stats: _common_pb2.Stats | None = ...,
+        dataset: _common_pb2.ArtifactRef | None = ...,
+        stats: Global___SelectStats | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["data_card", b"data_card", "preference_pairs", b"preference_pairs", "sft_set", b"sft_set", "stats", b"stats"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "stats", b"stats"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_card", b"data_card", "preference_pairs", b"preference_pairs", "sft_set", b"sft_set", "stats", b"stats"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "stats", b"stats"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SelectResult: _TypeAlias = SelectResult  # noqa: Y015
+
+@_typing.final
+class SelectStats(_message.Message):
+    """What selection kept and dropped."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEPT_FIELD_NUMBER: _builtins.int
+    PAIRS_FIELD_NUMBER: _builtins.int
+    PROMPTS_IN_FIELD_NUMBER: _builtins.int
+    PROMPTS_KEPT_FIELD_NUMBER: _builtins.int
+    PROMPTS_RATIONALIZED_FIELD_NUMBER: _builtins.int
+    PROMPTS_WORKED_FIELD_NUMBER: _builtins.int
+    PROMPTS_STEPS_FIELD_NUMBER: _builtins.int
+    DIVERSITY_FIELD_NUMBER: _builtins.int
+    YIELD_RATE_FIELD_NUMBER: _builtins.int
+    PSEUDO_LABEL_PRECISION_FIELD_NUMBER: _builtins.int
+    SFT_ANSWER_PRECISION_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    kept: _builtins.int
+    """SFT rows and preference pairs kept."""
+    pairs: _builtins.int
+    prompts_in: _builtins.int
+    prompts_kept: _builtins.int
+    prompts_rationalized: _builtins.int
+    """Kept prompts trained on a hinted reply, a worked reply, and kept sub-question rows."""
+    prompts_worked: _builtins.int
+    prompts_steps: _builtins.int
+    diversity: _builtins.float
+    """Mean pairwise embedding distance of the SFT set."""
+    yield_rate: _builtins.float
+    """Fraction of the prompts in that gave training data."""
+    pseudo_label_precision: _builtins.float
+    """Label-free runs: the kept pseudo-labels' precision against the truth (reporting only)."""
+    sft_answer_precision: _builtins.float
+    """The SFT rows' answers' precision against the truth (reporting only; unset without a truth)."""
+    @_builtins.property
+    def dropped(self) -> _containers.RepeatedCompositeFieldContainer[Global___FilterDrops]:
+        """Items each filter dropped, in pipeline order."""
+
+    def __init__(
+        self,
+        *,
+        kept: _builtins.int = ...,
+        pairs: _builtins.int = ...,
+        prompts_in: _builtins.int = ...,
+        prompts_kept: _builtins.int = ...,
+        prompts_rationalized: _builtins.int = ...,
+        prompts_worked: _builtins.int = ...,
+        prompts_steps: _builtins.int = ...,
+        diversity: _builtins.float = ...,
+        yield_rate: _builtins.float = ...,
+        pseudo_label_precision: _builtins.float | None = ...,
+        sft_answer_precision: _builtins.float | None = ...,
+        dropped: _abc.Iterable[Global___FilterDrops] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_pseudo_label_precision", b"_pseudo_label_precision", "_sft_answer_precision", b"_sft_answer_precision", "pseudo_label_precision", b"pseudo_label_precision", "sft_answer_precision", b"sft_answer_precision"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_pseudo_label_precision", b"_pseudo_label_precision", "_sft_answer_precision", b"_sft_answer_precision", "diversity", b"diversity", "dropped", b"dropped", "kept", b"kept", "pairs", b"pairs", "prompts_in", b"prompts_in", "prompts_kept", b"prompts_kept", "prompts_rationalized", b"prompts_rationalized", "prompts_steps", b"prompts_steps", "prompts_worked", b"prompts_worked", "pseudo_label_precision", b"pseudo_label_precision", "sft_answer_precision", b"sft_answer_precision", "yield_rate", b"yield_rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__pseudo_label_precision: _TypeAlias = _typing.Literal["pseudo_label_precision"]  # noqa: Y015
+    _WhichOneofArgType__pseudo_label_precision: _TypeAlias = _typing.Literal["_pseudo_label_precision", b"_pseudo_label_precision"]  # noqa: Y015
+    _WhichOneofReturnType__sft_answer_precision: _TypeAlias = _typing.Literal["sft_answer_precision"]  # noqa: Y015
+    _WhichOneofArgType__sft_answer_precision: _TypeAlias = _typing.Literal["_sft_answer_precision", b"_sft_answer_precision"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__pseudo_label_precision) -> _WhichOneofReturnType__pseudo_label_precision | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sft_answer_precision) -> _WhichOneofReturnType__sft_answer_precision | None: ...
+
+Global___SelectStats: _TypeAlias = SelectStats  # noqa: Y015
+
+@_typing.final
+class FilterDrops(_message.Message):
+    """Items one selection filter dropped."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    filter: _builtins.str
+    """The filter: duplicate_prompt, decontamination, difficulty, label, label_check, label_witness,
+    format, duplicate, near_duplicate, per_prompt_cap, diversity, balance.
+    """
+    count: _builtins.int
+    unit: _builtins.str
+    """What the count counts: "prompts" or "responses"."""
+    def __init__(
+        self,
+        *,
+        filter: _builtins.str = ...,
+        count: _builtins.int = ...,
+        unit: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "filter", b"filter", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FilterDrops: _TypeAlias = FilterDrops  # noqa: Y015
 
 @_typing.final
 class TrainCommand(_message.Message):
@@ -331,14 +595,14 @@ class TrainResult(_message.Message):
     @_builtins.property
     def candidate(self) -> _common_pb2.ModelRef: ...
     @_builtins.property
-    def stats(self) -> _common_pb2.Stats: ...
+    def stats(self) -> Global___TrainStats: ...
     @_builtins.property
     def loss_curve(self) -> _common_pb2.ArtifactRef: ...
     def __init__(
         self,
         *,
         candidate: _common_pb2.ModelRef | None = ...,
-        stats: _common_pb2.Stats | None = ...,
+        stats: Global___TrainStats | None = ...,
         loss_curve: _common_pb2.ArtifactRef | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["candidate", b"candidate", "loss_curve", b"loss_curve", "stats", b"stats"]  # noqa: Y015
@@ -350,6 +614,119 @@ class TrainResult(_message.Message):
 Global___TrainResult: _TypeAlias = TrainResult  # noqa: Y015
 
 @_typing.final
+class TrainStats(_message.Message):
+    """How a training went. Losses are unset when not measured (no step, no held-out split)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEPS_FIELD_NUMBER: _builtins.int
+    STEPS_RUN_FIELD_NUMBER: _builtins.int
+    RESUMED_FROM_STEP_FIELD_NUMBER: _builtins.int
+    EXAMPLES_FIELD_NUMBER: _builtins.int
+    DATASET_ROWS_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    TOKENS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    TRAIN_SECONDS_FIELD_NUMBER: _builtins.int
+    DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    HANDLER_SECONDS_FIELD_NUMBER: _builtins.int
+    TRAINABLE_PARAMETERS_FIELD_NUMBER: _builtins.int
+    FROZEN_BF16_LAYERS_FIELD_NUMBER: _builtins.int
+    INITIAL_LOSS_FIELD_NUMBER: _builtins.int
+    FINAL_LOSS_FIELD_NUMBER: _builtins.int
+    LOSS_DECREASED_FIELD_NUMBER: _builtins.int
+    NAN_LOSS_FIELD_NUMBER: _builtins.int
+    HELDOUT_LOSS_BEFORE_FIELD_NUMBER: _builtins.int
+    HELDOUT_LOSS_AFTER_FIELD_NUMBER: _builtins.int
+    HELDOUT_EXAMPLES_FIELD_NUMBER: _builtins.int
+    HELDOUT_MARGIN_BEFORE_FIELD_NUMBER: _builtins.int
+    HELDOUT_MARGIN_AFTER_FIELD_NUMBER: _builtins.int
+    HELDOUT_PAIRS_FIELD_NUMBER: _builtins.int
+    steps: _builtins.int
+    """Optimizer steps in all, and run by this attempt (less when resumed from a checkpoint)."""
+    steps_run: _builtins.int
+    resumed_from_step: _builtins.int
+    examples: _builtins.int
+    dataset_rows: _builtins.int
+    tokens: _builtins.int
+    tokens_per_second: _builtins.float
+    train_seconds: _builtins.float
+    duration_seconds: _builtins.float
+    handler_seconds: _builtins.float
+    """The handler's wall time, publication included."""
+    trainable_parameters: _builtins.int
+    frozen_bf16_layers: _builtins.int
+    initial_loss: _builtins.float
+    """Mean training loss over a short window at the start and at the end."""
+    final_loss: _builtins.float
+    loss_decreased: _builtins.bool
+    nan_loss: _builtins.bool
+    """Some step's loss was not finite."""
+    heldout_loss_before: _builtins.float
+    """SFT: mean loss on the held-out examples before and after training."""
+    heldout_loss_after: _builtins.float
+    heldout_examples: _builtins.int
+    heldout_margin_before: _builtins.float
+    """DPO: mean preference margin on the held-out pairs before and after training."""
+    heldout_margin_after: _builtins.float
+    heldout_pairs: _builtins.int
+    def __init__(
+        self,
+        *,
+        steps: _builtins.int = ...,
+        steps_run: _builtins.int = ...,
+        resumed_from_step: _builtins.int = ...,
+        examples: _builtins.int = ...,
+        dataset_rows: _builtins.int = ...,
+        tokens: _builtins.int = ...,
+        tokens_per_second: _builtins.float = ...,
+        train_seconds: _builtins.float = ...,
+        duration_seconds: _builtins.float = ...,
+        handler_seconds: _builtins.float = ...,
+        trainable_parameters: _builtins.int = ...,
+        frozen_bf16_layers: _builtins.int = ...,
+        initial_loss: _builtins.float | None = ...,
+        final_loss: _builtins.float | None = ...,
+        loss_decreased: _builtins.bool = ...,
+        nan_loss: _builtins.bool = ...,
+        heldout_loss_before: _builtins.float | None = ...,
+        heldout_loss_after: _builtins.float | None = ...,
+        heldout_examples: _builtins.int = ...,
+        heldout_margin_before: _builtins.float | None = ...,
+        heldout_margin_after: _builtins.float | None = ...,
+        heldout_pairs: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_final_loss", b"_final_loss", "_heldout_loss_after", b"_heldout_loss_after", "_heldout_loss_before", b"_heldout_loss_before", "_heldout_margin_after", b"_heldout_margin_after", "_heldout_margin_before", b"_heldout_margin_before", "_initial_loss", b"_initial_loss", "final_loss", b"final_loss", "heldout_loss_after", b"heldout_loss_after", "heldout_loss_before", b"heldout_loss_before", "heldout_margin_after", b"heldout_margin_after", "heldout_margin_before", b"heldout_margin_before", "initial_loss", b"initial_loss"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_final_loss", b"_final_loss", "_heldout_loss_after", b"_heldout_loss_after", "_heldout_loss_before", b"_heldout_loss_before", "_heldout_margin_after", b"_heldout_margin_after", "_heldout_margin_before", b"_heldout_margin_before", "_initial_loss", b"_initial_loss", "dataset_rows", b"dataset_rows", "duration_seconds", b"duration_seconds", "examples", b"examples", "final_loss", b"final_loss", "frozen_bf16_layers", b"frozen_bf16_layers", "handler_seconds", b"handler_seconds", "heldout_examples", b"heldout_examples", "heldout_loss_after", b"heldout_loss_after", "heldout_loss_before", b"heldout_loss_before", "heldout_margin_after", b"heldout_margin_after", "heldout_margin_before", b"heldout_margin_before", "heldout_pairs", b"heldout_pairs", "initial_loss", b"initial_loss", "loss_decreased", b"loss_decreased", "nan_loss", b"nan_loss", "resumed_from_step", b"resumed_from_step", "steps", b"steps", "steps_run", b"steps_run", "tokens", b"tokens", "tokens_per_second", b"tokens_per_second", "train_seconds", b"train_seconds", "trainable_parameters", b"trainable_parameters"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__final_loss: _TypeAlias = _typing.Literal["final_loss"]  # noqa: Y015
+    _WhichOneofArgType__final_loss: _TypeAlias = _typing.Literal["_final_loss", b"_final_loss"]  # noqa: Y015
+    _WhichOneofReturnType__heldout_loss_after: _TypeAlias = _typing.Literal["heldout_loss_after"]  # noqa: Y015
+    _WhichOneofArgType__heldout_loss_after: _TypeAlias = _typing.Literal["_heldout_loss_after", b"_heldout_loss_after"]  # noqa: Y015
+    _WhichOneofReturnType__heldout_loss_before: _TypeAlias = _typing.Literal["heldout_loss_before"]  # noqa: Y015
+    _WhichOneofArgType__heldout_loss_before: _TypeAlias = _typing.Literal["_heldout_loss_before", b"_heldout_loss_before"]  # noqa: Y015
+    _WhichOneofReturnType__heldout_margin_after: _TypeAlias = _typing.Literal["heldout_margin_after"]  # noqa: Y015
+    _WhichOneofArgType__heldout_margin_after: _TypeAlias = _typing.Literal["_heldout_margin_after", b"_heldout_margin_after"]  # noqa: Y015
+    _WhichOneofReturnType__heldout_margin_before: _TypeAlias = _typing.Literal["heldout_margin_before"]  # noqa: Y015
+    _WhichOneofArgType__heldout_margin_before: _TypeAlias = _typing.Literal["_heldout_margin_before", b"_heldout_margin_before"]  # noqa: Y015
+    _WhichOneofReturnType__initial_loss: _TypeAlias = _typing.Literal["initial_loss"]  # noqa: Y015
+    _WhichOneofArgType__initial_loss: _TypeAlias = _typing.Literal["_initial_loss", b"_initial_loss"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__final_loss) -> _WhichOneofReturnType__final_loss | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__heldout_loss_after) -> _WhichOneofReturnType__heldout_loss_after | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__heldout_loss_before) -> _WhichOneofReturnType__heldout_loss_before | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__heldout_margin_after) -> _WhichOneofReturnType__heldout_margin_after | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__heldout_margin_before) -> _WhichOneofReturnType__heldout_margin_before | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__initial_loss) -> _WhichOneofReturnType__initial_loss | None: ...
+
+Global___TrainStats: _TypeAlias = TrainStats  # noqa: Y015
+
+@_typing.final
 class EvaluateCommand(_message.Message):
     """Candidate versus incumbent on the dev set and regression suites."""
 
@@ -357,39 +734,79 @@ class EvaluateCommand(_message.Message):
 
     CANDIDATE_FIELD_NUMBER: _builtins.int
     INCUMBENT_FIELD_NUMBER: _builtins.int
-    TASK_FIELD_NUMBER: _builtins.int
-    DEV_SIZE_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
-    REGRESSION_SUITES_FIELD_NUMBER: _builtins.int
-    dev_size: _builtins.int
+    SUITES_FIELD_NUMBER: _builtins.int
+    MAX_NEW_TOKENS_FIELD_NUMBER: _builtins.int
+    INTERIM_LOOKS_FIELD_NUMBER: _builtins.int
+    INTERIM_ALPHA_FIELD_NUMBER: _builtins.int
     seed: _builtins.int
+    max_new_tokens: _builtins.int
+    """Longest greedy reply, in tokens (0: the worker's setting)."""
+    interim_alpha: _builtins.float
     @_builtins.property
     def candidate(self) -> _common_pb2.ModelRef: ...
     @_builtins.property
     def incumbent(self) -> _common_pb2.ModelRef: ...
     @_builtins.property
-    def task(self) -> _common_pb2.TaskSpec: ...
+    def suites(self) -> _containers.RepeatedCompositeFieldContainer[Global___EvalSuite]:
+        """The suites to score: the first is the run's task (the one a candidate must improve), the others
+        earlier skills that must not regress.
+        """
+
     @_builtins.property
-    def regression_suites(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.TaskSpec]:
-        """Extra suites (earlier skills) that must not regress."""
+    def interim_looks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Interim looks at the first suite: ascending item counts below its dev size at which the
+        evaluation stops once the candidate's gain is significant at interim_alpha (empty: none).
+        """
 
     def __init__(
         self,
         *,
         candidate: _common_pb2.ModelRef | None = ...,
         incumbent: _common_pb2.ModelRef | None = ...,
-        task: _common_pb2.TaskSpec | None = ...,
-        dev_size: _builtins.int = ...,
         seed: _builtins.int = ...,
-        regression_suites: _abc.Iterable[_common_pb2.TaskSpec] | None = ...,
+        suites: _abc.Iterable[Global___EvalSuite] | None = ...,
+        max_new_tokens: _builtins.int = ...,
+        interim_looks: _abc.Iterable[_builtins.int] | None = ...,
+        interim_alpha: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["candidate", b"candidate", "incumbent", b"incumbent", "task", b"task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["candidate", b"candidate", "incumbent", b"incumbent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate", b"candidate", "dev_size", b"dev_size", "incumbent", b"incumbent", "regression_suites", b"regression_suites", "seed", b"seed", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate", b"candidate", "incumbent", b"incumbent", "interim_alpha", b"interim_alpha", "interim_looks", b"interim_looks", "max_new_tokens", b"max_new_tokens", "seed", b"seed", "suites", b"suites"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EvaluateCommand: _TypeAlias = EvaluateCommand  # noqa: Y015
+
+@_typing.final
+class EvalSuite(_message.Message):
+    """One evaluation suite: dev problems of a task."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
+    DEV_SIZE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The name its scores carry ("dev" for the run's task, a regression suite's label)."""
+    dev_size: _builtins.int
+    """Dev problems to evaluate."""
+    @_builtins.property
+    def task(self) -> _common_pb2.TaskSpec: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        task: _common_pb2.TaskSpec | None = ...,
+        dev_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dev_size", b"dev_size", "name", b"name", "task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvalSuite: _TypeAlias = EvalSuite  # noqa: Y015
 
 @_typing.final
 class SuiteScore(_message.Message):
@@ -442,13 +859,13 @@ class EvaluateResult(_message.Message):
     @_builtins.property
     def details(self) -> _common_pb2.ArtifactRef: ...
     @_builtins.property
-    def stats(self) -> _common_pb2.Stats: ...
+    def stats(self) -> Global___EvaluateStats: ...
     def __init__(
         self,
         *,
         suites: _abc.Iterable[Global___SuiteScore] | None = ...,
         details: _common_pb2.ArtifactRef | None = ...,
-        stats: _common_pb2.Stats | None = ...,
+        stats: Global___EvaluateStats | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "stats", b"stats"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -457,6 +874,39 @@ class EvaluateResult(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EvaluateResult: _TypeAlias = EvaluateResult  # noqa: Y015
+
+@_typing.final
+class EvaluateStats(_message.Message):
+    """What an evaluation cost."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_HITS_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    tokens: _builtins.int
+    """Tokens generated (cached outcomes cost none)."""
+    cache_hits: _builtins.int
+    """Model-suite chunks read from the evaluation cache."""
+    seconds: _builtins.float
+    items: _builtins.int
+    """Dev problems scored over every suite."""
+    def __init__(
+        self,
+        *,
+        tokens: _builtins.int = ...,
+        cache_hits: _builtins.int = ...,
+        seconds: _builtins.float = ...,
+        items: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hits", b"cache_hits", "items", b"items", "seconds", b"seconds", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluateStats: _TypeAlias = EvaluateStats  # noqa: Y015
 
 @_typing.final
 class RefineCommand(_message.Message):
@@ -514,11 +964,16 @@ class StrategyScore(_message.Message):
     TOKENS_PER_PROBLEM_FIELD_NUMBER: _builtins.int
     SECONDS_PER_PROBLEM_FIELD_NUMBER: _builtins.int
     N_FIELD_NUMBER: _builtins.int
+    DELTA_VS_GREEDY_FIELD_NUMBER: _builtins.int
+    P_VALUE_VS_GREEDY_FIELD_NUMBER: _builtins.int
     strategy: _builtins.str
     accuracy: _builtins.float
     tokens_per_problem: _builtins.float
     seconds_per_problem: _builtins.float
     n: _builtins.int
+    delta_vs_greedy: _builtins.float
+    """Paired against greedy on the same problems: accuracy difference and exact McNemar p."""
+    p_value_vs_greedy: _builtins.float
     def __init__(
         self,
         *,
@@ -527,10 +982,12 @@ class StrategyScore(_message.Message):
         tokens_per_problem: _builtins.float = ...,
         seconds_per_problem: _builtins.float = ...,
         n: _builtins.int = ...,
+        delta_vs_greedy: _builtins.float = ...,
+        p_value_vs_greedy: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "n", b"n", "seconds_per_problem", b"seconds_per_problem", "strategy", b"strategy", "tokens_per_problem", b"tokens_per_problem"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "delta_vs_greedy", b"delta_vs_greedy", "n", b"n", "p_value_vs_greedy", b"p_value_vs_greedy", "seconds_per_problem", b"seconds_per_problem", "strategy", b"strategy", "tokens_per_problem", b"tokens_per_problem"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -553,7 +1010,7 @@ class RefineResult(_message.Message):
         """Set only when refine-then-distill targets were written (targets.jsonl)."""
 
     @_builtins.property
-    def stats(self) -> _common_pb2.Stats: ...
+    def stats(self) -> Global___RefineStats: ...
     @_builtins.property
     def calibration(self) -> _common_pb2.ArtifactRef:
         """The calibration artifact (table.json, and targets.jsonl when written); always set."""
@@ -564,7 +1021,7 @@ class RefineResult(_message.Message):
         table: _abc.Iterable[Global___StrategyScore] | None = ...,
         chosen: _builtins.str = ...,
         targets: _common_pb2.ArtifactRef | None = ...,
-        stats: _common_pb2.Stats | None = ...,
+        stats: Global___RefineStats | None = ...,
         calibration: _common_pb2.ArtifactRef | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["calibration", b"calibration", "stats", b"stats", "targets", b"targets"]  # noqa: Y015
@@ -574,6 +1031,60 @@ class RefineResult(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RefineResult: _TypeAlias = RefineResult  # noqa: Y015
+
+@_typing.final
+class RefineStats(_message.Message):
+    """What a calibration measured (each strategy's figures are in the result's table)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEV_N_FIELD_NUMBER: _builtins.int
+    STRATEGIES_FIELD_NUMBER: _builtins.int
+    GREEDY_ACCURACY_FIELD_NUMBER: _builtins.int
+    CHOSEN_ACCURACY_FIELD_NUMBER: _builtins.int
+    CHOSEN_DELTA_FIELD_NUMBER: _builtins.int
+    CHOSEN_P_VALUE_FIELD_NUMBER: _builtins.int
+    CHOSEN_TOKENS_PER_PROBLEM_FIELD_NUMBER: _builtins.int
+    BEST_ACCURACY_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    TARGETS_FIELD_NUMBER: _builtins.int
+    dev_n: _builtins.int
+    """Dev problems each strategy answered, and strategies measured."""
+    strategies: _builtins.int
+    greedy_accuracy: _builtins.float
+    chosen_accuracy: _builtins.float
+    """The chosen strategy's accuracy, its difference from greedy and that difference's p-value, and
+    its cost.
+    """
+    chosen_delta: _builtins.float
+    chosen_p_value: _builtins.float
+    chosen_tokens_per_problem: _builtins.float
+    best_accuracy: _builtins.float
+    """The best accuracy among the strategies within the token budget."""
+    seconds: _builtins.float
+    targets: _builtins.int
+    """Train prompts given refined targets (0 unless write_targets)."""
+    def __init__(
+        self,
+        *,
+        dev_n: _builtins.int = ...,
+        strategies: _builtins.int = ...,
+        greedy_accuracy: _builtins.float = ...,
+        chosen_accuracy: _builtins.float = ...,
+        chosen_delta: _builtins.float = ...,
+        chosen_p_value: _builtins.float = ...,
+        chosen_tokens_per_problem: _builtins.float = ...,
+        best_accuracy: _builtins.float = ...,
+        seconds: _builtins.float = ...,
+        targets: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_accuracy", b"best_accuracy", "chosen_accuracy", b"chosen_accuracy", "chosen_delta", b"chosen_delta", "chosen_p_value", b"chosen_p_value", "chosen_tokens_per_problem", b"chosen_tokens_per_problem", "dev_n", b"dev_n", "greedy_accuracy", b"greedy_accuracy", "seconds", b"seconds", "strategies", b"strategies", "targets", b"targets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefineStats: _TypeAlias = RefineStats  # noqa: Y015
 
 @_typing.final
 class StageFailure(_message.Message):
@@ -630,11 +1141,31 @@ class Decision(_message.Message):
     KIND_RETRY: Decision.Kind.ValueType  # 4
     KIND_STOP: Decision.Kind.ValueType  # 5
 
+    @_typing.final
+    class FiguresEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     KIND_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     EVIDENCE_FIELD_NUMBER: _builtins.int
-    STATS_FIELD_NUMBER: _builtins.int
+    FIGURES_FIELD_NUMBER: _builtins.int
     kind: Global___Decision.Kind.ValueType
     reason: _builtins.str
     @_builtins.property
@@ -642,7 +1173,11 @@ class Decision(_message.Message):
     @_builtins.property
     def evidence(self) -> _containers.RepeatedCompositeFieldContainer[Global___SuiteScore]: ...
     @_builtins.property
-    def stats(self) -> _common_pb2.Stats: ...
+    def figures(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """The figures the decision was judged on, for people and dashboards only: no code reads one by
+        name (each stage's typed statistics are in its result).
+        """
+
     def __init__(
         self,
         *,
@@ -650,11 +1185,11 @@ class Decision(_message.Message):
         reason: _builtins.str = ...,
         model: _common_pb2.ModelRef | None = ...,
         evidence: _abc.Iterable[Global___SuiteScore] | None = ...,
-        stats: _common_pb2.Stats | None = ...,
+        figures: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "stats", b"stats"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["evidence", b"evidence", "kind", b"kind", "model", b"model", "reason", b"reason", "stats", b"stats"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evidence", b"evidence", "figures", b"figures", "kind", b"kind", "model", b"model", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

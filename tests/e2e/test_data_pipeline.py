@@ -15,10 +15,11 @@ import pytest
 
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.bus import Bus
+from selfimprove.core.stage import stats_dict
 from selfimprove.runtime.tasks.arithmetic import ArithmeticTask, equations, equations_true
 from selfimprove.v2.common_pb2 import ModelRef, SamplingParams, Stage, TaskSpec
-from selfimprove.v2.stages_pb2 import AcquireCommand, LabelMode, SelectCommand
-from tests.integration.buskit import ServiceProcess, artifact_store, kafka_settings, read_topic
+from selfimprove.v2.stages_pb2 import AcquireCommand, AcquireTactics, LabelMode, SelectCommand
+from tests.support.buskit import ServiceProcess, artifact_store, kafka_settings, read_topic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
 PROMPTS = int(os.environ.get("DATA_E2E_PROMPTS", "24"))
@@ -65,10 +66,12 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
         num_prompts=PROMPTS,
         sampling=SamplingParams(n=4, temperature=0.7, top_p=0.95, max_new_tokens=64),
         seed=1,
-        rationalize=RATIONALIZE,
-        worked=WORKED,
-        rationalize_steps=RATIONALIZE and WORKED,
-        check_labels=True,  # stored beside the rows; only the label-free selection reads it
+        tactics=AcquireTactics(
+            rationalize=RATIONALIZE,
+            worked=WORKED,
+            rationalize_steps=RATIONALIZE and WORKED,
+            check_labels=True,  # stored beside the rows; only the label-free selection reads it
+        ),
     )
     env = envelopes.make(
         run_id=unique_name, iteration=1, stage=Stage.STAGE_ACQUIRE, producer="test", acquire_command=command
@@ -77,26 +80,26 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
     [record] = await run_stage(stack, unique_name, tmp_path, Stage.STAGE_ACQUIRE, [env], timeout=1800)
     report["acquire_wall_seconds"] = time.monotonic() - started
     acquired = envelopes.decode(record.value).acquire_result
-    report["acquire"] = dict(acquired.stats.values)
-    assert acquired.stats.values["prompts"] == PROMPTS
+    report["acquire"] = stats_dict(acquired.stats)
+    assert acquired.stats.prompts == PROMPTS
     store = artifact_store(stack)
     rows = [json.loads(line) for line in store.read_file(acquired.samples, "samples.jsonl").splitlines()]
     hinted = [r for r in rows[:PROMPTS] if any(s["verified"] for s in r["rationales"])]
-    assert acquired.stats.values["rationalized"] == len(hinted)
+    assert acquired.stats.rationalized == len(hinted)
     assert all(r["pass_rate"] == 0.0 for r in hinted)  # only prompts the model never answered
     if RATIONALIZE:
         assert hinted, "no prompt was rescued by a hint"
     worked = [w for r in rows for w in r["worked"]]
-    assert acquired.stats.values["worked"] == sum(any(w["verified"] for w in r["worked"]) for r in rows)
+    assert acquired.stats.worked == sum(any(w["verified"] for w in r["worked"]) for r in rows)
     assert not any(r["worked"] for r in rows if r["category"] == "mul1")  # no plan for a product
     for r in rows:
         for w in r["worked"]:
             assert len(w["steps"]) == 2 and w["text"].endswith(f"so the answer is {w['extracted']}.")
             assert w["verified"] == (w["extracted"] == r["answer"] and equations_true(w["text"])), w
     if WORKED:  # one-digit sub-questions ("3 + 0", "3 + 5") are within the base model's reach
-        assert acquired.stats.values["worked"] > 0, worked
+        assert acquired.stats.worked > 0, worked
     checked = [r for r in rows[:PROMPTS] if r["check"] is not None]
-    assert checked and acquired.stats.values["labels_checked"] == len(checked)
+    assert checked and acquired.stats.labels_checked == len(checked)
     for r in rows[:PROMPTS]:  # every majority of a sum or difference is checked, by the model alone
         has_check = r["majority"] is not None and r["category"] != "mul1"
         assert (r["check"] is not None) == has_check, r
@@ -107,7 +110,7 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
     steps = rows[PROMPTS:]  # the sub-questions follow the prompts, as rows of their own
     assert all(not r["meta"].get("step") for r in rows[:PROMPTS])
     assert [r["meta"]["step"] for r in steps] == sorted(r["meta"]["step"] for r in steps)
-    assert acquired.stats.values["step_prompts"] == len(steps) and (len(steps) > 0) == WORKED
+    assert acquired.stats.step_prompts == len(steps) and (len(steps) > 0) == WORKED
     for r in steps:
         assert r["prompt"] == f"What is {r['meta']['expression']}?" and r["id"].endswith(
             f".s{r['meta']['step']}"
@@ -118,7 +121,7 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
         hinted_step = RATIONALIZE and WORKED and not any(s["verified"] for s in r["samples"])
         assert bool(r["rationales"]) == hinted_step and len(r["rationales"]) in (0, command.sampling.n), r
     by_id = {r["id"]: r for r in steps}
-    assert acquired.stats.values["steps_rationalized"] == sum(
+    assert acquired.stats.steps_rationalized == sum(
         any(s["verified"] for s in r["rationales"]) for r in steps
     )
     for r in rows[:PROMPTS]:  # each step of a worked reply is a right own sample when there is one
@@ -147,16 +150,16 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
         env = envelopes.decode(rec.value)
         assert env.WhichOneof("payload") == "select_result", env
         mode = "verified" if env.iteration == 1 else "label_free"
-        card = json.loads(store.read_file(env.select_result.data_card, "card.json"))
-        report[mode] = {"stats": dict(env.select_result.stats.values), "category_mix": card["category_mix"]}
-        assert env.select_result.stats.values["kept"] > 0, card
+        card = json.loads(store.read_file(env.select_result.dataset, "card.json"))
+        report[mode] = {"stats": stats_dict(env.select_result.stats), "category_mix": card["category_mix"]}
+        assert env.select_result.stats.kept > 0, card
         if mode == "label_free":
             counts = card["counts"]
             assert counts["prompts_rationalized"] == counts["prompts_worked"] == counts["prompts_steps"] == 0
             assert counts["prompts_in"] == PROMPTS  # the sub-questions' rows are not read blind
             refused = {r["id"] for r in rows[:PROMPTS] if r["check"] and not r["check"]["passed"]}
             sft = [
-                json.loads(x) for x in store.read_file(env.select_result.sft_set, "sft.jsonl").splitlines()
+                json.loads(x) for x in store.read_file(env.select_result.dataset, "sft.jsonl").splitlines()
             ]
             assert not {x["id"].rsplit("-", 1)[0] for x in sft} & refused
         elif RATIONALIZE:
@@ -181,10 +184,7 @@ async def test_label_free_worked_replies_follow_the_steps_majorities_on_the_real
         num_prompts=prompts,
         sampling=SamplingParams(n=4, temperature=0.7, top_p=0.95, max_new_tokens=48),
         seed=3,
-        worked=True,
-        worked_by_majority=True,
-        check_labels=True,
-        witness_labels=True,
+        tactics=AcquireTactics(worked=True, worked_by_majority=True, check_labels=True),
     )
     env = envelopes.make(
         run_id=unique_name, iteration=1, stage=Stage.STAGE_ACQUIRE, producer="test", acquire_command=command
@@ -202,13 +202,6 @@ async def test_label_free_worked_replies_follow_the_steps_majorities_on_the_real
         for k, text in enumerate(w["steps"], start=1):
             step = steps[f"{r['id']}.s{k}"]
             assert step["majority"] is not None and extract_int(text) == step["majority"], (w, step)
-    # the witness: asked of each label whose check passed, a worked reply of the model's greedy steps
-    witnessed = [r for r in rows[:prompts] if r["witness"] is not None]
-    assert witnessed, "no witness: the base model's one-digit labels pass their check"
-    for r in witnessed:
-        assert r["check"]["passed"] and r["witness"]["label"] == r["majority"]
-        assert ", so the answer is" in r["witness"]["text"]
-        assert r["witness"]["passed"] is (extract_int(r["witness"]["text"]) == r["majority"])
 
     select = SelectCommand(shards=[acquired.samples], label_mode=LabelMode.LABEL_MODE_LABEL_FREE)
     env = envelopes.make(
@@ -216,9 +209,9 @@ async def test_label_free_worked_replies_follow_the_steps_majorities_on_the_real
     )
     [record] = await run_stage(stack, unique_name, tmp_path, Stage.STAGE_SELECT, [env], timeout=600)
     result = envelopes.decode(record.value).select_result
-    card = json.loads(store.read_file(result.data_card, "card.json"))
+    card = json.loads(store.read_file(result.dataset, "card.json"))
     assert card["counts"]["prompts_in"] == len(rows)  # the majority-picked sub-questions are read blind
-    sft = [json.loads(x) for x in store.read_file(result.sft_set, "sft.jsonl").splitlines()]
+    sft = [json.loads(x) for x in store.read_file(result.dataset, "sft.jsonl").splitlines()]
     by_id = {r["id"]: r for r in rows}
     trained = [x for x in sft if ", so the answer is" in x["response"]]
     assert card["counts"]["prompts_worked"] == len({x["id"].rsplit("-", 1)[0] for x in trained})
@@ -226,7 +219,4 @@ async def test_label_free_worked_replies_follow_the_steps_majorities_on_the_real
         row = by_id[x["id"].rsplit("-", 1)[0]]
         assert extract_int(x["response"]) == row["majority"], (x, row)
         assert row["check"] is not None and row["check"]["passed"], row
-    for x in sft:  # no prompt is trained on a label its witness did not reach
-        row = by_id[x["id"].rsplit("-", 1)[0]]
-        assert not row.get("witness") or row["witness"]["passed"], row
-    assert "label_witness" in card["dropped"]
+    assert "label_witness" not in card["dropped"]

@@ -11,8 +11,14 @@ from selfimprove.core.dedup import ObjectStoreDedup
 from selfimprove.core.metrics import Metrics
 from selfimprove.v2.common_pb2 import ArtifactRef, ModelRef, Stage
 from selfimprove.v2.stages_pb2 import TrainCommand
-
-from .buskit import ServiceProcess, artifact_store, eventually, header, kafka_settings, read_topic
+from tests.support.buskit import (
+    ServiceProcess,
+    artifact_store,
+    eventually,
+    header,
+    kafka_settings,
+    read_topic,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 

@@ -15,10 +15,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from selfimprove.v2 import control_pb2, control_pb2_grpc
-
-from .buskit import free_port
-from .evaluator_kit import metric, start_evaluator
-from .tlskit import self_signed
+from tests.support.buskit import free_port
+from tests.support.evaluator_kit import metric, start_evaluator
+from tests.support.tlskit import self_signed
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 BURST = 6

@@ -14,8 +14,8 @@ import pytest
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.bus import Bus
 from selfimprove.core.metrics import Metrics
+from tests.support.buskit import eventually, kafka_settings
 
-from .buskit import eventually, kafka_settings
 from .test_bus import run_consumer, train_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]

@@ -15,9 +15,8 @@ import pytest
 
 from selfimprove.v2.common_pb2 import Stage
 from selfimprove.v2.stages_pb2 import Decision
-
-from .buskit import artifact_store
-from .evaluator_kit import Loop, control_events, metric, topic_events
+from tests.support.buskit import artifact_store
+from tests.support.evaluator_kit import Loop, control_events, metric, topic_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 

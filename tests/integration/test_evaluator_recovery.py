@@ -9,9 +9,8 @@ import pytest
 
 from selfimprove.evaluator import snapshot
 from selfimprove.v2.stages_pb2 import Decision
-
-from .buskit import artifact_store
-from .evaluator_kit import Loop, control_events, topic_events
+from tests.support.buskit import artifact_store
+from tests.support.evaluator_kit import Loop, control_events, topic_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 

@@ -5,8 +5,7 @@ import pytest
 
 from selfimprove.evaluator.snapshot import load_all, save, snapshot_key
 from selfimprove.evaluator.state import RunState
-
-from .buskit import artifact_store
+from tests.support.buskit import artifact_store
 
 pytestmark = pytest.mark.integration
 

@@ -11,10 +11,9 @@ from selfimprove.core import envelope as envelopes
 from selfimprove.core.bus import Bus
 from selfimprove.evaluator.commands import task_spec
 from selfimprove.v2.common_pb2 import ModelRef, Stage
-from selfimprove.v2.stages_pb2 import EvaluateCommand
-
-from .buskit import ServiceProcess, artifact_store, kafka_settings
-from .evaluator_kit import FAST, topic_events
+from selfimprove.v2.stages_pb2 import EvalSuite, EvaluateCommand
+from tests.support.buskit import ServiceProcess, artifact_store, kafka_settings
+from tests.support.evaluator_kit import FAST, topic_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
@@ -34,12 +33,12 @@ def command(run_id: str, base: str, attempt: int) -> object:
     cmd = EvaluateCommand(
         candidate=ModelRef(base=base, version="cand"),
         incumbent=ModelRef(base=base, version="inc"),
-        task=task_spec("arithmetic", {"categories": ["add2"]}, _suite="dev", _max_new_tokens=6),
-        dev_size=4,
         seed=7,
-        regression_suites=[
-            task_spec("arithmetic", {"categories": ["add1"]}, _suite="add1", _dev_size=2, _max_new_tokens=6)
+        suites=[
+            EvalSuite(name="dev", task=task_spec("arithmetic", {"categories": ["add2"]}), dev_size=4),
+            EvalSuite(name="add1", task=task_spec("arithmetic", {"categories": ["add1"]}), dev_size=2),
         ],
+        max_new_tokens=6,
     )
     return envelopes.make(
         run_id=run_id,
@@ -83,24 +82,19 @@ async def test_worker_scores_suites_and_caches_the_incumbent(stack, unique_name,
     lines = artifact_store(stack).read_file(result.details, "details.jsonl").decode().splitlines()
     rows = [json.loads(x) for x in lines]
     assert len(rows) == 6 and {"incumbent_reply", "candidate_reply", "answer"} <= set(rows[0])
-    assert result.stats.values["cache_hits"] == 2  # the candidate is the same version as the incumbent
+    assert result.stats.cache_hits == 2  # the candidate is the same version as the incumbent
     second = both[1].evaluate_result
-    assert second.stats.values["cache_hits"] == 4 and second.stats.values["tokens"] == 0
+    assert second.stats.cache_hits == 4 and second.stats.tokens == 0
 
 
 def looked_command(run_id: str, candidate: ModelRef, incumbent: ModelRef) -> object:
     cmd = EvaluateCommand(
         candidate=candidate,
         incumbent=incumbent,
-        task=task_spec(
-            "arithmetic",
-            {"categories": ["add2"]},
-            _suite="dev",
-            _max_new_tokens=6,
-            _looks=[4],
-            _interim_alpha=0.2,
-        ),
-        dev_size=8,
+        suites=[EvalSuite(name="dev", task=task_spec("arithmetic", {"categories": ["add2"]}), dev_size=8)],
+        max_new_tokens=6,
+        interim_looks=[4],
+        interim_alpha=0.2,
         seed=7,
     )
     return envelopes.make(
@@ -142,7 +136,7 @@ async def test_interim_looks_settle_a_clear_gain_early_and_go_on_otherwise(
     assert early[0].WhichOneof("payload") == "evaluate_result", early
     dev = early[0].evaluate_result.suites[0]
     assert (dev.n, dev.candidate_accuracy, dev.incumbent_accuracy, dev.p_value) == (4, 1.0, 0.0, 0.125)
-    assert early[0].evaluate_result.stats.values["tokens"] == 0  # settled from the first chunk alone
+    assert early[0].evaluate_result.stats.tokens == 0  # settled from the first chunk alone
     rows = store.read_file(early[0].evaluate_result.details, "details.jsonl").decode().splitlines()
     assert [json.loads(r)["id"] for r in rows] == first4
     # no gain at the look: the second chunk is evaluated too, and cached under its own range

@@ -5,8 +5,7 @@ import pytest
 from selfimprove.cli.modelref import local_model
 from selfimprove.core.keys import attempt_prefix
 from selfimprove.core.store import ArtifactIntegrityError
-
-from .buskit import artifact_store
+from tests.support.buskit import artifact_store
 
 pytestmark = pytest.mark.integration
 

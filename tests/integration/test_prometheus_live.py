@@ -38,10 +38,9 @@ from selfimprove.core.local_loop import SERVICES, LocalLoop
 from selfimprove.core.topics import STAGES, Topics
 from selfimprove.v2 import control_pb2, control_pb2_grpc
 from selfimprove.v2.common_pb2 import Stage
-
-from .buskit import kafka_settings, read_topic
-from .fake_stages import respond
-from .promkit import RULES, PromServer, dashboard_exprs, operands, rule_exprs, shortened_rules
+from tests.support.buskit import kafka_settings, read_topic
+from tests.support.fake_stages import respond
+from tests.support.promkit import RULES, PromServer, dashboard_exprs, operands, rule_exprs, shortened_rules
 
 pytestmark = pytest.mark.integration
 

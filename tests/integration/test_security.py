@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import doctest
-import importlib
 import os
 import subprocess
 import sys
@@ -30,8 +28,14 @@ from selfimprove.core.topics import Topics
 from selfimprove.v2 import control_pb2, control_pb2_grpc
 from selfimprove.v2.common_pb2 import ArtifactRef, ModelRef, Stage
 from selfimprove.v2.stages_pb2 import SelectCommand, TrainCommand
-
-from .buskit import ServiceProcess, artifact_store, eventually, free_port, kafka_settings, read_topic
+from tests.support.buskit import (
+    ServiceProcess,
+    artifact_store,
+    eventually,
+    free_port,
+    kafka_settings,
+    read_topic,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 S3_SECRET = "S3cr3t-Zq7XvW9kLm2Pr4Tn"
@@ -345,10 +349,3 @@ def test_no_unpickling_of_stored_artifacts():
         if "weights_only=False" in line or "pickle.load" in line
     ]
     assert not found, found
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize("name", ["selfimprove.core.fuzz", "selfimprove.cli.dlq"])
-def test_doctests_of_reliability_modules(name):
-    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

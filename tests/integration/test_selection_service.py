@@ -4,15 +4,14 @@ import json
 
 import pytest
 
-from selfimprove.acquisition.shard import to_jsonl
+from selfimprove.contracts.samples import to_jsonl
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.bus import Bus
 from selfimprove.core.keys import attempt_prefix
 from selfimprove.v2.common_pb2 import Stage
 from selfimprove.v2.stages_pb2 import LabelMode, SelectCommand
-from tests.unit.test_selection_pipeline import synthetic_rows
-
-from .buskit import ServiceProcess, artifact_store, kafka_settings, read_topic
+from tests.support.buskit import ServiceProcess, artifact_store, kafka_settings, read_topic
+from tests.support.selection_rows import synthetic_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 SERVICE_ENV = dict(SELFIMPROVE_KAFKA_SESSION_TIMEOUT_MS="6000", SELFIMPROVE_THREADS="1")
@@ -67,18 +66,17 @@ async def test_selection_in_both_modes(stack, unique_name, tmp_path):
     assert dropped > 0 and "selfimprove_data_yield" in metrics
     for iteration, mode in ((1, "verified"), (2, "label_free")):
         res = by_iter[iteration].select_result
-        assert res.sft_set == res.preference_pairs == res.data_card
-        manifest = store.verify(res.sft_set)
+        manifest = store.verify(res.dataset)
         assert sorted(f.path for f in manifest.files) == ["card.json", "pairs.jsonl", "sft.jsonl"]
-        sft = [json.loads(x) for x in store.read_file(res.sft_set, "sft.jsonl").decode().splitlines()]
-        pairs = [json.loads(x) for x in store.read_file(res.sft_set, "pairs.jsonl").decode().splitlines()]
-        card = json.loads(store.read_file(res.sft_set, "card.json"))
+        sft = [json.loads(x) for x in store.read_file(res.dataset, "sft.jsonl").decode().splitlines()]
+        pairs = [json.loads(x) for x in store.read_file(res.dataset, "pairs.jsonl").decode().splitlines()]
+        card = json.loads(store.read_file(res.dataset, "card.json"))
         assert sft and pairs and card["label_mode"] == mode
         assert set(sft[0]) == {"prompt", "response", "id", "category"}
         assert set(pairs[0]) == {"prompt", "chosen", "rejected", "id", "category"}
         assert card["counts"]["sft"] == len(sft) and 0 < card["diversity"] <= 2
-        stats = res.stats.values
-        assert stats["kept"] == len(sft) and stats["pairs"] == len(pairs)
-        assert {f"dropped_{k}" for k in card["dropped"]} <= set(stats)
-        assert "yield" in stats and "diversity" in stats
-    assert "pseudo_label_precision" in by_iter[2].select_result.stats.values
+        stats = res.stats
+        assert stats.kept == len(sft) and stats.pairs == len(pairs)
+        assert {d.filter: d.count for d in stats.dropped} == card["dropped"]
+        assert stats.yield_rate == card["yield"] and stats.diversity == card["diversity"]
+    assert by_iter[2].select_result.stats.HasField("pseudo_label_precision")

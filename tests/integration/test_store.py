@@ -6,8 +6,7 @@ from minio.error import S3Error
 
 from selfimprove.core.keys import attempt_prefix
 from selfimprove.core.store import ArtifactIntegrityError, ArtifactNotFoundError
-
-from .buskit import artifact_store
+from tests.support.buskit import artifact_store
 
 pytestmark = pytest.mark.integration
 

@@ -6,10 +6,12 @@ import random
 
 import pytest
 
+from selfimprove.core.stage import stats_dict
 from selfimprove.v2.stages_pb2 import TrainMethod
+from tests.support.buskit import artifact_store
+from tests.support.trainer_kit import command, publish_dataset, results, send, trainer
 
-from .buskit import artifact_store
-from .test_trainer_service import command, publish_dataset, results, send, tiny_base, trainer  # noqa: F401
+from .test_trainer_service import tiny_base  # noqa: F401
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
@@ -51,12 +53,12 @@ async def test_dpo_pairs_in_adapter_out_margin_up(stack, unique_name, tmp_path, 
         service.stop()
     assert got["dpo"].WhichOneof("payload") == "train_result", got["dpo"]
     res = got["dpo"].train_result
-    stats = dict(res.stats.values)
-    print("DPO stats", json.dumps(stats, indent=1))
-    assert stats["steps"] == 12 == ran
-    assert stats["heldout_pairs"] == 24
-    assert stats["heldout_margin_after"] > stats["heldout_margin_before"] + 1.0
-    assert stats["final_loss"] < stats["initial_loss"]
+    stats = res.stats
+    print("DPO stats", json.dumps(stats_dict(stats), indent=1))
+    assert stats.steps == 12 == ran
+    assert stats.heldout_pairs == 24
+    assert stats.heldout_margin_after > stats.heldout_margin_before + 1.0
+    assert stats.final_loss < stats.initial_loss
     names = {e.path for e in store.verify(res.candidate.adapter).files}
     assert {
         "adapter_config.json",

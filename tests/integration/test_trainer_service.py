@@ -6,15 +6,13 @@ import math
 
 import pytest
 
-from selfimprove.core import envelope as envelopes
 from selfimprove.core.topics import Topics
-from selfimprove.v2.common_pb2 import ArtifactRef, ModelRef, Stage
-from selfimprove.v2.stages_pb2 import TrainCommand, TrainMethod
-
-from .buskit import ServiceProcess, artifact_store, eventually, kafka_settings, read_topic
+from selfimprove.v2.common_pb2 import ArtifactRef, Stage
+from selfimprove.v2.stages_pb2 import TrainMethod
+from tests.support.buskit import artifact_store, eventually, read_topic
+from tests.support.trainer_kit import command, publish_dataset, results, send, trainer
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
-SERVICE_ENV = dict(SELFIMPROVE_KAFKA_SESSION_TIMEOUT_MS="6000", SELFIMPROVE_THREADS="1")
 
 
 @pytest.fixture(scope="module")
@@ -47,60 +45,6 @@ def arithmetic_rows(n: int, seed: int = 0) -> list[dict]:
         a, b = rng.randint(0, 99), rng.randint(0, 99)
         rows.append({"prompt": f"What is {a} + {b}?", "response": f"{a} + {b} = {a + b}", "id": f"{a}+{b}"})
     return rows
-
-
-def publish_dataset(store, prefix: str, sft=None, pairs=None) -> ArtifactRef:
-    files = {"card.json": json.dumps({"rows": len(sft or pairs or [])}).encode()}
-    if sft is not None:
-        files["sft.jsonl"] = "".join(json.dumps(r) + "\n" for r in sft).encode()
-    if pairs is not None:
-        files["pairs.jsonl"] = "".join(json.dumps(r) + "\n" for r in pairs).encode()
-    return store.publish(prefix, files)
-
-
-def command(run_id, base, datasets, hparams=None, method=TrainMethod.TRAIN_METHOD_SFT, **policy):
-    return envelopes.make(
-        run_id=run_id,
-        iteration=1,
-        stage=Stage.STAGE_TRAIN,
-        producer="test",
-        train_command=TrainCommand(
-            policy=ModelRef(base=base, **policy),
-            datasets=datasets,
-            method=method,
-            hparams_json=json.dumps(hparams or {}),
-            seed=7,
-        ),
-    )
-
-
-async def send(stack, prefix, *envs):
-    from selfimprove.core.bus import Bus
-
-    async with Bus(kafka_settings(stack, prefix)) as bus:
-        await bus.ensure_topics(Topics(prefix).all())
-        for env in envs:
-            await bus.publish(Topics(prefix).command(Stage.STAGE_TRAIN), env)
-
-
-async def results(stack, prefix, expect, timeout=120):
-    records = await read_topic(
-        stack.kafka_bootstrap, Topics(prefix).result(Stage.STAGE_TRAIN), expect, timeout
-    )
-    return {e.run_id: e for e in (envelopes.decode(r.value) for r in records)}
-
-
-def trainer(stack, prefix, tmp_path, name, **env):
-    work = str(tmp_path / "work")
-    return ServiceProcess(
-        "-m selfimprove.trainer",
-        stack,
-        prefix,
-        tmp_path / f"{name}.log",
-        SELFIMPROVE_TRAINER_WORK_DIR=work,
-        **SERVICE_ENV,
-        **env,
-    )
 
 
 async def train(stack, prefix, tmp_path, name, expect):
@@ -156,14 +100,14 @@ async def test_train_command_in_adapter_and_result_out(stack, unique_name, tmp_p
     assert "base sha256 mismatch" in failures["otherbase"]
 
     res = got["ok"].train_result
-    stats = dict(res.stats.values)
+    stats = res.stats
     assert res.candidate.base == tiny_base and len(res.candidate.base_sha256) == 64
     assert res.candidate.version == "ok/iter-001"
-    assert stats["steps"] == stats["steps_run"] == steps_metric > 0
-    assert stats["resumed_from_step"] == 0 and stats["nan_loss"] == 0
-    assert stats["tokens_per_second"] > 0 and stats["examples"] == 108
-    assert math.isfinite(stats["heldout_loss_before"]) and math.isfinite(stats["heldout_loss_after"])
-    assert stats["final_loss"] < stats["initial_loss"]
+    assert stats.steps == stats.steps_run == steps_metric > 0
+    assert stats.resumed_from_step == 0 and not stats.nan_loss
+    assert stats.tokens_per_second > 0 and stats.examples == 108
+    assert math.isfinite(stats.heldout_loss_before) and math.isfinite(stats.heldout_loss_after)
+    assert stats.final_loss < stats.initial_loss
     manifest = store.verify(res.candidate.adapter)
     names = {e.path for e in manifest.files}
     assert {
@@ -174,7 +118,7 @@ async def test_train_command_in_adapter_and_result_out(stack, unique_name, tmp_p
         "data_refs.json",
     } <= names
     curve = json.loads(store.get_bytes(res.loss_curve))
-    assert [p["step"] for p in curve] == list(range(1, int(stats["steps"]) + 1))
+    assert [p["step"] for p in curve] == list(range(1, int(stats.steps) + 1))
     assert all(p["cpu_seconds"] > 0 and p["seconds"] > 0 for p in curve)
     assert (
         json.loads(store.read_file(res.candidate.adapter, "data_refs.json"))["datasets"][0]["sha256"]
@@ -188,7 +132,7 @@ async def test_train_command_in_adapter_and_result_out(stack, unique_name, tmp_p
         after = PeftModel.from_pretrained(base_model, str(folder))(ids).logits
     assert not torch.allclose(before, after)
 
-    assert stats["frozen_bf16_layers"] == 0
+    assert stats.frozen_bf16_layers == 0
     # The candidate trained further: the next command continues this adapter, still one adapter on
     # the base, with the frozen base projections in bfloat16.
     bf16 = {**hp, "frozen_dtype": "bfloat16"}
@@ -203,15 +147,15 @@ async def test_train_command_in_adapter_and_result_out(stack, unique_name, tmp_p
     config = json.loads(store.read_file(nxt.candidate.adapter, "training_config.json"))
     assert config["parent_adapter"]["sha256"] == res.candidate.adapter.sha256
     assert config["hparams"]["frozen_dtype"] == "bfloat16"
-    nxt_stats = dict(nxt.stats.values)
-    assert nxt_stats["frozen_bf16_layers"] > 0 and nxt_stats["nan_loss"] == 0
-    assert nxt_stats["initial_loss"] < stats["initial_loss"]
+    nxt_stats = nxt.stats
+    assert nxt_stats.frozen_bf16_layers > 0 and not nxt_stats.nan_loss
+    assert nxt_stats.initial_loss < stats.initial_loss
     assert "was trained on base" in got["wrongbase"].stage_failure.message
 
 
 async def test_killed_trainer_resumes_from_its_checkpoint(stack, unique_name, tmp_path, tiny_base):
+    from selfimprove.contracts.params import Hparams
     from selfimprove.trainer.batches import Encoded
-    from selfimprove.trainer.hparams import Hparams
     from selfimprove.trainer.sft import schedule
 
     store = artifact_store(stack)
@@ -249,10 +193,10 @@ async def test_killed_trainer_resumes_from_its_checkpoint(stack, unique_name, tm
         ran = second.counter("selfimprove_training_steps_total")
     finally:
         second.stop()
-    stats = dict(got["resume"].train_result.stats.values)
-    assert stats["steps"] == expected
-    assert 0 < stats["resumed_from_step"] < expected
-    assert stats["steps_run"] == ran == expected - stats["resumed_from_step"]
+    stats = got["resume"].train_result.stats
+    assert stats.steps == expected
+    assert 0 < stats.resumed_from_step < expected
+    assert stats.steps_run == ran == expected - stats.resumed_from_step
     curve = json.loads(store.get_bytes(got["resume"].train_result.loss_curve))
     assert [p["step"] for p in curve] == list(range(1, expected + 1))
 
@@ -271,8 +215,8 @@ async def test_full_fine_tuning_writes_a_whole_model_that_transformers_loads(
     )
     got = await train(stack, unique_name, tmp_path, "trainer-full", expect=1)
     res = got["full"].train_result
-    stats = dict(res.stats.values)
-    assert stats["final_loss"] < stats["initial_loss"]
+    stats = res.stats
+    assert stats.final_loss < stats.initial_loss
     names = {e.path for e in store.verify(res.candidate.adapter).files}
     assert {"config.json", "model.safetensors", "training_config.json"} <= names
     assert "adapter_config.json" not in names
@@ -283,7 +227,7 @@ async def test_full_fine_tuning_writes_a_whole_model_that_transformers_loads(
         AutoModelForCausalLM.from_pretrained(tiny_base),
         AutoModelForCausalLM.from_pretrained(folder),
     )
-    assert stats["trainable_parameters"] == sum(p.numel() for p in tuned.parameters())
+    assert stats.trainable_parameters == sum(p.numel() for p in tuned.parameters())
     ids = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         assert not torch.allclose(base_model(ids).logits, tuned(ids).logits)

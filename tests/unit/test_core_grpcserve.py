@@ -14,7 +14,7 @@ from selfimprove.core.grpcserve import TokenBucket, read_tls, serve
 from selfimprove.core.settings import SettingsError
 from selfimprove.evaluator.control_plane import SERVICE, start_server
 from selfimprove.v2 import control_pb2, control_pb2_grpc
-from tests.integration.tlskit import self_signed
+from tests.support.tlskit import self_signed
 
 pytestmark = pytest.mark.unit
 

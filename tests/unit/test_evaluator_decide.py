@@ -8,7 +8,7 @@ from selfimprove.core.topics import Topics
 from selfimprove.evaluator import decide
 from selfimprove.evaluator.config import ConfigError, dump_config, load_config
 from selfimprove.evaluator.state import COMPLETED, FAILED, RunState
-from tests.integration.fake_stages import respond
+from tests.support.fake_stages import respond
 
 pytestmark = pytest.mark.unit
 TOPICS = Topics("t")
@@ -194,7 +194,7 @@ def test_replay_trains_on_earlier_iterations_selected_sets_newest_first():
     state, log = run(config, {"eval": [[0.6, 0.4, 0.01], [0.5, 0.6, 0.5]]})
     trains = [o.envelope for o in log if o.envelope.WhichOneof("payload") == "train_command"]
     sets = [[d.uri for d in t.train_command.datasets] for t in trains]
-    selected = [r["sft_set"]["uri"] for r in state.history]
+    selected = [r["dataset"]["uri"] for r in state.history]
     assert len(sets) == 3 and len(set(selected)) == 3
     assert sets == [[selected[0]], [selected[1], selected[0]], [selected[2], selected[1]]]
     assert [
@@ -246,10 +246,10 @@ def test_label_free_focus_shares_the_next_iterations_prompts_by_open_labels_neve
 
 
 def test_worked_replies_are_asked_for_from_the_configured_iteration_on():
-    config = BASE + "acquisition: {shards: 2, worked_from_iteration: 2}\nstopping: {plateau_patience: 5}\n"
+    config = BASE + "task: {tactics: {worked_from_iteration: 2}}\nstopping: {plateau_patience: 5}\n"
     _, log = run(config, {"eval": [[0.6, 0.4, 0.01]]})
     acquires = [o.envelope for o in log if o.envelope.WhichOneof("payload") == "acquire_command"]
-    assert [(a.iteration, a.acquire_command.worked) for a in acquires] == [
+    assert [(a.iteration, a.acquire_command.tactics.worked) for a in acquires] == [
         (1, False),
         (1, False),
         (2, True),
@@ -257,57 +257,33 @@ def test_worked_replies_are_asked_for_from_the_configured_iteration_on():
         (3, True),
         (3, True),
     ]
-    assert not any(a.acquire_command.worked_by_majority for a in acquires)  # verified: the verifier picks
-    assert not any(a.acquire_command.rationalize_steps for a in acquires)
+    assert not any(
+        a.acquire_command.tactics.worked_by_majority for a in acquires
+    )  # verified: the verifier picks
+    assert not any(a.acquire_command.tactics.rationalize_steps for a in acquires)
     hinted = config.replace("worked_from_iteration: 2", "worked_from_iteration: 2, rationalize_steps: true")
     _, log = run(hinted, {"eval": [[0.6, 0.4, 0.01]]})
     acquires = [o.envelope for o in log if o.envelope.WhichOneof("payload") == "acquire_command"]
-    assert len(acquires) == 6 and all(a.acquire_command.rationalize_steps for a in acquires)
+    assert len(acquires) == 6 and all(a.acquire_command.tactics.rationalize_steps for a in acquires)
     _, log = run(BASE, {"eval": [[0.6, 0.4, 0.01]]})
-    assert not any(o.envelope.acquire_command.worked for o in log)
+    assert not any(o.envelope.acquire_command.tactics.worked for o in log)
     _, log = run(config + "label_mode: label-free\n", {"eval": [[0.6, 0.4, 0.01]]})
     acquires = [o.envelope for o in log if o.envelope.WhichOneof("payload") == "acquire_command"]
-    assert [a.acquire_command.worked for a in acquires][1:3] == [False, True]
-    assert all(a.acquire_command.worked_by_majority for a in acquires)  # label-free: the steps' majorities
-
-
-def test_hint_only_iterations_ask_only_with_hints_then_sample_plainly():
-    config = BASE + "acquisition: {shards: 2, rationalize: true, hint_only_iterations: 1}\n"
-    config += "stopping: {plateau_patience: 5}\n"
-    state, log = run(config, {"eval": [[0.6, 0.4, 0.01]]})
-    # the hint-only iteration passed the data gate on its hinted replies and has no self-agreement
-    assert "agreement" not in state.history[0] and state.history[1]["agreement"] == 0.5
-    assert state.history[0]["answered"] == 0.5  # the report's answered column
-    acquired = [d for d in state.decisions if d["reason"].startswith("acquired")]
-    assert acquired[0]["reason"] == "acquired 0 samples and 20 hinted, mean yield 0.000, answered 0.500"
-    assert "agreement_mean" not in acquired[0]["stats"] and "agreement_mean" in acquired[1]["stats"]
-    acquires = [o.envelope for o in log if o.envelope.WhichOneof("payload") == "acquire_command"]
-    assert [(a.iteration, a.acquire_command.hint_only) for a in acquires] == [
-        (1, True),
-        (1, True),
-        (2, False),
-        (2, False),
-        (3, False),
-        (3, False),
-    ]
-    with pytest.raises(ConfigError, match="needs acquisition.rationalize"):
-        load_config(BASE + "acquisition: {hint_only_iterations: 1}\n")
-    with pytest.raises(ConfigError, match="method dpo"):
-        load_config(
-            BASE + "acquisition: {rationalize: true, hint_only_iterations: 1}\ntraining: {method: dpo}\n"
-        )
+    assert [a.acquire_command.tactics.worked for a in acquires][1:3] == [False, True]
+    assert all(
+        a.acquire_command.tactics.worked_by_majority for a in acquires
+    )  # label-free: the steps' majorities
 
 
 def test_interim_looks_ride_in_the_evaluate_command_and_an_early_verdict_says_so():
-    import json
-
     config = BASE + "task: {dev_size: 400}\nevaluation: {interim_looks: [100, 200], interim_alpha: 0.001}\n"
     state, log = run(config, {"eval": [[0.3, 0.05, 1e-6], [0.4, 0.3, 0.5]], "eval_n": {1: 100}})
     evaluates = [
         o.envelope.evaluate_command for o in log if o.envelope.WhichOneof("payload") == "evaluate_command"
     ]
-    spec = json.loads(evaluates[0].task.params_json)
-    assert spec["_looks"] == [100, 200] and spec["_interim_alpha"] == 0.001 and evaluates[0].dev_size == 400
+    cmd = evaluates[0]
+    assert list(cmd.interim_looks) == [100, 200] and cmd.interim_alpha == 0.001
+    assert [(s.name, s.dev_size) for s in cmd.suites] == [("dev", 400)]
     reasons = [d["reason"] for d in state.decisions if d["kind"] in ("promote", "reject")]
     assert reasons[0].endswith("at an interim look (100 of 400 dev problems)")
     assert "interim" not in reasons[1]
@@ -315,7 +291,7 @@ def test_interim_looks_ride_in_the_evaluate_command_and_an_early_verdict_says_so
     first = next(
         o.envelope.evaluate_command for o in plain if o.envelope.WhichOneof("payload") == "evaluate_command"
     )
-    assert "_looks" not in json.loads(first.task.params_json)
+    assert not first.interim_looks and first.suites[0].task.params_json == "{}"
     with pytest.raises(ConfigError, match="interim_looks"):
         load_config(BASE + "task: {dev_size: 400}\nevaluation: {interim_looks: [200, 100]}\n")
     with pytest.raises(ConfigError, match="interim_alpha"):
@@ -324,11 +300,12 @@ def test_interim_looks_ride_in_the_evaluate_command_and_an_early_verdict_says_so
 
 def test_the_data_gate_counts_hinted_replies_and_the_answered_fraction():
     from selfimprove.evaluator import judge
+    from selfimprove.v2.stages_pb2 import AcquireStats
 
-    shards = [{"samples": 0, "hinted_samples": 64, "yield": 0.0, "answered": 0.8, "prompts": 32}] * 2
-    ok = judge.data_verdict(shards, min_samples=16, min_yield=0.02)
+    shard = dict(samples=0, hinted_samples=64, yield_rate=0.0, answered=0.8, prompts=32)
+    ok = judge.data_verdict([AcquireStats(**shard)] * 2, min_samples=16, min_yield=0.02)
     assert ok.ok and ok.stats["answered"] == pytest.approx(0.8)
-    thin = judge.data_verdict([{**shards[0], "answered": 0.01}], min_samples=16, min_yield=0.02)
+    thin = judge.data_verdict([AcquireStats(**{**shard, "answered": 0.01})], min_samples=16, min_yield=0.02)
     assert not thin.ok and "yield 0.010 < 0.02" in thin.reason
 
 
@@ -359,7 +336,7 @@ def test_pending_tolerance_trains_on_from_a_candidate_within_noise_below_the_inc
         load_config(BASE + "training: {pending_tolerance: 0.02}\n")
 
 
-def test_sample_pending_acquires_with_the_candidate_that_training_goes_on_from():
+def test_acquisition_samples_the_incumbent_while_training_goes_on_from_a_pending_candidate():
     budget = "budget: {iterations: 4}\nstopping: {plateau_patience: 5}\n"
     # 1: promoted; 2: +5 points, not significant (pending); 3: worse (back to the incumbent); 4: anything
     script = {"eval": [[0.6, 0.4, 0.01], [0.65, 0.6, 0.3], [0.5, 0.6, 0.01], [0.6, 0.6, 1.0]]}
@@ -372,14 +349,9 @@ def test_sample_pending_acquires_with_the_candidate_that_training_goes_on_from()
         ]
         return [a.policy.version for a in acquires[::2]]  # shard 0 of each iteration
 
-    assert samplers("{shards: 2, sample_pending: true}") == [
-        "r1/base",
-        "r1/iter-001",
-        "r1/iter-002",
-        "r1/iter-001",
-    ]
     assert samplers("{shards: 2}") == ["r1/base", "r1/iter-001", "r1/iter-001", "r1/iter-001"]
-    with pytest.raises(ConfigError, match="sample_pending needs training.continue_pending"):
+    # the pending candidate sampling its own data showed no gain, so the option is gone
+    with pytest.raises(ConfigError, match="acquisition.sample_pending: Extra inputs are not permitted"):
         load_config(BASE.replace("acquisition: {shards: 2}", "acquisition: {sample_pending: true}"))
 
 
@@ -406,20 +378,13 @@ def test_continue_pending_trains_on_from_a_candidate_whose_gain_is_not_yet_signi
     assert [t.policy.version for t in trains] == ["r1/base", "r1/iter-001", "r1/iter-001", "r1/iter-003"]
 
 
-def test_the_label_check_and_witness_ride_in_every_acquire_command_of_a_label_free_run():
-    config = (
-        BASE + "label_mode: label-free\nacquisition: {shards: 2, check_labels: true, witness_labels: true}\n"
-    )
+def test_the_label_check_rides_in_every_acquire_command_of_a_label_free_run():
+    config = BASE + "label_mode: label-free\ntask: {tactics: {check_labels: true}}\n"
     acquires = acquires_of(run(config, {"eval": [[0.6, 0.4, 0.01]]})[1])
-    assert acquires and all(a.check_labels for a in acquires)
-    # the witness is asked only while a trained model samples: not of the base model's labels
-    assert all(a.witness_labels is (a.policy.version != "r1/base") for a in acquires)
-    assert {a.witness_labels for a in acquires} == {False, True}
-    _, log = run(config, {"eval": [[0.4, 0.6, 0.5]]})  # nothing promoted: the base model samples on
-    assert {(a.policy.version, a.witness_labels) for a in acquires_of(log)} == {("r1/base", False)}
+    assert acquires and all(a.tactics.check_labels for a in acquires)
+    assert len({a.policy.version for a in acquires}) > 1  # the base model's labels and a trained model's
     _, log = run(BASE + "label_mode: label-free\n", {"eval": [[0.6, 0.4, 0.01]]})
-    assert not any(o.envelope.acquire_command.check_labels for o in log)
-    assert not any(o.envelope.acquire_command.witness_labels for o in log)
+    assert not any(o.envelope.acquire_command.tactics.check_labels for o in log)
 
 
 def test_a_label_free_data_gate_judges_the_majority_share_never_the_verified_yield():
@@ -525,7 +490,7 @@ def test_final_pick_best_dev_serves_a_last_candidate_above_the_incumbent_once_at
     assert picked.incumbent_accuracy == 0.65 and picked.accuracy[-1] == 0.65
     last = [d for d in picked.decisions if d["kind"] == "promote"][-1]
     assert last["reason"].startswith("final pick: candidate 0.650 > incumbent 0.600 on all 100 dev")
-    assert last["stats"]["final_pick"] == 1.0 and "p=0.0900" in last["reason"]
+    assert last["figures"]["final_pick"] == 1.0 and "p=0.0900" in last["reason"]
     assert [p["version"] for p in picked.promotions] == ["r1/iter-001", "r1/iter-003"]
     assert picked.history[-1]["final_pick"] is True and picked.runner_up == {}
     # the picked model is calibrated before the run completes (refinement after a promotion)

@@ -18,7 +18,7 @@ from selfimprove.evaluator.controller import Controller
 from selfimprove.evaluator.loopmetrics import LoopMetrics
 from selfimprove.v2.common_pb2 import Stage
 from selfimprove.v2.stages_pb2 import AcquireResult, StageFailure
-from tests.integration.fake_stages import respond
+from tests.support.fake_stages import respond
 
 pytestmark = pytest.mark.unit
 TOPICS = Topics("t")

@@ -1,8 +1,5 @@
 """Inference strategies and calibration over a fake engine: batching, votes, judging, the verifier rule."""
 
-import doctest
-import importlib
-
 import pytest
 
 from selfimprove.refinement.calibration import Row, choose, measure, with_greedy
@@ -44,22 +41,6 @@ class FakeEngine:
 def extract(reply):
     digits = [w.strip(".") for w in reply.split() if w.strip(".").lstrip("-").isdigit()]
     return digits[-1] if digits else None
-
-
-@pytest.mark.parametrize(
-    "module",
-    [
-        "selfimprove.runtime.strategies",
-        "selfimprove.refinement.calibration",
-        "selfimprove.refinement.artifacts",
-        "selfimprove.refinement.limits",
-        "selfimprove.refinement.served",
-        "selfimprove.refinement.service",
-    ],
-)
-def test_doctests(module):
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
 
 
 def test_self_consistency_votes_in_one_batched_request():

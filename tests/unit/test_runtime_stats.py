@@ -1,16 +1,8 @@
-import doctest
-
 import pytest
 
-from selfimprove.runtime import extract, stats, stopping
 from selfimprove.runtime.stats import accuracy, mcnemar, paired_bootstrap, wilson
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.mark.parametrize("module", [stats, extract, stopping])
-def test_doctests(module):
-    assert doctest.testmod(module).failed == 0
 
 
 def test_wilson_bounds():

@@ -1,56 +1,24 @@
-"""Selection's pure logic: labels, filters, the label-free path blind to the truth, outputs, doctests."""
+"""Selection's pure logic: labels, filters, the label-free path blind to the truth, outputs."""
 
-import dataclasses
-import doctest
-import importlib
 import json
 
 import numpy as np
 import pytest
 
 from selfimprove.acquisition.shard import make_row
+from selfimprove.contracts.params import SelectParams
 from selfimprove.runtime.engine import Sample
-from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
 from selfimprove.selection.labels import LABEL_FREE, VERIFIED, label_of
-from selfimprove.selection.params import SelectParams
 from selfimprove.selection.pipeline import select
+from tests.support.selection_rows import TASK, synthetic_rows
 
 pytestmark = pytest.mark.unit
-MODULES = ["filters", "dedup", "diversity", "labels", "params"]
-TASK = ArithmeticTask(categories=("add2", "sub2", "mul1"))
-
-
-@pytest.mark.parametrize("name", MODULES)
-def test_doctests(name):
-    module = importlib.import_module(f"selfimprove.selection.{name}")
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
 
 
 def hash_embed(texts):
     """Deterministic stand-in vectors (one random direction per text) for the pure pipeline."""
     out = np.stack([np.random.default_rng(abs(hash(t)) % 2**32).normal(size=16) for t in texts])
     return out / np.linalg.norm(out, axis=1, keepdims=True)
-
-
-def synthetic_rows(n=30):
-    """Rows with a mix of all-right, all-wrong, majority-right and majority-wrong prompts."""
-    rows = []
-    for i, item in enumerate(TASK.items("train", n, seed=5)):
-        right, wrong = int(item.answer), int(item.answer) + 1 + i % 3
-        pattern = ["rrrr", "wwww", "rrrw", "wwwr", "rrww", "rwx-"][i % 6]
-        texts = {
-            "r": [f"{item.prompt[:-1]} equals {right}.", f"The answer is {right}", f"So we get {right}!"],
-            "w": [f"I think it is {wrong}.", f"It is {wrong}", f"{wrong} is the result"],
-            "x": ["no idea"],
-            "-": [f"cut off at {right} and"],
-        }
-        samples = []
-        for k, c in enumerate(pattern):
-            options = texts[c]
-            samples.append(Sample(options[k % len(options)], 8 + k, "length" if c == "-" else "stop"))
-        rows.append(make_row(item, samples, TASK.extract, TASK.verify))
-    return rows
 
 
 def with_wrong_truth(rows):
@@ -133,7 +101,7 @@ def test_prefer_short_keeps_the_shortest_correct_responses():
     short = select(
         rows,
         VERIFIED,
-        SelectParams(**{**params.as_dict(), "prefer_short": True}),
+        SelectParams(**{**params.model_dump(), "prefer_short": True}),
         embed=hash_embed,
         extract=TASK.extract,
     )
@@ -185,16 +153,6 @@ def test_verified_mode_trains_on_verified_rationales_under_the_plain_prompt():
     plain = select(synthetic_rows(), VERIFIED, SelectParams(), embed=hash_embed, extract=TASK.extract)
     assert not {x["prompt"] for x in plain.sft} & set(never)
     assert plain.card["counts"]["prompts_rationalized"] == 0
-
-
-def test_hint_only_rows_train_their_verified_hinted_replies():
-    items = TASK.items("train", 30, seed=5)
-    hints = lambda i: [Sample(f"The answer is {int(i.answer) + k}.", 6, "stop") for k in (0, 7)]  # noqa: E731
-    rows = [make_row(i, [], TASK.extract, TASK.verify, None, hints(i)) for i in items]
-    truth = {i.prompt: i.answer for i in items}
-    chosen = select(rows, VERIFIED, SelectParams(), embed=hash_embed, extract=TASK.extract)
-    assert chosen.sft and all(x["response"] == f"The answer is {truth[x['prompt']]}." for x in chosen.sft)
-    assert chosen.card["counts"]["prompts_rationalized"] == len(chosen.sft)
 
 
 def test_label_free_mode_never_sees_rationales():
@@ -289,7 +247,7 @@ def test_worked_mastered_off_drops_the_prompts_every_sample_answered_and_keeps_t
     rows = true_worked(with_worked(synthetic_rows()))  # so each prompt's rate alone decides
     params = SelectParams(prefer_short=True, max_per_prompt=1)
     keep = select(rows, VERIFIED, params, extract=TASK.extract)
-    drop = select(rows, VERIFIED, dataclasses.replace(params, worked_mastered=False), extract=TASK.extract)
+    drop = select(rows, VERIFIED, params.model_copy(update={"worked_mastered": False}), extract=TASK.extract)
     by_prompt = {r["prompt"]: r for r in rows}
     mastered = {x["prompt"] for x in keep.sft if by_prompt[x["prompt"]]["pass_rate"] == 1.0}
     assert mastered and all(by_prompt[p]["worked"] for p in mastered)
@@ -379,25 +337,4 @@ def test_label_free_drops_labels_their_check_refused_and_counts_them():
     labelled = {r["id"] for r in checked if label_of(r, LABEL_FREE, params.agreement_threshold) is not None}
     assert chosen.card["dropped"]["label_check"] == len(refused & labelled) > 0
     verified = select(checked, VERIFIED, params, extract=TASK.extract)  # the verifier needs no check
-    assert verified.sft == select(rows, VERIFIED, params, extract=TASK.extract).sft
-
-
-def test_label_free_drops_labels_their_worked_witness_did_not_reach_and_counts_them_apart():
-    rows = synthetic_rows()
-    params = SelectParams(band=(0.0, 1.01))
-    plain = select(rows, LABEL_FREE, params, extract=TASK.extract)
-    witnessed = json.loads(json.dumps(rows))
-    for k, row in enumerate(witnessed):  # every third labelled prompt's worked reply gives another answer
-        if row["majority"] is not None:
-            row["check"] = {"label": row["majority"], "passed": True}
-            row["witness"] = {"label": row["majority"], "passed": k % 3 != 0}
-    chosen = select(witnessed, LABEL_FREE, params, extract=TASK.extract)
-    refused = {r["id"] for k, r in enumerate(witnessed) if r.get("witness") and k % 3 == 0}
-    kept = {x["id"].rsplit("-", 1)[0] for x in chosen.sft}
-    assert kept and not kept & refused
-    assert kept == {x["id"].rsplit("-", 1)[0] for x in plain.sft} - refused
-    labelled = {r["id"] for r in witnessed if label_of(r, LABEL_FREE, params.agreement_threshold) is not None}
-    assert chosen.card["dropped"]["label_witness"] == len(refused & labelled) > 0
-    assert chosen.card["dropped"]["label_check"] == 0
-    verified = select(witnessed, VERIFIED, params, extract=TASK.extract)  # the verifier needs no witness
     assert verified.sft == select(rows, VERIFIED, params, extract=TASK.extract).sft

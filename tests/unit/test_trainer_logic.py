@@ -1,23 +1,17 @@
-"""Trainer logic without the bus: doctests, chat encoding with response-only labels, the batch
+"""Trainer logic without the bus: chat encoding with response-only labels, the batch
 schedule, and a resumed run that ends exactly where an uninterrupted one does."""
 
-import doctest
 import random
 import shutil
 
 import pytest
 
-from selfimprove.trainer import batches, checkpoints, data, hparams, job, losses, precision
+from selfimprove.contracts.params import Hparams
+from selfimprove.trainer import data
 from selfimprove.trainer.batches import IGNORE, Encoded, collate, encode
-from selfimprove.trainer.hparams import Hparams, parse_hparams
+from selfimprove.trainer.hparams import parse_hparams
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.mark.parametrize("module", [batches, checkpoints, data, hparams, job, losses, precision])
-def test_doctests(module):
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
 
 
 @pytest.fixture(scope="module")
@@ -91,15 +85,15 @@ def test_schedule_is_reproducible_and_covers_every_example():
 def test_bad_hparams_are_refused():
     from selfimprove.core.stage import StageInputError
 
-    with pytest.raises(StageInputError, match="out of range: lr"):
+    with pytest.raises(StageInputError, match="hparams_json: lr: Input should be greater than 0"):
         parse_hparams('{"lr": 0}')
-    with pytest.raises(StageInputError, match="not JSON"):
+    with pytest.raises(StageInputError, match="Invalid JSON"):
         parse_hparams("{")
-    with pytest.raises(StageInputError, match="share_prefix must be true or false, not 'no'"):
+    with pytest.raises(StageInputError, match="share_prefix: Input should be a valid boolean"):
         parse_hparams('{"share_prefix": "no"}')
     assert parse_hparams('{"share_prefix": false}').share_prefix is False
     with pytest.raises(
-        StageInputError, match="frozen_dtype must be one of float32, bfloat16, auto, not 'bf16'"
+        StageInputError, match="frozen_dtype: Input should be 'float32', 'bfloat16' or 'auto'"
     ):
         parse_hparams('{"frozen_dtype": "bf16"}')
 

@@ -26,6 +26,7 @@ from collections.abc import Collection, Sequence
 
 from selfimprove.runtime.extract import last_integer
 from selfimprove.runtime.tasks.base import Item, Split, Task, TooFewProblems
+from selfimprove.runtime.tasks.tactics import WorkedTactics
 from selfimprove.runtime.tasks.worked import Plan, plan
 
 OPS = {"add": "+", "sub": "-", "mul": "*"}
@@ -175,6 +176,7 @@ class ArithmeticTask(Task):
     """The built-in arithmetic family (task name ``"arithmetic"``)."""
 
     name = "arithmetic"
+    tactics_model = WorkedTactics  # sums and differences have worked plans and check questions
 
     def __init__(self, categories: Sequence[str] = DEFAULT_CATEGORIES, exclude: Collection[Key] = ()) -> None:
         for c in categories:

@@ -11,7 +11,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from selfimprove.runtime.tasks.tactics import Tactics
 
 if TYPE_CHECKING:
     from selfimprove.runtime.tasks.worked import Plan
@@ -60,6 +62,9 @@ class Task(ABC):
     """A source of prompts with an optional programmatic verifier."""
 
     name: str = "task"
+    #: the model of the run config's ``task.tactics`` section: which acquisition tactics this task
+    #: takes and what applies in each iteration (:mod:`selfimprove.runtime.tasks.tactics`)
+    tactics_model: ClassVar[type[Tactics]] = Tactics
 
     @property
     @abstractmethod
@@ -82,13 +87,13 @@ class Task(ABC):
         return self.extract(reply) == item.answer
 
     def worked_plan(self, item: Item) -> Plan | None:
-        """The sub-questions of a worked reply to ``item`` (``acquisition.worked_from_iteration``), or
+        """The sub-questions of a worked reply to ``item`` (``task.tactics.worked_from_iteration``), or
         ``None`` when the task has none for it."""
         return None
 
     def check_item(self, item: Item, label: str) -> Item | None:
         """A question whose answer follows from ``label`` being ``item``'s answer, with that answer
-        as its ``answer`` (label-free mode's consistency check, ``acquisition.check_labels``), or
+        as its ``answer`` (label-free mode's consistency check, ``task.tactics.check_labels``), or
         ``None`` when the task has none for it. It must not need the reference answer."""
         return None
 

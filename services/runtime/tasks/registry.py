@@ -15,16 +15,11 @@ class TaskLoadError(ValueError):
     """A task name that does not resolve to a Task class; the message says why."""
 
 
-def load_task(name: str, params: Mapping[str, Any] | None = None) -> Task:
-    """Instantiate the task ``name`` with keyword ``params``.
+def task_class(name: str) -> type[Task]:
+    """The Task class ``name`` resolves to (no instance: e.g. for its ``tactics_model``).
 
-    >>> load_task("arithmetic", {"categories": ["add2"]}).categories
-    ('add2',)
-    >>> try:
-    ...     load_task("json:nope")
-    ... except TaskLoadError as exc:
-    ...     print(exc)
-    task 'json:nope': module 'json' has no attribute 'nope'
+    >>> task_class("arithmetic").tactics_model.__name__
+    'WorkedTactics'
     """
     path = BUILTIN.get(name, name)
     module_name, sep, attr = path.partition(":")
@@ -41,6 +36,21 @@ def load_task(name: str, params: Mapping[str, Any] | None = None) -> Task:
         raise TaskLoadError(f"task {name!r}: module {module_name!r} has no attribute {attr!r}")
     if not (isinstance(cls, type) and issubclass(cls, Task)):
         raise TaskLoadError(f"task {name!r}: {path} is not a subclass of selfimprove.runtime.tasks.Task")
+    return cls
+
+
+def load_task(name: str, params: Mapping[str, Any] | None = None) -> Task:
+    """Instantiate the task ``name`` with keyword ``params``.
+
+    >>> load_task("arithmetic", {"categories": ["add2"]}).categories
+    ('add2',)
+    >>> try:
+    ...     load_task("json:nope")
+    ... except TaskLoadError as exc:
+    ...     print(exc)
+    task 'json:nope': module 'json' has no attribute 'nope'
+    """
+    cls = task_class(name)
     try:
         return cls(**dict(params or {}))
     except TypeError as exc:

@@ -9,7 +9,7 @@ each sub-question as a plain prompt, and the reply is written from its own two a
 run a reply is kept only when its final answer is right and every equation in it is true (the
 arithmetic verifier's :func:`~selfimprove.runtime.tasks.arithmetic.equations`), so a worked reply
 never teaches a false step; a label-free run keeps it when its final answer is the prompt's label,
-and its steps are not checked. ``acquisition.worked_from_iteration`` turns this on.
+and its steps are not checked. ``task.tactics.worked_from_iteration`` turns this on.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ answered as the loop's trained replies read ("The answer is N."), and scores gre
 fixed dev-split problems before, after each of the ``--at`` example counts, and at the end.
 The dev split never meets the train split, and the GPT-3 sets are not read.
 
-    .venv/bin/python benchmarks/data_volume.py --adapter DIR --category sub2 --examples 1600 --at 400 800
+    .venv/bin/python docs/experiments/scripts/data_volume.py --adapter DIR --category sub2 --examples 1600 --at 400 800
 
 Prints one JSON line per point: examples seen, training seconds so far (scoring left out), accuracy, and right/items
 split by the sign of the answer. ``--form difference`` trains negative answers restated as the
@@ -29,12 +29,12 @@ from pathlib import Path
 
 import torch
 
+from selfimprove.contracts.params import Hparams
 from selfimprove.runtime.extract import last_integer
 from selfimprove.runtime.models import resolve_base
 from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
 from selfimprove.runtime.tasks.worked import REPLY, plan
 from selfimprove.trainer.batches import encode
-from selfimprove.trainer.hparams import Hparams
 from selfimprove.trainer.model import trainable_model
 from selfimprove.trainer.sft import train_unsynced
 

@@ -5,7 +5,7 @@ and per iteration the examples selection kept (``kept``), how many of them are w
 (``kept_worked``) and sub-questions (``kept_steps``), from its data cards. Sub-question rows count
 ``steps``, ``steps_right`` (a right sample of the model's own) and ``steps_hinted`` (a right hinted one).
 
-    .venv/bin/python benchmarks/worked_yield.py demo-x --data-dir DIR
+    .venv/bin/python docs/experiments/scripts/worked_yield.py demo-x --data-dir DIR
 
 Prints one JSON line per iteration (the latest attempt of every shard, summed).
 """
@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 
 from storekit import read_latest, run_parser
 
-from selfimprove.acquisition.shard import is_step
+from selfimprove.contracts.samples import is_step
 
 FIELDS = ("prompts", "own_right", "worked", "steps", "steps_right", "steps_hinted")
 

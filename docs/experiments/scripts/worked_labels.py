@@ -15,7 +15,7 @@ top-p 0.95, K samples per prompt and per sub-question), takes each prompt's labe
   worked route alone would add); ``worked_unlabelled_sure`` / ``_right``: those whose every step's
   majority reached ``--threshold``.
 
-    .venv/bin/python benchmarks/worked_labels.py [--adapter DIR] [--problems 256] [--samples 6]
+    .venv/bin/python docs/experiments/scripts/worked_labels.py [--adapter DIR] [--problems 256] [--samples 6]
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import json
 import time
 from collections import Counter
 
-from enginekit import pilot_setup
+from pilotkit import pilot_setup
 
 from selfimprove.acquisition.generate import ShardJob, run_shard
-from selfimprove.acquisition.shard import is_step
+from selfimprove.contracts.samples import is_step
 from selfimprove.runtime.tasks.arithmetic import equations_true
 from selfimprove.selection.labels import LABEL_FREE, label_of, refused
 

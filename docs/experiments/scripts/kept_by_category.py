@@ -1,7 +1,7 @@
 """How many selected (trained-on) examples each iteration of a finished run kept, per task category,
 read from the run's stored ``sft.jsonl`` sets in a local stack folder (the stack must not be running).
 
-    .venv/bin/python benchmarks/kept_by_category.py demo-u --data-dir DIR
+    .venv/bin/python docs/experiments/scripts/kept_by_category.py demo-u --data-dir DIR
 
 Prints one JSON line per iteration (the latest selection attempt) with, from that selection's data
 card, its precision against the truth, measured after selection (per kept label, label-free runs,

@@ -1,5 +1,6 @@
-"""Shared fixtures. The local stack (object store + broker) is started once per session, on
-loopback with free ports, and only by tests that ask for it."""
+"""Shared fixtures of every suite and the benchmarks (registered by the root ``conftest.py``). The
+local stack (object store + broker) is started once per session, on loopback with free ports, and
+only by tests that ask for it."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ greedily, for every labelled prompt, two check questions that need no reference 
 Prints, per category: prompts, labelled, labelled right, and for each check how many labels pass
 it and how many of those are right (the truth is read only for these counts). The GPT-3 sets are not read.
 
-    .venv/bin/python benchmarks/label_checks.py [--adapter DIR] [--problems 256] [--samples 6]
+    .venv/bin/python docs/experiments/scripts/label_checks.py [--adapter DIR] [--problems 256] [--samples 6]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import random
 import time
 from collections import Counter
 
-from enginekit import pilot_setup
+from pilotkit import pilot_setup
 
 from selfimprove.runtime.engine import GenerationRequest, SamplingParams
 from selfimprove.runtime.tasks.arithmetic import phrase

@@ -8,7 +8,7 @@ how many main-suite items would have been generated in all, against every model 
 model's items are cached once generated, so a promoted candidate settled early is evaluated further
 as the next iteration's incumbent when that iteration needs more items.
 
-    .venv/bin/python benchmarks/interim_looks.py RUN --data-dir DIR [--looks 100 200] [--interim-alpha 0.001]
+    .venv/bin/python docs/experiments/scripts/interim_looks.py RUN --data-dir DIR [--looks 100 200] [--interim-alpha 0.001]
 """
 
 from __future__ import annotations

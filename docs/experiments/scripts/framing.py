@@ -1,7 +1,7 @@
 """The loop's own dev problems in other framings, as JSONL sets ``selfimprove eval --benchmark PATH``
 reads: how much of a model's accuracy depends on the wording it was trained on.
 
-    .venv/bin/python benchmarks/framing.py --category add2 --n 200 --out DIR
+    .venv/bin/python docs/experiments/scripts/framing.py --category add2 --n 200 --out DIR
     .venv/bin/selfimprove eval --adapter ADAPTER --benchmark DIR/add2_task.jsonl --json
     .venv/bin/selfimprove eval --adapter ADAPTER --benchmark DIR/add2_qa.jsonl --json
 

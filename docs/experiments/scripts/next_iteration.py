@@ -8,11 +8,11 @@ hyperparameters), then answers the dev prompts of iteration N-1's evaluation gre
 before and after (``--repeat-worked sub2 --times 3`` trains that category's examples that state an
 equation, worked replies and sub-questions answered as one, three times, to see what more of them would do; the examples it trains are counted per category and
 form first, also with ``--score-only``; ``--reform`` writes the stored worked replies again in the
-current form of :mod:`selfimprove.runtime.tasks.worked` first, to measure a change of form on the same data). Counted as ``dev_breakdown.py`` counts them: right / items for addition, subtraction
+current form of :mod:`selfimprove.runtime.tasks.worked` first, to measure a change of form on the same data). Counted as ``selfimprove inspect dev`` counts them: right / items for addition, subtraction
 with a result >= 0 and with a negative one (right: the answer, and no false equation, as the task's
 verifier), and of each the replies in the worked form (stating an equation). The GPT-3 sets are not read.
 
-    .venv/bin/python benchmarks/next_iteration.py demo-y --iteration 3 --adapter DIR --data-dir DIR
+    .venv/bin/python docs/experiments/scripts/next_iteration.py demo-y --iteration 3 --adapter DIR --data-dir DIR
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ from pathlib import Path
 
 import torch
 from data_volume import replies
-from dev_breakdown import kind
 from storekit import read_latest, run_parser
 
+from selfimprove.cli.runlook import kind
+from selfimprove.contracts.params import Hparams
 from selfimprove.runtime.models import resolve_base
 from selfimprove.runtime.tasks.arithmetic import EQUATION, ArithmeticTask
 from selfimprove.runtime.tasks.base import Item
 from selfimprove.runtime.tasks.worked import Plan
 from selfimprove.trainer.batches import encode
-from selfimprove.trainer.hparams import Hparams
 from selfimprove.trainer.model import trainable_model
 from selfimprove.trainer.sft import train_unsynced
 

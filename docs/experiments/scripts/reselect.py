@@ -2,7 +2,7 @@
 (the latest attempt of each, from a local stack folder; the stack must not be running) selected again
 offline in verified mode, with ``--params`` and with ``--params`` updated by ``--variant``, side by side.
 
-    .venv/bin/python benchmarks/reselect.py demo-pa --data-dir DIR --variant '{"worked_mastered": false}'
+    .venv/bin/python docs/experiments/scripts/reselect.py demo-pa --data-dir DIR --variant '{"worked_mastered": false}'
 
 Prints one JSON line per iteration: for each setting, the kept examples in all and per category, and
 their characters (prompt and response: the trainer's cost grows with them). The embedding diversity
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 from storekit import read_latest, run_parser
 
+from selfimprove.contracts.params import SelectParams
 from selfimprove.selection.labels import VERIFIED
-from selfimprove.selection.params import SelectParams
 from selfimprove.selection.pipeline import select
 
 
@@ -44,8 +44,8 @@ def main() -> None:
     args = ap.parse_args()
     base = {**json.loads(args.params), "embed": False}
     settings = {
-        "params": SelectParams.from_json(json.dumps(base)),
-        "variant": SelectParams.from_json(json.dumps({**base, **json.loads(args.variant)})),
+        "params": SelectParams.model_validate_json(json.dumps(base)),
+        "variant": SelectParams.model_validate_json(json.dumps({**base, **json.loads(args.variant)})),
     }
     rows: dict[int, list[dict]] = {}
     for (iteration, _), data in read_latest(args.data_dir, args.run_id, "acquire", "samples.jsonl").items():

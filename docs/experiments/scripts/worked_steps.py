@@ -5,7 +5,7 @@ is 36 - 8?" with the model's own first answer) on train-split problems of each c
 per category the first step right, the second step right on the model's own first answer, and
 verified worked replies (final answer right, every step true). The GPT-3 sets are not read.
 
-    .venv/bin/python benchmarks/worked_steps.py [--adapter DIR] [--problems 128] [--samples 2]
+    .venv/bin/python docs/experiments/scripts/worked_steps.py [--adapter DIR] [--problems 128] [--samples 2]
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ with the answer as a hint. The hint is the loop's (``acquisition.prompts.hint_pr
 answer, samples that use the form (an equation ``a ± b = c``), and right samples whose every equation
 is true: the ones a loop could train the form on. The GPT-3 sets are not read.
 
-    .venv/bin/python benchmarks/format_yield.py [--adapter DIR] [--problems 64]
+    .venv/bin/python docs/experiments/scripts/format_yield.py [--adapter DIR] [--problems 64]
 """
 
 from __future__ import annotations

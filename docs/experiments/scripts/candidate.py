@@ -2,7 +2,7 @@
 --adapter DIR`` (an adapter, or with ``training.method: full`` a whole model; the incumbent is the
 candidate of the iteration last promoted). Reads the store as it was left; no control plane needed.
 
-    .venv/bin/python benchmarks/candidate.py RUN --iteration N --out DIR [--data-dir .stack]
+    .venv/bin/python docs/experiments/scripts/candidate.py RUN --iteration N --out DIR [--data-dir .stack]
 """
 
 from __future__ import annotations

@@ -23,18 +23,25 @@ import os
 import uuid
 
 from selfimprove.core import envelope as envelopes
+from selfimprove.core.stage import stats_dict
 from selfimprove.core.topics import STAGES, Topics
-from selfimprove.v2.common_pb2 import ArtifactRef, ModelRef, Stats
+from selfimprove.v2.common_pb2 import ArtifactRef, ModelRef
 from selfimprove.v2.envelope_pb2 import Envelope
 from selfimprove.v2.stages_pb2 import (
     AcquireResult,
+    AcquireStats,
+    CategoryStats,
     EvaluateResult,
+    EvaluateStats,
     RefineResult,
+    RefineStats,
     SelectResult,
+    SelectStats,
     StageFailure,
     StrategyScore,
     SuiteScore,
     TrainResult,
+    TrainStats,
 )
 
 PRODUCER = "fake-stages"
@@ -69,45 +76,48 @@ def respond(env: Envelope, script: dict, refs=None) -> list[Envelope]:
         return [envelopes.caused_by(env, PRODUCER, stage_failure=failure)]
     if stage == "acquire":
         n = int(_pick(script.get("samples"), it, 10))
-        hint_only = env.acquire_command.hint_only  # hinted replies only, no samples of its own
-        stats = {
-            "prompts": 4,
-            "samples": 0 if hint_only else n,
-            "hinted_samples": n if hint_only else 0,
-            "answered": float(_pick(script.get("yield"), it, 0.5)),
-            "tokens": 100,
-            "yield": 0.0 if hint_only else float(_pick(script.get("yield"), it, 0.5)),
-            "agreement_mean": float(_pick(script.get("agreement"), it, 0.5)),
-            "majority_share": float(_pick(script.get("majority_share"), it, 0.5)),
-            "pass_rate_mean": 0.5,
-        }
+        stats = AcquireStats(
+            prompts=4,
+            samples=n,
+            hinted_samples=0,
+            answered=float(_pick(script.get("yield"), it, 0.5)),
+            tokens=100,
+            yield_rate=float(_pick(script.get("yield"), it, 0.5)),
+            agreement_mean=float(_pick(script.get("agreement"), it, 0.5)),
+            majority_share=float(_pick(script.get("majority_share"), it, 0.5)),
+            pass_rate_mean=0.5,
+        )
+        categories: dict[str, CategoryStats] = {}
         for category, rate in script.get("category_pass", {}).items():  # e.g. {"add2": 0.75}
-            stats[f"pass_rate/{category}"], stats[f"prompts/{category}"] = rate, 2
+            categories.setdefault(category, CategoryStats(category=category)).MergeFrom(
+                CategoryStats(pass_rate=rate, verified=2)
+            )
         for category, share in script.get("category_open", {}).items():  # e.g. {"add2": 0.25}
-            stats[f"open_labels/{category}"], stats[f"asked/{category}"] = share * 4, 4
-        ref = refs("samples", {"samples.jsonl": b"{}\n" * max(n, 1)}, stats)
-        out = AcquireResult(shard=env.shard, samples=ref, stats=Stats(values=stats))
+            categories.setdefault(category, CategoryStats(category=category)).MergeFrom(
+                CategoryStats(open_labels=round(share * 4), asked=4)
+            )
+        stats.categories.extend(categories[k] for k in sorted(categories))
+        ref = refs("samples", {"samples.jsonl": b"{}\n" * max(n, 1)}, {"stats": stats_dict(stats)})
+        out = AcquireResult(shard=env.shard, samples=ref, stats=stats)
         result = envelopes.caused_by(env, PRODUCER, acquire_result=out)
     elif stage == "select":
-        stats = {
-            "kept": float(_pick(script.get("kept"), it, 10)),
-            "pairs": 0.0,
-            "diversity": float(_pick(script.get("diversity"), it, 0.8)),
-            "yield": 0.5,
-        }
-        ref = refs("selected", {"sft.jsonl": b"{}\n", "pairs.jsonl": b"", "card.json": b"{}"}, stats)
-        out = SelectResult(sft_set=ref, preference_pairs=ref, data_card=ref, stats=Stats(values=stats))
+        stats = SelectStats(
+            kept=int(_pick(script.get("kept"), it, 10)),
+            pairs=0,
+            diversity=float(_pick(script.get("diversity"), it, 0.8)),
+            yield_rate=0.5,
+        )
+        files = {"sft.jsonl": b"{}\n", "pairs.jsonl": b"", "card.json": b"{}"}
+        ref = refs("selected", files, {"stats": stats_dict(stats)})
+        out = SelectResult(dataset=ref, stats=stats)
         result = envelopes.caused_by(env, PRODUCER, select_result=out)
     elif stage == "train":
         initial, final = _pick(script.get("loss"), it, [2.0, 1.0])
-        stats = {"steps": 10, "tokens": 500, "initial_loss": initial, "final_loss": final}
-        ref = refs(
-            "adapter", {"adapter_config.json": b"{}", "adapter_model.safetensors": os.urandom(16)}, stats
-        )
+        stats = TrainStats(steps=10, tokens=500, initial_loss=initial, final_loss=final)
+        files = {"adapter_config.json": b"{}", "adapter_model.safetensors": os.urandom(16)}
+        ref = refs("adapter", files, {"stats": stats_dict(stats)})
         cand = ModelRef(base=env.train_command.policy.base, adapter=ref)
-        result = envelopes.caused_by(
-            env, PRODUCER, train_result=TrainResult(candidate=cand, stats=Stats(values=stats))
-        )
+        result = envelopes.caused_by(env, PRODUCER, train_result=TrainResult(candidate=cand, stats=stats))
     elif stage == "evaluate":
         cand, inc, p, regs = (_pick(script.get("eval"), it, [0.6, 0.4, 0.01, {}]) + [{}])[:4]
         cmd = env.evaluate_command
@@ -116,14 +126,14 @@ def respond(env: Envelope, script: dict, refs=None) -> list[Envelope]:
                 name="dev",
                 candidate_accuracy=cand,
                 incumbent_accuracy=inc,
-                n=script.get("eval_n", {}).get(it, cmd.dev_size),
+                n=script.get("eval_n", {}).get(it, cmd.suites[0].dev_size),
                 delta_low=cand - inc - 0.1,
                 delta_high=cand - inc + 0.1,
                 p_value=p,
             )
         ]
-        for spec in cmd.regression_suites:
-            label = json.loads(spec.params_json).get("_suite", spec.name)
+        for suite in cmd.suites[1:]:
+            label = suite.name
             c, i = regs.get(label, [0.9, 0.9])
             suites.append(
                 SuiteScore(
@@ -137,12 +147,17 @@ def respond(env: Envelope, script: dict, refs=None) -> list[Envelope]:
                 )
             )
         ref = refs("details", {"details.jsonl": b"{}\n"}, {})
-        out = EvaluateResult(suites=suites, details=ref, stats=Stats(values={"tokens": 200}))
+        out = EvaluateResult(suites=suites, details=ref, stats=EvaluateStats(tokens=200))
         result = envelopes.caused_by(env, PRODUCER, evaluate_result=out)
     else:
         ref = refs("targets", {"targets.jsonl": b"{}\n"}, {})
         table = [StrategyScore(strategy="greedy", accuracy=0.5, tokens_per_problem=20, n=10)]
-        out = RefineResult(table=table, chosen="greedy", targets=ref, stats=Stats(values={"tokens": 300}))
+        out = RefineResult(
+            table=table,
+            chosen="greedy",
+            targets=ref,
+            stats=RefineStats(dev_n=10, strategies=1, greedy_accuracy=0.5),
+        )
         result = envelopes.caused_by(env, PRODUCER, refine_result=out)
     results = [result]
     if stage in script.get("duplicate", []):

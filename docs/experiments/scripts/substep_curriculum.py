@@ -8,7 +8,7 @@ adapter is trained one epoch on them with the demo's LoRA settings. Before and a
 acquisition's ``work_out`` on 64 train subtractions (as ``worked_steps.py``) and greedy accuracy on
 200 own dev subtractions (as ``data_volume.py``). The GPT-3 sets are not read.
 
-    .venv/bin/python benchmarks/substep_curriculum.py --adapter DIR [--save OUT]
+    .venv/bin/python docs/experiments/scripts/substep_curriculum.py --adapter DIR [--save OUT]
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import torch
 from data_volume import score
 from worked_steps import measure
 
+from selfimprove.contracts.params import Hparams
 from selfimprove.runtime.engine import GenerationRequest, SamplingParams, make_engine
 from selfimprove.runtime.extract import last_integer
 from selfimprove.runtime.models import resolve_base
 from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
 from selfimprove.trainer.batches import encode
-from selfimprove.trainer.hparams import Hparams
 from selfimprove.trainer.model import trainable_model
 from selfimprove.trainer.sft import train_unsynced
 

@@ -2,7 +2,7 @@
 stack's store, labelled exactly as selection's label-free path does (``selection.labels.label_of``),
 then compared with the truth per category and agreement threshold.
 
-    .venv/bin/python benchmarks/pseudo_labels.py demo-a --iteration 1 --thresholds 0.5 0.66
+    .venv/bin/python docs/experiments/scripts/pseudo_labels.py demo-a --iteration 1 --thresholds 0.5 0.66
 
 Prints, per threshold and category: prompts, prompts with a pseudo-label, and how many are right.
 """
