@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from selfimprove.acquisition import prompts
-from selfimprove.acquisition.scoring import judge_prompt, judge_score
+from selfimprove.acquisition.selfjudge import judge_prompt, judge_score
 from selfimprove.acquisition.shard import make_row
 from selfimprove.contracts.samples import BY_MAJORITY, BY_VERIFIER, Row
 from selfimprove.contracts.voting import majority

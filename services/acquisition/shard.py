@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from selfimprove.acquisition.scoring import bucket
+from selfimprove.acquisition.selfjudge import bucket
 from selfimprove.contracts.samples import Row, is_step, jsonable
 from selfimprove.contracts.voting import agreement, majority, pass_rate
 from selfimprove.runtime.tasks.base import Item

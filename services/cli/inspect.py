@@ -38,7 +38,7 @@ def dev_cmd(
     """An iteration's dev results: each suite's paired score, then per model right / items by
     operation and by phrasing, and how the wrong answers miss."""
     from selfimprove.cli.runlook import dev_breakdown
-    from selfimprove.evaluator.scoring import suite_score
+    from selfimprove.evaluator.paired import suite_score
 
     [data] = _read(data_dir, run_id, "evaluate", "details.jsonl", iteration).values()
     every = [json.loads(line) for line in data.splitlines() if line.strip()]

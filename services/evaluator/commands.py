@@ -122,9 +122,9 @@ def tactics_at(cfg: RunConfig, iteration: int) -> AcquireTactics:
 def focus_of(state: RunState, cfg: RunConfig) -> dict[str, float]:
     """The category weights of this iteration's acquire commands (``acquisition.focus``; none: the
     task's even mix). A label-free run reads only acquisitions a trained model sampled: while the base
-    model samples, its open labels are mostly 1-digit ones (37 of 45 in demo-lfd's first iteration,
-    ``docs/experiments/scripts/prompt_mix.py``), and the start, which decides a label-free run, keeps the even mix
-    it was measured with."""
+    model samples, its open labels are mostly 1-digit ones (``docs/experiments/scripts/prompt_mix.py``
+    shows the mix), and the start, which decides a label-free run, keeps the even mix it was measured
+    with."""
     a = cfg.acquisition
     if not a.focus:
         return {}

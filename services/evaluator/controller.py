@@ -26,7 +26,7 @@ from selfimprove.evaluator.config import RunConfig, load_config
 from selfimprove.evaluator.crash import CrashHooks
 from selfimprove.evaluator.loopmetrics import LoopMetrics
 from selfimprove.evaluator.state import RunState
-from selfimprove.evaluator.step import Step
+from selfimprove.evaluator.transition import Transition
 from selfimprove.v2.envelope_pb2 import Envelope
 from selfimprove.v2.stages_pb2 import Decision, RunControl
 
@@ -88,7 +88,7 @@ class Controller:
                 return []
             now = self.clock()
             if payload == "run_control":
-                step = self._control(env, state, now)
+                tr = self._control(env, state, now)
             elif state is None:
                 log.warning(
                     "result for unknown run %s ignored", env.run_id, extra=fields(event_id=env.event_id)
@@ -96,15 +96,15 @@ class Controller:
                 self.metrics.ignored_result(STAGE_NAME.get(env.stage, ""), "unknown_run")
                 return []
             else:
-                step = decide.on_result(self.bus.topics, state, self.config(state), env, now)
-            if step is None:
+                tr = decide.on_result(self.bus.topics, state, self.config(state), env, now)
+            if tr is None:
                 return []
             self.crash.at("after_consume", payload)
-            await self._commit(step, env.event_id, consumed)
+            await self._commit(tr, env.event_id, consumed)
         self.crash.at("before_commit", payload)
         return []
 
-    def _control(self, env: Envelope, state: RunState | None, now: float) -> Step | None:
+    def _control(self, env: Envelope, state: RunState | None, now: float) -> Transition | None:
         rc = env.run_control
         topics = self.bus.topics
         if rc.action == RunControl.ACTION_STOP:
@@ -138,9 +138,9 @@ class Controller:
                 state = self.runs[run_id]
                 if not state.active:
                     continue
-                step = decide.on_tick(self.bus.topics, state, self.config(state), self.clock())
-                if step.out:
-                    await self._commit(step, "", time.perf_counter())
+                tr = decide.on_tick(self.bus.topics, state, self.config(state), self.clock())
+                if tr.out:
+                    await self._commit(tr, "", time.perf_counter())
 
     async def tick_loop(self, stop: asyncio.Event, every: float, grace: float) -> None:
         await asyncio.sleep(grace)
@@ -154,31 +154,31 @@ class Controller:
 
     # -- outputs --------------------------------------------------------------------------------
 
-    async def _commit(self, step: Step, cause: str, consumed: float) -> None:
+    async def _commit(self, tr: Transition, cause: str, consumed: float) -> None:
         # All outputs in flight at once (one round trip); per partition the producer keeps their order.
-        await asyncio.gather(*(self.bus.publish(o.topic, o.envelope, o.key, o.spread) for o in step.out))
+        await asyncio.gather(*(self.bus.publish(o.topic, o.envelope, o.key, o.spread) for o in tr.out))
         acked = (
             time.perf_counter()
-            if any(o.envelope.WhichOneof("payload") != "decision" for o in step.out)
+            if any(o.envelope.WhichOneof("payload") != "decision" for o in tr.out)
             else None
         )
         if any(
             o.envelope.HasField("decision") and o.envelope.decision.kind == Decision.KIND_PROMOTE
-            for o in step.out
+            for o in tr.out
         ):
             self.crash.at("after_promote", "decision")
         if acked is not None and cause:
             self.latencies.append(acked - consumed)
             self.metrics.control_latency.observe(acked - consumed)
-        state = step.state
+        state = tr.state
         state.mark_applied(cause)
         previous = self.runs.get(state.run_id)
         self.runs[state.run_id] = state
         await asyncio.to_thread(snapshot.save, self.store, state, previous)
-        self.metrics.apply(state, step.signals)
+        self.metrics.apply(state, tr.signals)
         self.metrics.count_runs(list(self.runs.values()))
         for d in state.decisions[
-            len(state.decisions) - sum(1 for o in step.out if o.envelope.HasField("decision")) :
+            len(state.decisions) - sum(1 for o in tr.out if o.envelope.HasField("decision")) :
         ]:
             log.info(
                 "decision %s: %s",

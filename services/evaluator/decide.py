@@ -1,10 +1,10 @@
-"""The controller's decisions as pure functions: (state, config, input, clock) -> Step.
+"""The controller's decisions as pure functions: (state, config, input, clock) -> Transition.
 
 Inputs are a run start, a resume, a stop, a stage result (or failure), and a timer tick. Every
 result is first checked against the run's open slots: the first complete result of a slot is
 accepted, anything else (another attempt, a duplicate, a late result of an earlier stage or an
-abandoned round) is ignored. An accepted result that completes a stage is judged (``judge``) and
-the run advances (``advance``).
+abandoned round) is ignored. An accepted result that completes a stage gets its verdict
+(``verdicts``) and the run advances (``advance``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from selfimprove.evaluator.commands import STAGE_NAME
 from selfimprove.evaluator.config import RunConfig
 from selfimprove.evaluator.refs import base_version, model_dict, ref_dict, suite_dict
 from selfimprove.evaluator.state import COMPLETED, FAILED, RUNNING, STOPPED, RunState, slot_name
-from selfimprove.evaluator.step import Step
+from selfimprove.evaluator.transition import Transition
 from selfimprove.v2.common_pb2 import ModelRef
 from selfimprove.v2.envelope_pb2 import Envelope
 
@@ -27,7 +27,7 @@ IGNORED_KEEP = 512
 
 def start(
     topics: Topics, cfg: RunConfig, config_yaml: str, run_id: str, now: float, cause: str, lineage: dict
-) -> Step:
+) -> Transition:
     """A new run: iteration 1 acquires with the base model."""
     state = RunState(
         run_id=run_id, config_yaml=config_yaml, started_at=now, last_progress=now, topic_prefix=topics.prefix
@@ -39,37 +39,37 @@ def start(
         "artifacts": [],
         "models": [dict(state.incumbent, iteration=0, promoted=True)],
     }
-    step = Step(topics, state, cfg, cause, now)
-    step.decide("continue", f"run started: iteration 1 of at most {cfg.budget.iterations}")
-    advance.begin_iteration(step)
-    return step
+    tr = Transition(topics, state, cfg, cause, now)
+    tr.decide("continue", f"run started: iteration 1 of at most {cfg.budget.iterations}")
+    advance.begin_iteration(tr)
+    return tr
 
 
-def resume(topics: Topics, state: RunState, cfg: RunConfig, now: float, cause: str) -> Step:
+def resume(topics: Topics, state: RunState, cfg: RunConfig, now: float, cause: str) -> Transition:
     """Continue a stopped (or running) run: re-command every open slot with its next attempt."""
-    step = Step(topics, copy.deepcopy(state), cfg, cause, now)
-    s = step.state
+    tr = Transition(topics, copy.deepcopy(state), cfg, cause, now)
+    s = tr.state
     if s.status == COMPLETED:
-        return step
+        return tr
     s.status, s.stop_reason = RUNNING, ""
     open_slots = [k for k in s.slots if k not in s.accepted and k.split("/")[0] == s.stage]
-    step.decide("continue", f"run resumed at iteration {s.iteration}, stage {s.stage}")
+    tr.decide("continue", f"run resumed at iteration {s.iteration}, stage {s.stage}")
     for slot in sorted(open_slots):
-        step.command(slot)
-    return step
+        tr.command(slot)
+    return tr
 
 
-def stop(topics: Topics, state: RunState, cfg: RunConfig, reason: str, now: float, cause: str) -> Step:
-    step = Step(topics, copy.deepcopy(state), cfg, cause, now)
-    if step.state.active:
-        step.finish(STOPPED, reason or "stopped through the control plane")
-    return step
+def stop(topics: Topics, state: RunState, cfg: RunConfig, reason: str, now: float, cause: str) -> Transition:
+    tr = Transition(topics, copy.deepcopy(state), cfg, cause, now)
+    if tr.state.active:
+        tr.finish(STOPPED, reason or "stopped through the control plane")
+    return tr
 
 
-def on_result(topics: Topics, state: RunState, cfg: RunConfig, env: Envelope, now: float) -> Step:
+def on_result(topics: Topics, state: RunState, cfg: RunConfig, env: Envelope, now: float) -> Transition:
     """Apply a stage's result or failure event to the run."""
-    step = Step(topics, copy.deepcopy(state), cfg, env.event_id, now)
-    s = step.state
+    tr = Transition(topics, copy.deepcopy(state), cfg, env.event_id, now)
+    s = tr.state
     stage = STAGE_NAME.get(env.stage, "")
     slot = slot_name(stage, env.shard if stage == "acquire" else None)
     current = s.slots.get(slot)
@@ -88,12 +88,12 @@ def on_result(topics: Topics, state: RunState, cfg: RunConfig, env: Envelope, no
     if why:
         s.ignored_ids.append(env.event_id)
         del s.ignored_ids[:-IGNORED_KEEP]
-        step.signal("ignored", stage, why, reason)
-        return step
+        tr.signal("ignored", stage, why, reason)
+        return tr
     assert current is not None
     if env.WhichOneof("payload") == "stage_failure":
-        _failure(step, slot, env)
-        return step
+        _failure(tr, slot, env)
+        return tr
     record = _record(env, stage)
     s.accepted[slot] = record
     s.accepted_ids.append(env.event_id)
@@ -109,9 +109,9 @@ def on_result(topics: Topics, state: RunState, cfg: RunConfig, env: Envelope, no
             "refs": artifact_refs(record),
         }
     )
-    step.signal("accepted", stage)
-    advance.after_accept(step, stage)
-    return step
+    tr.signal("accepted", stage)
+    advance.after_accept(tr, stage)
+    return tr
 
 
 def artifact_refs(record: dict) -> dict[str, dict]:
@@ -128,15 +128,15 @@ def artifact_refs(record: dict) -> dict[str, dict]:
     return refs
 
 
-def on_tick(topics: Topics, state: RunState, cfg: RunConfig, now: float) -> Step:
+def on_tick(topics: Topics, state: RunState, cfg: RunConfig, now: float) -> Transition:
     """Budgets that run out with time, and slots that did not report within their timeout."""
     s = state
     if not s.active:
-        return Step(topics, s, cfg, "", now)
+        return Transition(topics, s, cfg, "", now)
     if now - s.started_at > cfg.budget.wall_time_s and not s.finishing:
-        step = Step(topics, copy.deepcopy(state), cfg, f"tick/{s.run_id}/wall-time", now)
-        advance.conclude(step, f"budget spent: wall time over {cfg.budget.wall_time_s:.0f}s")
-        return step
+        tr = Transition(topics, copy.deepcopy(state), cfg, f"tick/{s.run_id}/wall-time", now)
+        advance.conclude(tr, f"budget spent: wall time over {cfg.budget.wall_time_s:.0f}s")
+        return tr
     late = [
         k
         for k, v in sorted(s.slots.items())
@@ -145,48 +145,48 @@ def on_tick(topics: Topics, state: RunState, cfg: RunConfig, now: float) -> Step
         and now - v.commanded_at > cfg.stage(s.stage).timeout_s
     ]
     if not late:
-        return Step(topics, s, cfg, "", now)
+        return Transition(topics, s, cfg, "", now)
     first = s.slots[late[0]]
-    step = Step(
+    tr = Transition(
         topics, copy.deepcopy(state), cfg, f"tick/{s.run_id}/{s.iteration}/{late[0]}/{first.attempt}", now
     )
     limit = cfg.stage(s.stage)
     for slot in late:
-        attempt = step.state.slots[slot].attempt
+        attempt = tr.state.slots[slot].attempt
         if attempt >= limit.max_attempts:
-            step.signal("failure", s.stage)
-            _give_up(step, f"{slot} did not report within {limit.timeout_s:.0f}s after {attempt} attempts")
-            return step
-        step.decide("retry", f"{slot} attempt {attempt} did not report within {limit.timeout_s:.0f}s")
-        step.command(slot)
-    return step
+            tr.signal("failure", s.stage)
+            _give_up(tr, f"{slot} did not report within {limit.timeout_s:.0f}s after {attempt} attempts")
+            return tr
+        tr.decide("retry", f"{slot} attempt {attempt} did not report within {limit.timeout_s:.0f}s")
+        tr.command(slot)
+    return tr
 
 
-def _failure(step: Step, slot: str, env: Envelope) -> None:
-    s = step.state
+def _failure(tr: Transition, slot: str, env: Envelope) -> None:
+    s = tr.state
     f = env.stage_failure
     current = s.slots[slot]
     current.failures += 1
-    step.signal("failure", slot.split("/")[0])
+    tr.signal("failure", slot.split("/")[0])
     if env.attempt < current.attempt:
         return  # a newer attempt is already out
-    limit = step.cfg.stage(s.stage).max_attempts
+    limit = tr.cfg.stage(s.stage).max_attempts
     what = f"{slot} attempt {env.attempt} failed: {f.error_type}: {f.message}"
     if f.retryable and current.attempt < limit:
-        step.decide("retry", what)
-        step.command(slot)
+        tr.decide("retry", what)
+        tr.command(slot)
     else:
-        _give_up(step, what if not f.retryable else f"{what} (after {current.attempt} attempts)")
+        _give_up(tr, what if not f.retryable else f"{what} (after {current.attempt} attempts)")
 
 
-def _give_up(step: Step, what: str) -> None:
+def _give_up(tr: Transition, what: str) -> None:
     """A slot out of attempts fails the run; the final model's calibration only notes it, since the
     loop itself had already completed (``refinement.when: end``)."""
-    s = step.state
+    s = tr.state
     if s.finishing:
-        step.finish(COMPLETED, f"{s.finishing}; the final calibration failed: {what}")
+        tr.finish(COMPLETED, f"{s.finishing}; the final calibration failed: {what}")
     else:
-        step.finish(FAILED, what)
+        tr.finish(FAILED, what)
 
 
 def _tokens(env: Envelope) -> float:

@@ -7,7 +7,7 @@ import json
 from selfimprove.evaluator.commands import STAGE_ENUM
 from selfimprove.evaluator.refs import to_model, to_suite
 from selfimprove.evaluator.state import RunState
-from selfimprove.evaluator.step import KINDS
+from selfimprove.evaluator.transition import KINDS
 from selfimprove.v2.control_pb2 import RunStatus
 from selfimprove.v2.stages_pb2 import Decision
 

@@ -7,7 +7,7 @@ in the store (``evalcache``), so an incumbent is evaluated once per (version, su
 
 With interim looks (``interim_looks``, ``interim_alpha``: ``evaluation.interim_looks``), the main suite is
 evaluated in chunks, up to each look in turn, and stops at the first look where the candidate's
-gain is already significant at the interim level (:func:`~selfimprove.evaluator.scoring.decided_early`);
+gain is already significant at the interim level (:func:`~selfimprove.evaluator.paired.decided_early`);
 the suite then scores the items evaluated so far.
 """
 
@@ -23,8 +23,8 @@ from selfimprove.core.settings import load
 from selfimprove.core.store import ArtifactError
 from selfimprove.core.topics import Topics
 from selfimprove.evaluator import evalcache
+from selfimprove.evaluator.paired import chunks, decided_early, suite_score, task_params
 from selfimprove.evaluator.refs import to_suite
-from selfimprove.evaluator.scoring import chunks, decided_early, suite_score, task_params
 from selfimprove.evaluator.settings import WorkerSettings
 from selfimprove.v2.common_pb2 import Stage
 from selfimprove.v2.envelope_pb2 import Envelope

@@ -267,10 +267,10 @@ class AcquireStats(_message.Message):
     CATEGORIES_FIELD_NUMBER: _builtins.int
     prompts: _builtins.int
     samples: _builtins.int
-    """The prompts' own samples (not hinted, worked, check or witness replies)."""
+    """The prompts' own samples (not hinted, worked or check replies)."""
     tokens: _builtins.int
-    """Every sample generated: the prompts', the hinted ones, the checks', the witnesses' and the
-    sub-questions' (hinted ones too).
+    """Every sample generated: the prompts', the hinted ones, the checks' and the sub-questions'
+    (hinted ones too).
     """
     tokens_per_second: _builtins.float
     duration_seconds: _builtins.float
@@ -530,8 +530,8 @@ class FilterDrops(_message.Message):
     COUNT_FIELD_NUMBER: _builtins.int
     UNIT_FIELD_NUMBER: _builtins.int
     filter: _builtins.str
-    """The filter: duplicate_prompt, decontamination, difficulty, label, label_check, label_witness,
-    format, duplicate, near_duplicate, per_prompt_cap, diversity, balance.
+    """The filter: duplicate_prompt, decontamination, difficulty, label, label_check, format,
+    duplicate, near_duplicate, per_prompt_cap, diversity, balance.
     """
     count: _builtins.int
     unit: _builtins.str

@@ -22,8 +22,8 @@ stages: {train: {timeout_s: 10, max_attempts: 2}}
 
 def run(config: str, script: dict, max_steps: int = 200, now: float = 1000.0):
     cfg = load_config(config)
-    step = decide.start(TOPICS, cfg, dump_config(cfg), "r1", now, "start", {"code_version": "x"})
-    state, queue, log = step.state, list(step.out), list(step.out)
+    tr = decide.start(TOPICS, cfg, dump_config(cfg), "r1", now, "start", {"code_version": "x"})
+    state, queue, log = tr.state, list(tr.out), list(tr.out)
     for _ in range(max_steps):
         if not queue:
             break
@@ -32,10 +32,10 @@ def run(config: str, script: dict, max_steps: int = 200, now: float = 1000.0):
             continue
         for result in respond(out.envelope, script):
             now += 1
-            step = decide.on_result(TOPICS, state, cfg, result, now)
-            state = step.state
-            queue += step.out
-            log += step.out
+            tr = decide.on_result(TOPICS, state, cfg, result, now)
+            state = tr.state
+            queue += tr.out
+            log += tr.out
     return state, log
 
 
@@ -155,13 +155,13 @@ def test_timeout_recommands_with_next_attempt_then_fails():
     assert state.stage == "train" and state.slots["train"].attempt == 1
     now = state.slots["train"].commanded_at
     assert not decide.on_tick(TOPICS, state, cfg, now + 5).out
-    step = decide.on_tick(TOPICS, state, cfg, now + 11)
-    retried = [o.envelope for o in step.out if o.envelope.WhichOneof("payload") == "train_command"]
+    tr = decide.on_tick(TOPICS, state, cfg, now + 11)
+    retried = [o.envelope for o in tr.out if o.envelope.WhichOneof("payload") == "train_command"]
     assert [e.attempt for e in retried] == [2]
     # a repeated tick re-sends the same command id (idempotent), a later one gives up
     again = decide.on_tick(TOPICS, state, cfg, now + 11)
-    assert [o.envelope.event_id for o in again.out] == [o.envelope.event_id for o in step.out]
-    final = decide.on_tick(TOPICS, step.state, cfg, now + 30)
+    assert [o.envelope.event_id for o in again.out] == [o.envelope.event_id for o in tr.out]
+    final = decide.on_tick(TOPICS, tr.state, cfg, now + 30)
     assert final.state.status == FAILED and "after 2 attempts" in final.state.stop_reason
 
 
@@ -174,10 +174,10 @@ def test_retryable_failure_retries():
 
 def test_redelivered_result_gives_the_same_outputs():
     cfg = load_config(BASE)
-    step = decide.start(TOPICS, cfg, dump_config(cfg), "r1", 0.0, "start", {})
-    [first] = respond(step.out[1].envelope, {})
-    [last] = respond(step.out[2].envelope, {})
-    state = decide.on_result(TOPICS, step.state, cfg, first, 5.0).state
+    tr = decide.start(TOPICS, cfg, dump_config(cfg), "r1", 0.0, "start", {})
+    [first] = respond(tr.out[1].envelope, {})
+    [last] = respond(tr.out[2].envelope, {})
+    state = decide.on_result(TOPICS, tr.state, cfg, first, 5.0).state
     a = decide.on_result(TOPICS, state, cfg, last, 6.0)
     b = decide.on_result(TOPICS, state, cfg, last, 7.0)
     assert len(a.out) == 2  # the decision and the select command
@@ -299,13 +299,15 @@ def test_interim_looks_ride_in_the_evaluate_command_and_an_early_verdict_says_so
 
 
 def test_the_data_gate_counts_hinted_replies_and_the_answered_fraction():
-    from selfimprove.evaluator import judge
+    from selfimprove.evaluator import verdicts
     from selfimprove.v2.stages_pb2 import AcquireStats
 
     shard = dict(samples=0, hinted_samples=64, yield_rate=0.0, answered=0.8, prompts=32)
-    ok = judge.data_verdict([AcquireStats(**shard)] * 2, min_samples=16, min_yield=0.02)
-    assert ok.ok and ok.stats["answered"] == pytest.approx(0.8)
-    thin = judge.data_verdict([AcquireStats(**{**shard, "answered": 0.01})], min_samples=16, min_yield=0.02)
+    ok = verdicts.data_verdict([AcquireStats(**shard)] * 2, min_samples=16, min_yield=0.02)
+    assert ok.ok and ok.answered == pytest.approx(0.8)
+    thin = verdicts.data_verdict(
+        [AcquireStats(**{**shard, "answered": 0.01})], min_samples=16, min_yield=0.02
+    )
     assert not thin.ok and "yield 0.010 < 0.02" in thin.reason
 
 

@@ -57,15 +57,15 @@ def test_ignored_results_are_counted_with_their_reason():
     metrics = Metrics("evaluator")
     loop = LoopMetrics(metrics)
     cfg = load_config("run_id: r1\nacquisition: {shards: 2}\n")
-    step = decide.start(TOPICS, cfg, dump_config(cfg), "r1", 1000.0, "start", {})
-    command = [o.envelope for o in step.out if o.envelope.WhichOneof("payload") == "acquire_command"][0]
+    tr = decide.start(TOPICS, cfg, dump_config(cfg), "r1", 1000.0, "start", {})
+    command = [o.envelope for o in tr.out if o.envelope.WhichOneof("payload") == "acquire_command"][0]
     [result] = respond(command, {})
-    state = decide.on_result(TOPICS, step.state, cfg, result, 1001.0).state
+    state = decide.on_result(TOPICS, tr.state, cfg, result, 1001.0).state
     again = decide.on_result(TOPICS, state, cfg, result, 1002.0)  # the same result redelivered
     loop.apply(again.state, again.signals)
     late = envelopes.caused_by(command, "t", acquire_result=AcquireResult())
     late.iteration = 7
-    step = decide.on_result(TOPICS, state, cfg, late, 1003.0)
-    loop.apply(step.state, step.signals)
+    tr = decide.on_result(TOPICS, state, cfg, late, 1003.0)
+    loop.apply(tr.state, tr.signals)
     assert ignored(metrics, stage="acquire", reason="slot_done") == 1
     assert ignored(metrics, stage="acquire", reason="late") == 1

@@ -17,7 +17,7 @@ import json
 
 from storekit import read_latest, run_parser
 
-from selfimprove.evaluator.scoring import chunks, decided_early, suite_score
+from selfimprove.evaluator.paired import chunks, decided_early, suite_score
 
 
 def replay(inc: list[bool], cand: list[bool], looks: list[int], interim_alpha: float, alpha: float) -> dict:

@@ -1,4 +1,5 @@
-"""Acquisition's own scores, as pure functions: the pass-rate histogram of a shard and the self-judge.
+"""The self-judge (the model grading its own replies: its prompt and the P(correct) read from its
+verdict) and the pass-rate histogram buckets of a shard's stats. Pure functions.
 
 Label voting (majority answer, agreement, pass rate), which selection shares, lives in
 :mod:`selfimprove.contracts.voting`.

@@ -1,8 +1,8 @@
-"""One step of a run: the outputs and signals a decision produces while it changes the state.
+"""One transition of a run's state: the commands and decisions that handling one event produces.
 
-A :class:`Step` collects the commands and decision events to publish (ids derived from the cause, so a
-re-run step repeats them exactly) and *signals* for the loop-health metrics. Pure: the caller passes
-the clock.
+A :class:`Transition` collects the commands and decision events to publish (ids derived from the
+cause, so a re-run transition repeats them exactly) and *signals* for the loop-health metrics while
+the decision changes the state. Pure: the caller passes the clock.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ KINDS = {
 
 
 @dataclass
-class Step:
+class Transition:
     topics: Topics
     state: RunState
     cfg: RunConfig

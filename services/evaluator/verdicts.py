@@ -1,14 +1,17 @@
-"""Pure judgements of each stage's output, and the stopping rules. No I/O, no clocks.
-
-Each returns a :class:`Verdict`: ``ok`` plus the reason and the numbers it was based on, which
-become a decision event's evidence.
+"""The evaluator's verdicts on each stage's output, and the stopping rules. Pure: no I/O, no clocks.
 
 Each judges a stage's typed statistics (``AcquireStats``, ``SelectStats``, ``TrainStats``, the
-suites' scores); a verdict's ``stats`` are display figures for the decision, not read back by name.
+suites' scores) and returns a :class:`Verdict`: ``ok``, the reason, and ``figures``, the numbers it
+was based on, written into the decision event for display and never read back by name. What the run
+goes on to use (the samples acquired, the selection's diversity, an evaluation's p-value and whether
+its candidate is pending) are typed fields of the stage's verdict.
 
 >>> shard = AcquireStats(prompts=10, samples=40, yield_rate=0.5, answered=0.5)
->>> data_verdict([shard, AcquireStats()], min_samples=10, min_yield=0.1)
-Verdict(ok=True, reason='acquired 40 samples, mean yield 0.500', stats={'samples': 40.0, 'yield': 0.5, 'shards': 2.0})
+>>> v = data_verdict([shard, AcquireStats()], min_samples=10, min_yield=0.1)
+>>> v.ok, v.reason, v.samples, v.yield_rate, v.answered
+(True, 'acquired 40 samples, mean yield 0.500', 40.0, 0.5, None)
+>>> v.figures
+{'samples': 40.0, 'yield': 0.5, 'shards': 2.0}
 >>> training_verdict(TrainStats(initial_loss=2.0, final_loss=float("nan"))).reason
 'training unhealthy: final loss is not finite (nan)'
 """
@@ -25,9 +28,45 @@ from selfimprove.v2.stages_pb2 import AcquireStats, SelectStats, TrainStats
 
 @dataclass(frozen=True)
 class Verdict:
+    """Whether a stage's output lets the run go on, and why. ``figures`` are display-only: they go
+    into ``Decision.figures`` and no code reads them back by name."""
+
     ok: bool
     reason: str
-    stats: dict[str, float] = field(default_factory=dict)
+    figures: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataVerdict(Verdict):
+    """The verdict on the data acquired over every shard."""
+
+    samples: float
+    """The model's own samples over every shard (hinted replies not counted)."""
+    yield_rate: float
+    """Mean fraction of the own samples that verified, weighted by samples."""
+    answered: float | None = None
+    """Mean fraction of prompts with any verified reply; only when hinted replies were acquired."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelectionVerdict(Verdict):
+    """The verdict on the selected training set."""
+
+    kept: float
+    """SFT rows kept."""
+    diversity: float
+    """The kept set's diversity, as selection measured it (the collapse rule watches it)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluationVerdict(Verdict):
+    """The verdict on a candidate's paired evaluation against the incumbent."""
+
+    p_value: float = 1.0
+    """The main suite's exact McNemar p-value."""
+    pending: bool = False
+    """Rejected, but worth training further: a gain not yet significant, or a fall within the
+    pending tolerance."""
 
 
 def weighted(pairs: Sequence[tuple[float, float]]) -> float:
@@ -46,7 +85,7 @@ def weighted(pairs: Sequence[tuple[float, float]]) -> float:
 
 def data_verdict(
     shards: Sequence[AcquireStats], min_samples: int, min_yield: float, label_free: bool = False
-) -> Verdict:
+) -> DataVerdict:
     """Enough data after acquisition: replies (the model's own samples and hinted ones) over every
     shard, and the mean fraction of prompts with a verified reply (``answered``, which counts the
     own samples' ``yield_rate`` too). A label-free run judges no verdict of the verifier:
@@ -64,38 +103,41 @@ def data_verdict(
     hinted = float(sum(s.hinted_samples for s in shards))
     yld = weighted([(s.yield_rate, s.samples) for s in shards])
     answered = weighted([(s.answered, s.prompts) for s in shards])
-    stats = {"samples": samples, "yield": yld, "shards": float(len(shards))}
+    figures = {"samples": samples, "yield": yld, "shards": float(len(shards))}
     said = f"{samples:.0f} samples"
     if hinted:
-        stats.update(hinted_samples=hinted, answered=answered)
+        figures.update(hinted_samples=hinted, answered=answered)
         said += f" and {hinted:.0f} hinted"
     share, name = answered, "yield"  # answered counts the own samples' yield too
     if label_free:
         share, name = weighted([(s.majority_share, s.prompts) for s in shards]), "majority share"
-        stats["majority_share"] = share
+        figures["majority_share"] = share
     if samples + hinted < max(1, min_samples):
-        return Verdict(False, f"too little data: {said} < {max(1, min_samples)}", stats)
-    if share < min_yield:
-        return Verdict(False, f"too little data: {name} {share:.3f} < {min_yield}", stats)
-    if label_free:
-        return Verdict(True, f"acquired {said}, majority share {share:.3f}", stats)
-    tail = f", answered {answered:.3f}" if hinted else ""
-    return Verdict(True, f"acquired {said}, mean yield {yld:.3f}{tail}", stats)
+        ok, reason = False, f"too little data: {said} < {max(1, min_samples)}"
+    elif share < min_yield:
+        ok, reason = False, f"too little data: {name} {share:.3f} < {min_yield}"
+    elif label_free:
+        ok, reason = True, f"acquired {said}, majority share {share:.3f}"
+    else:
+        tail = f", answered {answered:.3f}" if hinted else ""
+        ok, reason = True, f"acquired {said}, mean yield {yld:.3f}{tail}"
+    return DataVerdict(
+        ok, reason, figures, samples=samples, yield_rate=yld, answered=answered if hinted else None
+    )
 
 
-def selection_verdict(stats: SelectStats, min_kept: int) -> Verdict:
+def selection_verdict(stats: SelectStats, min_kept: int) -> SelectionVerdict:
     """Enough data after selection: examples kept (SFT rows, or pairs for preference training).
 
     >>> selection_verdict(SelectStats(kept=0, pairs=0, diversity=0.3), 1).ok
     False
     """
     kept, pairs = float(stats.kept), float(stats.pairs)
-    out = {"kept": kept, "pairs": pairs, "diversity": stats.diversity}
-    if max(kept, pairs) < max(1, min_kept):
-        return Verdict(
-            False, f"too little data: selection kept {kept:.0f} examples and {pairs:.0f} pairs", out
-        )
-    return Verdict(True, f"selection kept {kept:.0f} examples and {pairs:.0f} pairs", out)
+    figures = {"kept": kept, "pairs": pairs, "diversity": stats.diversity}
+    said = f"selection kept {kept:.0f} examples and {pairs:.0f} pairs"
+    ok = max(kept, pairs) >= max(1, min_kept)
+    reason = said if ok else f"too little data: {said}"
+    return SelectionVerdict(ok, reason, figures, kept=kept, diversity=stats.diversity)
 
 
 def training_verdict(
@@ -122,39 +164,43 @@ def training_verdict(
     """
     final = stats.final_loss if stats.HasField("final_loss") else math.nan
     initial = stats.initial_loss if stats.HasField("initial_loss") else math.nan
-    out = {"steps": float(stats.steps), "tokens": float(stats.tokens)}
+    figures = {"steps": float(stats.steps), "tokens": float(stats.tokens)}
     if stats.HasField("initial_loss") and stats.HasField("final_loss"):
-        out.update(initial_loss=initial, final_loss=final)
+        figures.update(initial_loss=initial, final_loss=final)
     if not math.isfinite(final):
-        return Verdict(False, f"training unhealthy: final loss is not finite ({final})", out)
+        return Verdict(False, f"training unhealthy: final loss is not finite ({final})", figures)
     if not math.isfinite(initial):
-        return Verdict(False, f"training unhealthy: initial loss is not finite ({initial})", out)
+        return Verdict(False, f"training unhealthy: initial loss is not finite ({initial})", figures)
     measured = stats.HasField("heldout_loss_before") and stats.HasField("heldout_loss_after")
     before, after = stats.heldout_loss_before, stats.heldout_loss_after
     if measured and math.isfinite(before) and math.isfinite(after):
         # Held-out loss before and after training is the fairer test than two noisy batch losses.
-        out.update(heldout_loss_before=float(before), heldout_loss_after=float(after))
+        figures.update(heldout_loss_before=float(before), heldout_loss_after=float(after))
         if require_loss_drop and heldout_tolerance > 0 and after > before * (1 + heldout_tolerance):
             rise = after / before - 1 if before > 0 else math.inf
             return Verdict(
                 False,
                 f"training unhealthy: held-out loss rose {rise:.0%} ({after:.4f} vs {before:.4f}, "
                 f"tolerance {heldout_tolerance:.0%})",
-                out,
+                figures,
             )
         if require_loss_drop and heldout_tolerance <= 0 and after >= before:
             return Verdict(
-                False, f"training unhealthy: held-out loss did not fall ({after:.4f} >= {before:.4f})", out
+                False,
+                f"training unhealthy: held-out loss did not fall ({after:.4f} >= {before:.4f})",
+                figures,
             )
         within = f" (within a {heldout_tolerance:.0%} rise)" if after >= before else ""
-        return Verdict(True, f"training healthy: held-out loss {before:.4f} -> {after:.4f}{within}", out)
+        return Verdict(True, f"training healthy: held-out loss {before:.4f} -> {after:.4f}{within}", figures)
     if require_loss_drop and stats.steps < 2:
         return Verdict(
-            True, f"training finite after one step (loss {final:.4f}); too few steps to see a fall", out
+            True, f"training finite after one step (loss {final:.4f}); too few steps to see a fall", figures
         )
     if require_loss_drop and final >= initial:
-        return Verdict(False, f"training unhealthy: loss did not fall ({final:.4f} >= {initial:.4f})", out)
-    return Verdict(True, f"training healthy: loss {initial:.4f} -> {final:.4f}", out)
+        return Verdict(
+            False, f"training unhealthy: loss did not fall ({final:.4f} >= {initial:.4f})", figures
+        )
+    return Verdict(True, f"training healthy: loss {initial:.4f} -> {final:.4f}", figures)
 
 
 def evaluation_verdict(
@@ -163,7 +209,7 @@ def evaluation_verdict(
     margin: float,
     pending_tolerance: float = 0.0,
     regression_alpha: float | None = None,
-) -> Verdict:
+) -> EvaluationVerdict:
     """Promote only a significant gain on the main suite (the first) with no regression beyond
     ``margin`` on any other suite. A rejected candidate is ``pending`` (worth training further) when
     it gained without significance, or fell no more than ``pending_tolerance`` below the incumbent.
@@ -177,11 +223,11 @@ def evaluation_verdict(
     >>> reg = {"name": "add1", "candidate_accuracy": 0.7, "incumbent_accuracy": 0.9, "p_value": 0.02, "n": 50}
     >>> evaluation_verdict([main, reg], 0.05, 0.05).reason
     'regression on add1: 0.700 < 0.900 - margin 0.05'
-    >>> evaluation_verdict([{**main, "p_value": 0.2}], 0.05, 0.05).stats["pending"]
-    1.0
+    >>> evaluation_verdict([{**main, "p_value": 0.2}], 0.05, 0.05).pending
+    True
     >>> lower = {**main, "candidate_accuracy": 0.39, "p_value": 0.8}
-    >>> [evaluation_verdict([lower], 0.05, 0.05, t).stats.get("pending") for t in (0.0, 0.01, 0.005)]
-    [None, 1.0, None]
+    >>> [evaluation_verdict([lower], 0.05, 0.05, t).pending for t in (0.0, 0.01, 0.005)]
+    [False, True, False]
     >>> evaluation_verdict([lower], 0.05, 0.05, 0.01).reason
     'no gain: candidate 0.390 <= incumbent 0.400 (within the pending tolerance 0.01)'
     >>> evaluation_verdict([main, reg], 0.05, 0.05, regression_alpha=0.05).reason
@@ -190,11 +236,11 @@ def evaluation_verdict(
     'significant gain +0.200 (p=0.0100 < alpha 0.05); add1 fell 0.900 -> 0.700, not significant (p=0.2500)'
     """
     if not suites:
-        return Verdict(False, "evaluation returned no suites")
+        return EvaluationVerdict(False, "evaluation returned no suites")
     main = suites[0]
     cand, inc = float(main.get("candidate_accuracy", 0)), float(main.get("incumbent_accuracy", 0))
     p = float(main.get("p_value", 1.0))
-    stats = {"candidate_accuracy": cand, "incumbent_accuracy": inc, "delta": cand - inc, "p_value": p}
+    figures = {"candidate_accuracy": cand, "incumbent_accuracy": inc, "delta": cand - inc, "p_value": p}
     noise = ""  # drops beyond the margin that regression_alpha judged not significant
     for s in suites[1:]:
         c, i = float(s.get("candidate_accuracy", 0)), float(s.get("incumbent_accuracy", 0))
@@ -202,22 +248,25 @@ def evaluation_verdict(
             reason = f"regression on {s.get('name')}: {c:.3f} < {i:.3f} - margin {margin}"
             p_drop = float(s.get("p_value", 1.0))
             if regression_alpha is None:
-                return Verdict(False, reason, stats)
+                return EvaluationVerdict(False, reason, figures, p_value=p)
             if p_drop < regression_alpha:
-                return Verdict(False, f"{reason} (p={p_drop:.4f} < {regression_alpha:g})", stats)
+                said = f"{reason} (p={p_drop:.4f} < {regression_alpha:g})"
+                return EvaluationVerdict(False, said, figures, p_value=p)
             noise += f"; {s.get('name')} fell {i:.3f} -> {c:.3f}, not significant (p={p_drop:.4f})"
     if cand <= inc:
         reason = f"no gain: candidate {cand:.3f} <= incumbent {inc:.3f}"
-        if pending_tolerance > 0 and inc - cand <= pending_tolerance + 1e-9:
-            stats["pending"] = 1.0  # within noise of the incumbent: its training is not thrown away
+        # within noise of the incumbent: its training is not thrown away
+        pending = pending_tolerance > 0 and inc - cand <= pending_tolerance + 1e-9
+        if pending:
+            figures["pending"] = 1.0
             reason += f" (within the pending tolerance {pending_tolerance:g})"
-        return Verdict(False, reason + noise, stats)
+        return EvaluationVerdict(False, reason + noise, figures, p_value=p, pending=pending)
     if p >= alpha:
-        stats["pending"] = 1.0  # a gain, no regression, not (yet) significant
-        return Verdict(
-            False, f"gain {cand - inc:+.3f} not significant (p={p:.4f} >= alpha {alpha}){noise}", stats
-        )
-    return Verdict(True, f"significant gain {cand - inc:+.3f} (p={p:.4f} < alpha {alpha}){noise}", stats)
+        figures["pending"] = 1.0  # a gain, no regression, not (yet) significant
+        said = f"gain {cand - inc:+.3f} not significant (p={p:.4f} >= alpha {alpha}){noise}"
+        return EvaluationVerdict(False, said, figures, p_value=p, pending=True)
+    said = f"significant gain {cand - inc:+.3f} (p={p:.4f} < alpha {alpha}){noise}"
+    return EvaluationVerdict(True, said, figures, p_value=p)
 
 
 def collapse_verdict(
@@ -250,15 +299,15 @@ def collapse_verdict(
     da = float(now["agreement"]) - float(then["agreement"])
     acc_then, acc_now = then.get("accuracy"), now.get("accuracy")
     gain = (float(acc_now) - float(acc_then)) if acc_then is not None and acc_now is not None else 0.0
-    stats = {"diversity_drop": dd, "agreement_rise": da, "accuracy_gain": gain}
+    figures = {"diversity_drop": dd, "agreement_rise": da, "accuracy_gain": gain}
     if dd >= diversity_drop and da >= agreement_rise and gain < accuracy_gain:
         return Verdict(
             False,
             f"collapse: over {window} iterations diversity fell {dd:.3f} and self-agreement rose "
             f"{da:.3f} while accuracy changed {gain:+.3f}",
-            stats,
+            figures,
         )
-    return Verdict(True, "no collapse", stats)
+    return Verdict(True, "no collapse", figures)
 
 
 def plateau(promoted: Sequence[bool], patience: int) -> bool:
