@@ -1,17 +1,26 @@
-"""Chaos suite: SIGKILL services at random moments of a real run, restart the broker once, then check
-that the run completed and nothing was lost or done twice.
+"""Chaos suite: SIGKILL services at random moments of a real run, restart the broker once and the
+object store once (killing a stage while the store is down), then check that the run completed and
+nothing was lost or done twice.
 
     .venv/bin/python benchmarks/chaos.py --kills 20 --seed 1                   # make chaos
     .venv/bin/python benchmarks/chaos.py --kills 6 --config configs/small.yaml --no-require-promotion
 
-``random.Random(seed)`` picks every victim and every delay, and when the broker restarts, so a seed
-replays the same schedule (the run's own timing still varies with the machine). Each killed service is
-restarted at once. Checks: the run completes; no promotion is decided twice (decision events on the
-control topic) or lost (the run's state); every manifest under ``runs/<run>/`` verifies; every result
-the evaluator accepted (lineage ``artifacts``) is one event of one attempt whose artifact lives under
-that attempt, and no attempt published two different artifacts. Figures: kills, retries (commands
+``random.Random(seed)`` picks every victim and every delay, and when the broker and the object store
+restart, so a seed replays the same schedule (the run's own timing still varies with the machine). Each
+killed service is restarted at once. The store restart (``--store-down`` seconds, same ports and data)
+takes the place of one kill: its victim is a stage service, killed half-way through the outage and
+restarted while the store is still down (it waits for the store, as the broker does: Tansu keeps its
+log in that store and answers produce requests with errors until it is back).
+
+Checks: the run completes; no promotion is decided twice (decision events on the control topic) or
+lost (the run's state); every manifest under ``runs/<run>/`` verifies; every result the evaluator
+accepted (lineage ``artifacts``) is one event of one attempt whose artifact lives under that attempt,
+and no attempt published two different artifacts; no input of the run was dead-lettered for the
+store outage (it is retried until the store is back). Figures: kills, retries (commands
 with attempt > 1 on the bus; the evaluator's ``selfimprove_stage_retries_total`` since its last
-restart), service downtime and the run's duration (with ``--baseline``: the same run without faults).
+restart), store restarts and how long the store was down, the stage killed meanwhile, the run's
+events on the dead-letter topics, and the run's duration (with ``--baseline``: the same run without
+faults, and the time lost against it).
 """
 
 from __future__ import annotations
@@ -50,6 +59,10 @@ stages:
   refine: {timeout_s: 300, max_attempts: 4}
 """
 FINAL = ("completed", "stopped", "failed")
+# What a handler meets while the object store is down: waited out, so never a dead letter's error.
+OUTAGE_ERRORS = frozenset(
+    {"StoreUnavailableError", "MaxRetryError", "ProtocolError", "S3Error", "ServerError"}
+)
 
 
 START = """
@@ -111,35 +124,68 @@ class Control:
         return self.status(run_id)
 
 
+def store_outage(loop, victim: str, down_s: float) -> float:
+    """Stop the object store, SIGKILL ``victim`` half-way through the outage and restart it at once
+    (it starts while the store is down), then start the store again on the same ports and data
+    folder once ``down_s`` seconds have passed; return how long the store was down (until S3
+    answered again)."""
+    t = time.monotonic()
+    loop.stack.stop_store()
+    time.sleep(down_s / 2)
+    loop.kill(victim)
+    loop.restart(victim, wait=False)
+    time.sleep(max(0.0, down_s - (time.monotonic() - t)))
+    loop.stack.start_store()
+    return round(time.monotonic() - t, 1)
+
+
+def schedule(kills: int, rng: random.Random, store_restart: bool) -> tuple[int, int | None]:
+    """The kills at which the broker restarts and the store restarts (never the same kill).
+
+    >>> schedule(20, random.Random(1), True)
+    (4, 19)
+    >>> schedule(1, random.Random(1), True), schedule(6, random.Random(1), False)
+    ((0, None), (1, None))
+    """
+    broker_at = rng.randrange(kills)
+    others = [i for i in range(kills) if i != broker_at]
+    return broker_at, (rng.choice(others) if store_restart and others else None)
+
+
 def inject(loop, control: Control, run_id: str, rng: random.Random, args) -> list[dict]:
     """Kill and restart services at seeded random moments while the run is active."""
     victims = sorted(loop.services)
-    broker_at = rng.randrange(args.kills)
+    stages = [v for v in victims if v != "evaluator"]  # the controller is no stage
+    broker_at, store_at = schedule(args.kills, rng, args.store_restart)
     log = []
     for i in range(args.kills):
         delay = rng.uniform(args.min_delay, args.max_delay)
-        victim = rng.choice(victims)
+        victim = rng.choice(stages if i == store_at else victims)
         time.sleep(delay)
         status = control.status(run_id)
         if status is not None and status.state in FINAL:
             log.append({"kill": i, "skipped": "run already ended"})
             break
         t = time.monotonic()
-        loop.kill(victim)
-        loop.restart(victim, wait=False)
         entry = {
             "kill": i,
             "victim": victim,
             "after_s": round(delay, 1),
             "stage": status.stage if status else -1,
         }
+        if i == store_at:
+            entry["store_down_s"] = store_outage(loop, victim, args.store_down)
+        else:
+            loop.kill(victim)
+            loop.restart(victim, wait=False)
         if i == broker_at:
             loop.stack.restart_broker()
             entry["broker_restart_s"] = round(time.monotonic() - t, 1)
         log.append(entry)
-        print(
-            f"kill {i}: {victim} (+{delay:.1f} s){' + broker restart' if i == broker_at else ''}", flush=True
-        )
+        extra = " + broker restart" if i == broker_at else ""
+        if i == store_at:
+            extra = f" while the object store was down ({entry['store_down_s']} s, restarted)"
+        print(f"kill {i}: {victim} (+{delay:.1f} s){extra}", flush=True)
     for name in victims:
         loop.wait_ready(name)
     return log
@@ -217,7 +263,26 @@ def check(loop, prefix: str, run_id: str, status, fail) -> dict:
     if any(n > 1 for n in slots.values()) and not lineage.get("history"):
         fail(f"a slot accepted twice: {slots}")
     out["slots_accepted_more_than_once"] = [f"{k}" for k, n in slots.items() if n > 1]
+    # Dead letters of the run, by error type (an input a store outage failed is retried, never here).
+    dlq = read_topics(loop.stack.kafka_bootstrap, [Topics.dlq(n) for n in names])
+    out["dead_lettered"] = {
+        t: errors
+        for t, rs in dlq.items()
+        if (
+            errors := [
+                _error_type(r) for r in rs if (e := _decode(r.value)) is not None and e.run_id == run_id
+            ]
+        )
+    }
+    outage = [e for errors in out["dead_lettered"].values() for e in errors if e in OUTAGE_ERRORS]
+    if outage:
+        fail(f"inputs dead-lettered for the object store outage instead of retried: {outage}")
     return out
+
+
+def _error_type(record) -> str:
+    """The error a dead letter was sent for (its ``x-error-type`` header)."""
+    return dict(record.headers or ()).get("x-error-type", b"?").decode(errors="replace")
 
 
 def _decode(value):
@@ -256,6 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", type=Path, help="Run config (default: the suite's, 1 iteration on add1+add2).")
     p.add_argument("--require-promotion", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--baseline", action="store_true", help="First run the same config without faults.")
+    p.add_argument(
+        "--store-restart",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Restart the object store once, killing a stage while it is down (default: on).",
+    )
+    p.add_argument("--store-down", type=float, default=8.0, help="Seconds the object store stays down.")
     p.add_argument("--timeout", type=float, default=3600.0)
     p.add_argument("--root", type=Path, default=Path(".chaos"))
     p.add_argument("--json", type=Path)
@@ -286,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         figures["kill_count"] = len(kills)
         figures["kills_per_service"] = dict(Counter(k["victim"] for k in kills))
         figures["broker_restarts"] = sum(1 for k in kills if "broker_restart_s" in k)
+        figures["store_restarts"] = sum(1 for k in kills if "store_down_s" in k)
+        figures["store_down_seconds"] = round(sum(k.get("store_down_s", 0.0) for k in kills), 1)
+        figures["killed_while_store_down"] = [k["victim"] for k in kills if "store_down_s" in k]
         if len(kills) < args.kills:
             fail(f"only {len(kills)} kills happened before the run ended")
         if status is not None:
@@ -318,6 +393,10 @@ def print_figures(f: dict) -> None:
         f"chaos seed {f['seed']}: {f.get('kill_count')} kills {f.get('kills_per_service')}, broker restarts {f.get('broker_restarts')}"
     )
     print(
+        f"object store restarts {f.get('store_restarts')}: down {f.get('store_down_seconds')} s, "
+        f"killed while it was down: {f.get('killed_while_store_down')}"
+    )
+    print(
         f"run: {f.get('run')} in {f.get('run_seconds')} s (baseline {f.get('baseline')}, time lost {f.get('time_lost_seconds')})"
     )
     print(
@@ -327,6 +406,7 @@ def print_figures(f: dict) -> None:
     print(
         f"manifests verified: {f.get('manifests', {}).get('verified')}; accepted results: {f.get('accepted_results')}"
     )
+    print(f"dead-lettered events of the run: {f.get('dead_lettered')}")
     print(f"dead at the end: {f.get('dead_at_end')}; total {f.get('total_seconds')} s")
     print("FAILURES: " + "; ".join(f["failures"]) if f["failures"] else "OK")
 

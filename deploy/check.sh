@@ -5,8 +5,9 @@
 #
 # Runs: yamllint; hadolint on both Dockerfiles; `docker-compose config` for the base file and with the
 # GPU override (no .env, and with .env.example, which must render the same); `kubectl kustomize` of every
-# overlay, each output checked by `kubernetes-validate --strict` with the KEDA ScaledObject schema from
-# deploy/k8s/schemas added (any WARN fails); promtool check config, check rules, test rules, and every
+# overlay (and of each overlay with the optional components/monitoring added), each output checked by
+# `kubernetes-validate --strict` with the custom resource schemas of deploy/k8s/schemas added (KEDA
+# ScaledObject, Prometheus-operator PodMonitor; any WARN fails); promtool check config, check rules, test rules, and every
 # PromQL expression of the Grafana dashboards parsed by promtool. Exits non-zero on the first problem.
 set -euo pipefail
 
@@ -68,16 +69,32 @@ for d in "$KV_SRC"/kubernetes-json-schema/*; do
 done
 overlays=(deploy/k8s/overlays/*/)
 [ "${#overlays[@]}" -gt 0 ] || fail "no overlays under deploy/k8s/overlays"
+# kustomize_validate DIR OUT: render DIR into OUT and validate every resource strictly.
+kustomize_validate() {
+  "$BIN/kubectl" kustomize "$1" > "$2"
+  PYTHONPATH="$TMP/kv" "$BIN/python" -m kubernetes_validate --strict -k "$K8S_VERSION" "$2" \
+    > "$TMP/validate.log" 2>&1 || { cat "$TMP/validate.log"; fail "$1 does not validate"; }
+  if grep -v '^INFO ' "$TMP/validate.log"; then
+    fail "$1: kubernetes-validate reported the lines above (warnings count as failures)"
+  fi
+  echo "ok: $1 ($(grep -c '^INFO ' "$TMP/validate.log") resources valid against Kubernetes $K8S_VERSION)"
+}
 for overlay in "${overlays[@]}"; do
   overlay="${overlay%/}"
-  out="$TMP/$(basename "$overlay").yaml"
-  "$BIN/kubectl" kustomize "$overlay" > "$out"
-  PYTHONPATH="$TMP/kv" "$BIN/python" -m kubernetes_validate --strict -k "$K8S_VERSION" "$out" \
-    > "$TMP/validate.log" 2>&1 || { cat "$TMP/validate.log"; fail "$overlay does not validate"; }
-  if grep -v '^INFO ' "$TMP/validate.log"; then
-    fail "$overlay: kubernetes-validate reported the lines above (warnings count as failures)"
-  fi
-  echo "ok: $overlay ($(grep -c '^INFO ' "$TMP/validate.log") resources valid against Kubernetes $K8S_VERSION)"
+  kustomize_validate "$overlay" "$TMP/$(basename "$overlay").yaml"
+done
+# The optional components not in an overlay, each on top of every overlay (as a user adds them).
+for component in deploy/k8s/components/monitoring; do
+  for overlay in "${overlays[@]}"; do
+    overlay="${overlay%/}"
+    dir="$TMP/$(basename "$component")-on-$(basename "$overlay")"
+    mkdir -p "$dir"
+    printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - %s\ncomponents:\n  - %s\n' \
+      "$(realpath --relative-to="$dir" "$overlay")" "$(realpath --relative-to="$dir" "$component")" \
+      > "$dir/kustomization.yaml"  # kustomize takes relative paths only
+    kustomize_validate "$dir" "$dir.yaml"
+    grep -q "^kind: PodMonitor$" "$dir.yaml" || fail "$component on $overlay renders no PodMonitor"
+  done
 done
 
 step "promtool"

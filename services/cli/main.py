@@ -27,6 +27,7 @@ def _register() -> None:
     app.command("export")(export.export_cmd)
     app.add_typer(__import__("selfimprove.cli.dlq", fromlist=["app"]).app, name="dlq")
     app.add_typer(__import__("selfimprove.cli.inspect", fromlist=["app"]).app, name="inspect")
+    app.add_typer(__import__("selfimprove.cli.init", fromlist=["app"]).app, name="init")
 
 
 _register()

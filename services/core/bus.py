@@ -121,15 +121,23 @@ class Bus:
         admin = AIOKafkaAdminClient(**client_kwargs(self.settings))
         await retrying(admin.start, retry_on=(KafkaError, OSError), what="admin start", attempts=30)
         try:
-            existing = set(await admin.list_topics())
+            # Retried: a broker whose storage (Tansu's object store) just came back answers slowly.
+            listed = await retrying(
+                admin.list_topics, retry_on=(KafkaError, OSError), what="list topics", attempts=30
+            )
+            existing = set(listed)
             new = [
                 NewTopic(n, partitions or self.settings.partitions, self.settings.replication_factor)
                 for n in wanted
                 if n not in existing
             ]
-            if new:
+
+            async def create() -> None:
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(new)
+
+            if new:
+                await retrying(create, retry_on=(KafkaError, OSError), what="create topics", attempts=30)
                 log.info("created topics %s", [t.name for t in new])
         finally:
             await admin.close()

@@ -11,6 +11,9 @@ replica is handed the same message.
 
 Anything that cannot be decoded, or whose handler fails (after ``handler_attempts`` tries for
 ``RetryableError``), goes to ``<topic>.dlq`` with the error in headers; the loop keeps going.
+An outage of the object store (``StoreUnavailableError``) is no fault of the message: the handler
+is tried again, with backoff, for as long as the outage lasts, and the input is neither
+dead-lettered nor committed before its outputs are written (see :func:`on_handler_error`).
 Handlers are pure: ``async (Envelope) -> list[Outgoing]``; they never see aiokafka.
 """
 
@@ -35,12 +38,34 @@ from selfimprove.core.kafka_config import client_kwargs
 from selfimprove.core.logs import fields
 from selfimprove.core.outgoing import Outgoing
 from selfimprove.core.retry import RetryableError, backoff_delays, retrying
+from selfimprove.core.storeerrors import StoreUnavailableError
 from selfimprove.core.topics import Topics
 from selfimprove.v2.envelope_pb2 import Envelope
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Envelope], Awaitable[Sequence[Outgoing]]]
 MAX_ERROR_HEADER = 2000
+WAIT, RETRY, DEAD_LETTER = "wait", "retry", "dead-letter"
+
+
+def on_handler_error(exc: BaseException, attempt: int, attempts: int) -> str:
+    """What the consumer does after its handler raised ``exc`` on try ``attempt`` of ``attempts``:
+    ``wait`` out an outage of the object store (no limit: dead-lettering would commit an input whose
+    outputs were never written), ``retry`` a transient error until ``attempts`` tries are spent, and
+    ``dead-letter`` the rest.
+
+    >>> on_handler_error(StoreUnavailableError("down"), 99, 3)
+    'wait'
+    >>> on_handler_error(RetryableError("busy"), 2, 3), on_handler_error(RetryableError("busy"), 3, 3)
+    ('retry', 'dead-letter')
+    >>> on_handler_error(ValueError("bad command"), 1, 3)
+    'dead-letter'
+    """
+    if isinstance(exc, StoreUnavailableError):
+        return WAIT
+    if isinstance(exc, (RetryableError, KafkaError)):
+        return RETRY if attempt < attempts else DEAD_LETTER
+    return DEAD_LETTER
 
 
 @dataclass
@@ -224,25 +249,38 @@ class Consumer:
 
     async def _handle(self, env: Envelope, record) -> Sequence[Outgoing] | None:
         delays = backoff_delays(base=0.5, cap=30)
-        for attempt in range(1, self.handler_attempts + 1):
+        outage = backoff_delays(base=1.0, cap=15)
+        attempt = 1
+        while True:
             try:
                 return await self.handler(env)
             except asyncio.CancelledError:
                 raise
-            except (RetryableError, KafkaError) as exc:
-                if attempt == self.handler_attempts:
+            except Exception as exc:
+                step = on_handler_error(exc, attempt, self.handler_attempts)
+                if step == DEAD_LETTER:
+                    if not isinstance(exc, (RetryableError, KafkaError)):
+                        log.exception(
+                            "handler failed", extra=fields(event_id=env.event_id, run_id=env.run_id)
+                        )
                     await self._dead_letter(record, exc, "handler", env)
                     return None
                 self._count(record.topic, "retry")
+                if step == WAIT:
+                    log.warning(
+                        "object store unavailable, %s@%d waits: %s",
+                        record.topic,
+                        record.offset,
+                        exc,
+                        extra=fields(event_id=env.event_id),
+                    )
+                    await asyncio.sleep(next(outage))
+                    continue
                 log.warning(
                     "handler attempt %d failed: %s", attempt, exc, extra=fields(event_id=env.event_id)
                 )
+                attempt += 1
                 await asyncio.sleep(next(delays))
-            except Exception as exc:
-                log.exception("handler failed", extra=fields(event_id=env.event_id, run_id=env.run_id))
-                await self._dead_letter(record, exc, "handler", env)
-                return None
-        return None
 
     async def _dead_letter(
         self, record, exc: BaseException, reason: str, env: Envelope | None = None

@@ -1,7 +1,11 @@
 """Per-process metrics and health: a private registry served on ``/metrics``, and ``/health``.
 
-Names carry the ``selfimprove_`` prefix. ``/health`` answers 200 with ``{"status": "ok"}`` once the
-process declares itself ready and 503 before that (or after it starts shutting down).
+Names carry the ``selfimprove_`` prefix. The metrics made here are process-level (messages, consumer
+lag, DLQ, readiness: a topic and a consumer group serve every run); a service's metrics of a run's work
+come from ``per_run`` (``core.runseries``: labelled ``run_id``, bounded).
+
+``/health`` answers 200 with ``{"status": "ok"}`` once the process declares itself ready and 503
+before that (or after it starts shutting down).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from selfimprove.core.runseries import RunSeries
 
 PREFIX = "selfimprove_"
 LATENCY_BUCKETS = (
@@ -66,6 +72,7 @@ class Metrics:
             "consumer_lag", "Messages behind the end of the partition", ["topic", "partition"]
         )
         self.up = self.gauge("service_up", "1 while the service is ready", ["service"])
+        self.per_run = RunSeries(self)
 
     def counter(self, name: str, doc: str, labels: list[str] | None = None) -> Counter:
         return Counter(PREFIX + name, doc, labels or [], registry=self.registry)

@@ -3,12 +3,15 @@
 A service module provides ``setup(ctx) -> list[Runnable]`` (consumers, a gRPC server, ...) and calls
 ``main("name", setup)``. SIGTERM or SIGINT sets the stop event: consumers finish or abandon their
 current message without committing it, and the process exits 0. A bad setting exits 2 with a message
-naming it; a runnable that crashes stops the others and exits 1.
+naming it; a runnable that crashes stops the others and exits 1. A service that starts while the
+object store is down waits for it (a SIGTERM still stops it), instead of exiting and being restarted
+in a loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -22,8 +25,9 @@ from selfimprove.core.bus import Bus
 from selfimprove.core.consumer import Consumer, Handler
 from selfimprove.core.dedup import ObjectStoreDedup
 from selfimprove.core.metrics import Metrics, MetricsServer
+from selfimprove.core.retry import retrying
 from selfimprove.core.settings import KafkaSettings, ServiceSettings, SettingsError, StoreSettings, load
-from selfimprove.core.store import ArtifactStore
+from selfimprove.core.store import ArtifactStore, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 Runnable = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
@@ -62,6 +66,27 @@ def limit_threads(threads: int) -> None:
         sys.modules["torch"].set_num_threads(threads)
 
 
+async def wait_for_store(store: ArtifactStore, stop: asyncio.Event) -> bool:
+    """Ensure the bucket exists, retrying while the store is unavailable; False if ``stop`` came first."""
+    ready = asyncio.create_task(
+        retrying(
+            lambda: asyncio.to_thread(store.ensure_bucket),
+            retry_on=(StoreUnavailableError,),
+            what="reaching the object store",
+        )
+    )
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not ready.done():
+        ready.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ready
+        return False
+    ready.result()
+    return True
+
+
 async def serve(service: str, setup: Callable[[Context], Awaitable[Sequence[Runnable]]]) -> int:
     settings = load(ServiceSettings)
     kafka = load(KafkaSettings)
@@ -78,7 +103,8 @@ async def serve(service: str, setup: Callable[[Context], Awaitable[Sequence[Runn
     code = 0
     try:
         await bus.start()
-        await asyncio.to_thread(store.ensure_bucket)
+        if not await wait_for_store(store, stop):
+            return 0
         await bus.ensure_topics(bus.topics.all())
         ctx = Context(service, settings, kafka, metrics, bus, store)
         runnables = await setup(ctx)

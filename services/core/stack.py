@@ -166,6 +166,22 @@ class LocalStack:
         proc.stop()
         self._start_tansu()
 
+    def stop_store(self) -> None:
+        """Stop the object store (SIGTERM, then SIGKILL): its clients and the broker's storage see
+        refused connections until :meth:`start_store`. For fault injection."""
+        proc = self._procs.pop("weed", None)
+        if proc is None:
+            raise StackError("the object store is not running: start() the stack first")
+        proc.stop()
+
+    def start_store(self) -> None:
+        """Start the object store again on the same ports and data folder; wait until S3 answers."""
+        if "weed" in self._procs:
+            raise StackError("the object store is already running")
+        if not self.s3_endpoint:
+            raise StackError("start() the stack first")
+        self._start_weed()
+
     def dead(self) -> list[str]:
         """Names of started parts whose process has exited."""
         return [name for name, proc in self._procs.items() if not proc.alive()]

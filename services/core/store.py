@@ -3,11 +3,14 @@
 A folder artifact is its files plus ``manifest.json`` (every file's path, sha256 and size), written
 last: an attempt without a manifest is incomplete and is never read. Every read checks the bytes
 against the reference it was given and raises ``ArtifactIntegrityError`` on any mismatch.
+A store that cannot be reached (refused connection, timeout, HTTP 5xx, after the client's own short
+retries) raises ``StoreUnavailableError``, a retryable error that names the endpoint and operation.
 Uses the ``minio`` SDK (SeaweedFS locally, MinIO deployed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -17,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import urllib3.exceptions
 from minio import Minio
-from minio.error import S3Error
+from minio.error import S3Error, ServerError
 
 from selfimprove.core.keys import MANIFEST, split_uri
 from selfimprove.core.settings import StoreSettings
@@ -27,9 +31,42 @@ from selfimprove.core.settings import StoreSettings
 from selfimprove.core.storeerrors import ArtifactError as ArtifactError
 from selfimprove.core.storeerrors import ArtifactIntegrityError as ArtifactIntegrityError
 from selfimprove.core.storeerrors import ArtifactNotFoundError as ArtifactNotFoundError
+from selfimprove.core.storeerrors import StoreUnavailableError as StoreUnavailableError
 from selfimprove.v2.common_pb2 import ArtifactRef
 
 MANIFEST_TYPE = "application/vnd.selfimprove.manifest+json"
+# S3 error codes that mean "the server cannot answer now", whatever the HTTP status says.
+TRANSIENT_S3_CODES = frozenset({"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"})
+_CONNECTION_ERRORS = (
+    urllib3.exceptions.MaxRetryError,  # refused or reset connections, 5xx, after urllib3's retries
+    urllib3.exceptions.ProtocolError,  # the connection broke during a request or a body read
+    urllib3.exceptions.NewConnectionError,
+    urllib3.exceptions.TimeoutError,
+    ConnectionError,
+)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by the ``minio`` client, means the store is down or overloaded (a
+    transient outage to wait out) rather than a missing object, a refused credential or bad input.
+
+    >>> unavailable(urllib3.exceptions.ProtocolError("Connection aborted."))
+    True
+    >>> unavailable(ServerError("bad gateway", 502)), unavailable(ServerError("odd", 400))
+    (True, False)
+    >>> unavailable(S3Error(None, "SlowDown", "", "", "", "")), unavailable(S3Error(None, "NoSuchKey", "", "", "", ""))
+    (True, False)
+    >>> unavailable(ValueError("bad key"))
+    False
+    """
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return True
+    if isinstance(exc, ServerError):
+        return exc.status_code >= 500
+    if isinstance(exc, S3Error):
+        status = getattr(exc.response, "status", 0) or 0
+        return exc.code in TRANSIENT_S3_CODES or status >= 500
+    return False
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -104,6 +141,19 @@ class ArtifactStore:
         self.client = client
         self.bucket = bucket
 
+    @contextlib.contextmanager
+    def reaching(self, what: str) -> Iterator[None]:
+        """Run client calls, turning an outage of the store into ``StoreUnavailableError``."""
+        try:
+            yield
+        except Exception as exc:
+            if unavailable(exc):
+                where = getattr(getattr(self.client, "_base_url", None), "host", "") or "the object store"
+                raise StoreUnavailableError(
+                    f"object store {where} unavailable ({what}): {type(exc).__name__}: {exc}"
+                ) from exc
+            raise
+
     @classmethod
     def from_settings(cls, settings: StoreSettings) -> ArtifactStore:
         client = Minio(
@@ -116,7 +166,9 @@ class ArtifactStore:
         return cls(client, settings.bucket)
 
     def ensure_bucket(self) -> None:
-        if not self.client.bucket_exists(self.bucket):
+        with self.reaching(f"bucket {self.bucket}"):
+            if self.client.bucket_exists(self.bucket):
+                return
             try:
                 self.client.make_bucket(self.bucket)
             except S3Error as exc:
@@ -129,14 +181,16 @@ class ArtifactStore:
     # -- single objects -------------------------------------------------------------------------
 
     def put_bytes(self, key: str, data: bytes, media_type: str = "application/octet-stream") -> ArtifactRef:
-        self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=media_type)
+        with self.reaching(f"put {key}"):
+            self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=media_type)
         return ArtifactRef(
             uri=self.uri(key), sha256=sha256_bytes(data), bytes=len(data), media_type=media_type
         )
 
     def put_file(self, key: str, path: Path, media_type: str = "application/octet-stream") -> ArtifactRef:
         digest = sha256_file(path)
-        self.client.fput_object(self.bucket, key, str(path), content_type=media_type)
+        with self.reaching(f"put {key}"):
+            self.client.fput_object(self.bucket, key, str(path), content_type=media_type)
         size = path.stat().st_size
         return ArtifactRef(uri=self.uri(key), sha256=digest, bytes=size, media_type=media_type)
 
@@ -145,19 +199,20 @@ class ArtifactStore:
         return self._read(key)
 
     def _read(self, key: str, bucket: str | None = None) -> bytes:
-        try:
-            response = self.client.get_object(bucket or self.bucket, key)
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchBucket"):
-                raise ArtifactNotFoundError(
-                    f"artifact s3://{bucket or self.bucket}/{key} does not exist"
-                ) from None
-            raise
-        try:
-            return response.read()
-        finally:
-            response.close()
-            response.release_conn()
+        with self.reaching(f"get {key}"):
+            try:
+                response = self.client.get_object(bucket or self.bucket, key)
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchBucket"):
+                    raise ArtifactNotFoundError(
+                        f"artifact s3://{bucket or self.bucket}/{key} does not exist"
+                    ) from None
+                raise
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
 
     def get_bytes(self, ref: ArtifactRef) -> bytes:
         """The object's bytes, refused unless they match ``ref.sha256`` (and size, when given)."""
@@ -174,23 +229,36 @@ class ArtifactStore:
         return data
 
     def exists(self, key: str) -> bool:
-        try:
-            self.client.stat_object(self.bucket, key)
-            return True
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject"):
-                return False
-            raise
+        with self.reaching(f"stat {key}"):
+            try:
+                self.client.stat_object(self.bucket, key)
+                return True
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject"):
+                    return False
+                raise
 
     def list_keys(self, prefix: str) -> Iterator[str]:
-        for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
-            if obj.object_name:
-                yield obj.object_name
+        with self.reaching(f"list {prefix}"):
+            for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
+                if obj.object_name:
+                    yield obj.object_name
+
+    def list_folders(self, prefix: str) -> list[str]:
+        """The names of the folders directly under ``prefix`` (``runs/`` -> every run id)."""
+        with self.reaching(f"list {prefix}"):
+            names = [
+                (obj.object_name or "")[len(prefix) :].rstrip("/")
+                for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=False)
+                if (obj.object_name or "").endswith("/")
+            ]
+        return [n for n in names if n]
 
     def delete_prefix(self, prefix: str) -> int:
         keys = list(self.list_keys(prefix))
-        for key in keys:
-            self.client.remove_object(self.bucket, key)
+        with self.reaching(f"delete {prefix}"):
+            for key in keys:
+                self.client.remove_object(self.bucket, key)
         return len(keys)
 
     # -- folder artifacts -----------------------------------------------------------------------

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from selfimprove.core.bus import Bus
 from selfimprove.core.logs import fields
 from selfimprove.core.outgoing import Outgoing
-from selfimprove.core.store import ArtifactStore
+from selfimprove.core.retry import retrying
+from selfimprove.core.store import ArtifactStore, StoreUnavailableError
 from selfimprove.evaluator import decide, snapshot
 from selfimprove.evaluator.commands import STAGE_NAME
 from selfimprove.evaluator.config import RunConfig, load_config
@@ -61,7 +62,12 @@ class Controller:
         self.latencies: list[float] = []  # seconds from consumed to last command acknowledged
 
     async def load(self) -> None:
-        for state in await asyncio.to_thread(snapshot.load_all, self.store):
+        states = await retrying(
+            lambda: asyncio.to_thread(snapshot.load_all, self.store),
+            retry_on=(StoreUnavailableError,),
+            what="loading run snapshots",
+        )
+        for state in states:
             if state.topic_prefix == self.bus.topics.prefix:  # runs of other deployments sharing the bucket
                 self.runs[state.run_id] = state
         self.metrics.count_runs(list(self.runs.values()))
@@ -147,6 +153,8 @@ class Controller:
         while not stop.is_set():
             try:
                 await self.tick()
+            except StoreUnavailableError as exc:  # decided again at the next tick, once it is back
+                log.warning("timer tick waits for the object store: %s", exc)
             except Exception:
                 log.exception("timer tick failed")
             with contextlib.suppress(TimeoutError):
@@ -173,8 +181,10 @@ class Controller:
         state = tr.state
         state.mark_applied(cause)
         previous = self.runs.get(state.run_id)
-        self.runs[state.run_id] = state
+        # The state in memory advances only once its snapshot is stored: when the store is down the
+        # save raises (StoreUnavailableError), the input stays unapplied and is decided again later.
         await asyncio.to_thread(snapshot.save, self.store, state, previous)
+        self.runs[state.run_id] = state
         self.metrics.apply(state, tr.signals)
         self.metrics.count_runs(list(self.runs.values()))
         for d in state.decisions[

@@ -1,13 +1,16 @@
 """Loop-health metrics of the controller (names fixed by the deployment's alert rules and dashboard).
 
-The gauges show the run that changed last; counters and histograms are labelled by stage.
+A run's gauges, counters and stage durations are labelled ``run_id`` (``core.runseries``); a run's
+series are removed after it ends (at the next run's end). Process-level: results ignored (their run
+may be unknown), the control latency and the count of runs per state.
 """
 
 from __future__ import annotations
 
 from selfimprove.core.metrics import Metrics
+from selfimprove.core.runseries import run_label
 from selfimprove.evaluator.commands import STAGE_ENUM
-from selfimprove.evaluator.state import RunState
+from selfimprove.evaluator.state import RUNNING, RunState
 
 CONTROL_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5)
 
@@ -15,21 +18,23 @@ CONTROL_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 
 class LoopMetrics:
     def __init__(self, metrics: Metrics) -> None:
         m = metrics
-        self.iteration = m.gauge("iteration", "Current iteration of the run that changed last")
-        self.stage = m.gauge("stage", "Current stage (selfimprove.v2.Stage number)")
-        self.stage_seconds = m.histogram(
+        self.runs_series = r = m.per_run
+        self.iteration = r.gauge("iteration", "Current iteration of the run")
+        self.stage = r.gauge("stage", "Current stage of the run (selfimprove.v2.Stage number)")
+        self.stage_seconds = r.histogram(
             "stage_duration_seconds", "Time from a stage's command to its last accepted result", ["stage"]
         )
-        self.retries = m.counter(
+        self.retries = r.counter(
             "stage_retries_total", "Stage commands re-sent with a higher attempt", ["stage"]
         )
-        self.failures = m.counter("stage_failures_total", "Stage failures and timeouts", ["stage"])
-        self.incumbent = m.gauge("incumbent_accuracy", "Dev accuracy of the incumbent")
-        self.candidate = m.gauge("candidate_accuracy", "Dev accuracy of the last candidate")
-        self.promotions = m.counter("promotions_total", "Candidates promoted")
-        self.rejections = m.counter("rejections_total", "Candidates rejected")
-        self.progress = m.gauge(
-            "last_progress_timestamp_seconds", "Unix time a stage result was last accepted"
+        self.failures = r.counter("stage_failures_total", "Stage failures and timeouts", ["stage"])
+        self.incumbent = r.gauge("incumbent_accuracy", "Dev accuracy of the run's incumbent")
+        self.candidate = r.gauge("candidate_accuracy", "Dev accuracy of the run's last candidate")
+        self.promotions = r.counter("promotions_total", "Candidates promoted")
+        self.rejections = r.counter("rejections_total", "Candidates rejected")
+        self.progress = r.gauge(
+            "last_progress_timestamp_seconds",
+            "Unix time a stage result of the run was last accepted (0 once the run is not running)",
         )
         self.ignored = m.counter(
             "results_ignored_total",
@@ -42,28 +47,46 @@ class LoopMetrics:
         self.runs = m.gauge("runs", "Runs known to the controller", ["state"])
 
     def apply(self, state: RunState, signals: list[tuple]) -> None:
-        self.iteration.set(state.iteration)
-        self.stage.set(STAGE_ENUM.get(state.stage, 0))
+        """Export the run's state and count its signals; a run that is no longer running has its
+        progress timestamp set to 0 (no stall) and its series retired (``RunSeries.end``)."""
+        run = state.run_id
+
+        def of(metric, *values: str):
+            return self.runs_series.labels(metric, run, *values)
+
+        if run_label(run) not in self.runs_series.runs():
+            # A new run's counters start at 0, so that rate() and "no promotion yet" see them.
+            for counter in (self.promotions, self.rejections):
+                of(counter)
+            for stage in STAGE_ENUM:
+                of(self.retries, stage)
+                of(self.failures, stage)
+        of(self.iteration).set(state.iteration)
+        of(self.stage).set(STAGE_ENUM.get(state.stage, 0))
         if state.incumbent_accuracy is not None:
-            self.incumbent.set(state.incumbent_accuracy)
-        if state.last_progress:
-            self.progress.set(state.last_progress)
+            of(self.incumbent).set(state.incumbent_accuracy)
+        if state.status != RUNNING:
+            of(self.progress).set(0)
+        elif state.last_progress:
+            of(self.progress).set(state.last_progress)
         for sig in signals:
             kind = sig[0]
             if kind == "retry":
-                self.retries.labels(sig[1]).inc()
+                of(self.retries, sig[1]).inc()
             elif kind == "failure":
-                self.failures.labels(sig[1]).inc()
+                of(self.failures, sig[1]).inc()
             elif kind == "stage_done":
-                self.stage_seconds.labels(sig[1]).observe(max(0.0, sig[2]))
+                of(self.stage_seconds, sig[1]).observe(max(0.0, sig[2]))
             elif kind == "promote":
-                self.promotions.inc()
+                of(self.promotions).inc()
             elif kind == "reject":
-                self.rejections.inc()
+                of(self.rejections).inc()
             elif kind == "accuracy":
-                self.candidate.set(sig[2])
+                of(self.candidate).set(sig[2])
             elif kind == "ignored":
                 self.ignored_result(sig[1], sig[3] if len(sig) > 3 else "")
+        if state.status != RUNNING:
+            self.runs_series.end(run)
 
     def ignored_result(self, stage: str, reason: str) -> None:
         """Count a stage result the controller did not apply (``reason``: one of a few words)."""

@@ -62,11 +62,7 @@ def load_all(store: ArtifactStore) -> list[RunState]:
     """Every run with a readable snapshot; an unreadable one is logged and left out (one bad object
     must not keep the evaluator from serving every other run)."""
     out = []
-    for obj in store.client.list_objects(store.bucket, prefix="runs/", recursive=False):
-        name = (obj.object_name or "").rstrip("/")
-        run_id = name.split("/", 1)[1] if "/" in name else ""
-        if not run_id:
-            continue
+    for run_id in store.list_folders("runs/"):
         try:
             state = load(store, run_id)
         except (ValueError, TypeError, AttributeError) as exc:

@@ -118,9 +118,9 @@ class Refiner:
         except StageInputError as exc:
             log.warning("refine command %s refused: %s", env.event_id, exc)
             return [failure(topics, env, self.producer, exc)]
-        self.metrics.calibrated((r["strategy"], r["accuracy"]) for r in meta["table"])
+        self.metrics.calibrated(env.run_id, ((r["strategy"], r["accuracy"]) for r in meta["table"]))
         served = self.model.use_strategy(meta["chosen"])
-        self.metrics.serving(served.strategy, served.version)
+        self.metrics.serving(served.strategy, served.version, env.run_id)
         return [result(topics, env, self.producer, refine_result=artifacts.refine_result(meta, ref))]
 
     async def on_control(self, env: Envelope) -> list[Outgoing]:
@@ -144,8 +144,8 @@ class Refiner:
             return
         engine = await compute.run(self.engine, ref)
         served = self.model.use_model(ref, engine)
-        self.metrics.swaps.inc()
-        self.metrics.serving(served.strategy, served.version)
+        self.metrics.swapped(env.run_id)
+        self.metrics.serving(served.strategy, served.version, env.run_id)
         log.info(
             "now serving %s (promoted in run %s iteration %d)", served.version, env.run_id, env.iteration
         )

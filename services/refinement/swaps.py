@@ -5,14 +5,19 @@ that every replica sees every decision): without this it would load every model 
 after another, before serving the latest. Here each promotion replaces the pending one, and a model
 is loaded only once no newer promotion arrived for ``settle_s``. A promotion that cannot be applied
 (its model does not load) is logged and reported to ``on_error``; the old model keeps serving.
+A transient failure (``RetryableError``: the object store is down) is no verdict on the model: the
+same promotion is offered again after ``retry_s``, unless a newer one arrived meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
+
+from selfimprove.core.retry import RetryableError
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -26,8 +31,10 @@ class LatestOnly(Generic[T]):
         apply: Callable[[T], Awaitable[None]],
         settle_s: float = 0.5,
         on_error: Callable[[T, Exception], None] | None = None,
+        retry_s: float = 5.0,
     ) -> None:
         self.apply, self.settle_s, self.on_error = apply, settle_s, on_error
+        self.retry_s = retry_s
         self.pending: T | None = None
         self.offered = 0  # offers so far; an offer during the settle time restarts it
         self.wake = asyncio.Event()
@@ -64,6 +71,12 @@ class LatestOnly(Generic[T]):
                 continue
             try:
                 await self.apply(item)
+            except RetryableError as exc:
+                log.warning("could not apply %r yet (%s): trying again in %.0f s", item, exc, self.retry_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.retry_s)
+                if self.pending is None and not stop.is_set():
+                    self.offer(item)
             except Exception as exc:  # noqa: BLE001 - a bad promotion must not stop serving
                 log.exception("could not apply %r", item)
                 if self.on_error is not None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from selfimprove.core.outgoing import Outgoing
 from selfimprove.core.runner import Context, Runnable
-from selfimprove.core.settings import load
+from selfimprove.core.settings import SettingsError, load
 from selfimprove.core.stage import StageInputError, failure, parse_stats, result, run_once, stats_dict
 from selfimprove.core.store import ArtifactError
 from selfimprove.selection import labels
@@ -73,11 +73,11 @@ class Selector:
     def __init__(self, ctx: Context, settings: SelectionSettings) -> None:
         self.ctx, self.settings = ctx, settings
         self._embed = None
-        m = ctx.metrics
-        self.dropped = m.counter("selection_dropped_total", "Items dropped by a selection filter", ["filter"])
-        self.kept = m.counter("selection_kept_total", "SFT items kept")
-        self.yield_ = m.gauge("data_yield", "Fraction of prompts that gave training data (last selection)")
-        self.diversity = m.gauge("data_diversity", "Mean pairwise embedding distance of the last SFT set")
+        self.series = r = ctx.metrics.per_run  # every series labelled with the command's run_id
+        self.dropped = r.counter("selection_dropped_total", "Items dropped by a selection filter", ["filter"])
+        self.kept = r.counter("selection_kept_total", "SFT items kept")
+        self.yield_ = r.gauge("data_yield", "Fraction of prompts that gave training data (last selection)")
+        self.diversity = r.gauge("data_diversity", "Mean pairwise embedding distance of the last SFT set")
 
     def embedder(self):
         if self._embed is None:
@@ -137,11 +137,12 @@ class Selector:
         }
         card["decontamination_keys"] = len(keys)
         figures = result_stats(card)
+        run = env.run_id
         for drop in figures.dropped:
-            self.dropped.labels(drop.filter).inc(drop.count)
-        self.kept.inc(figures.kept)
-        self.yield_.set(figures.yield_rate)
-        self.diversity.set(figures.diversity)
+            self.series.labels(self.dropped, run, drop.filter).inc(drop.count)
+        self.series.labels(self.kept, run).inc(figures.kept)
+        self.series.labels(self.yield_, run).set(figures.yield_rate)
+        self.series.labels(self.diversity, run).set(figures.diversity)
         values = stats_dict(figures)
         log.info("selection of %s iter %d (%s): %s", env.run_id, env.iteration, mode, values)
         files = {
@@ -164,8 +165,26 @@ class Selector:
         return [result(topics, env, producer, select_result=done)]
 
 
+def check_benchmarks(settings: SelectionSettings) -> None:
+    """Refuse to start when decontamination is required and the evaluation sets cannot be read: a
+    ``SettingsError`` naming the settings, at start-up rather than at the first selection."""
+    from selfimprove.runtime.benchmarks import ENV_DIR, BenchmarkNotFoundError, resolve_sets
+
+    if not settings.require_decontamination:
+        return
+    try:
+        resolve_sets("gpt3", settings.benchmarks_dir)
+    except BenchmarkNotFoundError as exc:
+        raise SettingsError(
+            f"SELFIMPROVE_SELECTION_BENCHMARKS_DIR (else {ENV_DIR}): {exc}. Selection decontaminates "
+            "against these sets and refuses to run without them "
+            "(SELFIMPROVE_SELECTION_REQUIRE_DECONTAMINATION=false skips decontamination)"
+        ) from None
+
+
 async def setup(ctx: Context) -> list[Runnable]:
     settings = load(SelectionSettings)
+    check_benchmarks(settings)
     selector = Selector(ctx, settings)
     topic = ctx.bus.topics.command(Stage.STAGE_SELECT)
     consumer = ctx.consumer([topic], selector.handle, max_handler_seconds=settings.max_handler_seconds)

@@ -16,6 +16,7 @@ from selfimprove.core.runner import Context, Runnable
 from selfimprove.core.settings import load
 from selfimprove.core.stage import StageInputError
 from selfimprove.trainer.job import JobOptions, run_job
+from selfimprove.trainer.metrics import TrainerMetrics
 from selfimprove.trainer.settings import TrainerSettings
 from selfimprove.v2.common_pb2 import ArtifactRef, ModelRef, Stage
 from selfimprove.v2.envelope_pb2 import Envelope
@@ -44,32 +45,22 @@ async def setup(ctx: Context) -> list[Runnable]:
         checkpoint_every=settings.checkpoint_every,
         keep_checkpoints=settings.keep_checkpoints,
     )
-    m = ctx.metrics
-    step_g = m.gauge("training_step", "Optimizer step of the run in progress")
-    loss_g = m.gauge("training_loss", "Training loss at the last step")
-    tps_g = m.gauge("training_tokens_per_second", "Training tokens per second at the last step")
-    examples_c = m.counter("training_examples_total", "Training examples seen", ["method"])
-    steps_c = m.counter("training_steps_total", "Optimizer steps run by this process", ["method"])
-    runs_c = m.counter("training_runs_total", "Train commands finished", ["outcome"])
-
-    def on_step(point: dict) -> None:
-        step_g.set(point["step"])
-        loss_g.set(point["loss"])
-        if point.get("seconds"):
-            tps_g.set(point["tokens"] / point["seconds"])
-        examples_c.labels(point["method"]).inc(point.get("batch_examples", 0))
-        steps_c.labels(point["method"]).inc()
+    metrics = TrainerMetrics(ctx.metrics)
 
     async def handle(env: Envelope):
         if env.WhichOneof("payload") != "train_command":
             raise ValueError(f"trainer takes train_command, got {env.WhichOneof('payload')}")
         topics = ctx.bus.topics
         start = time.perf_counter()
+
+        def on_step(point: dict) -> None:
+            metrics.on_step(env.run_id, point)
+
         try:
             ref, meta = await stage.run_once(ctx.store, env, lambda: run_job(ctx.store, env, opts, on_step))
         except StageInputError as exc:
             log.warning("refused train command %s: %s", env.event_id, exc)
-            runs_c.labels("refused").inc()
+            metrics.finished(env.run_id, "refused")
             return [stage.failure(topics, env, PRODUCER, exc)]
         manifest = await asyncio.to_thread(ctx.store.manifest, ref)
         curve = file_ref(ref, manifest.entry("loss_curve.json"))
@@ -81,7 +72,7 @@ async def setup(ctx: Context) -> list[Runnable]:
             version=f"{env.run_id}/iter-{env.iteration:03d}",
         )
         stats = stage.parse_stats(meta["stats"], TrainStats(handler_seconds=time.perf_counter() - start))
-        runs_c.labels("done").inc()
+        metrics.finished(env.run_id, "done")
         result = TrainResult(candidate=candidate, stats=stats, loss_curve=curve)
         return [stage.result(topics, env, PRODUCER, train_result=result)]
 

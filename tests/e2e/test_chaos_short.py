@@ -1,6 +1,7 @@
-"""The chaos suite, short: six SIGKILLs of random services and one broker restart during a small real
-run of one iteration; the run completes, no promotion twice or lost, every manifest verifies, every
-accepted result is one attempt. ``make chaos`` runs 20 kills on a run meant to promote."""
+"""The chaos suite, short: six SIGKILLs of random services, one broker restart and one object-store
+restart (a stage killed while the store is down) during a small real run of one iteration; the run
+completes, no promotion twice or lost, every manifest verifies, every accepted result is one attempt,
+no input is dead-lettered for the store outage. ``make chaos`` runs 20 kills on a run meant to promote."""
 
 from __future__ import annotations
 
@@ -43,6 +44,12 @@ def test_chaos_short(tmp_path):
     figures = json.loads(out.read_text())
     print(done.stdout)
     assert figures["kill_count"] == 6 and figures["broker_restarts"] == 1
+    assert figures["store_restarts"] == 1 and figures["store_down_seconds"] >= 8
+    [victim] = figures["killed_while_store_down"]
+    assert victim != "evaluator"
+    outage_errors = {"StoreUnavailableError", "MaxRetryError", "ProtocolError", "S3Error", "ServerError"}
+    dead = [e for errors in figures["dead_lettered"].values() for e in errors]
+    assert not outage_errors & set(dead), dead  # the store outage was waited out, not dead-lettered
     assert figures["run"]["state"] == "completed"
     assert figures["manifests"]["verified"] > 0 and not figures["manifests"]["bad"]
     assert figures["accepted_results"] >= 4  # acquire x2, select, train, evaluate (refine if reached)

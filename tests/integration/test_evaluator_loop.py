@@ -76,10 +76,12 @@ async def test_whole_iterations_promotion_and_rejection(loop_factory, stack, uni
         len(promote) == 1 and promote[0].evidence[0].name == "dev" and promote[0].evidence[0].p_value == 0.001
     )
     assert metric(loop.evaluator, "selfimprove_results_ignored_total") >= 4
-    assert metric(loop.evaluator, "selfimprove_promotions_total") == 1
-    assert metric(loop.evaluator, "selfimprove_rejections_total") == 1
-    assert metric(loop.evaluator, "selfimprove_stage_duration_seconds_count", stage="train") == 2
-    assert metric(loop.evaluator, "selfimprove_iteration") == 2
+    # the run's series carry its id, and stay exported after it completed (until the next run ends)
+    assert metric(loop.evaluator, "selfimprove_promotions_total", run_id=RID) == 1
+    assert metric(loop.evaluator, "selfimprove_rejections_total", run_id=RID) == 1
+    assert metric(loop.evaluator, "selfimprove_stage_duration_seconds_count", run_id=RID, stage="train") == 2
+    assert metric(loop.evaluator, "selfimprove_iteration", run_id=RID) == 2
+    assert metric(loop.evaluator, "selfimprove_last_progress_timestamp_seconds", run_id=RID) == 0
 
     # the CLI: status through the control plane, gc through the store
     env = {**os.environ, **stack.env(), "SELFIMPROVE_EVALUATOR_ADDRESS": f"127.0.0.1:{loop.port}"}

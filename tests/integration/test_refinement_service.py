@@ -208,7 +208,14 @@ async def test_promotion_swaps_adapter_without_restart(stack, unique_name, servi
             texts[i] = reply.text
     assert proc.proc.poll() is None, "the service restarted"
     assert len({before.text, texts[1], texts[2]}) == 3, "each adapter should change the tiny model's output"
-    assert "selfimprove_refinement_model_swaps_total 2.0" in proc.metrics()
+    # Both swaps are counted for the run that promoted them, whose model is now served.
+    assert proc.counter("selfimprove_refinement_model_swaps_total", run_id=unique_name) == 2
+    assert (
+        proc.counter(
+            "selfimprove_refinement_model_info", run_id=unique_name, version=f"{unique_name}/iter-002"
+        )
+        == 1
+    )
 
 
 async def test_tls_and_rate_limit(stack, unique_name, tmp_path, tiny_models):

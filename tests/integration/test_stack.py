@@ -3,6 +3,7 @@ Prometheus on request, and a clean stop."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -162,3 +163,42 @@ def test_start_failure_reports_the_log_tail(tmp_path: Path) -> None:
     with pytest.raises(ProcessError, match=r"(?s)boom exited with code 3.*it broke"):
         proc.wait_ready(lambda: False, timeout=10)
     proc.stop()
+
+
+async def test_the_object_store_restarts_with_its_data_and_the_broker_rides_it_out(unique_name: str) -> None:
+    """What the chaos suite's store restart relies on: an artifact written before is there after, a
+    write while the store is down is a retryable ``StoreUnavailableError``, and Tansu (its log in
+    that store) stays up and takes produce requests again once the store is back."""
+    from selfimprove.core.settings import StoreSettings
+    from selfimprove.core.store import ArtifactStore, StoreUnavailableError
+
+    with LocalStack() as s:
+        store = ArtifactStore.from_settings(
+            StoreSettings(
+                endpoint=s.s3_endpoint, access_key=s.access_key, secret_key=s.secret_key, bucket=s.bucket
+            )
+        )
+        ref = store.publish(f"{unique_name}/a/", {"f.txt": b"before"})
+        endpoint = s.s3_endpoint
+        s.stop_store()
+        with pytest.raises(StoreUnavailableError, match=endpoint):
+            store.put_bytes(f"{unique_name}/b", b"during")
+        assert s.dead() == []  # the broker is still running
+        s.start_store()
+        assert s.s3_endpoint == endpoint and s.dead() == []
+        assert store.verify(ref).files[0].path == "f.txt"
+        producer = AIOKafkaProducer(
+            bootstrap_servers=s.kafka_bootstrap, acks="all", enable_idempotence=False, request_timeout_ms=5000
+        )
+        await producer.start()
+        try:
+            for _ in range(12):  # Tansu's own S3 client reconnects within seconds
+                try:
+                    await producer.send_and_wait(unique_name, b"after")
+                    break
+                except Exception:  # noqa: BLE001 - timeouts until its storage answers again
+                    await asyncio.sleep(1)
+            else:
+                pytest.fail("the broker took no produce request after the store came back")
+        finally:
+            await producer.stop()

@@ -23,7 +23,8 @@ from selfimprove.core.procs import LOOPBACK, Proc, free_ports, http_ok
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy" / "prometheus" / "rules.yml"
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "selfimprove-loop-health.json"
-GRAFANA_VARS = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "5m"}
+# Grafana's interval variables, and the dashboard's run variable as its "All" value (every run).
+GRAFANA_VARS = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "5m", "$run_id": ".+"}
 
 
 class PromServer:
@@ -108,10 +109,10 @@ def dashboard_exprs(path: Path = DASHBOARD) -> list[str]:
 
 
 def grafana_subst(expr: str) -> str:
-    """Grafana's interval variables replaced by fixed durations.
+    """Grafana's interval variables replaced by fixed durations, the run variable by every run.
 
-    >>> grafana_subst('rate(x[$__rate_interval])')
-    'rate(x[1m])'
+    >>> grafana_subst('rate(x{run_id=~"$run_id"}[$__rate_interval])')
+    'rate(x{run_id=~".+"}[1m])'
     """
     for var, value in GRAFANA_VARS.items():
         expr = expr.replace(var, value)

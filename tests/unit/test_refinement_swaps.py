@@ -62,3 +62,46 @@ async def test_stop_while_idle_returns():
     await asyncio.sleep(0.05)
     stop.set()
     await asyncio.wait_for(task, 1)
+
+
+async def test_a_promotion_that_meets_a_store_outage_is_applied_once_the_store_is_back():
+    from selfimprove.core.storeerrors import StoreUnavailableError
+
+    tries, applied, failed = [], [], []
+
+    async def apply(item):
+        tries.append(item)
+        if len(tries) < 3:  # the object store is down for the first two tries
+            raise StoreUnavailableError("object store 127.0.0.1:1 unavailable (get adapter)")
+        applied.append(item)
+
+    swaps = LatestOnly(apply, settle_s=0.01, on_error=lambda item, exc: failed.append(item), retry_s=0.03)
+    stop = asyncio.Event()
+    task = asyncio.create_task(swaps.run(stop))
+    swaps.offer("promoted")
+    await asyncio.sleep(0.4)
+    assert tries == ["promoted"] * 3 and applied == ["promoted"] and failed == []
+    stop.set()
+    await asyncio.wait_for(task, 1)
+
+
+async def test_a_newer_promotion_replaces_one_waiting_out_a_store_outage():
+    from selfimprove.core.storeerrors import StoreUnavailableError
+
+    applied = []
+
+    async def apply(item):
+        if item == "old":
+            raise StoreUnavailableError("down")
+        applied.append(item)
+
+    swaps = LatestOnly(apply, settle_s=0.01, retry_s=0.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(swaps.run(stop))
+    swaps.offer("old")
+    await asyncio.sleep(0.05)
+    swaps.offer("new")  # arrives while "old" waits for its retry
+    await asyncio.sleep(0.5)
+    assert applied == ["new"]
+    stop.set()
+    await asyncio.wait_for(task, 1)
