@@ -109,7 +109,7 @@ def run_job(store: ArtifactStore, env: Envelope, opts: JobOptions, on_step: OnSt
             resumed_from_step=outcome.resumed_from,
             examples=outcome.examples,
             dataset_rows=len(rows),
-            tokens=sum(p.get("tokens", 0) for p in outcome.curve),
+            tokens=round(sum(p.get("tokens", 0) for p in outcome.curve)),  # DPO logs a mean per step
             tokens_per_second=outcome.tokens_run / outcome.seconds if outcome.seconds else 0.0,
             train_seconds=outcome.seconds,
             duration_seconds=time.perf_counter() - started,

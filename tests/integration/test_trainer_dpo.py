@@ -47,7 +47,7 @@ async def test_dpo_pairs_in_adapter_out_margin_up(stack, unique_name, tmp_path, 
     service = trainer(stack, unique_name, tmp_path, "dpo")
     try:
         service.wait_ready()
-        got = await results(stack, unique_name, expect=1, timeout=600)
+        got = await results(stack, unique_name, expect=1, timeout=240)
         ran = service.counter("selfimprove_training_steps_total", method="dpo")
     finally:
         service.stop()
