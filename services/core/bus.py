@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -118,26 +118,36 @@ class Bus:
         wanted = list(dict.fromkeys(names))
         if dlq:
             wanted += [Topics.dlq(n) for n in wanted if not n.endswith(".dlq")]
-        admin = AIOKafkaAdminClient(**client_kwargs(self.settings))
-        await retrying(admin.start, retry_on=(KafkaError, OSError), what="admin start", attempts=30)
-        try:
-            # Retried: a broker whose storage (Tansu's object store) just came back answers slowly.
-            listed = await retrying(
-                admin.list_topics, retry_on=(KafkaError, OSError), what="list topics", attempts=30
-            )
-            existing = set(listed)
-            new = [
-                NewTopic(n, partitions or self.settings.partitions, self.settings.replication_factor)
-                for n in wanted
-                if n not in existing
-            ]
+        await create_missing_topics(self.settings, {n: {} for n in wanted}, partitions)
 
-            async def create() -> None:
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics(new)
 
-            if new:
-                await retrying(create, retry_on=(KafkaError, OSError), what="create topics", attempts=30)
-                log.info("created topics %s", [t.name for t in new])
-        finally:
-            await admin.close()
+async def create_missing_topics(
+    settings: KafkaSettings, configs: Mapping[str, Mapping[str, str]], partitions: int | None = None
+) -> list[str]:
+    """Create each topic of ``configs`` (name -> topic configs, e.g. ``retention.ms``) that does not
+    exist yet, with ``partitions`` (default: the settings') and the settings' replication; return the
+    names created. Waits for the broker, which may start after the caller."""
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await retrying(admin.start, retry_on=(KafkaError, OSError), what="admin start", attempts=30)
+    try:
+        # Retried: a broker whose storage (Tansu's object store) just came back answers slowly.
+        listed = await retrying(
+            admin.list_topics, retry_on=(KafkaError, OSError), what="list topics", attempts=30
+        )
+        existing = set(listed)
+        new = [
+            NewTopic(n, partitions or settings.partitions, settings.replication_factor, topic_configs=dict(c))
+            for n, c in configs.items()
+            if n not in existing
+        ]
+
+        async def create() -> None:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(new)
+
+        if new:
+            await retrying(create, retry_on=(KafkaError, OSError), what="create topics", attempts=30)
+            log.info("created topics %s", [t.name for t in new])
+        return [t.name for t in new]
+    finally:
+        await admin.close()

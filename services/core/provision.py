@@ -8,18 +8,14 @@ against the configured addresses, so the same commands work on a laptop against 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from minio.error import S3Error
 from urllib3.exceptions import HTTPError
 
-from selfimprove.core.kafka_config import client_kwargs
-from selfimprove.core.retry import retrying
+from selfimprove.core.bus import create_missing_topics
 from selfimprove.core.settings import KafkaSettings, StoreSettings
 from selfimprove.core.store import ArtifactStore
 from selfimprove.core.topics import Topics
@@ -69,31 +65,11 @@ def topic_specs(
 
 
 async def create_topics(settings: KafkaSettings, specs: list[TopicSpec]) -> list[str]:
-    """Create the topics of ``specs`` that do not exist (partitions and replication from ``settings``);
-    return the names created. Waits for the broker (the job may start before it answers)."""
-    admin = AIOKafkaAdminClient(**client_kwargs(settings))
-    await retrying(admin.start, retry_on=(KafkaError, OSError), what="kafka admin start", attempts=30)
-    try:
-        existing = set(await admin.list_topics())
-        new = [
-            NewTopic(
-                s.name,
-                settings.partitions,
-                settings.replication_factor,
-                topic_configs={"retention.ms": str(s.retention_ms)},
-            )
-            for s in specs
-            if s.name not in existing
-        ]
-        if new:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(new)
-        missing = {s.name for s in specs} - set(await admin.list_topics())
-        if missing:
-            raise RuntimeError(f"topics still missing after creation: {sorted(missing)}")
-        return [t.name for t in new]
-    finally:
-        await admin.close()
+    """Create the topics of ``specs`` that do not exist, with their retention (the bus's
+    :func:`~selfimprove.core.bus.create_missing_topics`); return the names created."""
+    return await create_missing_topics(
+        settings, {s.name: {"retention.ms": str(s.retention_ms)} for s in specs}
+    )
 
 
 def create_topics_sync(settings: KafkaSettings, specs: list[TopicSpec]) -> list[str]:
