@@ -27,14 +27,14 @@ from selfimprove.core.bus import Bus, Outgoing  # noqa: E402
 from selfimprove.core.consumer import Consumer  # noqa: E402
 from selfimprove.core.dedup import MemoryDedup, ObjectStoreDedup  # noqa: E402
 from selfimprove.core.metrics import Metrics  # noqa: E402
-from selfimprove.core.settings import KafkaSettings, StoreSettings  # noqa: E402
+from selfimprove.core.settings import KafkaSettings  # noqa: E402
 from selfimprove.core.stack import LocalStack  # noqa: E402
-from selfimprove.core.store import ArtifactStore  # noqa: E402
 from selfimprove.core.topics import STAGES  # noqa: E402
 from selfimprove.evaluator.controller import Controller  # noqa: E402
 from selfimprove.evaluator.loopmetrics import LoopMetrics  # noqa: E402
 from selfimprove.v2.common_pb2 import Stage  # noqa: E402
 from selfimprove.v2.stages_pb2 import RunControl  # noqa: E402
+from tests.support.buskit import artifact_store  # noqa: E402
 from tests.support.fake_stages import respond  # noqa: E402
 
 CONFIG = """
@@ -54,15 +54,7 @@ async def run(stack: LocalStack, iterations: int) -> dict:
     kafka = KafkaSettings(
         bootstrap_servers=stack.kafka_bootstrap, topic_prefix=prefix, partitions=1, session_timeout_ms=6000
     )
-    store = ArtifactStore.from_settings(
-        StoreSettings(
-            endpoint=stack.s3_endpoint,
-            access_key=stack.access_key,
-            secret_key=stack.secret_key,
-            bucket=stack.bucket,
-        )
-    )
-    store.ensure_bucket()
+    store = artifact_store(stack)
     metrics = Metrics("evaluator")
     bus = await Bus(kafka, metrics).start()
     topics = bus.topics
