@@ -36,6 +36,7 @@ from tests.support.manifest_check import (
     dockerfile_problems,
     env_example_problems,
     k8s_containers,
+    namespace_problems,
 )
 
 pytestmark = pytest.mark.integration
@@ -53,6 +54,12 @@ def test_kubernetes_overlay_runs_existing_commands_and_reads_every_variable(over
     assert [c for c in containers if OURS.search(c.image)], f"{where}: no container runs a selfimprove image"
     facts = code_facts()
     problems = check_containers(containers, facts, OURS) + configmap_problems(docs, where, facts)
+    assert not problems, report(problems)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_of_an_overlay_lands_in_one_namespace(overlay: str) -> None:
+    problems = namespace_problems(render_overlay(overlay), f"deploy/k8s/overlays/{overlay}")
     assert not problems, report(problems)
 
 

@@ -404,6 +404,33 @@ def k8s_containers(
     return out
 
 
+# Kinds that live outside any namespace (everything else a kustomization renders is namespaced).
+CLUSTER_KINDS = frozenset(
+    {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "PriorityClass",
+     "StorageClass", "PersistentVolume", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"}
+)
+
+
+def namespace_problems(docs: list[dict], where: str) -> list[str]:
+    """Namespaced objects rendered without a namespace (``kubectl apply`` would put them in the
+    caller's current namespace, apart from the rest) or in a different one from the others.
+
+    >>> namespace_problems([{"kind": "Deployment", "metadata": {"name": "a", "namespace": "x"}},
+    ...                     {"kind": "ScaledObject", "metadata": {"name": "b"}}], "o")
+    ['o ScaledObject/b: no namespace (the others are in x)']
+    """
+    namespaced = [d for d in docs if d.get("kind") not in CLUSTER_KINDS]
+    spaces = sorted({d.get("metadata", {}).get("namespace") or "" for d in namespaced} - {""})
+    problems = []
+    if len(spaces) > 1:
+        problems.append(f"{where}: objects in several namespaces: {', '.join(spaces)}")
+    for d in namespaced:
+        if not d.get("metadata", {}).get("namespace"):
+            others = f" (the others are in {spaces[0]})" if len(spaces) == 1 else ""
+            problems.append(f"{where} {d.get('kind')}/{d.get('metadata', {}).get('name')}: no namespace{others}")
+    return problems
+
+
 def configmap_problems(docs: list[dict], where: str, facts: CodeFacts) -> list[str]:
     """Dead ``SELFIMPROVE_*`` keys of every rendered ConfigMap."""
     problems = []
