@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from selfimprove.contracts.params import Hparams, SelectParams
+from selfimprove.runtime.testsets import TestSet
 
 if TYPE_CHECKING:
     from selfimprove.runtime.tasks.tactics import Tactics
@@ -161,6 +162,11 @@ class EvaluationConfig(_Strict):
     )
     interim_alpha: float = Field(
         0.001, gt=0, lt=1, description="Significance an interim look needs (below alpha)."
+    )
+    test_sets: list[TestSet] = Field(
+        default_factory=list,
+        description="Evaluation-only sets (GPT-3 arithmetic or data files) the report and selfimprove eval "
+        "score finished models on, and selection decontaminates the training data against.",
     )
     final_pick: Literal["incumbent", "best_dev"] = Field(
         "incumbent",

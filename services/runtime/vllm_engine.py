@@ -4,7 +4,8 @@ selfimprove[vllm]`` on CUDA images); ``vllm`` is imported only when this backend
 A LoRA adapter is served through a ``LoRARequest`` (vLLM applies one adapter per request, so at
 most one adapter folder is accepted); a fully fine-tuned candidate (a whole model folder) is loaded
 as the model itself. Chat prompts go through ``LLM.chat``, which applies the
-model's chat template as the transformers backend does.
+model's chat template as the transformers backend does, and every sample stops on the same
+end-of-turn tokens (:func:`~selfimprove.runtime.models.stop_token_ids`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from selfimprove.runtime.engine import GenerationRequest, PromptResult, Sample, 
 class VLLMEngine:
     """Engine over an in-process ``vllm.LLM``."""
 
-    def __init__(self, llm, lora_request=None) -> None:
+    def __init__(self, llm, lora_request=None, stop_ids: Sequence[int] = ()) -> None:
         self.llm = llm
         self.lora_request = lora_request
+        self.stop_ids = list(stop_ids)
 
     @classmethod
     def load(
@@ -40,7 +42,7 @@ class VLLMEngine:
         except ImportError as exc:
             raise RuntimeError("the vllm backend needs the 'vllm' extra on a CUDA machine") from exc
         from selfimprove.runtime.adapters import split_model
-        from selfimprove.runtime.models import resolve_base
+        from selfimprove.runtime.models import load_tokenizer, resolve_base, stop_token_ids
 
         base, adapters = split_model(base, adapters, cache_dir)  # a fully fine-tuned model is the base
         if len(adapters) > 1:
@@ -58,7 +60,7 @@ class VLLMEngine:
         lora = None
         if adapters:
             lora = LoRARequest(adapters[0].name or "adapter", 1, str(adapters[0]))
-        return cls(llm, lora)
+        return cls(llm, lora, stop_token_ids(folder, load_tokenizer(folder)))
 
     def generate(self, request: GenerationRequest) -> list[PromptResult]:
         from vllm import SamplingParams as VSamplingParams
@@ -70,6 +72,7 @@ class VLLMEngine:
             top_p=p.top_p,
             max_tokens=p.max_new_tokens,
             stop=list(p.stop) or None,
+            stop_token_ids=self.stop_ids or None,
             seed=p.seed,
             logprobs=0 if p.logprobs else None,
         )

@@ -14,7 +14,7 @@ a batch pads only to its own longest row.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 IGNORE = -100
@@ -36,11 +36,15 @@ def _ids(encoded) -> list[int]:
     return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
 
 
-def encode(tokenizer, prompt: str, response: str, max_length: int) -> Encoded:
+def encode(
+    tokenizer, prompt: str, response: str, max_length: int, end_ids: Collection[int] | None = None
+) -> Encoded:
     """Chat-template ``prompt`` as the user turn and ``response`` as the assistant turn.
 
-    The response ends with the end-of-turn token; whatever the template adds after it (a newline)
-    is dropped. Too long examples lose the end of their response.
+    The response ends with the first end-of-turn token after the prompt (one of ``end_ids``, the
+    model's :func:`~selfimprove.runtime.models.stop_token_ids`; the tokenizer's eos when not given);
+    whatever the template adds after it (a newline) is dropped. Too long examples lose the end of
+    their response.
     """
     user = [{"role": "user", "content": prompt}]
     head = _ids(tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=True))
@@ -49,10 +53,10 @@ def encode(tokenizer, prompt: str, response: str, max_length: int) -> Encoded:
     )
     if full[: len(head)] != head:
         raise ValueError("the chat template does not extend the prompt with the assistant turn")
-    end = tokenizer.eos_token_id
-    tail = [i for i in range(len(head), len(full)) if full[i] == end]
-    if tail:
-        full = full[: tail[-1] + 1]
+    ends = set(end_ids) if end_ids is not None else {tokenizer.eos_token_id}
+    tail = next((i for i in range(len(head), len(full)) if full[i] in ends), None)
+    if tail is not None:
+        full = full[: tail + 1]
     return Encoded(full[:max_length], len(head))
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from selfimprove.core.stage import StageInputError, prefix_for, stats_dict
 from selfimprove.core.store import ArtifactStore
+from selfimprove.runtime.models import stop_token_ids
 from selfimprove.trainer import data, precision
 from selfimprove.trainer import model as models
 from selfimprove.trainer.batches import encode, split_heldout
@@ -143,7 +144,8 @@ def _sft(model, tokenizer, rows, hp, seed, work, sync, every, on_step, method) -
     from selfimprove.trainer.losses import mean_loss
     from selfimprove.trainer.sft import train_sft
 
-    encoded = [encode(tokenizer, r["prompt"], r["response"], hp.max_length) for r in rows]
+    ends = stop_token_ids(model, tokenizer)
+    encoded = [encode(tokenizer, r["prompt"], r["response"], hp.max_length, ends) for r in rows]
     train_idx, held_idx = split_heldout(len(encoded), hp.heldout_fraction, hp.heldout_max, seed)
     train, held = [encoded[i] for i in train_idx], [encoded[i] for i in held_idx]
     pad = tokenizer.pad_token_id
@@ -171,14 +173,15 @@ def _dpo(model, tokenizer, rows, hp, seed, work, sync, every, on_step) -> tuple[
 
     train_idx, held_idx = split_heldout(len(rows), hp.heldout_fraction, hp.heldout_max, seed)
     held = [rows[i] for i in held_idx]
-    chosen = [encode(tokenizer, r["prompt"], r["chosen"], hp.max_length) for r in held]
-    rejected = [encode(tokenizer, r["prompt"], r["rejected"], hp.max_length) for r in held]
+    ends = stop_token_ids(model, tokenizer)
+    chosen = [encode(tokenizer, r["prompt"], r["chosen"], hp.max_length, ends) for r in held]
+    rejected = [encode(tokenizer, r["prompt"], r["rejected"], hp.max_length, ends) for r in held]
     pad = tokenizer.pad_token_id
     before = preference_margin(model, chosen, rejected, pad) if held else None
     train = [rows[i] for i in train_idx]
     tokens = (
         sum(
-            len(encode(tokenizer, r["prompt"], r[k], hp.max_length).ids)
+            len(encode(tokenizer, r["prompt"], r[k], hp.max_length, ends).ids)
             for r in train
             for k in ("chosen", "rejected")
         )

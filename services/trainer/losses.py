@@ -29,6 +29,20 @@ def _causal(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def decoder_and_head(causal) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The decoder stack of a causal LM and its output layer, found by the model's own names
+    (``base_model_prefix``: ``model`` of a Llama or Qwen2, ``gpt_neox`` of a GPT-NeoX, ...), so the
+    losses run on any architecture transformers loads with ``AutoModelForCausalLM``."""
+    decoder = getattr(causal, "base_model", causal)
+    head = causal.get_output_embeddings() if hasattr(causal, "get_output_embeddings") else None
+    if decoder is causal or head is None:
+        raise TypeError(
+            f"{type(causal).__name__} does not name its decoder (base_model_prefix) and output layer "
+            "(get_output_embeddings); the trainer's losses need both"
+        )
+    return decoder, head
+
+
 def shared_prefix_len(ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> int:
     """Leading positions that every row has in common (same ids, not padding) and whose outputs
     nothing learns from; 0 for a single row.
@@ -55,16 +69,16 @@ def decoder_states(
     """``(hidden, targets)``: the decoder's last hidden states from the first position any label
     needs on, and the next-token labels they predict. With ``share_prefix``, a shared prefix of at
     least ``MIN_SHARED`` tokens is run once (see above); without, every row runs in full."""
-    causal = _causal(model)
+    decoder, _ = decoder_and_head(_causal(model))
     shared = shared_prefix_len(ids, mask, labels) if share_prefix else 0
     if shared < MIN_SHARED:
-        return causal.model(input_ids=ids, attention_mask=mask).last_hidden_state, labels[:, 1:]
+        return decoder(input_ids=ids, attention_mask=mask).last_hidden_state, labels[:, 1:]
     from transformers import DynamicCache
 
     cache = DynamicCache()
-    causal.model(input_ids=ids[:1, :shared], cache=cache, use_cache=True)
+    decoder(input_ids=ids[:1, :shared], cache=cache, use_cache=True)
     cache.batch_repeat_interleave(ids.shape[0])
-    rest = causal.model(input_ids=ids[:, shared:], attention_mask=mask, cache=cache, use_cache=True)
+    rest = decoder(input_ids=ids[:, shared:], attention_mask=mask, cache=cache, use_cache=True)
     return rest.last_hidden_state, labels[:, shared + 1 :]
 
 
@@ -72,10 +86,10 @@ def token_logprobs(
     model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, share_prefix: bool = True
 ):
     """``(selected, targets, rows)``: output-layer rows at labelled positions, their targets, row index."""
-    causal = _causal(model)
+    _, head = decoder_and_head(_causal(model))
     hidden, targets = decoder_states(model, ids, mask, labels, share_prefix)
     keep = targets != IGNORE
-    logits = causal.lm_head(hidden[:, :-1][keep]).float()
+    logits = head(hidden[:, :-1][keep]).float()
     rows = torch.arange(ids.shape[0]).unsqueeze(1).expand_as(targets)[keep]
     return logits, targets[keep], rows
 

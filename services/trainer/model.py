@@ -73,6 +73,49 @@ def fetch_adapter(store: ArtifactStore, policy: ModelRef, base_sha: str, dest: P
     return folder
 
 
+def check_targets(wanted: str | list[str], available: set[str], arch: str) -> str | list[str]:
+    """``wanted`` LoRA target modules, checked against the short names of ``arch``'s linear layers.
+
+    ``all-linear`` (PEFT: every linear layer but the output head) fits any architecture that has
+    one; another string is a regular expression PEFT matches itself; a list must name layers the
+    model has (a Llama's ``q_proj`` is a GPT-NeoX's ``query_key_value``).
+
+    >>> check_targets("all-linear", {"q_proj", "v_proj"}, "LlamaForCausalLM")
+    'all-linear'
+    >>> check_targets(["q_proj"], {"query_key_value", "dense"}, "GPTNeoXForCausalLM")
+    Traceback (most recent call last):
+    ...
+    selfimprove.core.stage.StageInputError: target_modules ['q_proj'] are not linear layers of GPTNeoXForCausalLM; its linear layers: dense, query_key_value
+    """
+    if not available:
+        raise StageInputError(f"{arch} has no linear layer a LoRA adapter could target")
+    if isinstance(wanted, str):
+        return wanted
+    if not wanted:
+        raise StageInputError("target_modules is an empty list; name layers or use 'all-linear'")
+    missing = [name for name in wanted if name not in available]
+    if missing:
+        raise StageInputError(
+            f"target_modules {missing} are not linear layers of {arch}; "
+            f"its linear layers: {', '.join(sorted(available))}"
+        )
+    return wanted
+
+
+def linear_names(model) -> set[str]:
+    """Short names of ``model``'s linear layers (``q_proj``, ``dense_h_to_4h``, ...) but its output
+    layer: what a LoRA ``target_modules`` list may name."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    head = model.get_output_embeddings()
+    return {
+        name.rsplit(".", 1)[-1]
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear | Conv1D) and m is not head
+    }
+
+
 def trainable_model(base: Path, adapter: Path | None, hp: Hparams, seed: int, full: bool = False):
     """``(model, tokenizer)`` in train mode: the adapter continued, a new LoRA, or every weight
     (``full``: from the base with the adapter merged, or from a whole model folder)."""
@@ -97,7 +140,7 @@ def trainable_model(base: Path, adapter: Path | None, hp: Hparams, seed: int, fu
             r=hp.lora_r,
             lora_alpha=hp.lora_alpha,
             lora_dropout=hp.lora_dropout,
-            target_modules=hp.target_modules,
+            target_modules=check_targets(hp.target_modules, linear_names(model), type(model).__name__),
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, config)

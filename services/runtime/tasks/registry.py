@@ -8,7 +8,10 @@ from typing import Any
 
 from selfimprove.runtime.tasks.base import Task
 
-BUILTIN = {"arithmetic": "selfimprove.runtime.tasks.arithmetic:ArithmeticTask"}
+BUILTIN = {
+    "arithmetic": "selfimprove.runtime.tasks.arithmetic:ArithmeticTask",
+    "data": "selfimprove.runtime.tasks.datafile:DataTask",
+}
 
 
 class TaskLoadError(ValueError):
