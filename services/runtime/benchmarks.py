@@ -132,7 +132,7 @@ def score(reply: str, item: BenchItem) -> bool:
 def gpt3_match(reply: str, answer: str) -> bool:
     """:func:`score` as a data-file verifier (``evaluation.test_sets`` entries with ``gpt3:``).
 
-    >>> gpt3_match("So 98 + 45 = 143.", " 143"), gpt3_match("143.5", "143")
+    >>> gpt3_match("So 98 + 45 = 143.", " 143"), gpt3_match("143 - 1 = 142", "143")
     (True, False)
     """
     value = last_integer(reply)
