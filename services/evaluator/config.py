@@ -259,6 +259,7 @@ def load_config(text: str) -> RunConfig:
             problems.append(f"{where}: {err['msg']}{got}")
         raise ConfigError("invalid run config: " + "; ".join(problems)) from None
     check_dev_sizes(cfg)
+    check_answers(cfg)
     check_tactics(cfg)
     check_refine_when(cfg)
     check_interim_looks(cfg)
@@ -392,6 +393,33 @@ def check_dev_sizes(cfg: RunConfig) -> None:
             task.items("dev", n)
         except ValueError as exc:
             raise ConfigError(f"invalid run config: {where}: {exc}") from None
+
+
+def check_answers(cfg: RunConfig) -> None:
+    """Refuse a verified run on a task without reference answers (a data file that names no answer
+    field): there is nothing to verify against, so only label-free runs can use it.
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "q.jsonl"
+    >>> _ = path.write_text("".join(f'{{"question": "What is {i} + 1?"}}\\n' for i in range(40)))
+    >>> check_answers(RunConfig.model_validate({"task": {"name": "data", "params": {"path": str(path)}}}))
+    Traceback (most recent call last):
+    ...
+    selfimprove.evaluator.config.ConfigError: invalid run config: task.params.answer: the task has no reference answers, so it runs with label_mode label-free only (got verified)
+    """
+    from selfimprove.runtime.tasks import TaskLoadError, load_task
+
+    if cfg.label_mode != "verified" or cfg.acquisition.self_instruct:
+        return
+    try:
+        task = load_task(cfg.task.name, cfg.task.params)
+    except (TaskLoadError, ValueError, TypeError):
+        return  # reported by check_dev_sizes, or a plug-in this process cannot import
+    if getattr(task, "has_answers", True) is False:
+        raise ConfigError(
+            "invalid run config: task.params.answer: the task has no reference answers, so it runs with "
+            "label_mode label-free only (got verified)"
+        )
 
 
 def train_problems(cfg: RunConfig, n: int) -> int | None:
