@@ -54,7 +54,37 @@ def prepare_config(path: Path, iterations: int | None, label_mode: str | None, r
             task["tactics"].update(tactics_model(str(name)).off_for(label_mode))
     if run_id is not None:
         data["run_id"] = run_id
+    absolute_paths(data, Path.cwd())
     return dump_config(load_config(yaml.safe_dump(data)))
+
+
+def absolute_paths(data: dict, base: Path) -> None:
+    """Data-file paths of a run config (the data task's ``path``, each test set's ``data.path``, the
+    self-instruct ``acquisition.seed_set``) made absolute from ``base`` (the directory the command runs
+    in), so services started elsewhere read the same files.
+
+    >>> cfg = {"task": {"name": "data", "params": {"path": "d/train.jsonl"}},
+    ...        "evaluation": {"test_sets": [{"label": "t", "data": {"path": "/abs/test.jsonl"}}]}}
+    >>> absolute_paths(cfg, Path("/work"))
+    >>> cfg["task"]["params"]["path"], cfg["evaluation"]["test_sets"][0]["data"]["path"]
+    ('/work/d/train.jsonl', '/abs/test.jsonl')
+    """
+
+    def fix(holder: object, key: str) -> None:
+        if isinstance(holder, dict) and isinstance(holder.get(key), str):
+            holder[key] = str(base / Path(holder[key]).expanduser())
+
+    task = data.get("task")
+    if isinstance(task, dict) and task.get("name") == "data":
+        fix(task.get("params"), "path")
+    for suite in (task or {}).get("regression_suites") or [] if isinstance(task, dict) else []:
+        if isinstance(suite, dict) and suite.get("name") == "data":
+            fix(suite.get("params"), "path")
+    evaluation = data.get("evaluation")
+    for test_set in (evaluation or {}).get("test_sets") or [] if isinstance(evaluation, dict) else []:
+        if isinstance(test_set, dict):
+            fix(test_set.get("data"), "path")
+    fix(data.get("acquisition"), "seed_set")
 
 
 def interrupt_on_signals() -> None:
