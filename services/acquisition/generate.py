@@ -39,7 +39,8 @@ class ShardJob:
 def self_instruct(
     engine: Engine, seed_set: Sequence[SeedExample], n: int, seed: int, max_new_tokens: int, shots: int = 3
 ) -> list[Item]:
-    """``n`` attempts at new problems written by the model from the seed set (repeats dropped)."""
+    """``n`` attempts at new problems written by the model from the seed set (empty replies dropped;
+    repeats and evaluation problems are screened after, :func:`selfimprove.acquisition.instruct.screen`)."""
     demos = prompts.demos_for(seed_set, n, shots, seed)
     request = GenerationRequest(
         [prompts.instruct_prompt(d) for d in demos],

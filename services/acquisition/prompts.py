@@ -5,8 +5,8 @@ distinct train items drawn with a seed fixed by ``(seed, iteration)``, so the sh
 never overlap and a redelivered shard gets the same prompts. With category weights (the evaluator's
 focus on what the model fails), the stream is first drawn ``len(categories)`` times as long and
 then cut to ``n * num_shards`` items shared out by weight (:func:`focused`). Problems of the
-evaluation sets (``exclude``, by the key selection decontaminates with) are skipped before sampling,
-so no generation is spent on a prompt selection would drop. Self-instruct prompts are written by the
+evaluation sets (``exclude``, by the key selection decontaminates with, and ``overlaps``, its n-gram
+rule) are skipped before sampling, so no generation is spent on a prompt selection would drop. Self-instruct prompts are written by the
 model from a few seed examples; they have no reference answer (no verifier).
 """
 
@@ -15,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from selfimprove.runtime.tasks.base import Item, Task, TooFewProblems, problem_key
+from selfimprove.runtime.tasks.datafile import text_key
 from selfimprove.runtime.tasks.seedset import SeedExample
 
 HINT = "{prompt} The answer is {answer}. Reply briefly, giving the answer."
@@ -109,15 +110,24 @@ def focused(pool: Sequence[Item], weights: Mapping[str, float], n: int) -> list[
     return [item for *_, item in sorted(keyed, key=lambda t: t[:2])]
 
 
-def train_stream(task: Task, n: int, seed: int, exclude: Collection[tuple] = frozenset()) -> list[Item]:
-    """The first ``n`` items of the task's train stream whose problem key is not in ``exclude``; all
-    of them when the task has fewer (a finite task asked for more than it has, as a data retry may).
+def train_stream(
+    task: Task,
+    n: int,
+    seed: int,
+    exclude: Collection[tuple] = frozenset(),
+    overlaps: Callable[[str], bool] | None = None,
+) -> list[Item]:
+    """The first ``n`` items of the task's train stream whose problem key is not in ``exclude`` and
+    whose prompt ``overlaps`` no evaluation item; all of them when the task has fewer (a finite task
+    asked for more than it has, as a data retry may).
 
     >>> from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
     >>> task = ArithmeticTask(("add2",))
     >>> plain = train_stream(task, 6, 0)
     >>> skipped = train_stream(task, 5, 0, {tuple(plain[1].meta["key"])})
     >>> [i.id for i in skipped] == [i.id for i in plain if i is not plain[1]]
+    True
+    >>> [i.id for i in train_stream(task, 5, 0, overlaps=lambda p: p == plain[1].prompt)] == [i.id for i in skipped]
     True
     >>> every = train_stream(ArithmeticTask(("add1",)), 500, 0)
     >>> len(every), len({i.id for i in every})
@@ -129,7 +139,11 @@ def train_stream(task: Task, n: int, seed: int, exclude: Collection[tuple] = fro
             pool = task.items("train", size, seed=seed)
         except TooFewProblems as exc:
             pool = exc.found
-        kept = [item for item in pool if problem_key(item.meta) not in exclude]
+        kept = [
+            item
+            for item in pool
+            if problem_key(item.meta) not in exclude and not (overlaps and overlaps(item.prompt))
+        ]
         if len(kept) >= n or len(pool) < size:  # enough, or the task has no more
             return kept[:n]
         size += 2 * (n - len(kept))
@@ -144,13 +158,14 @@ def shard_items(
     num_prompts: int,
     weights: Mapping[str, float] | None = None,
     exclude: Collection[tuple] = frozenset(),
+    overlaps: Callable[[str], bool] | None = None,
 ) -> list[Item]:
     """The task prompts of one shard (see the module docstring)."""
     if not 0 <= shard < max(1, num_shards):
         raise ValueError(f"shard {shard} is outside 0..{num_shards - 1}")
     start, stop = shard_bounds(shard, num_prompts)
     if not weights:
-        return train_stream(task, stop, stream_seed(seed, iteration), exclude)[start:stop]
+        return train_stream(task, stop, stream_seed(seed, iteration), exclude, overlaps)[start:stop]
     unknown = sorted(set(weights) - set(task.categories))
     if unknown or any(w < 0 for w in weights.values()):
         raise ValueError(
@@ -158,7 +173,9 @@ def shard_items(
             f"(the task has {', '.join(task.categories)})"
         )
     total = num_prompts * num_shards
-    pool = train_stream(task, total * max(1, len(task.categories)), stream_seed(seed, iteration), exclude)
+    pool = train_stream(
+        task, total * max(1, len(task.categories)), stream_seed(seed, iteration), exclude, overlaps
+    )
     return focused(pool, weights, total)[start:stop]
 
 
@@ -205,19 +222,22 @@ def clean_instruction(text: str) -> str:
 
 
 def instruct_items(texts: Sequence[str], demos: Sequence[Sequence[SeedExample]]) -> list[Item]:
-    """Items from self-instruct replies, dropping empty ones and repeats (category of the first demo).
+    """Items from self-instruct replies, dropping empty ones (category of the first demo; repeats are
+    left to :func:`selfimprove.acquisition.instruct.screen`, which counts them). Each carries its text
+    key in ``meta["key"]``, the key selection decontaminates free-text problems by.
 
-    >>> [i.prompt for i in instruct_items(["Task: A?", "A?", ""], [[SeedExample("x", category="c")]] * 3)]
-    ['A?']
+    >>> items = instruct_items(["Task: A?", "A?", ""], [[SeedExample("x", category="c")]] * 3)
+    >>> [i.prompt for i in items], items[0].meta["key"], items[0].id == items[1].id
+    (['A?', 'A?'], ['text', ['a']], True)
     """
-    seen: set[str] = set()
     out = []
     for text, demo in zip(texts, demos, strict=True):
         prompt = clean_instruction(text)
-        if not prompt or prompt in seen:
+        if not prompt:
             continue
-        seen.add(prompt)
         category = demo[0].category if demo else "general"
         digest = hashlib.sha256(prompt.encode()).hexdigest()[:16]
-        out.append(Item(id=f"si-{digest}", prompt=prompt, category=category, difficulty=0))
+        kind, parts = text_key(prompt)
+        meta = {"key": [kind, list(parts)]}
+        out.append(Item(id=f"si-{digest}", prompt=prompt, category=category, difficulty=0, meta=meta))
     return out

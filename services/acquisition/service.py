@@ -7,7 +7,6 @@ task, missing model or seed set, bad shard numbers) is answered with a ``stage_f
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from typing import Any
@@ -87,25 +86,25 @@ class Acquirer:
             "acquisition_yield", "Fraction of the last shard's prompts with a verified sample"
         )
 
-    @functools.cached_property
-    def eval_keys(self) -> frozenset:
-        """Problems of the evaluation sets, never drawn as task prompts (none when unreadable:
-        selection, which refuses to run without them by default, still drops them)."""
-        from selfimprove.runtime.benchmarks import BenchmarkNotFoundError, decontamination_keys
+    def guard(self, sets_json: str):
+        """Problems of the command's evaluation sets, never drawn as task prompts: their keys and
+        their n-gram index (:mod:`selfimprove.runtime.evalguard`). None when a set is unreadable:
+        selection, which fails on it by default, says which."""
+        from selfimprove.runtime.evalguard import EvalGuard, TestSetError, guard_for
 
         if not self.settings.skip_eval_problems:
-            return frozenset()
+            return EvalGuard()
         try:
-            return frozenset(decontamination_keys(self.settings.benchmarks_dir))
-        except BenchmarkNotFoundError as exc:
+            return guard_for(sets_json, self.settings.benchmarks_dir)
+        except TestSetError as exc:
             log.warning("evaluation problems are not skipped before sampling: %s", exc)
-            return frozenset()
+            return EvalGuard()
 
     def build(self, env: Envelope) -> tuple[dict[str, bytes], dict[str, Any]]:
         import tempfile
         from pathlib import Path
 
-        from selfimprove.acquisition import generate, prompts
+        from selfimprove.acquisition import generate, instruct, prompts
         from selfimprove.runtime.models import ModelNotFoundError
         from selfimprove.runtime.policy import version_key
         from selfimprove.runtime.tasks import load_task
@@ -120,10 +119,13 @@ class Acquirer:
                 with tempfile.TemporaryDirectory() as tmp:
                     seeds = read_seed_set(self.ctx.store, cmd, Path(tmp) / "seed.jsonl")
                 seed = prompts.sample_seed(cmd.seed, env.iteration, cmd.shard)
-                items = generate.self_instruct(
+                written = generate.self_instruct(
                     engine, seeds, cmd.num_prompts, seed, self.settings.instruct_max_new_tokens
                 )
+                screened = instruct.screen(written, seeds, self.guard(cmd.test_sets_json).rule)
+                items = screened.items
             else:
+                guard = self.guard(cmd.test_sets_json)
                 items = prompts.shard_items(
                     task,
                     cmd.seed,
@@ -132,13 +134,15 @@ class Acquirer:
                     cmd.num_shards,
                     cmd.num_prompts,
                     dict(cmd.category_weights),
-                    self.eval_keys,
+                    guard.keys,
+                    guard.index.contaminated if len(guard.index) else None,
                 )
         except (ValueError, FileNotFoundError, ModelNotFoundError, ArtifactError) as exc:
             raise StageInputError(f"{type(exc).__name__}: {exc}") from exc
         if not items:
             raise StageInputError(
-                "self-instruct produced no usable prompt"
+                f"self-instruct produced no usable prompt of {cmd.num_prompts} asked ({screened.duplicates} "
+                f"repeats, {screened.contaminated} evaluation problems, the rest empty)"
                 if cmd.self_instruct
                 else f"the task has no train problem left for shard {cmd.shard} of {cmd.num_shards}"
             )
@@ -161,6 +165,10 @@ class Acquirer:
         )
         rows, _, seconds = generate.run_shard(engine, task, job)
         figures = shard_stats(rows, seconds)
+        if cmd.self_instruct:
+            figures.instruct_asked = cmd.num_prompts
+            figures.instruct_dropped = cmd.num_prompts - len(items)
+            figures.instruct_contaminated = screened.contaminated
         run = env.run_id
         self.series.labels(self.prompts, run).inc(figures.prompts)
         self.series.labels(self.samples, run).inc(figures.samples)

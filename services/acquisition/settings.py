@@ -17,7 +17,9 @@ class AcquisitionSettings(BaseSettings):
     judge_max_new_tokens: int = Field(4, ge=1, description="Tokens of a self-judge verdict.")
     instruct_max_new_tokens: int = Field(96, ge=8, description="Tokens of a self-instruct problem.")
     benchmarks_dir: Path | None = Field(
-        None, description="GPT-3 arithmetic sets whose problems are skipped when drawing task prompts."
+        None,
+        description="Where the GPT-3 sets a run declares (evaluation.test_sets) are read, to skip their "
+        "problems when drawing task prompts; default: $SELFIMPROVE_BENCHMARKS_DIR.",
     )
     skip_eval_problems: bool = Field(
         True, description="Draw no task prompt that selection's decontamination would drop."

@@ -1,8 +1,10 @@
 """``selfimprove report RUN``: write the run's report (Markdown plus PNG plots).
 
 It reads the run through the evaluator's control plane and its artifacts from the store
-(``SELFIMPROVE_S3_*``), and evaluates the base model and every promoted model on the GPT-3 arithmetic
-sets (greedy, the fixed scoring rule), ``--limit`` items per set (0: all 2,000).
+(``SELFIMPROVE_S3_*``), and evaluates the base model and every promoted model on the test sets the
+run's config declares (``evaluation.test_sets``; greedy, each set's verifier), ``--limit`` items per
+set (0: all), with the final model's paired difference from the base per set. A run that declares
+none gets no test-set evaluation and needs no evaluation files.
 """
 
 from __future__ import annotations
@@ -33,29 +35,47 @@ def benchmark_models(lineage: dict) -> list[tuple[str, dict]]:
     return chosen
 
 
-def evaluate_models(models: list[tuple[str, dict]], limit: int | None, threads: int) -> dict:
+def evaluate_models(
+    models: list[tuple[str, dict]], test_sets: list, limit: int | None, threads: int
+) -> tuple[dict, dict]:
+    """Scores of every model on every test set (label -> set -> score), and the last model minus the
+    first (the final promoted model minus the base) on the same items, per set."""
     from selfimprove.cli.modelref import local_model
-    from selfimprove.runtime.benchmarks import load_set, resolve_sets
     from selfimprove.runtime.engine import make_engine
-    from selfimprove.runtime.evaluate import evaluate_set
+    from selfimprove.runtime.evaluate import evaluate_set, load_test_set
+    from selfimprove.runtime.stats import mcnemar
 
-    sets = resolve_sets("gpt3")
+    loaded = [load_test_set(s, limit=limit) for s in test_sets]  # a bad file fails before any model loads
     results: dict[str, dict] = {}
+    outcomes: dict[str, dict[str, tuple[bool, ...]]] = {}
     for label, model in models:
         base, adapter = local_model(model)
         engine = make_engine(
             "transformers", base=base, adapters=[adapter] if adapter else [], threads=threads
         )
-        results[label] = {}
-        for name, path in sets.items():
-            r = evaluate_set(engine, name, load_set(path, limit))
-            results[label][name] = {
+        results[label], outcomes[label] = {}, {}
+        for s in loaded:
+            r = evaluate_set(engine, s)
+            outcomes[label][s.name] = r.outcomes
+            results[label][s.name] = {
                 "accuracy": r.accuracy.value,
                 "low": r.accuracy.low,
                 "high": r.accuracy.high,
                 "n": r.accuracy.n,
             }
-    return results
+    paired: dict[str, dict] = {}
+    if len(models) > 1:
+        first, last = models[0][0], models[-1][0]
+        for s in loaded:
+            p = mcnemar(outcomes[first][s.name], outcomes[last][s.name])
+            paired[s.name] = {
+                "final": last,
+                "delta": p.delta,
+                "low": p.low,
+                "high": p.high,
+                "p_value": p.p_value,
+            }
+    return results, paired
 
 
 def write_report(
@@ -76,23 +96,38 @@ def write_report(
     status = stub.GetRunStatus(control_pb2.GetRunStatusRequest(run_id=run_id), timeout=30).status
     facts = collect(status, ArtifactStore.from_settings(load(StoreSettings)))
     if benchmark:
-        facts.benchmark = evaluate_models(benchmark_models(facts.lineage), limit, max(1, os.cpu_count() or 1))
+        from selfimprove.cli.evalsets import declared_test_sets
+
+        test_sets = declared_test_sets(facts.lineage.get("config") or "", f"run {run_id}'s config")
+        if test_sets:
+            facts.benchmark, facts.paired = evaluate_models(
+                benchmark_models(facts.lineage), test_sets, limit, max(1, os.cpu_count() or 1)
+            )
+        else:
+            facts.benchmark_note = "No test sets declared (the run config has no evaluation.test_sets)."
     return render(facts, out or Path("reports") / run_id)
 
 
 def report_cmd(
     run_id: Annotated[str, typer.Argument(help="The run id.")],
     address: Annotated[str | None, typer.Option(help="Evaluator control plane host:port.")] = None,
-    limit: Annotated[int, typer.Option(help="Items per GPT-3 set (0: all 2,000).")] = 200,
+    limit: Annotated[int, typer.Option(help="Items per test set (0: all).")] = 200,
     out: Annotated[Path | None, typer.Option(help="Output folder (default reports/RUN).")] = None,
-    benchmark: Annotated[bool, typer.Option(help="Evaluate base and promoted models on GPT-3 sets.")] = True,
+    benchmark: Annotated[
+        bool, typer.Option(help="Evaluate base and promoted models on the run's declared test sets.")
+    ] = True,
 ) -> None:
-    """Write a run's report: accuracy per iteration, GPT-3 sets, data, losses, refinement, decisions."""
+    """Write a run's report: accuracy per iteration, test sets, data, losses, refinement, decisions."""
     import grpc
+
+    from selfimprove.runtime.benchmarks import BenchmarkNotFoundError
 
     try:
         path = write_report(run_id, address, limit or None, out, benchmark)
     except grpc.RpcError as exc:
         typer.echo(f"error: run {run_id}: {exc.code().name}: {exc.details()}", err=True)
+        raise typer.Exit(1) from None
+    except (ValueError, BenchmarkNotFoundError) as exc:  # a declared test set that cannot be read
+        typer.echo(f"error: run {run_id}: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(str(path))

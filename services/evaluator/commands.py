@@ -17,6 +17,7 @@ from selfimprove.evaluator.config import RunConfig, tactics_of
 from selfimprove.evaluator.focus import next_weights
 from selfimprove.evaluator.refs import base_version, to_model, to_ref
 from selfimprove.evaluator.state import RunState, slot_shard, slot_stage, training_sets
+from selfimprove.runtime.evalguard import dump_test_sets
 from selfimprove.v2.common_pb2 import ModelRef, SamplingParams, Stage, TaskSpec
 from selfimprove.v2.stages_pb2 import (
     AcquireCommand,
@@ -139,9 +140,11 @@ def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
     incumbent, pending = _models(state)
     if stage == "acquire":
         a = cfg.acquisition
+        task = main_task(cfg)
+        task.seed_set.CopyFrom(to_ref(state.seed_set))  # self-instruct runs: the stored seed set
         return AcquireCommand(
             policy=sampler(state, cfg),
-            task=main_task(cfg),
+            task=task,
             shard=slot_shard(slot),
             num_shards=a.shards,
             num_prompts=state.prompts_per_shard or a.prompts_per_shard,
@@ -157,6 +160,7 @@ def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
             self_instruct=a.self_instruct,
             category_weights=focus_of(state, cfg),
             tactics=tactics_at(cfg, state.iteration),
+            test_sets_json=dump_test_sets(cfg.evaluation.test_sets),
         )
     if stage == "select":
         shards = [
@@ -171,6 +175,7 @@ def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
             params_json=cfg.selection.params.model_dump_json(),
             refined_targets=targets,
             policy=incumbent,
+            test_sets_json=dump_test_sets(cfg.evaluation.test_sets),
         )
     if stage == "train":
         return TrainCommand(

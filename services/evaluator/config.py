@@ -19,10 +19,11 @@ selfimprove.evaluator.config.ConfigError: invalid run config: training.hparams.l
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from selfimprove.contracts.params import Hparams, SelectParams
 from selfimprove.runtime.testsets import TestSet
@@ -80,7 +81,16 @@ class AcquisitionConfig(_Strict):
     top_p: float = Field(0.95, gt=0, le=1)
     max_new_tokens: int = Field(64, ge=1)
     self_judge: bool = False
-    self_instruct: bool = False
+    self_instruct: bool = Field(
+        False,
+        description="Prompts written by the model from acquisition.seed_set instead of the task's generator "
+        "(label-free runs only: they have no reference answer).",
+    )
+    seed_set: str | None = Field(
+        None,
+        description="With self_instruct: the seed set, a JSONL file (docs/tasks.md), read when the config "
+        "loads and by the evaluator, which stores it with the run. A relative path is made absolute.",
+    )
     focus: bool = Field(
         False,
         description="Share each iteration's prompts over the task's categories by the last acquisition "
@@ -100,6 +110,13 @@ class AcquisitionConfig(_Strict):
     )
     more_prompts_factor: float = Field(2.0, ge=1, description="Prompts grow by this on a data retry.")
     max_data_retries: int = Field(1, ge=0, description="Re-acquisitions for too little data, then stop.")
+
+    @field_validator("seed_set")
+    @classmethod
+    def _absolute(cls, path: str | None) -> str | None:
+        """The path as the process that loads the config first reads it (the evaluator may run
+        elsewhere, with another working directory)."""
+        return os.path.abspath(os.path.expanduser(path)) if path else path
 
 
 class SelectionConfig(_Strict):
@@ -241,8 +258,9 @@ class RunConfig(_Strict):
         return self.label_mode == "label-free"
 
 
-def load_config(text: str) -> RunConfig:
-    """Parse and validate a YAML run config."""
+def load_config(text: str, *, files: bool = True) -> RunConfig:
+    """Parse and validate a YAML run config; with ``files`` also read the files it names (the seed
+    set), as a new run does. A run's stored config is reloaded without (its files are in the store)."""
     try:
         data = yaml.safe_load(text) if text.strip() else {}
     except yaml.YAMLError as exc:
@@ -263,6 +281,7 @@ def load_config(text: str) -> RunConfig:
     check_tactics(cfg)
     check_refine_when(cfg)
     check_interim_looks(cfg)
+    check_self_instruct(cfg, files)
     return cfg
 
 
@@ -315,6 +334,64 @@ def check_tactics(cfg: RunConfig) -> None:
         tactics.check(cfg.label_mode)
     except ValueError as exc:
         raise ConfigError(f"invalid run config: task.tactics.{exc}") from None
+
+
+def check_self_instruct(cfg: RunConfig, files: bool = True) -> None:
+    """Self-instruct prompts come with no reference answer, so only a label-free run can take them, and
+    they are written from a seed set: ``acquisition.seed_set`` goes with ``self_instruct``, and with
+    ``files`` it must be a readable, well-formed seed set with at least one example.
+
+    >>> check_self_instruct(RunConfig.model_validate({"acquisition": {"self_instruct": True}}))
+    Traceback (most recent call last):
+    ...
+    selfimprove.evaluator.config.ConfigError: invalid run config: acquisition.self_instruct: the model's own prompts have no reference answer, so it needs label_mode label-free (got verified)
+    >>> check_self_instruct(RunConfig.model_validate({"label_mode": "label-free", "acquisition": {"self_instruct": True}}))
+    Traceback (most recent call last):
+    ...
+    selfimprove.evaluator.config.ConfigError: invalid run config: acquisition.self_instruct: needs acquisition.seed_set, the JSONL file of examples the model writes new prompts from
+    """
+    a = cfg.acquisition
+    if a.seed_set and not a.self_instruct:
+        raise ConfigError(
+            "invalid run config: acquisition.seed_set: it is read only with acquisition.self_instruct: true"
+        )
+    if not a.self_instruct:
+        return
+    if not cfg.label_free:
+        raise ConfigError(
+            "invalid run config: acquisition.self_instruct: the model's own prompts have no reference "
+            f"answer, so it needs label_mode label-free (got {cfg.label_mode})"
+        )
+    if not a.seed_set:
+        raise ConfigError(
+            "invalid run config: acquisition.self_instruct: needs acquisition.seed_set, the JSONL file of "
+            "examples the model writes new prompts from"
+        )
+    if files:
+        try:
+            read_seed_set(a.seed_set)
+        except ValueError as exc:
+            raise ConfigError(f"invalid run config: acquisition.seed_set: {exc}") from None
+
+
+def read_seed_set(path: str) -> bytes:
+    """The bytes of a seed-set file, checked: readable, every line an example, at least one. Raises
+    ``ValueError`` naming the file (and the line of a bad example)."""
+    from pathlib import Path
+
+    from selfimprove.runtime.tasks.seedset import parse_seed_lines
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text: {exc}") from None
+    if not parse_seed_lines(text, path):
+        raise ValueError(f"{path} has no seed example (one JSON object per line, docs/tasks.md)")
+    return data
 
 
 def check_refine_when(cfg: RunConfig) -> None:

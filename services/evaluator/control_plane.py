@@ -62,8 +62,10 @@ class ControlPlane(control_pb2_grpc.ControlPlaneServiceServicer):
 
     async def StartRun(self, request, context):  # noqa: N802 (gRPC names)
         try:
-            cfg = load_config(request.config_yaml)
+            cfg = load_config(request.config_yaml, files=False)
             run_id = check_name("run id", request.run_id or cfg.run_id or f"run-{uuid.uuid4().hex[:8]}")
+            if run_id not in self.controller.runs:  # a new run: the files it names must be readable here
+                cfg = load_config(request.config_yaml)
         except (ConfigError, ValueError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         resumed = run_id in self.controller.runs

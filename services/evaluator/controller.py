@@ -21,11 +21,12 @@ from selfimprove.core.logs import fields
 from selfimprove.core.outgoing import Outgoing
 from selfimprove.core.retry import retrying
 from selfimprove.core.store import ArtifactStore, StoreUnavailableError
-from selfimprove.evaluator import decide, snapshot
+from selfimprove.evaluator import decide, inputs, snapshot
 from selfimprove.evaluator.commands import STAGE_NAME
 from selfimprove.evaluator.config import RunConfig, load_config
 from selfimprove.evaluator.crash import CrashHooks
 from selfimprove.evaluator.loopmetrics import LoopMetrics
+from selfimprove.evaluator.refs import ref_dict
 from selfimprove.evaluator.state import RunState
 from selfimprove.evaluator.transition import Transition
 from selfimprove.v2.envelope_pb2 import Envelope
@@ -76,7 +77,7 @@ class Controller:
     def config(self, state: RunState) -> RunConfig:
         key = f"{state.run_id}/{hash(state.config_yaml)}"
         if key not in self._configs:
-            self._configs[key] = load_config(state.config_yaml)
+            self._configs[key] = load_config(state.config_yaml, files=False)  # stored with the run
         return self._configs[key]
 
     # -- inputs ---------------------------------------------------------------------------------
@@ -94,7 +95,8 @@ class Controller:
                 return []
             now = self.clock()
             if payload == "run_control":
-                tr = self._control(env, state, now)
+                stored = await self._store_inputs(env) if state is None else {}
+                tr = self._control(env, state, now, stored)
             elif state is None:
                 log.warning(
                     "result for unknown run %s ignored", env.run_id, extra=fields(event_id=env.event_id)
@@ -110,7 +112,19 @@ class Controller:
         self.crash.at("before_commit", payload)
         return []
 
-    def _control(self, env: Envelope, state: RunState | None, now: float) -> Transition | None:
+    async def _store_inputs(self, env: Envelope) -> dict[str, dict]:
+        """The input files a new run's config names, in the store under the run's prefix (once: a
+        redelivered start finds them there), as reference dicts (``inputs.put_inputs``)."""
+        rc = env.run_control
+        if rc.action != RunControl.ACTION_START or not rc.config_yaml.strip():
+            return {}
+        cfg = load_config(rc.config_yaml, files=False)
+        stored = await asyncio.to_thread(inputs.put_inputs, self.store, env.run_id, cfg)
+        return {name: ref_dict(ref) for name, ref in stored.items()}
+
+    def _control(
+        self, env: Envelope, state: RunState | None, now: float, stored: dict[str, dict] | None = None
+    ) -> Transition | None:
         rc = env.run_control
         topics = self.bus.topics
         if rc.action == RunControl.ACTION_STOP:
@@ -126,7 +140,7 @@ class Controller:
         if not rc.config_yaml.strip():
             # A new run needs its config: never start one with defaults from a stray message.
             raise ValueError(f"run_control {env.event_id} starts run {env.run_id!r} without a config")
-        cfg = load_config(rc.config_yaml)
+        cfg = load_config(rc.config_yaml, files=False)  # its files are stored (_store_inputs)
         return decide.start(
             topics,
             cfg,
@@ -135,6 +149,7 @@ class Controller:
             now,
             env.event_id,
             dict(self.environment, config=rc.config_yaml),
+            seed_set=(stored or {}).get("seed_set"),
         )
 
     async def tick(self) -> None:

@@ -26,12 +26,21 @@ IGNORED_KEEP = 512
 
 
 def start(
-    topics: Topics, cfg: RunConfig, config_yaml: str, run_id: str, now: float, cause: str, lineage: dict
+    topics: Topics,
+    cfg: RunConfig,
+    config_yaml: str,
+    run_id: str,
+    now: float,
+    cause: str,
+    lineage: dict,
+    seed_set: dict | None = None,
 ) -> Transition:
-    """A new run: iteration 1 acquires with the base model."""
+    """A new run: iteration 1 acquires with the base model. ``seed_set``: the reference (as a dict)
+    of the run's stored seed set, for a self-instruct run."""
     state = RunState(
         run_id=run_id, config_yaml=config_yaml, started_at=now, last_progress=now, topic_prefix=topics.prefix
     )
+    state.seed_set = dict(seed_set or {})
     state.incumbent = model_dict(ModelRef(base=cfg.base_model, version=base_version(run_id)))
     state.prompts_per_shard = cfg.acquisition.prompts_per_shard
     state.lineage = {

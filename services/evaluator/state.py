@@ -82,6 +82,7 @@ class RunState:
     refined_for: str = ""  # version of the incumbent the last refine ran for
     finishing: str = ""  # the stop reason a last refine runs before (refinement.when: end)
     refined_targets: dict[str, Any] = field(default_factory=dict)
+    seed_set: dict[str, Any] = field(default_factory=dict)  # the stored seed set (self-instruct runs)
     lineage: dict[str, Any] = field(default_factory=dict)
     # input events applied and published (a snapshot is written only after publishing)
     applied: list[str] = field(default_factory=list)

@@ -24,6 +24,10 @@ class RunFacts:
     refine_tables: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     stage_seconds: dict[int, dict[str, float]] = field(default_factory=dict)
     benchmark: dict[str, dict[str, Any]] = field(default_factory=dict)  # model label -> set -> score
+    # set -> the final model minus the base on the same items: delta, low, high, p_value, final
+    paired: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # why there is no benchmark table (e.g. the run declares no test sets); empty: nothing to say
+    benchmark_note: str = ""
 
 
 def _json_file(store: ArtifactStore, ref: dict, names: tuple[str, ...]) -> Any | None:

@@ -73,7 +73,7 @@ def _plot_benchmark(facts: RunFacts, out: Path) -> str | None:
         ax.bar(xs, accs, width, yerr=[low, high], capsize=3, label=label)
     ax.set_xticks([j + width * (len(labels) - 1) / 2 for j in range(len(sets))])
     ax.set_xticklabels([s.replace("_", "\n") for s in sets], fontsize=7)
-    ax.set(ylabel="accuracy (95 % CI)", ylim=(0, 1), title="GPT-3 arithmetic (greedy)")
+    ax.set(ylabel="accuracy (95 % CI)", ylim=(0, 1), title="Test sets (greedy)")
     ax.legend(fontsize=7)
     return _save(plt, fig, out, "benchmark.png")
 
@@ -94,6 +94,48 @@ def _plot_losses(facts: RunFacts, out: Path) -> str | None:
     return _save(plt, fig, out, "loss.png")
 
 
+def _paired_cell(p: dict[str, Any] | None) -> str:
+    """The final model minus the base on one set.
+
+    >>> _paired_cell({"delta": 0.05, "low": -0.01, "high": 0.11, "p_value": 0.12})
+    '+5.0 pp (-1.0 to +11.0), p=0.12'
+    """
+    if not p:
+        return "-"
+    pp = [f"{100 * float(p[k]):+.1f}" for k in ("delta", "low", "high")]
+    return f"{pp[0]} pp ({pp[1]} to {pp[2]}), p={float(p['p_value']):.3g}"
+
+
+def _test_set_lines(facts: RunFacts) -> list[str]:
+    labels = list(facts.benchmark)
+    final = next((p["final"] for p in facts.paired.values() if p.get("final")), None)
+    lines = [
+        "",
+        "## Test sets",
+        "",
+        "Greedy; each set judged by its verifier (GPT-3 sets: the last signed integer of the reply, exact "
+        "match); 95 % Wilson intervals.",
+    ]
+    if final:
+        lines += [
+            f"{final} - base: the paired difference on the same items, its 95 % interval and the exact "
+            "McNemar p-value."
+        ]
+    lines += [""]
+    extra = [f"{final} - base"] if final else []
+    columns = ["set", *labels, *extra]
+    lines += ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    for name in next(iter(facts.benchmark.values())):
+        cells = [
+            f"{_pct(facts.benchmark[m][name]['accuracy'])} ({_pct(facts.benchmark[m][name]['low'])}-"
+            f"{_pct(facts.benchmark[m][name]['high'])}, n={facts.benchmark[m][name]['n']})"
+            for m in labels
+        ]
+        cells += [_paired_cell(facts.paired.get(name))] if final else []
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render(facts: RunFacts, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Run {facts.run_id}", "", f"State: **{facts.state}**. {facts.stop_reason}", ""]
@@ -112,24 +154,11 @@ def render(facts: RunFacts, out: Path) -> Path:
     if plot := _plot_accuracy(facts, out):
         lines += ["", f"![dev accuracy]({plot})"]
     if facts.benchmark:
-        labels = list(facts.benchmark)
-        lines += [
-            "",
-            "## GPT-3 arithmetic sets",
-            "",
-            "Greedy; the last signed integer of the reply; exact match; 95 % Wilson intervals.",
-            "",
-        ]
-        lines += ["| set | " + " | ".join(labels) + " |", "| --- |" + " --- |" * len(labels)]
-        for name in next(iter(facts.benchmark.values())):
-            cells = [
-                f"{_pct(facts.benchmark[m][name]['accuracy'])} ({_pct(facts.benchmark[m][name]['low'])}-"
-                f"{_pct(facts.benchmark[m][name]['high'])}, n={facts.benchmark[m][name]['n']})"
-                for m in labels
-            ]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += _test_set_lines(facts)
         if plot := _plot_benchmark(facts, out):
             lines += ["", f"![benchmark]({plot})"]
+    elif facts.benchmark_note:
+        lines += ["", "## Test sets", "", facts.benchmark_note]
     lines += [
         "",
         "## Data per iteration",

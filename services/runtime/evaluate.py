@@ -1,16 +1,28 @@
-"""Run a benchmark with an engine under an inference strategy and score it (the fixed GPT-3 rule)."""
+"""Score a model on evaluation items: any items with reference answers, judged by a verifier, under
+an inference strategy. The GPT-3 arithmetic sets go through the same path as a test set whose
+verifier is the fixed GPT-3 rule (:data:`GPT3_RULE`).
+
+    loaded = load_test_set(TestSet(label="2D+", gpt3="two_digit_addition"), limit=200)
+    result = evaluate_set(engine, loaded)
+    result.accuracy.value, result.accuracy.low, result.accuracy.high
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from selfimprove.runtime.benchmarks import BenchItem, score
 from selfimprove.runtime.engine import Engine
 from selfimprove.runtime.stats import Accuracy, accuracy
+from selfimprove.runtime.tasks.base import Item
+from selfimprove.runtime.tasks.datafile import DataSource
+from selfimprove.runtime.tasks.verifiers import Verifier
+from selfimprove.runtime.testsets import TestSet
 
 STRATEGIES = ("greedy", "self_consistency@k", "best_of_n@n", "self_refine@r", "prompt_ensemble@k")
 EVAL_MAX_NEW_TOKENS = 128
+GPT3_VERIFIER = "selfimprove.runtime.benchmarks:gpt3_match"
 
 
 @dataclass(frozen=True)
@@ -23,6 +35,29 @@ class SetResult:
     seconds: float
 
 
+def _last_integer_text(reply: str) -> str | None:
+    from selfimprove.runtime.extract import last_integer
+
+    value = last_integer(reply)
+    return None if value is None else str(value)
+
+
+#: The fixed GPT-3 rule as a verifier: the reply's last signed integer, exact match with the stripped
+#: reference. Strategies that vote (self_consistency, prompt_ensemble) vote on that integer.
+GPT3_RULE = Verifier("gpt3", _last_integer_text, lambda got, answer: got == answer.strip())
+
+
+def verifier_of(source: DataSource) -> Verifier:
+    """How a test set's replies are judged: its named verifier, the GPT-3 rule for GPT-3 sets.
+
+    >>> verifier_of(DataSource(path="x.jsonl", verifier=GPT3_VERIFIER)).verify("98 + 45 = 143", " 143")
+    True
+    >>> verifier_of(DataSource(path="x.jsonl", verifier="numeric")).name
+    'numeric'
+    """
+    return GPT3_RULE if source.verifier == GPT3_VERIFIER else source.make_verifier()
+
+
 def check_strategy(strategy: str) -> None:
     """Evaluation answers as serving would: strategies that need a verifier are refused."""
     from selfimprove.runtime.strategies import parse
@@ -30,27 +65,56 @@ def check_strategy(strategy: str) -> None:
     parse(strategy, serving=True)
 
 
-def evaluate_set(
+def evaluate_items(
     engine: Engine,
-    set_name: str,
-    items: Sequence[BenchItem],
+    name: str,
+    items: Sequence[Item],
+    verifier: Verifier,
     strategy: str = "greedy",
     max_new_tokens: int = EVAL_MAX_NEW_TOKENS,
 ) -> SetResult:
-    """Answers to every item under ``strategy`` (see :mod:`.strategies`), scored by exact match of
-    the last signed integer."""
-    from selfimprove.runtime.extract import last_integer
+    """Answers to every item under ``strategy`` (see :mod:`.strategies`), each judged by ``verifier``
+    against the item's reference answer (items without one are refused)."""
     from selfimprove.runtime.strategies import Settings, run
 
     check_strategy(strategy)
-
-    def extract(reply: str) -> str | None:
-        value = last_integer(reply)
-        return None if value is None else str(value)
-
+    unanswered = [it.id for it in items if it.answer is None]
+    if unanswered:
+        raise ValueError(f"{name}: {len(unanswered)} items have no reference answer (first: {unanswered[0]})")
     done = run(
-        engine, strategy, [it.prompt for it in items], extract, Settings(max_new_tokens=max_new_tokens)
+        engine,
+        strategy,
+        [it.prompt for it in items],
+        verifier.extract,
+        Settings(max_new_tokens=max_new_tokens),
     )
     replies = tuple(a.text for a in done.answers)
-    outcomes = tuple(score(reply, item) for reply, item in zip(replies, items, strict=True))
-    return SetResult(set_name, accuracy(outcomes), outcomes, replies, done.tokens, done.seconds)
+    outcomes = tuple(
+        verifier.verify(reply, str(item.answer)) for reply, item in zip(replies, items, strict=True)
+    )
+    return SetResult(name, accuracy(outcomes), outcomes, replies, done.tokens, done.seconds)
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """A test set ready to score: its label, its items (each with a reference answer), its verifier."""
+
+    name: str
+    items: tuple[Item, ...]
+    verifier: Verifier
+
+
+def load_test_set(test_set: TestSet, benchmarks_dir: Path | None = None, limit: int | None = None) -> EvalSet:
+    """The first ``limit`` items of a declared test set with the verifier that judges them; a file
+    without reference answers is refused, naming it."""
+    source = test_set.source(benchmarks_dir)
+    if source.answer is None:
+        raise ValueError(f"test set {test_set.label!r}: {source.path} names no answer field to score against")
+    return EvalSet(test_set.label, tuple(test_set.items(benchmarks_dir, limit)), verifier_of(source))
+
+
+def evaluate_set(
+    engine: Engine, s: EvalSet, strategy: str = "greedy", max_new_tokens: int = EVAL_MAX_NEW_TOKENS
+) -> SetResult:
+    """:func:`evaluate_items` on a loaded test set."""
+    return evaluate_items(engine, s.name, s.items, s.verifier, strategy, max_new_tokens)

@@ -131,7 +131,9 @@ def _configured_eos(source) -> list[int]:
             try:
                 ids = _ids(json.loads(path.read_text()).get("eos_token_id"))
             except (ValueError, TypeError) as exc:
-                raise ModelNotFoundError(f"{path}: eos_token_id is not an id or a list of ids ({exc})") from None
+                raise ModelNotFoundError(
+                    f"{path}: eos_token_id is not an id or a list of ids ({exc})"
+                ) from None
             if ids:
                 return ids
     return []

@@ -68,14 +68,16 @@ def tiny_model_folder(
     tokenizer.chat_template = chat_template
     turn_end = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     eos = [tokenizer.eos_token_id, turn_end]
-    sizes = dict(vocab_size=len(tokenizer), num_hidden_layers=layers, num_attention_heads=4)
-    if arch == "gpt_neox":
-        sizes.update(hidden_size=hidden, intermediate_size=hidden * 2, rotary_pct=0.25)
-    else:
-        sizes.update(hidden_size=hidden, intermediate_size=hidden * 2, num_key_value_heads=2)
+    # GPT-NeoX rotates a quarter of each head and has no grouped key/value heads
+    own = {"rotary_pct": 0.25} if arch == "gpt_neox" else {"num_key_value_heads": 2}
     config = AutoConfig.for_model(
         arch,
-        **sizes,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        **own,
         max_position_embeddings=2048,
         tie_word_embeddings=arch != "gpt_neox",
         bos_token_id=tokenizer.bos_token_id,

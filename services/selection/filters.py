@@ -29,7 +29,7 @@ def row_key(row: Row) -> tuple | None:
 
 
 def decontaminate(rows: Sequence[Row], keys: Collection[tuple]) -> tuple[list[Row], int]:
-    """Drop rows whose problem key is an evaluation item's.
+    """Drop rows whose problem key is an evaluation item's (or a dev problem's).
 
     >>> rows = [{"meta": {"key": ["+", [1, 2]]}}, {"meta": {"key": ["+", [2, 2]]}}, {"meta": {}}]
     >>> kept, dropped = decontaminate(rows, {("+", (1, 2))})
@@ -37,6 +37,22 @@ def decontaminate(rows: Sequence[Row], keys: Collection[tuple]) -> tuple[list[Ro
     (2, 1)
     """
     kept = [r for r in rows if row_key(r) not in keys or row_key(r) is None]
+    return kept, len(rows) - len(kept)
+
+
+def drop_overlapping(rows: Sequence[Row], overlaps: Callable[[str], bool]) -> tuple[list[Row], int]:
+    """Drop rows whose prompt ``overlaps`` an evaluation item (the n-gram rule,
+    :meth:`selfimprove.runtime.decontam.Index.contaminated`).
+
+    >>> from selfimprove.runtime.decontam import Index
+    >>> index = Index(["There were 3 dollars in Olivia's wallet. She collected 49 more dollars."])
+    >>> rows = [{"prompt": "Q: there were 3 dollars in olivia's wallet; she collected 49 more dollars"},
+    ...         {"prompt": "There were 5 apples."}]
+    >>> kept, dropped = drop_overlapping(rows, index.contaminated)
+    >>> [r["prompt"] for r in kept], dropped
+    (['There were 5 apples.'], 1)
+    """
+    kept = [r for r in rows if not overlaps(r["prompt"])]
     return kept, len(rows) - len(kept)
 
 

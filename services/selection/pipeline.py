@@ -1,6 +1,8 @@
 """The selection pipeline over acquisition rows: labels, filters, SFT set, preference pairs, data card.
 
-Order: prompt deduplication, decontamination, difficulty band, labels (verified or label-free; a
+Order: prompt deduplication, decontamination (exact problem keys of the evaluation sets and the
+task's dev split, ``decontaminated_key``; then n-gram overlap with the evaluation sets' texts,
+``decontaminated_ngram``), difficulty band, labels (verified or label-free; a
 label-free label whose consistency check failed is dropped, ``label_check``),
 refined targets, worked replies (preferred to the model's own right answers; verified mode: when
 the verifier accepts them, and a prompt with one is kept at any pass rate; label-free: chosen by the
@@ -28,7 +30,8 @@ from selfimprove.selection.diversity import Embedder, greedy_distinct, mean_pair
 Row = dict[str, Any]
 DROP_UNITS = {
     "duplicate_prompt": "prompts",
-    "decontamination": "prompts",
+    "decontaminated_key": "prompts",
+    "decontaminated_ngram": "prompts",
     "difficulty": "prompts",
     "label": "prompts",
     "label_check": "prompts",
@@ -64,8 +67,10 @@ def select(
     embed: Embedder | None = None,
     extract: Callable[[str], str | None] = lambda text: None,
     refined: Sequence[Mapping[str, str]] = (),
+    contaminated: Callable[[str], bool] = lambda prompt: False,
 ) -> Selection:
-    """Select from ``rows`` (one per prompt, any shard order); see the module docstring."""
+    """Select from ``rows`` (one per prompt, any shard order); see the module docstring.
+    ``eval_keys`` are the exact keys to drop, ``contaminated`` the n-gram rule over prompts."""
     truth = {r["id"]: r.get("answer") for r in rows}
     work = sorted(
         labels.blind(rows) if mode == labels.LABEL_FREE else [dict(r) for r in rows], key=lambda r: r["id"]
@@ -77,7 +82,8 @@ def select(
     work = _keep(work, kept_idx)
     kept_idx, near = near_dedup([r["prompt"] for r in work], params.prompt_duplicate, params.num_perm)
     work, drops["duplicate_prompt"] = _keep(work, kept_idx), drops["duplicate_prompt"] + near
-    work, drops["decontamination"] = filters.decontaminate(work, eval_keys)
+    work, drops["decontaminated_key"] = filters.decontaminate(work, eval_keys)
+    work, drops["decontaminated_ngram"] = filters.drop_overlapping(work, contaminated)
 
     # verified: a verified hinted or worked reply keeps a prompt at any rate (a worked one below 1
     # unless ``worked_mastered``); label-free rescues none (a worked reply picked by majority counts

@@ -2,7 +2,10 @@
 ``select_result`` out.
 
 The three files are one folder artifact (one manifest), the result's ``dataset``. Built once per attempt (``run_once``); unreadable shards,
-a verified mode without a verifier, or missing evaluation sets are answered with ``stage_failure``.
+a verified mode without a verifier, or a declared evaluation set that cannot be read are answered
+with ``stage_failure``. Training rows are decontaminated against exactly the evaluation sets the
+command declares (``test_sets_json``, :mod:`selfimprove.runtime.evalguard`); GPT-3 files are read
+from ``benchmarks_dir`` only when a declared set is a GPT-3 one.
 """
 
 from __future__ import annotations
@@ -86,16 +89,17 @@ class Selector:
             self._embed = load_embedder(self.settings.embedder)
         return self._embed
 
-    def eval_keys(self) -> set:
-        from selfimprove.runtime.benchmarks import BenchmarkNotFoundError, decontamination_keys
+    def guard(self, sets_json: str):
+        """What the command's evaluation sets forbid (:class:`~selfimprove.runtime.evalguard.EvalGuard`)."""
+        from selfimprove.runtime.evalguard import EvalGuard, TestSetError, guard_for
 
         try:
-            return decontamination_keys(self.settings.benchmarks_dir)
-        except BenchmarkNotFoundError as exc:
+            return guard_for(sets_json, self.settings.benchmarks_dir)
+        except TestSetError as exc:
             if self.settings.require_decontamination:
                 raise StageInputError(f"cannot decontaminate: {exc}") from exc
             log.warning("decontamination skipped: %s", exc)
-            return set()
+            return EvalGuard()
 
     def build(self, env: Envelope) -> tuple[dict[str, bytes], dict[str, Any]]:
         from selfimprove.contracts.params import SelectParams
@@ -127,15 +131,17 @@ class Selector:
             raise StageInputError("the shards hold no prompts")
         if mode == labels.VERIFIED and not any(labels.has_verdict(r) for r in rows):
             raise StageInputError("verified mode needs a task with a verifier; use LABEL_MODE_LABEL_FREE")
-        keys = self.eval_keys() | dev_keys(task, rows)
+        guard = self.guard(cmd.test_sets_json)
+        keys = guard.keys | dev_keys(task, rows)
         embed = self.embedder() if params.embed else None
-        chosen = select(rows, mode, params, keys, embed, task.extract, refined)
+        chosen = select(rows, mode, params, keys, embed, task.extract, refined, guard.index.contaminated)
         card = {
             **chosen.card,
             "sources": [r.uri for r in cmd.shards],
             "model_version": metas[0].get("model_version"),
         }
         card["decontamination_keys"] = len(keys)
+        card["decontamination_sets"] = list(guard.labels)
         figures = result_stats(card)
         run = env.run_id
         for drop in figures.dropped:
@@ -166,20 +172,16 @@ class Selector:
 
 
 def check_benchmarks(settings: SelectionSettings) -> None:
-    """Refuse to start when decontamination is required and the evaluation sets cannot be read: a
-    ``SettingsError`` naming the settings, at start-up rather than at the first selection."""
-    from selfimprove.runtime.benchmarks import ENV_DIR, BenchmarkNotFoundError, resolve_sets
-
-    if not settings.require_decontamination:
-        return
-    try:
-        resolve_sets("gpt3", settings.benchmarks_dir)
-    except BenchmarkNotFoundError as exc:
+    """Refuse to start when ``benchmarks_dir`` is set to a folder that does not exist (a typo would
+    otherwise fail the first run that declares a GPT-3 set). An unset folder needs no files: runs that
+    declare no GPT-3 set read none, and a run whose declared set is missing gets a ``stage_failure``
+    naming the set and file."""
+    folder = settings.benchmarks_dir
+    if folder is not None and not folder.is_dir():
         raise SettingsError(
-            f"SELFIMPROVE_SELECTION_BENCHMARKS_DIR (else {ENV_DIR}): {exc}. Selection decontaminates "
-            "against these sets and refuses to run without them "
-            "(SELFIMPROVE_SELECTION_REQUIRE_DECONTAMINATION=false skips decontamination)"
-        ) from None
+            f"SELFIMPROVE_SELECTION_BENCHMARKS_DIR: {folder} is not a folder (it is where the GPT-3 sets a "
+            "run declares in evaluation.test_sets are read; leave it unset for the default)"
+        )
 
 
 async def setup(ctx: Context) -> list[Runnable]:

@@ -99,6 +99,7 @@ class AcquireCommand(_message.Message):
     SELF_INSTRUCT_FIELD_NUMBER: _builtins.int
     CATEGORY_WEIGHTS_FIELD_NUMBER: _builtins.int
     TACTICS_FIELD_NUMBER: _builtins.int
+    TEST_SETS_JSON_FIELD_NUMBER: _builtins.int
     shard: _builtins.int
     num_shards: _builtins.int
     num_prompts: _builtins.int
@@ -107,6 +108,10 @@ class AcquireCommand(_message.Message):
     """Score samples with the model as its own judge."""
     self_instruct: _builtins.bool
     """Generate prompts by self-instruct from the task's seed set instead of its generator."""
+    test_sets_json: _builtins.str
+    """The run's evaluation sets (evaluation.test_sets) as a JSON list of TestSet
+    (selfimprove.runtime.testsets); their problems are never drawn as task prompts. Empty: none.
+    """
     @_builtins.property
     def policy(self) -> _common_pb2.ModelRef: ...
     @_builtins.property
@@ -139,10 +144,11 @@ class AcquireCommand(_message.Message):
         self_instruct: _builtins.bool = ...,
         category_weights: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         tactics: Global___AcquireTactics | None = ...,
+        test_sets_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "sampling", b"sampling", "tactics", b"tactics", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_weights", b"category_weights", "num_prompts", b"num_prompts", "num_shards", b"num_shards", "policy", b"policy", "sampling", b"sampling", "seed", b"seed", "self_instruct", b"self_instruct", "self_judge", b"self_judge", "shard", b"shard", "tactics", b"tactics", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_weights", b"category_weights", "num_prompts", b"num_prompts", "num_shards", b"num_shards", "policy", b"policy", "sampling", b"sampling", "seed", b"seed", "self_instruct", b"self_instruct", "self_judge", b"self_judge", "shard", b"shard", "tactics", b"tactics", "task", b"task", "test_sets_json", b"test_sets_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -265,6 +271,9 @@ class AcquireStats(_message.Message):
     PASS_RATE_LT_1_FIELD_NUMBER: _builtins.int
     PASS_RATE_1_FIELD_NUMBER: _builtins.int
     CATEGORIES_FIELD_NUMBER: _builtins.int
+    INSTRUCT_ASKED_FIELD_NUMBER: _builtins.int
+    INSTRUCT_DROPPED_FIELD_NUMBER: _builtins.int
+    INSTRUCT_CONTAMINATED_FIELD_NUMBER: _builtins.int
     prompts: _builtins.int
     samples: _builtins.int
     """The prompts' own samples (not hinted, worked or check replies)."""
@@ -303,6 +312,13 @@ class AcquireStats(_message.Message):
     pass_rate_0_75: _builtins.int
     pass_rate_lt_1: _builtins.int
     pass_rate_1: _builtins.int
+    instruct_asked: _builtins.int
+    """Self-instruct: prompts the model was asked to write, and those dropped before sampling (empty,
+    a repeat of another or of a seed example, or an evaluation problem); of the drops, those that
+    hit a declared evaluation set (its exact key or n-gram overlap).
+    """
+    instruct_dropped: _builtins.int
+    instruct_contaminated: _builtins.int
     @_builtins.property
     def categories(self) -> _containers.RepeatedCompositeFieldContainer[Global___CategoryStats]:
         """Per category, sorted by name."""
@@ -336,10 +352,13 @@ class AcquireStats(_message.Message):
         pass_rate_lt_1: _builtins.int = ...,
         pass_rate_1: _builtins.int = ...,
         categories: _abc.Iterable[Global___CategoryStats] | None = ...,
+        instruct_asked: _builtins.int = ...,
+        instruct_dropped: _builtins.int = ...,
+        instruct_contaminated: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement_mean", b"agreement_mean", "answered", b"answered", "categories", b"categories", "duration_seconds", b"duration_seconds", "hinted_samples", b"hinted_samples", "labels_checked", b"labels_checked", "labels_confirmed", b"labels_confirmed", "majority_share", b"majority_share", "pass_rate_0", b"pass_rate_0", "pass_rate_0_25", b"pass_rate_0_25", "pass_rate_0_50", b"pass_rate_0_50", "pass_rate_0_75", b"pass_rate_0_75", "pass_rate_1", b"pass_rate_1", "pass_rate_lt_1", b"pass_rate_lt_1", "pass_rate_mean", b"pass_rate_mean", "prompts", b"prompts", "rationalized", b"rationalized", "samples", b"samples", "step_prompts", b"step_prompts", "step_yield", b"step_yield", "steps_rationalized", b"steps_rationalized", "tokens", b"tokens", "tokens_per_second", b"tokens_per_second", "worked", b"worked", "worked_replies", b"worked_replies", "yield_rate", b"yield_rate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement_mean", b"agreement_mean", "answered", b"answered", "categories", b"categories", "duration_seconds", b"duration_seconds", "hinted_samples", b"hinted_samples", "instruct_asked", b"instruct_asked", "instruct_contaminated", b"instruct_contaminated", "instruct_dropped", b"instruct_dropped", "labels_checked", b"labels_checked", "labels_confirmed", b"labels_confirmed", "majority_share", b"majority_share", "pass_rate_0", b"pass_rate_0", "pass_rate_0_25", b"pass_rate_0_25", "pass_rate_0_50", b"pass_rate_0_50", "pass_rate_0_75", b"pass_rate_0_75", "pass_rate_1", b"pass_rate_1", "pass_rate_lt_1", b"pass_rate_lt_1", "pass_rate_mean", b"pass_rate_mean", "prompts", b"prompts", "rationalized", b"rationalized", "samples", b"samples", "step_prompts", b"step_prompts", "step_yield", b"step_yield", "steps_rationalized", b"steps_rationalized", "tokens", b"tokens", "tokens_per_second", b"tokens_per_second", "worked", b"worked", "worked_replies", b"worked_replies", "yield_rate", b"yield_rate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -394,9 +413,14 @@ class SelectCommand(_message.Message):
     PARAMS_JSON_FIELD_NUMBER: _builtins.int
     REFINED_TARGETS_FIELD_NUMBER: _builtins.int
     POLICY_FIELD_NUMBER: _builtins.int
+    TEST_SETS_JSON_FIELD_NUMBER: _builtins.int
     label_mode: Global___LabelMode.ValueType
     params_json: _builtins.str
     """Selection parameters as a JSON object (thresholds, bands, caps)."""
+    test_sets_json: _builtins.str
+    """The run's evaluation sets (evaluation.test_sets) as a JSON list of TestSet
+    (selfimprove.runtime.testsets): training rows that overlap them are dropped. Empty: none.
+    """
     @_builtins.property
     def shards(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ArtifactRef]: ...
     @_builtins.property
@@ -413,10 +437,11 @@ class SelectCommand(_message.Message):
         params_json: _builtins.str = ...,
         refined_targets: _common_pb2.ArtifactRef | None = ...,
         policy: _common_pb2.ModelRef | None = ...,
+        test_sets_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "refined_targets", b"refined_targets"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["label_mode", b"label_mode", "params_json", b"params_json", "policy", b"policy", "refined_targets", b"refined_targets", "shards", b"shards"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label_mode", b"label_mode", "params_json", b"params_json", "policy", b"policy", "refined_targets", b"refined_targets", "shards", b"shards", "test_sets_json", b"test_sets_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -530,8 +555,8 @@ class FilterDrops(_message.Message):
     COUNT_FIELD_NUMBER: _builtins.int
     UNIT_FIELD_NUMBER: _builtins.int
     filter: _builtins.str
-    """The filter: duplicate_prompt, decontamination, difficulty, label, label_check, format,
-    duplicate, near_duplicate, per_prompt_cap, diversity, balance.
+    """The filter: duplicate_prompt, decontaminated_key, decontaminated_ngram, difficulty, label,
+    label_check, format, duplicate, near_duplicate, per_prompt_cap, diversity, balance.
     """
     count: _builtins.int
     unit: _builtins.str

@@ -521,3 +521,21 @@ def test_a_final_pick_at_a_wall_time_tick_records_the_iteration_that_evaluated_i
     assert tick.state.incumbent["version"] == "r1/iter-001"
     assert tick.state.promotions[-1]["iteration"] == 1
     assert tick.state.history[0]["final_pick"] is True
+
+
+def test_the_runs_test_sets_ride_in_the_acquire_and_select_commands():
+    from selfimprove.runtime.evalguard import parse_test_sets
+
+    sets = "evaluation: {test_sets: [{label: 2D+, gpt3: two_digit_addition}, {label: s, data: {path: x.jsonl}}]}\n"
+    _, log = run(BASE + sets, {})
+    commands = [
+        getattr(o.envelope, kind)
+        for o in log
+        if (kind := o.envelope.WhichOneof("payload")) in ("acquire_command", "select_command")
+    ]
+    assert len(commands) >= 3
+    for cmd in commands:
+        parsed = parse_test_sets(cmd.test_sets_json)
+        assert [s.label for s in parsed] == ["2D+", "s"] and parsed[1].data.path == "x.jsonl"
+    _, log = run(BASE, {})
+    assert all(o.envelope.select_command.test_sets_json == "" for o in log)

@@ -82,3 +82,36 @@ def test_report_has_every_section_and_plot(tmp_path):
     for png in ("accuracy.png", "benchmark.png", "loss.png"):
         assert f"({png})" in text
         assert (tmp_path / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_shows_the_final_minus_base_per_test_set(tmp_path):
+    score = {"accuracy": 0.5, "low": 0.4, "high": 0.6, "n": 100}
+    facts = RunFacts(
+        run_id="r2",
+        state="completed",
+        stop_reason="",
+        lineage={},
+        decisions=[],
+        benchmark={"base": {"svamp": score}, "iter 3": {"svamp": {**score, "accuracy": 0.55}}},
+        paired={"svamp": {"final": "iter 3", "delta": 0.05, "low": -0.01, "high": 0.11, "p_value": 0.12}},
+    )
+    text = render(facts, tmp_path / "out").read_text()
+    assert "| set | base | iter 3 | iter 3 - base |" in text
+    assert (
+        "| svamp | 50.0 % (40.0 %-60.0 %, n=100) | 55.0 % (40.0 %-60.0 %, n=100) | +5.0 pp (-1.0 to +11.0), p=0.12 |"
+        in text
+    )
+
+
+def test_a_run_without_test_sets_says_so(tmp_path):
+    facts = RunFacts(
+        run_id="r3",
+        state="completed",
+        stop_reason="",
+        lineage={},
+        decisions=[],
+        benchmark_note="No test sets declared (the run config has no evaluation.test_sets).",
+    )
+    text = render(facts, tmp_path / "out").read_text()
+    assert "## Test sets\n\nNo test sets declared" in text
+    assert not (tmp_path / "out" / "benchmark.png").exists()

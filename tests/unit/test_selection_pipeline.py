@@ -7,6 +7,7 @@ import pytest
 
 from selfimprove.acquisition.shard import make_row
 from selfimprove.contracts.params import SelectParams
+from selfimprove.runtime.decontam import Index
 from selfimprove.runtime.engine import Sample
 from selfimprove.selection.labels import LABEL_FREE, VERIFIED, label_of
 from selfimprove.selection.pipeline import select
@@ -75,9 +76,25 @@ def test_filters_report_their_drops():
         rows, VERIFIED, SelectParams(category_cap=1, max_per_prompt=1), keys, hash_embed, TASK.extract
     )
     d = chosen.card["dropped"]
-    assert d["duplicate_prompt"] == 1 and d["decontamination"] == 1
+    assert d["duplicate_prompt"] == 1 and d["decontaminated_key"] == 1 and d["decontaminated_ngram"] == 0
     assert d["per_prompt_cap"] > 0 and d["balance"] > 0
     assert max(chosen.card["category_mix"].values()) <= 1
+
+
+def test_a_prompt_overlapping_an_evaluation_item_is_dropped_by_the_ngram_rule():
+    rows = synthetic_rows(12)
+    index = Index([rows[4]["prompt"]])  # an evaluation item with no exact key in common
+    chosen = select(
+        rows,
+        VERIFIED,
+        SelectParams(),
+        embed=hash_embed,
+        extract=TASK.extract,
+        contaminated=index.contaminated,
+    )
+    d = chosen.card["dropped"]
+    assert d["decontaminated_key"] == 0 and d["decontaminated_ngram"] == 1
+    assert rows[4]["prompt"] not in {x["prompt"] for x in chosen.sft}
 
 
 def test_refined_targets_become_the_first_response():

@@ -56,12 +56,25 @@ def parse_seed_line(line: str) -> SeedExample:
 
 def load_seed_set(path: Path) -> list[SeedExample]:
     """Every example of a seed-set JSONL file."""
+    return parse_seed_lines(Path(path).read_text(), path)
+
+
+def parse_seed_lines(text: str, where: object = "seed set") -> list[SeedExample]:
+    """Every example of a seed set's text; an error names ``where`` (the file) and the line.
+
+    >>> parse_seed_lines('# two\\n{"instruction": "A?"}\\n\\n{"instruction": "B?", "answer": 3}')[1].answer
+    '3'
+    >>> parse_seed_lines('{"instruction": "A?"}\\n{"task": "B?"}', "s.jsonl")
+    Traceback (most recent call last):
+    ...
+    ValueError: s.jsonl:2: a seed example needs a non-empty string 'instruction'
+    """
     out = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
             out.append(parse_seed_line(line))
         except (ValueError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}:{number}: {exc}") from None
+            raise ValueError(f"{where}:{number}: {exc}") from None
     return out
