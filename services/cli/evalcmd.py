@@ -80,6 +80,15 @@ def eval_cmd(
     from selfimprove.cli.modelref import ModelRefError, resolve
     from selfimprove.runtime.evaluate import check_strategy
 
+    models = []
+    for option, ref, extra in (("--model", model, adapter), ("--against", against, None)):
+        if ref is None:
+            continue
+        try:
+            name, run_adapter = resolve(ref, address)
+        except ModelRefError as exc:
+            raise typer.BadParameter(str(exc), param_hint=option) from None
+        models.append((name, extra or run_adapter))
     data_flags = {
         "--prompt-field": prompt_field,
         "--answer-field": answer_field,
@@ -94,15 +103,6 @@ def eval_cmd(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--strategy") from None
     loaded = _load(sets, benchmarks_dir, limit or None, "--task" if task else "--benchmark")
-    models = []
-    for option, ref, extra in (("--model", model, adapter), ("--against", against, None)):
-        if ref is None:
-            continue
-        try:
-            name, run_adapter = resolve(ref, address)
-        except ModelRefError as exc:
-            raise typer.BadParameter(str(exc), param_hint=option) from None
-        models.append((name, extra or run_adapter))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from selfimprove.runtime.engine import make_engine

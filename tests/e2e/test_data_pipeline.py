@@ -16,7 +16,9 @@ import pytest
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.bus import Bus
 from selfimprove.core.stage import stats_dict
+from selfimprove.runtime.evalguard import dump_test_sets
 from selfimprove.runtime.tasks.arithmetic import ArithmeticTask, equations, equations_true
+from selfimprove.runtime.testsets import gpt3_sets
 from selfimprove.v2.common_pb2 import ModelRef, SamplingParams, Stage, TaskSpec
 from selfimprove.v2.stages_pb2 import AcquireCommand, AcquireTactics, LabelMode, SelectCommand
 from tests.support.buskit import ServiceProcess, artifact_store, kafka_settings, read_topic
@@ -27,6 +29,7 @@ RATIONALIZE = os.environ.get("DATA_E2E_RATIONALIZE", "1") == "1"
 WORKED = os.environ.get("DATA_E2E_WORKED", "1") == "1"
 ENV = dict(SELFIMPROVE_KAFKA_SESSION_TIMEOUT_MS="6000", SELFIMPROVE_THREADS="2")
 extract_int = ArithmeticTask().extract
+GPT3_SETS = dump_test_sets(gpt3_sets())  # what the arithmetic configs declare (evaluation.test_sets)
 
 
 async def send(stack, prefix, stage, env):
@@ -72,6 +75,7 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
             rationalize_steps=RATIONALIZE and WORKED,
             check_labels=True,  # stored beside the rows; only the label-free selection reads it
         ),
+        test_sets_json=GPT3_SETS,
     )
     env = envelopes.make(
         run_id=unique_name, iteration=1, stage=Stage.STAGE_ACQUIRE, producer="test", acquire_command=command
@@ -139,7 +143,9 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
             iteration=iteration,
             stage=Stage.STAGE_SELECT,
             producer="test",
-            select_command=SelectCommand(shards=[acquired.samples], label_mode=mode),
+            select_command=SelectCommand(
+                shards=[acquired.samples], label_mode=mode, test_sets_json=GPT3_SETS
+            ),
         )
         for iteration, mode in ((1, LabelMode.LABEL_MODE_VERIFIED), (2, LabelMode.LABEL_MODE_LABEL_FREE))
     ]

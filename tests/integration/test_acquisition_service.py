@@ -10,6 +10,8 @@ from selfimprove.core import envelope as envelopes
 from selfimprove.evaluator import snapshot
 from selfimprove.evaluator.state import RunState, Slot
 from selfimprove.runtime.benchmarks import decontamination_keys
+from selfimprove.runtime.evalguard import dump_test_sets
+from selfimprove.runtime.testsets import gpt3_sets
 from selfimprove.v2.common_pb2 import ModelRef, SamplingParams, Stage, TaskSpec
 from selfimprove.v2.stages_pb2 import AcquireCommand, AcquireTactics
 from tests.support.buskit import ServiceProcess, artifact_store, header, read_topic
@@ -54,6 +56,7 @@ def acquire(run_id, shard, base, num_shards=4, prompts=6, weights=None, seed=11,
             self_judge=True,
             category_weights=weights or {},
             tactics=AcquireTactics(check_labels=label_free, worked=label_free, worked_by_majority=label_free),
+            test_sets_json=dump_test_sets(gpt3_sets()),  # the GPT-3 sets, as the arithmetic configs declare
         ),
     )
 

@@ -29,21 +29,33 @@ def publish_shards(store, run_id, rows, shards=2):
     ]
 
 
-def select_command(run_id, iteration, shards, mode):
+def select_command(run_id, iteration, shards, mode, test_sets=""):
     return envelopes.make(
         run_id=run_id,
         iteration=iteration,
         stage=Stage.STAGE_SELECT,
         producer="test",
         select_command=SelectCommand(
-            shards=shards, label_mode=mode, params_json=json.dumps({"max_per_prompt": 2})
+            shards=shards,
+            label_mode=mode,
+            params_json=json.dumps({"max_per_prompt": 2}),
+            test_sets_json=test_sets,
         ),
     )
 
 
+def data_test_set(label, path):
+    return json.dumps([{"label": label, "data": {"path": str(path), "answer": "answer"}}])
+
+
 async def test_selection_in_both_modes(stack, unique_name, tmp_path):
     store = artifact_store(stack)
-    shards = publish_shards(store, unique_name, synthetic_rows(36))
+    rows = synthetic_rows(36)
+    shards = publish_shards(store, unique_name, rows)
+    held_out = tmp_path / "held_out.jsonl"  # an evaluation file holding six of the training prompts
+    held_out.write_text(
+        "".join(json.dumps({"question": r["prompt"], "answer": r["answer"]}) + "\n" for r in rows[:6])
+    )
     service = ServiceProcess(
         "-m selfimprove.selection", stack, unique_name, tmp_path / "s.log", **SERVICE_ENV
     )
@@ -55,7 +67,13 @@ async def test_selection_in_both_modes(stack, unique_name, tmp_path):
             await bus.publish(topic, select_command(unique_name, 1, shards, LabelMode.LABEL_MODE_VERIFIED))
             await bus.publish(topic, select_command(unique_name, 2, shards, LabelMode.LABEL_MODE_LABEL_FREE))
             await bus.publish(topic, select_command(unique_name, 3, [], LabelMode.LABEL_MODE_VERIFIED))
-        records = await read_topic(stack.kafka_bootstrap, f"{unique_name}.evt.select", expect=3, timeout=180)
+            verified = LabelMode.LABEL_MODE_VERIFIED
+            await bus.publish(
+                topic, select_command(unique_name, 4, shards, verified, data_test_set("held", held_out))
+            )
+            missing = data_test_set("gone", tmp_path / "gone.jsonl")
+            await bus.publish(topic, select_command(unique_name, 5, shards, verified, missing))
+        records = await read_topic(stack.kafka_bootstrap, f"{unique_name}.evt.select", expect=5, timeout=180)
         dropped = service.counter("selfimprove_selection_dropped_total", filter="difficulty")
         metrics = service.metrics()
     finally:
@@ -80,3 +98,13 @@ async def test_selection_in_both_modes(stack, unique_name, tmp_path):
         assert {d.filter: d.count for d in stats.dropped} == card["dropped"]
         assert stats.yield_rate == card["yield"] and stats.diversity == card["diversity"]
     assert by_iter[2].select_result.stats.HasField("pseudo_label_precision")
+    # the run declares no test set (1, 2) and the service started without the GPT-3 files; a declared
+    # data set drops the training prompts it holds (4), and one whose file is missing fails, named (5)
+    assert {d.filter: d.count for d in by_iter[1].select_result.stats.dropped}["decontaminated_ngram"] == 0
+    declared = by_iter[4].select_result
+    assert {d.filter: d.count for d in declared.stats.dropped}["decontaminated_ngram"] >= 1
+    sft = store.read_file(declared.dataset, "sft.jsonl").decode().splitlines()
+    assert not {json.loads(x)["prompt"] for x in sft} & {r["prompt"] for r in rows[:6]}
+    assert json.loads(store.read_file(declared.dataset, "card.json"))["decontamination_sets"] == ["held"]
+    assert by_iter[5].WhichOneof("payload") == "stage_failure"
+    assert "'gone'" in by_iter[5].stage_failure.message and "gone.jsonl" in by_iter[5].stage_failure.message

@@ -406,8 +406,17 @@ def k8s_containers(
 
 # Kinds that live outside any namespace (everything else a kustomization renders is namespaced).
 CLUSTER_KINDS = frozenset(
-    {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "PriorityClass",
-     "StorageClass", "PersistentVolume", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"}
+    {
+        "Namespace",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "PriorityClass",
+        "StorageClass",
+        "PersistentVolume",
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    }
 )
 
 
@@ -427,7 +436,9 @@ def namespace_problems(docs: list[dict], where: str) -> list[str]:
     for d in namespaced:
         if not d.get("metadata", {}).get("namespace"):
             others = f" (the others are in {spaces[0]})" if len(spaces) == 1 else ""
-            problems.append(f"{where} {d.get('kind')}/{d.get('metadata', {}).get('name')}: no namespace{others}")
+            problems.append(
+                f"{where} {d.get('kind')}/{d.get('metadata', {}).get('name')}: no namespace{others}"
+            )
     return problems
 
 
