@@ -35,6 +35,8 @@ task:
   dev_size: 8
 budget: {{iterations: 1, wall_time_s: 900}}
 acquisition: {{shards: 1, prompts_per_shard: 8, samples_per_prompt: 2, max_new_tokens: 12}}
+# every reply passes, so no prompt is mastered-and-dropped: the band keeps pass rate 1
+selection: {{params: {{band: [0.0, 1.5]}}, min_kept: 1}}
 training: {{method: sft, require_loss_drop: false, hparams: {{epochs: 1, batch_size: 4}}}}
 evaluation: {{max_new_tokens: 12}}
 refinement: {{enabled: false}}
@@ -44,6 +46,37 @@ stages:
   train: {{timeout_s: 300}}
   evaluate: {{timeout_s: 300}}
 """
+
+
+def teach_short_replies(folder: Path, questions: list[str]) -> None:
+    """A few seconds of full fine-tuning so the random model answers in a few tokens and ends its
+    turn (selection keeps only replies that end by themselves); then saved back into ``folder``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = AutoModelForCausalLM.from_pretrained(str(folder))
+    rows = []
+    for q in questions:
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True
+        )
+        ids = tokenizer(prompt + "It is 7.<|endoftext|>", return_tensors="pt").input_ids[0]
+        start = len(tokenizer(prompt).input_ids)
+        labels = ids.clone()
+        labels[:start] = -100
+        rows.append((ids, labels))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    torch.manual_seed(0)
+    model.train()
+    for step in range(80):
+        ids, labels = rows[step % len(rows)]
+        loss = model(input_ids=ids[None], labels=labels[None]).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    model.save_pretrained(str(folder))
 
 
 def test_a_tiny_qwen2_folder_runs_one_iteration_through_every_service(tmp_path, unique_name):
@@ -59,6 +92,7 @@ def test_a_tiny_qwen2_folder_runs_one_iteration_through_every_service(tmp_path, 
             for i in range(48)
         )
     )
+    teach_short_replies(model, [f"What is {i} plus {i + 3}?" for i in range(8)])
     prefix = unique_name
     stack = LocalStack(root=tmp_path / "stack")
     loop = LocalLoop(
@@ -74,6 +108,7 @@ def test_a_tiny_qwen2_folder_runs_one_iteration_through_every_service(tmp_path, 
             loop.grpc_address("evaluator"), config(model, data), run_id=f"qwen-{unique_name}", quiet=True
         )
         assert summary["state"] == "completed", summary
+        assert "budget" in str(summary.get("stop_reason", "budget")), summary
         topics = Topics(prefix)
         results = {}
         for stage in (1, 2, 3, 4):
@@ -94,5 +129,6 @@ def test_a_tiny_qwen2_folder_runs_one_iteration_through_every_service(tmp_path, 
         manifest = store.verify(adapter)
         assert "adapter_config.json" in {f.path for f in manifest.files}
         lora = json.loads(store.read_file(adapter, "adapter_config.json"))
-        assert {"q_proj", "v_proj"} <= set(lora["target_modules"]), lora["target_modules"]
+        targets = {str(name).rsplit(".", 1)[-1] for name in lora["target_modules"]}
+        assert {"q_proj", "v_proj", "down_proj"} <= targets and "lm_head" not in targets, targets
         assert results[4][0].evaluate_result.suites[0].n == 8
