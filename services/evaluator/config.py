@@ -462,7 +462,7 @@ def check_dev_sizes(cfg: RunConfig) -> None:
     for where, name, params, n in wanted:
         try:
             task = load_task(name, params)
-        except TaskLoadError:
+        except (TaskLoadError, ImportError):  # a plug-in, or datasets, not installed here: the evaluator checks
             continue
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"invalid run config: {where.rsplit('.', 1)[0]}: {exc}") from None
@@ -490,7 +490,7 @@ def check_answers(cfg: RunConfig) -> None:
         return
     try:
         task = load_task(cfg.task.name, cfg.task.params)
-    except (TaskLoadError, ValueError, TypeError):
+    except (TaskLoadError, ImportError, ValueError, TypeError):
         return  # reported by check_dev_sizes, or a plug-in this process cannot import
     if getattr(task, "has_answers", True) is False:
         raise ConfigError(
@@ -514,7 +514,7 @@ def train_problems(cfg: RunConfig, n: int) -> int | None:
         return None
     try:
         load_task(cfg.task.name, cfg.task.params).items("train", n)
-    except TaskLoadError:
+    except (TaskLoadError, ImportError):
         return None
     except TooFewProblems as exc:
         return len(exc.found)
