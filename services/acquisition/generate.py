@@ -6,7 +6,7 @@ Everything here runs in a worker thread (it is CPU-bound); the rows are built by
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -210,10 +210,15 @@ def check_labels(
     return out
 
 
-def run_shard(engine: Engine, task: Task, job: ShardJob) -> tuple[list[Row], float, float]:
-    """Rows of the shard, seconds spent sampling the answers, and seconds in total."""
+def run_shard(
+    engine: Engine, task: Task, job: ShardJob, progress: Callable[[int], None] | None = None
+) -> tuple[list[Row], float, float]:
+    """Rows of the shard, seconds spent sampling the answers, and seconds in total; ``progress`` is
+    told how many more prompts have all their samples as the engine finishes them."""
     started = time.perf_counter()
-    results = engine.generate(GenerationRequest([i.prompt for i in job.items], job.sampling))
+    results = engine.generate(
+        GenerationRequest([i.prompt for i in job.items], job.sampling, on_done=progress)
+    )
     samples: list[Sequence[Any]] = [r.samples for r in results]
     worked: list[list[Worked]] = [[] for _ in job.items]
     steps: list[Step] = []

@@ -15,6 +15,7 @@ from selfimprove.acquisition.settings import AcquisitionSettings
 from selfimprove.acquisition.shard import shard_stats
 from selfimprove.contracts.samples import to_jsonl
 from selfimprove.core.outgoing import Outgoing
+from selfimprove.core.progress import StageReporter
 from selfimprove.core.runner import Context, Runnable
 from selfimprove.core.settings import load
 from selfimprove.core.stage import StageInputError, failure, parse_stats, result, run_once, stats_dict
@@ -100,7 +101,9 @@ class Acquirer:
             log.warning("evaluation problems are not skipped before sampling: %s", exc)
             return EvalGuard()
 
-    def build(self, env: Envelope) -> tuple[dict[str, bytes], dict[str, Any]]:
+    def build(
+        self, env: Envelope, report: StageReporter | None = None
+    ) -> tuple[dict[str, bytes], dict[str, Any]]:
         import tempfile
         from pathlib import Path
 
@@ -163,7 +166,9 @@ class Acquirer:
             rationalize_steps=tactics.rationalize_steps,
             check_labels=tactics.check_labels,
         )
-        rows, _, seconds = generate.run_shard(engine, task, job)
+        if report is not None:
+            report.update(0, len(items))
+        rows, _, seconds = generate.run_shard(engine, task, job, report.advance if report else None)
         figures = shard_stats(rows, seconds)
         if cmd.self_instruct:
             figures.instruct_asked = cmd.num_prompts
@@ -218,7 +223,8 @@ class Acquirer:
         work.shard = env.acquire_command.shard  # the artifact prefix and result carry the command's shard
         topics, producer = self.ctx.bus.topics, f"acquisition/{self.ctx.settings.instance}"
         try:
-            ref, meta = await run_once(self.ctx.store, work, lambda: self.build(work))
+            report = StageReporter(self.ctx.bus, work, producer, unit="prompts")
+            ref, meta = await run_once(self.ctx.store, work, lambda: self.build(work, report))
         except StageInputError as exc:
             log.warning("acquire command %s refused: %s", env.event_id, exc)
             return [failure(topics, work, producer, exc)]

@@ -1,6 +1,9 @@
 """The CLI's connection to the evaluator's control plane.
 
-The address is ``--address``, else ``SELFIMPROVE_EVALUATOR_ADDRESS``, else ``127.0.0.1:50052``. When
+The address is ``--address``, else ``SELFIMPROVE_EVALUATOR_ADDRESS``, else the control plane of the
+local loop running from the stack folder (``.stack/addresses.json``, see ``core.addresses``; the
+store settings it records apply too), else ``127.0.0.1:50052``. The serving endpoint is found the
+same way (``--address``, ``SELFIMPROVE_REFINEMENT_ADDRESS``, the local loop, ``127.0.0.1:50051``). When
 ``SELFIMPROVE_EVALUATOR_TLS_CA`` names a PEM file (the CA, or the server's own self-signed
 certificate) the channel uses TLS and checks the server's certificate against it.
 """
@@ -22,6 +25,8 @@ Address = Annotated[
 
 DEFAULT_ADDRESS = "127.0.0.1:50052"
 ADDRESS_ENV = "SELFIMPROVE_EVALUATOR_ADDRESS"
+DEFAULT_SERVING_ADDRESS = "127.0.0.1:50051"
+SERVING_ADDRESS_ENV = "SELFIMPROVE_REFINEMENT_ADDRESS"
 TLS_CA_ENV = "SELFIMPROVE_EVALUATOR_TLS_CA"
 
 
@@ -31,7 +36,36 @@ def control_target(address: str | None = None) -> str:
     >>> control_target("evaluator:50052")
     'evaluator:50052'
     """
-    return address or os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
+    if address or os.environ.get(ADDRESS_ENV):
+        return address or os.environ[ADDRESS_ENV]
+    local = local_loop()
+    return local.evaluator if local is not None else DEFAULT_ADDRESS
+
+
+def serving_target(address: str | None = None) -> str:
+    """``host:port`` of the refinement service's gRPC endpoint."""
+    if address or os.environ.get(SERVING_ADDRESS_ENV):
+        return address or os.environ[SERVING_ADDRESS_ENV]
+    local = local_loop()
+    if local is not None and local.refinement:
+        return local.refinement
+    return DEFAULT_SERVING_ADDRESS
+
+
+def local_loop() -> Any:
+    """The local loop running from the stack folder (``core.addresses.discover``), or None; its
+    store and broker settings become this process's defaults (a run's adapter is fetched from that
+    stack). A stale addresses file ends the command with an error that says so."""
+    from selfimprove.core.addresses import StaleAddressesError, discover
+
+    try:
+        found = discover()
+    except (StaleAddressesError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--address") from None
+    if found is not None:
+        for key, value in found.env.items():
+            os.environ.setdefault(key, value)
+    return found
 
 
 def tls_ca() -> bytes | None:

@@ -105,19 +105,35 @@ def eval_cmd(
     loaded = _load(sets, benchmarks_dir, limit or None, "--task" if task else "--benchmark")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from selfimprove.runtime.engine import make_engine
-    from selfimprove.runtime.evaluate import evaluate_set
-
     options = {"threads": threads, "batch_size": batch_size} if backend == "transformers" else {}
-    results = []
-    for name, model_adapter in models:
-        engine = make_engine(backend, base=name, adapters=[model_adapter] if model_adapter else [], **options)
-        results.append([evaluate_set(engine, s, strategy) for s in loaded])
-        del engine  # one model in memory at a time
+    results = [_evaluate(name, a, loaded, strategy, backend, options, quiet=json_out) for name, a in models]
     if json_out:
         typer.echo(json.dumps(_json(models, results, strategy, task), indent=2))
     else:
         _table(models, results, strategy)
+
+
+def _evaluate(
+    name: str, adapter, loaded: list, strategy: str, backend: str, options: dict, quiet: bool
+) -> list:
+    """Every loaded set scored by one model (loaded here, freed after: one model in memory at a
+    time), with a spinner while it loads and a bar per set on stderr (none when ``quiet``)."""
+    from selfimprove.cli.progress import bars, quiet_loading, spinner
+    from selfimprove.runtime.engine import make_engine
+    from selfimprove.runtime.evaluate import evaluate_set
+
+    label = f"{name} + {Path(adapter).name}" if adapter else name
+    quiet_loading()
+    with spinner(f"loading {label} ...", quiet):
+        engine = make_engine(backend, base=name, adapters=[adapter] if adapter else [], **options)
+    out = []
+    with bars(quiet) as progress:
+        tasks = [
+            progress.add_task(f"{label} · {s.name}", total=len(s.items), unit="problems") for s in loaded
+        ]
+        for s, task in zip(loaded, tasks, strict=True):
+            out.append(evaluate_set(engine, s, strategy, progress=lambda k, t=task: progress.advance(t, k)))
+    return out
 
 
 def _test_sets(task: Path | None, benchmark: str | None, data_flags: dict) -> list:

@@ -21,7 +21,13 @@ def generate_cmd(
             help="greedy, self_consistency@k, best_of_n@n, self_refine@r or prompt_ensemble@k; empty: the server's."
         ),
     ] = "",
-    address: Annotated[str, typer.Option(help="host:port of the refinement service.")] = "127.0.0.1:50051",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="host:port of the refinement service [env SELFIMPROVE_REFINEMENT_ADDRESS, else the local "
+            "loop's (.stack/addresses.json), else 127.0.0.1:50051]."
+        ),
+    ] = None,
     tls_ca: Annotated[
         Path | None, typer.Option("--tls-ca", help="CA certificate (PEM): connect with TLS.")
     ] = None,
@@ -39,13 +45,14 @@ def generate_cmd(
     from google.protobuf.json_format import MessageToDict
 
     from selfimprove.cli.control import channel as open_channel
+    from selfimprove.cli.control import serving_target
     from selfimprove.v2 import refinement_pb2 as pb
     from selfimprove.v2 import refinement_pb2_grpc as pb_grpc
 
     request = pb.GenerateRequest(
         prompt=prompt, strategy=strategy, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
     )
-    channel = open_channel(address, tls_ca.read_bytes() if tls_ca else None)
+    channel = open_channel(serving_target(address), tls_ca.read_bytes() if tls_ca else None)
     stub = pb_grpc.RefinementServiceStub(channel)
     try:
         if stream:

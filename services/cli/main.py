@@ -28,6 +28,7 @@ def _register() -> None:
     app.add_typer(__import__("selfimprove.cli.dlq", fromlist=["app"]).app, name="dlq")
     app.add_typer(__import__("selfimprove.cli.inspect", fromlist=["app"]).app, name="inspect")
     app.add_typer(__import__("selfimprove.cli.init", fromlist=["app"]).app, name="init")
+    app.add_typer(__import__("selfimprove.cli.configcmd", fromlist=["app"]).app, name="config")
 
 
 _register()

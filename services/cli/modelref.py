@@ -49,7 +49,11 @@ def model_dict(run_id: str, iteration: int | None, address: str | None = None) -
         raise ModelRefError(f"run {run_id} from {target}: {exc.code().name}: {exc.details()}") from None
     lineage = json.loads(status.lineage_json or "{}")
     if iteration is None:
-        return lineage.get("incumbent") or {}
+        incumbent = lineage.get("incumbent") or {}
+        for model in lineage.get("models", []):  # the incumbent's entry says which iteration made it
+            if incumbent.get("version") and model.get("version") == incumbent["version"]:
+                return {**incumbent, "iteration": model.get("iteration")}
+        return incumbent
     for model in lineage.get("models", []):
         if model.get("iteration") == iteration:
             return model

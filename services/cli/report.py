@@ -36,11 +36,13 @@ def benchmark_models(lineage: dict) -> list[tuple[str, dict]]:
 
 
 def evaluate_models(
-    models: list[tuple[str, dict]], test_sets: list, limit: int | None, threads: int
+    models: list[tuple[str, dict]], test_sets: list, limit: int | None, threads: int, quiet: bool = False
 ) -> tuple[dict, dict]:
     """Scores of every model on every test set (label -> set -> score), and the last model minus the
-    first (the final promoted model minus the base) on the same items, per set."""
+    first (the final promoted model minus the base) on the same items, per set; a bar per model and
+    set on stderr (none when ``quiet``)."""
     from selfimprove.cli.modelref import local_model
+    from selfimprove.cli.progress import bars, quiet_loading, spinner
     from selfimprove.runtime.engine import make_engine
     from selfimprove.runtime.evaluate import evaluate_set, load_test_set
     from selfimprove.runtime.stats import mcnemar
@@ -48,14 +50,24 @@ def evaluate_models(
     loaded = [load_test_set(s, limit=limit) for s in test_sets]  # a bad file fails before any model loads
     results: dict[str, dict] = {}
     outcomes: dict[str, dict[str, tuple[bool, ...]]] = {}
+    quiet_loading()
     for label, model in models:
-        base, adapter = local_model(model)
-        engine = make_engine(
-            "transformers", base=base, adapters=[adapter] if adapter else [], threads=threads
-        )
+        with spinner(f"report: loading the {label} model ...", quiet):
+            base, adapter = local_model(model)
+            engine = make_engine(
+                "transformers", base=base, adapters=[adapter] if adapter else [], threads=threads
+            )
         results[label], outcomes[label] = {}, {}
-        for s in loaded:
-            r = evaluate_set(engine, s)
+        with bars(quiet) as progress:
+            tasks = [
+                progress.add_task(f"report: {label} · {s.name}", total=len(s.items), unit="problems")
+                for s in loaded
+            ]
+            scored = [
+                evaluate_set(engine, s, progress=lambda k, t=task: progress.advance(t, k))
+                for s, task in zip(loaded, tasks, strict=True)
+            ]
+        for s, r in zip(loaded, scored, strict=True):
             outcomes[label][s.name] = r.outcomes
             results[label][s.name] = {
                 "accuracy": r.accuracy.value,
@@ -105,7 +117,12 @@ def write_report(
             )
         else:
             facts.benchmark_note = "No test sets declared (the run config has no evaluation.test_sets)."
-    return render(facts, out or Path("reports") / run_id)
+    path = render(facts, out or Path("reports") / run_id)
+    from selfimprove.evaluator.trackers import log_report_plots
+
+    if said := log_report_plots(facts.lineage.get("config") or "", run_id, path.parent):
+        typer.echo(said, err=True)
+    return path
 
 
 def report_cmd(

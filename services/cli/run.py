@@ -196,29 +196,34 @@ def run_cmd(
 def follow(
     target: str, config_yaml: str, run_id: str | None, quiet: bool = False, poll_s: float = 2.0
 ) -> dict:
-    """Start or resume the run, print its progress until it ends, return the summary."""
-    from rich.console import Console
-
+    """Start or resume the run, show its progress until it ends, return the summary: a status line
+    (iteration, stage, dev accuracy) and a bar per shard of the current stage as the stage reports it
+    (prompts sampled, training steps, problems evaluated); all on stderr, nothing when ``quiet``."""
     from selfimprove.cli.control import control_stub
+    from selfimprove.cli.progress import bars
     from selfimprove.v2 import control_pb2
 
-    console = Console(stderr=True, quiet=quiet)
     stub, _ = control_stub(target)
     started = stub.StartRun(
         control_pb2.StartRunRequest(config_yaml=config_yaml, run_id=run_id or ""), timeout=60
     )
-    console.print(f"[bold]{'resumed' if started.resumed else 'started'} run {started.run_id}[/] via {target}")
     seen_decisions = 0
     last = None
-    with console.status("") as spinner:
+    with bars(quiet) as progress:
+        progress.console.print(
+            f"[bold]{'resumed' if started.resumed else 'started'} run {started.run_id}[/] via {target}"
+        )
+        line = progress.add_task("", total=None)
+        shards = StageBars(progress)
         while True:
             status = stub.GetRunStatus(
                 control_pb2.GetRunStatusRequest(run_id=started.run_id), timeout=30
             ).status
             for decision in status.decisions[seen_decisions:]:
-                console.print(f"  decision: {decision_line(decision)}")
+                progress.console.print(f"  decision: {decision_line(decision)}")
             seen_decisions = len(status.decisions)
-            spinner.update(_progress_line(status))
+            progress.update(line, description=_progress_line(status))
+            shards.show(status)
             last = status
             if status.state in FINAL:
                 break
@@ -226,9 +231,38 @@ def follow(
     return summarize(last)
 
 
-def _progress_line(status) -> str:
+class StageBars:
+    """One bar per shard of the current stage, from ``RunStatus.progress``; a stage's bars go when
+    the run moves on."""
+
+    def __init__(self, progress) -> None:
+        self.progress = progress
+        self.tasks: dict[tuple[int, int, int, int], object] = {}
+
+    def show(self, status) -> None:
+        current = {}
+        for p in status.progress:
+            key = (status.iteration, p.stage, p.shard, p.attempt)
+            current[key] = p
+            total = p.progress.total or None
+            if key not in self.tasks:
+                self.tasks[key] = self.progress.add_task(
+                    f"  {_stage_name(p.stage)} shard {p.shard}"
+                    + (f" (attempt {p.attempt})" if p.attempt > 1 else ""),
+                    total=total,
+                    unit=p.progress.unit,
+                )
+            self.progress.update(self.tasks[key], completed=p.progress.done, total=total)
+        for key in [k for k in self.tasks if k not in current]:
+            self.progress.remove_task(self.tasks.pop(key))
+
+
+def _stage_name(stage: int) -> str:
     from selfimprove.v2.common_pb2 import Stage
 
-    stage = Stage.Name(status.stage).removeprefix("STAGE_").lower() if status.stage else "-"
+    return Stage.Name(stage).removeprefix("STAGE_").lower() if stage else "-"
+
+
+def _progress_line(status) -> str:
     acc = ", ".join(f"{a:.3f}" for a in status.accuracy) or "-"
-    return f"iteration {status.iteration} · {stage} · dev accuracy {acc}"
+    return f"iteration {status.iteration} · {_stage_name(status.stage)} · dev accuracy {acc}"

@@ -69,6 +69,11 @@ def _print(status, lineage: dict) -> None:
     echo = typer.echo
     echo(f"run {status.run_id}: {status.state}" + (f" ({status.stop_reason})" if status.stop_reason else ""))
     echo(f"  iteration {status.iteration}, stage {Stage.Name(status.stage).removeprefix('STAGE_').lower()}")
+    for p in status.progress:
+        done, total, unit = p.progress.done, p.progress.total, p.progress.unit
+        echo(
+            f"    shard {p.shard}: {done}/{total or '?'} {unit}" + (f" ({done / total:.0%})" if total else "")
+        )
     echo(f"  incumbent {status.incumbent.version or status.incumbent.base}")
     echo("  accuracy per iteration: " + ", ".join(f"{a:.3f}" for a in status.accuracy))
     echo(f"  code {lineage.get('code_version', '?')}, tokens used {lineage.get('tokens_used', 0):.0f}")

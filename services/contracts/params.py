@@ -5,6 +5,10 @@ fails before the run starts; the evaluator sends them as JSON (``SelectCommand.p
 ``TrainCommand.hparams_json``, written by ``model_dump_json``), and selection and the trainer read
 them back with the same model. Every field is optional; unknown ones are refused by name.
 
+A training setting may also be given by its Hugging Face name (``TrainingArguments``, ``LoraConfig``,
+trl's ``beta``): ``learning_rate`` for ``lr``, ``r`` for ``lora_r`` (:data:`HF_NAMES`). Both names
+work, one setting given by both is refused, and the JSON the stages exchange keeps the names here.
+
 >>> SelectParams.model_validate_json('{"band": [0.1, 0.9], "max_per_prompt": 1}').band
 (0.1, 0.9)
 >>> Hparams.model_validate({"lr": 1e-4, "epochs": 2}).lora_r
@@ -16,13 +20,22 @@ pydantic_core._pydantic_core.ValidationError: 1 validation error for Hparams
 lrr
   Extra inputs are not permitted [type=extra_forbidden, input_value=1, input_type=int]
 ...
+>>> hp = Hparams.model_validate({"learning_rate": 1e-4, "num_train_epochs": 3, "r": 8})
+>>> hp.lr, hp.epochs, hp.lora_r, hp.model_dump_json(include={"lr", "lora_r"})
+(0.0001, 3, 8, '{"lr":0.0001,"lora_r":8}')
+>>> Hparams.model_validate({"lr": 1e-4, "learning_rate": 2e-4})
+Traceback (most recent call last):
+...
+pydantic_core._pydantic_core.ValidationError: 1 validation error for Hparams
+  lr and learning_rate name one setting: give only one [type=duplicate_setting, ...]
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+from pydantic_core import PydanticCustomError
 
 
 class _Params(BaseModel):
@@ -67,20 +80,74 @@ class SelectParams(_Params):
     )
 
 
+# Hparams field -> its Hugging Face name, where the two differ (warmup_ratio, weight_decay,
+# max_grad_norm, max_steps, max_length, lora_alpha, lora_dropout, target_modules are the same).
+HF_NAMES = {
+    "lr": "learning_rate",
+    "epochs": "num_train_epochs",
+    "batch_size": "per_device_train_batch_size",
+    "grad_accum": "gradient_accumulation_steps",
+    "max_length": "max_seq_length",
+    "lora_r": "r",
+    "dpo_beta": "beta",
+    "checkpoint_every": "save_steps",
+}
+
+
+def _also(name: str) -> AliasChoices:
+    """Both names of a field: its own first (the JSON schema's property) and its Hugging Face one."""
+    return AliasChoices(name, HF_NAMES[name])
+
+
+def _alias_properties(schema: dict[str, Any]) -> None:
+    """The Hugging Face names in the JSON schema too, so an editor checking a config accepts them."""
+    properties = schema.get("properties", {})
+    for name, alias in HF_NAMES.items():
+        if name in properties:
+            properties[alias] = {**properties[name], "description": f"The Hugging Face name of {name}."}
+            properties[alias].pop("default", None)
+
+
 class Hparams(_Params):
     """Every knob of a training run (see selfimprove.trainer)."""
 
-    lr: float = Field(2e-4, gt=0, description="LoRA learning rate.")
-    epochs: int = Field(2, gt=0)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, json_schema_extra=_alias_properties
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name_each(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, alias in HF_NAMES.items():
+                if name in data and alias in data:
+                    raise PydanticCustomError(
+                        "duplicate_setting",
+                        "{name} and {alias} name one setting: give only one",
+                        {"name": name, "alias": alias},
+                    )
+        return data
+
+    lr: float = Field(2e-4, gt=0, validation_alias=_also("lr"), description="LoRA learning rate.")
+    epochs: int = Field(2, gt=0, validation_alias=_also("epochs"))
     max_steps: int = Field(0, ge=0, description="0: epochs decide.")
-    batch_size: int = Field(8, gt=0, description="Examples per micro-batch.")
-    grad_accum: int = Field(2, gt=0, description="Micro-batches per optimizer step.")
+    batch_size: int = Field(
+        8, gt=0, validation_alias=_also("batch_size"), description="Examples per micro-batch."
+    )
+    grad_accum: int = Field(
+        2, gt=0, validation_alias=_also("grad_accum"), description="Micro-batches per optimizer step."
+    )
     warmup_ratio: float = Field(0.05, ge=0, le=1)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
-    max_length: int = Field(512, gt=0, description="Tokens per example; longer ones lose their response end.")
+    max_length: int = Field(
+        512,
+        gt=0,
+        validation_alias=_also("max_length"),
+        description="Tokens per example; longer ones lose their response end.",
+    )
     bucket_size: int = Field(64, gt=0, description="Examples sorted by length together before batching.")
-    lora_r: int = Field(16, gt=0)
+    lora_r: int = Field(16, gt=0, validation_alias=_also("lora_r"))
     lora_alpha: int = Field(32, gt=0)
     # without a dropout mask per LoRA layer a CPU step runs faster (docs/trainer.md)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
@@ -89,8 +156,13 @@ class Hparams(_Params):
         0.1, ge=0, lt=1, description="Share of examples kept out to measure loss before and after."
     )
     heldout_max: int = Field(64, ge=0)
-    checkpoint_every: int = Field(0, ge=0, description="Steps between checkpoints; 0: the service setting.")
-    dpo_beta: float = Field(0.1, gt=0)
+    checkpoint_every: int = Field(
+        0,
+        ge=0,
+        validation_alias=_also("checkpoint_every"),
+        description="Steps between checkpoints; 0: the service setting.",
+    )
+    dpo_beta: float = Field(0.1, gt=0, validation_alias=_also("dpo_beta"))
     dpo_lr: float = Field(5e-5, gt=0)
     full_lr: float = Field(2e-5, gt=0, description="Learning rate of full fine-tuning.")
     share_prefix: StrictBool = Field(

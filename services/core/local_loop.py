@@ -2,7 +2,9 @@
 
 Used by ``selfimprove run --local``, ``selfimprove up --services``, the end-to-end test and the chaos
 suite. Each service gets the stack's addresses, its own metrics port and a thread budget; its log is
-``<root>/logs/<service>.log``. ``kill`` and ``restart`` exist for fault injection.
+``<root>/logs/<service>.log``. ``kill`` and ``restart`` exist for fault injection. Once ready, the
+loop writes its gRPC addresses to ``<root>/addresses.json`` (:mod:`.addresses`) for commands in
+another terminal, and removes the file when it stops.
 
 ``replicas`` runs more processes of a service (``acquisition``, ``acquisition-2``, ...) in its one
 consumer group, splitting its threads between them: the evaluator sends each acquisition shard to a
@@ -19,6 +21,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from selfimprove.core import addresses
 from selfimprove.core.procs import Proc, free_ports, http_ok
 from selfimprove.core.stack import LocalStack
 
@@ -83,6 +86,8 @@ class LocalLoop:
             "SELFIMPROVE_EVALUATOR_GRPC_PORT": "0",
             "SELFIMPROVE_REFINEMENT_GRPC_HOST": "127.0.0.1",
             "SELFIMPROVE_REFINEMENT_GRPC_PORT": "0",
+            "SELFIMPROVE_REFINEMENT_HTTP_HOST": "127.0.0.1",
+            "SELFIMPROVE_REFINEMENT_HTTP_PORT": "0",
             **self.env,
         }
 
@@ -98,7 +103,21 @@ class LocalLoop:
             self.wait_ready(name)
         if self.stack.prometheus_url:
             self.stack.set_prometheus_targets([f"127.0.0.1:{p}" for p in self.ports.values()])
+        self.write_addresses()
         return self
+
+    def write_addresses(self) -> None:
+        """Tell later commands where this loop's control plane and serving endpoint listen."""
+        if "evaluator" not in self.procs or self.stack.root is None:
+            return
+        ports = {n: self.health(n).get("grpc_port") for n in ("evaluator", "refinement") if n in self.procs}
+        if not ports.get("evaluator"):
+            return
+        serving = f"127.0.0.1:{ports['refinement']}" if ports.get("refinement") else None
+        found = addresses.LocalAddresses(
+            os.getpid(), f"127.0.0.1:{ports['evaluator']}", serving, self.stack.env()
+        )
+        addresses.write(self.stack.root, found)
 
     def start_service(self, name: str) -> None:
         log = self.stack.root / "logs" / f"{name}.log"
@@ -137,6 +156,8 @@ class LocalLoop:
         self.start_service(name)
         if wait:
             self.wait_ready(name)
+            if self.service_of(name) in ("evaluator", "refinement"):
+                self.write_addresses()  # its new port
 
     def dead(self) -> list[str]:
         return [n for n, p in self.procs.items() if not p.alive()] + self.stack.dead()
@@ -148,6 +169,8 @@ class LocalLoop:
                 proc.stop()
 
     def stop(self) -> None:
+        if self.stack.root is not None:
+            addresses.remove(self.stack.root, os.getpid())
         self.stop_services()
         self.stack.stop()
 

@@ -227,6 +227,33 @@ class StageConfig(_Strict):
     max_attempts: int = Field(3, ge=1)
 
 
+class TrackingConfig(_Strict):
+    """Where the loop's metrics, decisions and training losses also go, off by default: an MLflow
+    tracking store or a TensorBoard log folder, one tracking run per selfimprove run
+    (``evaluator/tracking.py``)."""
+
+    backend: Literal["none", "mlflow", "tensorboard"] = Field(
+        "none", description="none, mlflow (needs mlflow-skinny) or tensorboard (needs tensorboard)."
+    )
+    uri: str = Field(
+        "",
+        description="mlflow: the tracking URI, e.g. file:///data/mlruns (a local file store, no server); "
+        "tensorboard: the log folder (a path or file:// URI), one subfolder per run id. Local paths are "
+        "on the evaluator's machine, and on the report's, which logs its plots there too.",
+    )
+    experiment: str = Field("selfimprove", min_length=1, description="mlflow: the experiment's name.")
+
+    @model_validator(mode="after")
+    def _uri_needed(self) -> TrackingConfig:
+        if self.backend != "none" and not self.uri.strip():
+            raise ValueError(f"tracking.uri: the {self.backend} backend needs a uri (got none)")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.backend != "none"
+
+
 def _stages() -> dict[str, StageConfig]:
     return {name: StageConfig() for name in STAGE_NAMES}
 
@@ -245,6 +272,7 @@ class RunConfig(_Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     refinement: RefinementConfig = Field(default_factory=RefinementConfig)
     stopping: StoppingConfig = Field(default_factory=StoppingConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     stages: dict[Literal["acquire", "select", "train", "evaluate", "refine"], StageConfig] = Field(
         default_factory=_stages
     )
@@ -282,6 +310,8 @@ def load_config(text: str, *, files: bool = True) -> RunConfig:
     check_refine_when(cfg)
     check_interim_looks(cfg)
     check_self_instruct(cfg, files)
+    if files:
+        check_tracking(cfg)
     return cfg
 
 
@@ -374,6 +404,28 @@ def check_self_instruct(cfg: RunConfig, files: bool = True) -> None:
             raise ConfigError(f"invalid run config: acquisition.seed_set: {exc}") from None
 
 
+TRACKING_PACKAGES = {"mlflow": ("mlflow", "mlflow-skinny"), "tensorboard": ("tensorboard", "tensorboard")}
+
+
+def check_tracking(cfg: RunConfig) -> None:
+    """A new run that tracks needs its backend's package in this process (imported only when used).
+
+    >>> import importlib.util
+    >>> cfg = RunConfig.model_validate({"tracking": {"backend": "mlflow", "uri": "file:///tmp/mlruns"}})
+    >>> check_tracking(cfg) if importlib.util.find_spec("mlflow") else None
+    """
+    import importlib.util
+
+    if not cfg.tracking.enabled:
+        return
+    module, package = TRACKING_PACKAGES[cfg.tracking.backend]
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(
+            f"invalid run config: tracking.backend: {cfg.tracking.backend} needs the {package} package, "
+            f"not installed here: pip install 'selfimprove[tracking]' (or {package})"
+        )
+
+
 def read_seed_set(path: str) -> bytes:
     """The bytes of a seed-set file, checked: readable, every line an example, at least one. Raises
     ``ValueError`` naming the file (and the line of a bad example)."""
@@ -462,7 +514,10 @@ def check_dev_sizes(cfg: RunConfig) -> None:
     for where, name, params, n in wanted:
         try:
             task = load_task(name, params)
-        except (TaskLoadError, ImportError):  # a plug-in, or datasets, not installed here: the evaluator checks
+        except (
+            TaskLoadError,
+            ImportError,
+        ):  # a plug-in, or datasets, not installed here: the evaluator checks
             continue
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"invalid run config: {where.rsplit('.', 1)[0]}: {exc}") from None

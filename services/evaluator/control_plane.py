@@ -18,9 +18,11 @@ import grpc
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.grpcserve import RunningServer, TokenBucket, serve
 from selfimprove.core.keys import check_name
+from selfimprove.evaluator.commands import STAGE_ENUM
 from selfimprove.evaluator.config import ConfigError, dump_config, load_config
 from selfimprove.evaluator.controller import Controller
 from selfimprove.evaluator.snapshot import snapshot_key
+from selfimprove.evaluator.state import RunState
 from selfimprove.evaluator.status import run_status
 from selfimprove.v2 import control_pb2, control_pb2_grpc
 from selfimprove.v2.common_pb2 import Stage
@@ -97,11 +99,18 @@ class ControlPlane(control_pb2_grpc.ControlPlaneServiceServicer):
         state = self.controller.runs.get(request.run_id)
         if state is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no run {request.run_id!r}")
-        return control_pb2.GetRunStatusResponse(status=run_status(state))
+        return control_pb2.GetRunStatusResponse(status=self._status(state))
 
     async def ListRuns(self, request, context):  # noqa: N802
         runs = sorted(self.controller.runs.values(), key=lambda s: s.started_at)
-        return control_pb2.ListRunsResponse(runs=[run_status(s) for s in runs])
+        return control_pb2.ListRunsResponse(runs=[self._status(s) for s in runs])
+
+    def _status(self, state: RunState):
+        """The run's status with its current stage's progress (while it is running)."""
+        board = self.controller.progress
+        stage = STAGE_ENUM.get(state.stage, 0)
+        current = board.current(state.run_id, state.iteration, stage) if state.active else []
+        return run_status(state, current)
 
 
 async def start_server(

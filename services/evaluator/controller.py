@@ -2,7 +2,8 @@
 result and run-control event, the timer, publishing, snapshots and metrics.
 
 Order for every input: decide (pure) -> publish every output (acks=all) -> write the snapshot ->
-return (the consumer then marks the input handled and commits it). A crash before the snapshot
+experiment tracking, when the run's config asks (``trackers``: best effort, never raises) -> return
+(the consumer then marks the input handled and commits it). A crash before the snapshot
 leaves the input uncommitted: it is redelivered and decided again, producing the same event ids
 (commands by what they are, decisions by their cause), so stages and this controller drop the
 repeats. A crash after the snapshot finds the input in ``state.applied`` and changes nothing.
@@ -26,8 +27,10 @@ from selfimprove.evaluator.commands import STAGE_NAME
 from selfimprove.evaluator.config import RunConfig, load_config
 from selfimprove.evaluator.crash import CrashHooks
 from selfimprove.evaluator.loopmetrics import LoopMetrics
+from selfimprove.evaluator.progress import ProgressBoard
 from selfimprove.evaluator.refs import ref_dict
 from selfimprove.evaluator.state import RunState
+from selfimprove.evaluator.trackers import TrackingSink
 from selfimprove.evaluator.transition import Transition
 from selfimprove.v2.envelope_pb2 import Envelope
 from selfimprove.v2.stages_pb2 import Decision, RunControl
@@ -52,8 +55,12 @@ class Controller:
         environment: dict,
         crash: CrashHooks | None = None,
         clock: Callable[[], float] = time.time,
+        tracking: TrackingSink | None = None,
     ) -> None:
         self.bus, self.store, self.metrics = bus, store, metrics
+        self.tracking = tracking or TrackingSink(
+            store, lambda backend: metrics.tracking_errors.labels(backend).inc()
+        )
         self.environment = environment
         self.crash = crash or CrashHooks()
         self.clock = clock
@@ -61,6 +68,7 @@ class Controller:
         self._configs: dict[str, RunConfig] = {}
         self.lock = asyncio.Lock()
         self.latencies: list[float] = []  # seconds from consumed to last command acknowledged
+        self.progress = ProgressBoard(clock)  # stages' progress reports: memory only, advisory
 
     async def load(self) -> None:
         states = await retrying(
@@ -87,6 +95,9 @@ class Controller:
         payload = env.WhichOneof("payload") or ""
         if payload == "decision":
             return []  # our own decisions: the run's log, already applied
+        if payload == "stage_progress":
+            self.progress.note(env)  # shown in the run status; decides nothing
+            return []
         if payload not in RESULTS and payload != "run_control":
             raise ValueError(f"the controller does not handle {payload!r} events")
         async with self.lock:
@@ -108,7 +119,7 @@ class Controller:
             if tr is None:
                 return []
             self.crash.at("after_consume", payload)
-            await self._commit(tr, env.event_id, consumed)
+            await self._commit(tr, env.event_id, consumed, env)
         self.crash.at("before_commit", payload)
         return []
 
@@ -177,7 +188,9 @@ class Controller:
 
     # -- outputs --------------------------------------------------------------------------------
 
-    async def _commit(self, tr: Transition, cause: str, consumed: float) -> None:
+    async def _commit(
+        self, tr: Transition, cause: str, consumed: float, received: Envelope | None = None
+    ) -> None:
         # All outputs in flight at once (one round trip); per partition the producer keeps their order.
         await asyncio.gather(*(self.bus.publish(o.topic, o.envelope, o.key, o.spread) for o in tr.out))
         acked = (
@@ -202,6 +215,7 @@ class Controller:
         self.runs[state.run_id] = state
         self.metrics.apply(state, tr.signals)
         self.metrics.count_runs(list(self.runs.values()))
+        await self.tracking.after_commit(tr.cfg, previous, state, received)  # never raises
         for d in state.decisions[
             len(state.decisions) - sum(1 for o in tr.out if o.envelope.HasField("decision")) :
         ]:

@@ -103,7 +103,7 @@ def on_result(topics: Topics, state: RunState, cfg: RunConfig, env: Envelope, no
     if env.WhichOneof("payload") == "stage_failure":
         _failure(tr, slot, env)
         return tr
-    record = _record(env, stage)
+    record = result_record(env, stage)
     s.accepted[slot] = record
     s.accepted_ids.append(env.event_id)
     s.tokens_used += _tokens(env)
@@ -206,8 +206,8 @@ def _tokens(env: Envelope) -> float:
     return 0.0
 
 
-def _record(env: Envelope, stage: str) -> dict:
-    """What a result says, as plain data."""
+def result_record(env: Envelope, stage: str) -> dict:
+    """What a result says, as plain data (what the state keeps of an accepted result)."""
     rec: dict = {"event_id": env.event_id, "attempt": env.attempt}
     if stage == "acquire":
         r = env.acquire_result

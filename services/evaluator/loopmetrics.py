@@ -45,6 +45,9 @@ class LoopMetrics:
             "control_latency_seconds", "Result consumed to next command acknowledged", buckets=CONTROL_BUCKETS
         )
         self.runs = m.gauge("runs", "Runs known to the controller", ["state"])
+        self.tracking_errors = m.counter(
+            "tracking_errors_total", "Experiment-tracking calls that failed (the run goes on)", ["backend"]
+        )
 
     def apply(self, state: RunState, signals: list[tuple]) -> None:
         """Export the run's state and count its signals; a run that is no longer running has its

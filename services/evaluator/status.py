@@ -8,7 +8,7 @@ from selfimprove.evaluator.commands import STAGE_ENUM
 from selfimprove.evaluator.refs import to_model, to_suite
 from selfimprove.evaluator.state import RunState
 from selfimprove.evaluator.transition import KINDS
-from selfimprove.v2.control_pb2 import RunStatus
+from selfimprove.v2.control_pb2 import RunStatus, ShardProgress
 from selfimprove.v2.stages_pb2 import Decision
 
 
@@ -29,7 +29,8 @@ def lineage(state: RunState) -> dict:
     }
 
 
-def run_status(state: RunState) -> RunStatus:
+def run_status(state: RunState, progress: list[ShardProgress] | None = None) -> RunStatus:
+    """The run's public view; ``progress``: the current stage's reports (``ProgressBoard.current``)."""
     decisions = [
         Decision(
             kind=KINDS.get(d["kind"], 0),
@@ -52,4 +53,5 @@ def run_status(state: RunState) -> RunStatus:
         stop_reason=state.stop_reason,
         accuracy=list(state.accuracy),
         lineage_json=json.dumps(lineage(state), sort_keys=True, default=str),
+        progress=progress or [],
     )

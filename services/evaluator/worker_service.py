@@ -18,6 +18,7 @@ import logging
 import time
 
 from selfimprove.core import stage as stages
+from selfimprove.core.progress import StageReporter
 from selfimprove.core.runner import Context, Runnable
 from selfimprove.core.settings import load
 from selfimprove.core.store import ArtifactError
@@ -50,18 +51,22 @@ class Evaluation:
         )
 
     def outcomes(
-        self, model, task, items, suite_key: str, seed: int, max_new_tokens: int
+        self, model, task, items, suite_key: str, seed: int, max_new_tokens: int, progress=None
     ) -> tuple[dict, bool]:
+        """Replies and verdicts of ``model`` on ``items`` (cached by model, suite and items);
+        ``progress`` is told how many more items are answered (all at once on a cache hit)."""
         from selfimprove.runtime.engine import GenerationRequest, SamplingParams
         from selfimprove.runtime.policy import version_key
 
         prefix = evalcache.cache_prefix(version_key(model), suite_key, seed, len(items))
         cached = evalcache.get(self.store, prefix)
         if cached is not None and cached.get("ids") == [it.id for it in items]:
+            if progress is not None:
+                progress(len(items))
             return cached, True
         engine = self.policies.engine(model)
         params = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
-        results = engine.generate(GenerationRequest([it.prompt for it in items], params))
+        results = engine.generate(GenerationRequest([it.prompt for it in items], params, on_done=progress))
         replies = [r.samples[0].text for r in results]
         out = {
             "ids": [it.id for it in items],
@@ -72,8 +77,9 @@ class Evaluation:
         evalcache.put(self.store, prefix, out)
         return out, False
 
-    def run(self, cmd) -> tuple[dict, dict]:
-        """Every suite of ``cmd``: (files, meta) for ``run_once``."""
+    def run(self, cmd, report=None) -> tuple[dict, dict]:
+        """Every suite of ``cmd``: (files, meta) for ``run_once``; ``report`` (a ``StageReporter``)
+        counts the problems answered, each model's answer to an item one."""
         from selfimprove.runtime.tasks import load_task
 
         if not cmd.suites:
@@ -81,6 +87,8 @@ class Evaluation:
         suites, lines, tokens, hits = [], [], 0, 0
         start = time.perf_counter()
         max_new = cmd.max_new_tokens or self.settings.max_new_tokens
+        if report is not None:
+            report.update(0, 2 * sum(max(0, s.dev_size) for s in cmd.suites))
         for index, suite in enumerate(cmd.suites):
             spec = suite.task
             params = task_params(spec.params_json)
@@ -103,7 +111,9 @@ class Evaluation:
                 key = suite_key if (lo, hi) == (0, len(items)) else f"{suite_key}#{lo}-{hi}"
                 part = items[lo:hi]
                 for model, acc in ((cmd.incumbent, inc), (cmd.candidate, cand)):
-                    out, hit = self.outcomes(model, task, part, key, cmd.seed, max_new)
+                    out, hit = self.outcomes(
+                        model, task, part, key, cmd.seed, max_new, report.advance if report else None
+                    )
                     hits += hit
                     tokens += 0 if hit else out["tokens"]
                     acc["replies"] += out["replies"]
@@ -147,7 +157,8 @@ async def setup(ctx: Context) -> list[Runnable]:
             raise ValueError(f"evaluation workers take evaluate_command, got {env.WhichOneof('payload')!r}")
         cmd = env.evaluate_command
         try:
-            ref, meta = await stages.run_once(ctx.store, env, lambda: evaluation.run(cmd))
+            report = StageReporter(ctx.bus, env, producer, unit="problems")
+            ref, meta = await stages.run_once(ctx.store, env, lambda: evaluation.run(cmd, report))
         except (stages.StageInputError, ArtifactError, FileNotFoundError, ValueError) as exc:
             log.warning("evaluation failed: %s", exc)
             return [stages.failure(topics, env, producer, exc)]

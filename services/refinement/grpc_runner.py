@@ -24,9 +24,14 @@ def read_tls(s: RefinementSettings) -> tuple[bytes, bytes] | None:
 
 
 async def grpc_runnable(
-    ctx: Context, s: RefinementSettings, model: ServedModel, metrics: RefinementMetrics
+    ctx: Context,
+    s: RefinementSettings,
+    model: ServedModel,
+    metrics: RefinementMetrics,
+    bucket: grpcserve.TokenBucket | None = None,
 ) -> Runnable:
-    """Start the server now (so the port is known before ready) and return what waits for stop."""
+    """Start the server now (so the port is known before ready) and return what waits for stop;
+    ``bucket`` is the rate limit it shares with the HTTP API (its own when None)."""
     limits = Limits(s.max_prompt_chars, s.max_prompt_tokens, s.max_new_tokens, s.max_n)
     sampling = strategies.Settings(s.temperature, s.top_p, s.default_max_new_tokens, None)
     servicer = RefinementServicer(model, limits, sampling, metrics)
@@ -41,7 +46,7 @@ async def grpc_runnable(
         s.grpc_port,
         s.max_request_bytes,
         tls,
-        rate_limit=grpcserve.TokenBucket(s.rate_per_second, s.rate_burst),
+        rate_limit=bucket or grpcserve.TokenBucket(s.rate_per_second, s.rate_burst),
         on_rate_limited=refused,
     )
     port = served.port

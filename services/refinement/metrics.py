@@ -19,9 +19,13 @@ class RefinementMetrics:
     def __init__(self, m: Metrics) -> None:
         self.series = r = m.per_run
         self.requests = r.counter(
-            "refinement_requests_total", "gRPC requests answered", ["method", "strategy", "code"]
+            "refinement_requests_total",
+            "Requests answered (gRPC methods and HTTP endpoints)",
+            ["method", "strategy", "code"],
         )
-        self.latency = r.histogram("refinement_request_seconds", "gRPC request latency", ["method"])
+        self.latency = r.histogram(
+            "refinement_request_seconds", "Request latency (gRPC and HTTP)", ["method"]
+        )
         self.tokens = r.counter("refinement_generated_tokens_total", "Tokens generated for requests")
         self.tps = r.gauge("generation_tokens_per_second", "Generated tokens per second of the last request")
         self.strategy = r.gauge("refinement_strategy_in_use", "1 for the strategy served now", ["strategy"])

@@ -17,7 +17,9 @@ import grpc
 
 from selfimprove.core import compute
 from selfimprove.core.grpcserve import RunningServer, TokenBucket, serve
-from selfimprove.refinement.limits import LimitError, Limits
+from selfimprove.refinement import answering
+from selfimprove.refinement.limits import Limits
+from selfimprove.refinement.metrics import RefinementMetrics
 from selfimprove.refinement.served import ServedModel
 from selfimprove.runtime import strategies
 from selfimprove.v2 import refinement_pb2 as pb
@@ -33,7 +35,7 @@ class RefinementServicer(pb_grpc.RefinementServiceServicer):
         model: ServedModel,
         limits: Limits,
         sampling: strategies.Settings,
-        metrics: object | None = None,
+        metrics: RefinementMetrics | None = None,
     ) -> None:
         self.model, self.limits, self.sampling = model, limits, sampling
         self.metrics = metrics
@@ -55,37 +57,29 @@ class RefinementServicer(pb_grpc.RefinementServiceServicer):
         start = time.perf_counter()
         code = "OK"
         try:
-            max_new = request.max_new_tokens or self.sampling.max_new_tokens
-            try:
-                spec = strategies.parse(name, serving=True)
-                self.limits.check(request.prompt, max_new, spec.k, request.temperature)
-                counted = served.engine.count_tokens(request.prompt)
-                if counted is not None:
-                    self.limits.check_tokens(counted)
-            except (LimitError, ValueError) as exc:
-                code = "INVALID_ARGUMENT"
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            settings = strategies.Settings(
-                temperature=request.temperature or self.sampling.temperature,
-                top_p=self.sampling.top_p,
-                max_new_tokens=max_new,
+            ask = answering.Ask(
+                request.prompt,
+                request.strategy,
+                request.max_new_tokens or None,
+                request.temperature or None,
                 seed=request.seed or None,
             )
-            done = await compute.run(
-                strategies.run, served.engine, spec, [request.prompt], served.extract, settings
-            )
-            [answer] = done.answers
-            seconds = time.perf_counter() - start
+            try:
+                admitted = answering.plan(served, ask, self.limits, self.sampling)
+            except ValueError as exc:  # a LimitError or a strategy that cannot be served
+                code = "INVALID_ARGUMENT"
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            reply = await compute.run(answering.answer, admitted)
             if self.metrics is not None:
-                self.metrics.generated(done.tokens, done.seconds)
+                self.metrics.generated(reply.completion_tokens, reply.seconds)
             return pb.GenerateResponse(
-                text=answer.text,
-                answer=answer.answer or "",
-                strategy=spec.name,
-                model_version=served.version,
-                prompt_tokens=counted or 0,
-                completion_tokens=done.tokens,
-                seconds=seconds,
+                text=reply.text,
+                answer=reply.answer,
+                strategy=reply.strategy,
+                model_version=reply.model_version,
+                prompt_tokens=reply.prompt_tokens,
+                completion_tokens=reply.completion_tokens,
+                seconds=time.perf_counter() - start,
             )
         except Exception:
             code = "INTERNAL" if code == "OK" else code  # an abort already named its code

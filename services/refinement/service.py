@@ -10,6 +10,8 @@
   from its start) only the newest is loaded.
 - gRPC ``selfimprove.v2.RefinementService`` and the standard health service; the bound port is in
   ``/health`` as ``grpc_port``.
+- An OpenAI-compatible HTTP API (``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``;
+  ``http_api``) with the same limits, rate limit and TLS; its port is in ``/health`` as ``http_port``.
 
 Run it: ``python -m selfimprove.refinement``.
 """
@@ -152,7 +154,9 @@ class Refiner:
 
 
 async def setup(ctx: Context) -> list[Runnable]:
+    from selfimprove.core.grpcserve import TokenBucket
     from selfimprove.refinement.grpc_runner import grpc_runnable
+    from selfimprove.refinement.http_runner import http_runnable
     from selfimprove.runtime.policy import PolicyCache
     from selfimprove.runtime.tasks import load_task
 
@@ -176,5 +180,7 @@ async def setup(ctx: Context) -> list[Runnable]:
     promotions = ctx.consumer(
         [topics.control], refiner.on_control, group=f"{prefix}.refinement-serving-{ctx.settings.instance}"
     )
-    serve = await grpc_runnable(ctx, s, model, refiner.metrics)
-    return [calibrate.run, promotions.run, refiner.promotions.run, serve]
+    bucket = TokenBucket(s.rate_per_second, s.rate_burst)  # one rate limit for gRPC and HTTP together
+    serve = await grpc_runnable(ctx, s, model, refiner.metrics, bucket)
+    http = await http_runnable(ctx, s, model, refiner.metrics, bucket)
+    return [calibrate.run, promotions.run, refiner.promotions.run, serve, http]

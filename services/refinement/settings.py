@@ -24,14 +24,24 @@ class RefinementSettings(BaseSettings):
     batch_size: int = Field(64, ge=1, description="Sequences the engine decodes together.")
     grpc_host: str = Field("0.0.0.0", description="Address the gRPC server binds.")  # noqa: S104
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
-    tls_cert_file: Path | None = Field(None, description="Server certificate (PEM); with the key, serve TLS.")
+    http_host: str = Field("0.0.0.0", description="Address the OpenAI-compatible HTTP API binds.")  # noqa: S104
+    http_port: int = Field(
+        8000, ge=0, le=65535, description="OpenAI-compatible HTTP port; 0 picks a free one."
+    )
+    tls_cert_file: Path | None = Field(
+        None, description="Server certificate (PEM); with the key, gRPC and HTTP serve TLS."
+    )
     tls_key_file: Path | None = Field(None, description="Server private key (PEM).")
     max_prompt_chars: int = Field(4000, ge=1, description="Longest prompt accepted, in characters.")
     max_prompt_tokens: int = Field(1024, ge=1, description="Longest prompt accepted, in tokens.")
     max_new_tokens: int = Field(512, ge=1, description="Most tokens a request may ask to generate.")
     max_n: int = Field(16, ge=1, description="Largest k/n/r of a requested strategy.")
-    max_request_bytes: int = Field(64 * 1024, ge=1024, description="grpc.max_receive_message_length.")
-    rate_per_second: float = Field(20.0, gt=0, description="Requests per second this server admits.")
+    max_request_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request body: grpc.max_receive_message_length, HTTP 413."
+    )
+    rate_per_second: float = Field(
+        20.0, gt=0, description="Requests per second gRPC and HTTP admit together."
+    )
     rate_burst: int = Field(40, ge=1, description="Requests admitted at once above the rate.")
     default_max_new_tokens: int = Field(128, ge=1, description="Generation length when a request gives none.")
     temperature: float = Field(0.7, ge=0, description="Sampling temperature of sampling strategies.")

@@ -12,7 +12,7 @@ order, each with ``n`` samples. Backends: ``"transformers"`` (CPU default, :mod:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -51,8 +51,13 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class GenerationRequest:
+    """Prompts and how to sample them. ``on_done``, when given, is told how many more prompts have
+    all their samples finished, as they finish (for progress display; an engine that cannot tell
+    reports nothing and its caller counts the whole request when it returns)."""
+
     prompts: Sequence[Prompt]
     params: SamplingParams = field(default_factory=SamplingParams)
+    on_done: Callable[[int], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ verifier is the fixed GPT-3 rule (:data:`GPT3_RULE`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,9 +72,11 @@ def evaluate_items(
     verifier: Verifier,
     strategy: str = "greedy",
     max_new_tokens: int = EVAL_MAX_NEW_TOKENS,
+    progress: Callable[[int], None] | None = None,
 ) -> SetResult:
     """Answers to every item under ``strategy`` (see :mod:`.strategies`), each judged by ``verifier``
-    against the item's reference answer (items without one are refused)."""
+    against the item's reference answer (items without one are refused). ``progress`` is told how
+    many more items are answered as they are."""
     from selfimprove.runtime.strategies import Settings, run
 
     check_strategy(strategy)
@@ -87,6 +89,7 @@ def evaluate_items(
         [it.prompt for it in items],
         verifier.extract,
         Settings(max_new_tokens=max_new_tokens),
+        progress=progress,
     )
     replies = tuple(a.text for a in done.answers)
     outcomes = tuple(
@@ -114,7 +117,11 @@ def load_test_set(test_set: TestSet, benchmarks_dir: Path | None = None, limit: 
 
 
 def evaluate_set(
-    engine: Engine, s: EvalSet, strategy: str = "greedy", max_new_tokens: int = EVAL_MAX_NEW_TOKENS
+    engine: Engine,
+    s: EvalSet,
+    strategy: str = "greedy",
+    max_new_tokens: int = EVAL_MAX_NEW_TOKENS,
+    progress: Callable[[int], None] | None = None,
 ) -> SetResult:
     """:func:`evaluate_items` on a loaded test set."""
-    return evaluate_items(engine, s.name, s.items, s.verifier, strategy, max_new_tokens)
+    return evaluate_items(engine, s.name, s.items, s.verifier, strategy, max_new_tokens, progress)

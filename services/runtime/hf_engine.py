@@ -17,7 +17,7 @@ attention mask and explicit position ids, so padding never shifts a position.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -85,7 +85,7 @@ class TransformersEngine:
     def generate(self, request: GenerationRequest) -> list[PromptResult]:
         params = request.params
         ids = [self.encode(p) for p in request.prompts]
-        run = _Run(self, ids, params)
+        run = _Run(self, ids, params, request.on_done)
         run.loop()
         n = params.n
         return [
@@ -110,8 +110,15 @@ class TransformersEngine:
 class _Run:
     """The decode state of one request: live rows, their cache, mask and next positions."""
 
-    def __init__(self, engine: TransformersEngine, prompts: list[list[int]], params: SamplingParams) -> None:
-        self.e, self.prompts, self.p = engine, prompts, params
+    def __init__(
+        self,
+        engine: TransformersEngine,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        on_done: Callable[[int], None] | None = None,
+    ) -> None:
+        self.e, self.prompts, self.p, self.on_done = engine, prompts, params, on_done
+        self.unfinished = [params.n] * len(prompts)  # samples still decoding, per prompt
         self.queue = deque(sorted(range(len(prompts)), key=lambda i: len(prompts[i])))
         self.generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
         self.end_ids = torch.tensor(sorted(engine.end_ids))
@@ -217,6 +224,10 @@ class _Run:
                 self.done[sample] = self.e._finish(self.tokens[sample], self.logps[sample], p, "length")
             else:
                 keep.append(offset + j)
+                continue
+            self.unfinished[sample // p.n] -= 1
+            if self.on_done is not None and self.unfinished[sample // p.n] == 0:
+                self.on_done(1)
         return keep
 
     def _keep(self, keep: list[int]) -> None:

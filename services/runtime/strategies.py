@@ -7,7 +7,8 @@ extracted answers of ``k`` samples), ``best_of_n@n`` (the sample the model itsel
 (majority vote of ``k`` greedy replies, each under a different system prompt; the first is the
 prompt as given, so a tie keeps the greedy answer). Every strategy sends all
 prompts to the engine at once per phase (the engine batches; ``n`` samples of a prompt are one
-request), and returns one :class:`Answer` per prompt plus the cost.
+request), and returns one :class:`Answer` per prompt plus the cost. ``progress``, when given, is told
+how many more prompts are answered as they are (see :class:`Ticker`).
 
     outcome = run(engine, "self_consistency@5", ["What is 48 + 27?"], task.extract)
     outcome.answers[0].answer, outcome.tokens, outcome.seconds
@@ -33,6 +34,7 @@ from selfimprove.runtime.engine import (
 
 Extract = Callable[[str], str | None]
 Verify = Callable[[str], bool | None]  # one per prompt: does this reply answer it correctly?
+Progress = Callable[[int], None]  # told how many more problems are done
 KINDS = ("greedy", "self_consistency", "best_of_n", "best_of_n_verifier", "self_refine", "prompt_ensemble")
 VERIFIER_KINDS = frozenset({"best_of_n_verifier"})
 JUDGE_PROMPT = (
@@ -157,7 +159,73 @@ def judge_score(token_text: str, logprob: float | None) -> float:
     return 0.5
 
 
-def _sample(engine: Engine, prompts: Sequence[Prompt], s: Settings, n: int, greedy: bool = False):
+class Ticker:
+    """Problems done, counted from engine work: answering one problem costs ``per`` prompts over all
+    of the strategy's engine calls (``1 + n`` for best-of-n judged by the model: n samples, n
+    verdicts). Engines report prompts as they finish (``GenerationRequest.on_done``); what one did
+    not report is counted when its call returns. Without ``progress`` it counts nothing.
+
+    >>> told = []
+    >>> t = Ticker(told.append, per=3)
+    >>> t.add(2); t.add(2); t.add(5)
+    >>> told, sum(told)
+    ([1, 2], 3)
+    """
+
+    def __init__(self, progress: Progress | None = None, per: int = 1) -> None:
+        self.progress, self.per = progress, per
+        self.units = self.told = 0
+
+    def add(self, units: int) -> None:
+        if self.progress is None or units <= 0:
+            return
+        self.units += units
+        whole = self.units // self.per
+        if whole > self.told:
+            self.progress(whole - self.told)
+            self.told = whole
+
+    def generate(self, engine: Engine, prompts: Sequence[Prompt], params: SamplingParams):
+        """``engine.generate`` with its finished prompts counted."""
+        if self.progress is None:
+            return engine.generate(GenerationRequest(list(prompts), params))
+        seen = [0]
+
+        def on_done(k: int) -> None:
+            seen[0] += k
+            self.add(k)
+
+        results = engine.generate(GenerationRequest(list(prompts), params, on_done=on_done))
+        self.add(len(prompts) - seen[0])
+        return results
+
+
+NO_TICK = Ticker()
+
+
+def units_per_problem(spec: Spec) -> int:
+    """Engine prompts one problem costs under ``spec`` (what :class:`Ticker` counts in).
+
+    >>> units_per_problem(parse("best_of_n@4")), units_per_problem(parse("self_refine@2"))
+    (5, 5)
+    """
+    if spec.kind == "best_of_n":
+        return 1 + spec.k
+    if spec.kind == "self_refine":
+        return 1 + 2 * spec.k
+    if spec.kind == "prompt_ensemble":
+        return spec.k
+    return 1
+
+
+def _sample(
+    engine: Engine,
+    prompts: Sequence[Prompt],
+    s: Settings,
+    n: int,
+    greedy: bool = False,
+    tick: Ticker = NO_TICK,
+):
     params = SamplingParams(
         n=n,
         temperature=0.0 if greedy else s.temperature,
@@ -165,15 +233,17 @@ def _sample(engine: Engine, prompts: Sequence[Prompt], s: Settings, n: int, gree
         max_new_tokens=s.max_new_tokens,
         seed=s.seed,
     )
-    return engine.generate(GenerationRequest(list(prompts), params))
+    return tick.generate(engine, prompts, params)
 
 
 def _question(prompt: Prompt) -> str:
     return to_messages(prompt)[-1]["content"]
 
 
-def greedy(engine: Engine, prompts: Sequence[Prompt], extract: Extract, s: Settings) -> list[Answer]:
-    results = _sample(engine, prompts, s, 1, greedy=True)
+def greedy(
+    engine: Engine, prompts: Sequence[Prompt], extract: Extract, s: Settings, tick: Ticker = NO_TICK
+) -> list[Answer]:
+    results = _sample(engine, prompts, s, 1, greedy=True, tick=tick)
     return [Answer(r.samples[0].text, extract(r.samples[0].text), r.samples[0].tokens) for r in results]
 
 
@@ -189,10 +259,10 @@ def vote_answers(samples: Sequence[Sample], extract: Extract) -> list[str | None
 
 
 def self_consistency(
-    engine: Engine, prompts: Sequence[Prompt], extract: Extract, s: Settings, k: int
+    engine: Engine, prompts: Sequence[Prompt], extract: Extract, s: Settings, k: int, tick: Ticker = NO_TICK
 ) -> list[Answer]:
     out = []
-    for r in _sample(engine, prompts, s, k):
+    for r in _sample(engine, prompts, s, k, tick=tick):
         answers = vote_answers(r.samples, extract)
         best = majority(answers)
         text = r.samples[best].text
@@ -200,11 +270,13 @@ def self_consistency(
     return out
 
 
-def judge(engine: Engine, pairs: Sequence[tuple[Prompt, str]]) -> tuple[list[float], list[int]]:
+def judge(
+    engine: Engine, pairs: Sequence[tuple[Prompt, str]], tick: Ticker = NO_TICK
+) -> tuple[list[float], list[int]]:
     """The model's own verdict on each (prompt, reply): P(Yes) and the tokens it cost."""
     prompts = [JUDGE_PROMPT.format(question=_question(p), answer=reply) for p, reply in pairs]
     params = SamplingParams(n=1, temperature=0.0, max_new_tokens=1, logprobs=True)
-    results = engine.generate(GenerationRequest(prompts, params))
+    results = tick.generate(engine, prompts, params)
     scores = [judge_score(r.samples[0].text, (r.samples[0].logprobs or (None,))[0]) for r in results]
     return scores, [r.samples[0].tokens for r in results]
 
@@ -216,12 +288,13 @@ def best_of_n(
     s: Settings,
     n: int,
     verify: Sequence[Verify] | None = None,
+    tick: Ticker = NO_TICK,
 ) -> list[Answer]:
     """The best of ``n`` samples by the model's own judge, or by ``verify`` (data generation only)."""
-    results = _sample(engine, prompts, s, n)
+    results = _sample(engine, prompts, s, n, tick=tick)
     pairs = [(p, x.text) for p, r in zip(prompts, results, strict=True) for x in r.samples]
     if verify is None:
-        scores, judge_tokens = judge(engine, pairs)
+        scores, judge_tokens = judge(engine, pairs, tick)
     else:
         checks = [verify[i] for i, r in enumerate(results) for _ in r.samples]
         scores = [float(bool(check(text))) for check, (_, text) in zip(checks, pairs, strict=True)]
@@ -236,10 +309,15 @@ def best_of_n(
 
 
 def self_refine(
-    engine: Engine, prompts: Sequence[Prompt], extract: Extract, s: Settings, rounds: int
+    engine: Engine,
+    prompts: Sequence[Prompt],
+    extract: Extract,
+    s: Settings,
+    rounds: int,
+    tick: Ticker = NO_TICK,
 ) -> list[Answer]:
     """A greedy draft, then ``rounds`` of critique and revision in the same conversation."""
-    drafts = _sample(engine, prompts, s, 1, greedy=True)
+    drafts = _sample(engine, prompts, s, 1, greedy=True, tick=tick)
     texts = [r.samples[0].text for r in drafts]
     tokens = [r.samples[0].tokens for r in drafts]
     for _ in range(rounds):
@@ -248,7 +326,7 @@ def self_refine(
             for p, t in zip(prompts, texts, strict=True)
         ]
         critiques = _sample(
-            engine, [[*c, {"role": "user", "content": CRITIQUE_PROMPT}] for c in talks], s, 1, True
+            engine, [[*c, {"role": "user", "content": CRITIQUE_PROMPT}] for c in talks], s, 1, True, tick
         )
         revise = [
             [
@@ -259,7 +337,7 @@ def self_refine(
             ]
             for c, r in zip(talks, critiques, strict=True)
         ]
-        revised = _sample(engine, revise, s, 1, greedy=True)
+        revised = _sample(engine, revise, s, 1, greedy=True, tick=tick)
         texts = [r.samples[0].text for r in revised]
         tokens = [
             t + c.samples[0].tokens + r.samples[0].tokens
@@ -278,13 +356,13 @@ def with_system(prompt: Prompt, system: str) -> list[dict[str, str]]:
 
 
 def prompt_ensemble(
-    engine: Engine, prompts: Sequence[Prompt], extract: Extract, s: Settings, k: int
+    engine: Engine, prompts: Sequence[Prompt], extract: Extract, s: Settings, k: int, tick: Ticker = NO_TICK
 ) -> list[Answer]:
     """Greedy replies to each prompt as given and under ``k - 1`` other system prompts; the majority
     answer among finished replies wins, ties going to the earliest voter (the prompt as given)."""
     variants = [list(prompts), *([with_system(p, sys) for p in prompts] for sys in SYSTEM_PROMPTS[: k - 1])]
     flat = [p for variant in variants for p in variant]
-    results = _sample(engine, flat, s, 1, greedy=True)
+    results = _sample(engine, flat, s, 1, greedy=True, tick=tick)
     out = []
     for i in range(len(prompts)):
         replies = [results[v * len(prompts) + i].samples[0] for v in range(k)]
@@ -300,24 +378,27 @@ def run(
     extract: Extract,
     settings: Settings = Settings(),
     verify: Sequence[Verify] | None = None,
+    progress: Progress | None = None,
 ) -> Outcome:
     """Answer every prompt with strategy ``spec``; ``verify`` (one per prompt) only for verifier
-    strategies, which refuse to run without it."""
+    strategies, which refuse to run without it. ``progress`` is told how many more prompts are
+    answered as the engine finishes them (their sum is ``len(prompts)``)."""
     sp = parse(spec) if isinstance(spec, str) else spec
     if sp.uses_verifier and (verify is None or len(verify) != len(prompts)):
         raise ValueError(f"strategy {sp.name!r} needs one verifier per prompt (data generation only)")
+    tick = Ticker(progress, units_per_problem(sp))
     start = time.perf_counter()
     if sp.kind == "greedy":
-        answers = greedy(engine, prompts, extract, settings)
+        answers = greedy(engine, prompts, extract, settings, tick)
     elif sp.kind == "self_consistency":
-        answers = self_consistency(engine, prompts, extract, settings, sp.k)
+        answers = self_consistency(engine, prompts, extract, settings, sp.k, tick)
     elif sp.kind == "best_of_n":
-        answers = best_of_n(engine, prompts, extract, settings, sp.k)
+        answers = best_of_n(engine, prompts, extract, settings, sp.k, tick=tick)
     elif sp.kind == "best_of_n_verifier":
-        answers = best_of_n(engine, prompts, extract, settings, sp.k, verify=verify)
+        answers = best_of_n(engine, prompts, extract, settings, sp.k, verify=verify, tick=tick)
     elif sp.kind == "prompt_ensemble":
-        answers = prompt_ensemble(engine, prompts, extract, settings, sp.k)
+        answers = prompt_ensemble(engine, prompts, extract, settings, sp.k, tick)
     else:
-        answers = self_refine(engine, prompts, extract, settings, sp.k)
+        answers = self_refine(engine, prompts, extract, settings, sp.k, tick)
     seconds = time.perf_counter() - start
     return Outcome(sp.name, tuple(answers), sum(a.tokens for a in answers), seconds)

@@ -38,7 +38,7 @@ def _callback(sync: CheckpointSync | None, on_step: OnStep, out: Outcome, tokens
                     * args.gradient_accumulation_steps,
                 }
                 out.curve.append(point)
-                on_step(point)
+                on_step({**point, "steps_total": state.max_steps})  # for progress displays, not the curve
 
         def on_save(self, args, state, control, **kw):
             if sync is not None:

@@ -3,10 +3,12 @@
 >>> h = parse_hparams('{"lr": 1e-4, "epochs": 2}')
 >>> h.lr, h.epochs, h.lora_r
 (0.0001, 2, 16)
->>> parse_hparams('{"learning_rate": 1}')
+>>> parse_hparams('{"learning_rate": 1e-4}').lr  # the Hugging Face name works too
+0.0001
+>>> parse_hparams('{"lrr": 1}')
 Traceback (most recent call last):
 ...
-selfimprove.core.stage.StageInputError: hparams_json: learning_rate: Extra inputs are not permitted
+selfimprove.core.stage.StageInputError: hparams_json: lrr: Extra inputs are not permitted
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import logging
 import time
 
 from selfimprove.core import stage
+from selfimprove.core.progress import StageReporter
 from selfimprove.core.runner import Context, Runnable
 from selfimprove.core.settings import load
 from selfimprove.core.stage import StageInputError
@@ -53,8 +54,11 @@ async def setup(ctx: Context) -> list[Runnable]:
         topics = ctx.bus.topics
         start = time.perf_counter()
 
+        report = StageReporter(ctx.bus, env, PRODUCER, unit="steps")
+
         def on_step(point: dict) -> None:
             metrics.on_step(env.run_id, point)
+            report.update(int(point["step"]), point.get("steps_total"))
 
         try:
             ref, meta = await stage.run_once(ctx.store, env, lambda: run_job(ctx.store, env, opts, on_step))

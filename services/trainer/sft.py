@@ -135,7 +135,7 @@ def train_sft(
             "batch_examples": sum(len(b) for b in micro),
         }
         out.curve.append(point)
-        on_step(point)
+        on_step({**point, "steps_total": len(plan)})  # the total for progress displays, not the curve
         if not math.isfinite(point["loss"]):
             log.error("loss is %s at step %d: stopping", point["loss"], out.steps)
             break

@@ -26,7 +26,7 @@ from selfimprove.v2 import common_pb2 as selfimprove_dot_v2_dot_common__pb2
 from selfimprove.v2 import stages_pb2 as selfimprove_dot_v2_dot_stages__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cselfimprove/v2/control.proto\x12\x0eselfimprove.v2\x1a\x1bselfimprove/v2/common.proto\x1a\x1bselfimprove/v2/stages.proto\"6\n\x0fStartRunRequest\x12\x13\n\x0b\x63onfig_yaml\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\"3\n\x10StartRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07resumed\x18\x02 \x01(\x08\"0\n\x0eStopRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\" \n\x0fStopRunResponse\x12\r\n\x05state\x18\x01 \x01(\t\"%\n\x13GetRunStatusRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\xfa\x01\n\tRunStatus\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x11\n\titeration\x18\x03 \x01(\x05\x12$\n\x05stage\x18\x04 \x01(\x0e\x32\x15.selfimprove.v2.Stage\x12+\n\tincumbent\x18\x05 \x01(\x0b\x32\x18.selfimprove.v2.ModelRef\x12+\n\tdecisions\x18\x06 \x03(\x0b\x32\x18.selfimprove.v2.Decision\x12\x13\n\x0bstop_reason\x18\x07 \x01(\t\x12\x10\n\x08\x61\x63\x63uracy\x18\x08 \x03(\x01\x12\x14\n\x0clineage_json\x18\t \x01(\t\"A\n\x14GetRunStatusResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.selfimprove.v2.RunStatus\"\x11\n\x0fListRunsRequest\";\n\x10ListRunsResponse\x12\'\n\x04runs\x18\x01 \x03(\x0b\x32\x19.selfimprove.v2.RunStatus2\xda\x02\n\x13\x43ontrolPlaneService\x12M\n\x08StartRun\x12\x1f.selfimprove.v2.StartRunRequest\x1a .selfimprove.v2.StartRunResponse\x12J\n\x07StopRun\x12\x1e.selfimprove.v2.StopRunRequest\x1a\x1f.selfimprove.v2.StopRunResponse\x12Y\n\x0cGetRunStatus\x12#.selfimprove.v2.GetRunStatusRequest\x1a$.selfimprove.v2.GetRunStatusResponse\x12M\n\x08ListRuns\x12\x1f.selfimprove.v2.ListRunsRequest\x1a .selfimprove.v2.ListRunsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cselfimprove/v2/control.proto\x12\x0eselfimprove.v2\x1a\x1bselfimprove/v2/common.proto\x1a\x1bselfimprove/v2/stages.proto\"6\n\x0fStartRunRequest\x12\x13\n\x0b\x63onfig_yaml\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\"3\n\x10StartRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07resumed\x18\x02 \x01(\x08\"0\n\x0eStopRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\" \n\x0fStopRunResponse\x12\r\n\x05state\x18\x01 \x01(\t\"%\n\x13GetRunStatusRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\xab\x02\n\tRunStatus\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x11\n\titeration\x18\x03 \x01(\x05\x12$\n\x05stage\x18\x04 \x01(\x0e\x32\x15.selfimprove.v2.Stage\x12+\n\tincumbent\x18\x05 \x01(\x0b\x32\x18.selfimprove.v2.ModelRef\x12+\n\tdecisions\x18\x06 \x03(\x0b\x32\x18.selfimprove.v2.Decision\x12\x13\n\x0bstop_reason\x18\x07 \x01(\t\x12\x10\n\x08\x61\x63\x63uracy\x18\x08 \x03(\x01\x12\x14\n\x0clineage_json\x18\t \x01(\t\x12/\n\x08progress\x18\n \x03(\x0b\x32\x1d.selfimprove.v2.ShardProgress\"\x9b\x01\n\rShardProgress\x12$\n\x05stage\x18\x01 \x01(\x0e\x32\x15.selfimprove.v2.Stage\x12\r\n\x05shard\x18\x02 \x01(\x05\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12/\n\x08progress\x18\x04 \x01(\x0b\x32\x1d.selfimprove.v2.StageProgress\x12\x13\n\x0breceived_at\x18\x05 \x01(\x01\"A\n\x14GetRunStatusResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.selfimprove.v2.RunStatus\"\x11\n\x0fListRunsRequest\";\n\x10ListRunsResponse\x12\'\n\x04runs\x18\x01 \x03(\x0b\x32\x19.selfimprove.v2.RunStatus2\xda\x02\n\x13\x43ontrolPlaneService\x12M\n\x08StartRun\x12\x1f.selfimprove.v2.StartRunRequest\x1a .selfimprove.v2.StartRunResponse\x12J\n\x07StopRun\x12\x1e.selfimprove.v2.StopRunRequest\x1a\x1f.selfimprove.v2.StopRunResponse\x12Y\n\x0cGetRunStatus\x12#.selfimprove.v2.GetRunStatusRequest\x1a$.selfimprove.v2.GetRunStatusResponse\x12M\n\x08ListRuns\x12\x1f.selfimprove.v2.ListRunsRequest\x1a .selfimprove.v2.ListRunsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,13 +44,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETRUNSTATUSREQUEST']._serialized_start=299
   _globals['_GETRUNSTATUSREQUEST']._serialized_end=336
   _globals['_RUNSTATUS']._serialized_start=339
-  _globals['_RUNSTATUS']._serialized_end=589
-  _globals['_GETRUNSTATUSRESPONSE']._serialized_start=591
-  _globals['_GETRUNSTATUSRESPONSE']._serialized_end=656
-  _globals['_LISTRUNSREQUEST']._serialized_start=658
-  _globals['_LISTRUNSREQUEST']._serialized_end=675
-  _globals['_LISTRUNSRESPONSE']._serialized_start=677
-  _globals['_LISTRUNSRESPONSE']._serialized_end=736
-  _globals['_CONTROLPLANESERVICE']._serialized_start=739
-  _globals['_CONTROLPLANESERVICE']._serialized_end=1085
+  _globals['_RUNSTATUS']._serialized_end=638
+  _globals['_SHARDPROGRESS']._serialized_start=641
+  _globals['_SHARDPROGRESS']._serialized_end=796
+  _globals['_GETRUNSTATUSRESPONSE']._serialized_start=798
+  _globals['_GETRUNSTATUSRESPONSE']._serialized_end=863
+  _globals['_LISTRUNSREQUEST']._serialized_start=865
+  _globals['_LISTRUNSREQUEST']._serialized_end=882
+  _globals['_LISTRUNSRESPONSE']._serialized_start=884
+  _globals['_LISTRUNSRESPONSE']._serialized_end=943
+  _globals['_CONTROLPLANESERVICE']._serialized_start=946
+  _globals['_CONTROLPLANESERVICE']._serialized_end=1292
 # @@protoc_insertion_point(module_scope)

@@ -139,6 +139,7 @@ class RunStatus(_message.Message):
     STOP_REASON_FIELD_NUMBER: _builtins.int
     ACCURACY_FIELD_NUMBER: _builtins.int
     LINEAGE_JSON_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     state: _builtins.str
     """"running", "stopped", "completed" or "failed"."""
@@ -155,6 +156,12 @@ class RunStatus(_message.Message):
     def accuracy(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """Dev-set accuracy per iteration of the incumbent."""
 
+    @_builtins.property
+    def progress(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShardProgress]:
+        """The current stage's progress, one entry per shard that reported (advisory, from memory: empty
+        after a controller restart until the stage reports again).
+        """
+
     def __init__(
         self,
         *,
@@ -167,14 +174,48 @@ class RunStatus(_message.Message):
         stop_reason: _builtins.str = ...,
         accuracy: _abc.Iterable[_builtins.float] | None = ...,
         lineage_json: _builtins.str = ...,
+        progress: _abc.Iterable[Global___ShardProgress] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["incumbent", b"incumbent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "decisions", b"decisions", "incumbent", b"incumbent", "iteration", b"iteration", "lineage_json", b"lineage_json", "run_id", b"run_id", "stage", b"stage", "state", b"state", "stop_reason", b"stop_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "decisions", b"decisions", "incumbent", b"incumbent", "iteration", b"iteration", "lineage_json", b"lineage_json", "progress", b"progress", "run_id", b"run_id", "stage", b"stage", "state", b"state", "stop_reason", b"stop_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RunStatus: _TypeAlias = RunStatus  # noqa: Y015
+
+@_typing.final
+class ShardProgress(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STAGE_FIELD_NUMBER: _builtins.int
+    SHARD_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    stage: _common_pb2.Stage.ValueType
+    shard: _builtins.int
+    attempt: _builtins.int
+    received_at: _builtins.float
+    """Seconds since the epoch when the controller received it."""
+    @_builtins.property
+    def progress(self) -> _stages_pb2.StageProgress: ...
+    def __init__(
+        self,
+        *,
+        stage: _common_pb2.Stage.ValueType = ...,
+        shard: _builtins.int = ...,
+        attempt: _builtins.int = ...,
+        progress: _stages_pb2.StageProgress | None = ...,
+        received_at: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "progress", b"progress", "received_at", b"received_at", "shard", b"shard", "stage", b"stage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShardProgress: _TypeAlias = ShardProgress  # noqa: Y015
 
 @_typing.final
 class GetRunStatusResponse(_message.Message):

@@ -47,6 +47,7 @@ class Envelope(_message.Message):
     STAGE_FAILURE_FIELD_NUMBER: _builtins.int
     DECISION_FIELD_NUMBER: _builtins.int
     RUN_CONTROL_FIELD_NUMBER: _builtins.int
+    STAGE_PROGRESS_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique per event; a redelivered event keeps its id."""
     run_id: _builtins.str
@@ -88,6 +89,8 @@ class Envelope(_message.Message):
     def decision(self) -> _stages_pb2.Decision: ...
     @_builtins.property
     def run_control(self) -> _stages_pb2.RunControl: ...
+    @_builtins.property
+    def stage_progress(self) -> _stages_pb2.StageProgress: ...
     def __init__(
         self,
         *,
@@ -113,12 +116,13 @@ class Envelope(_message.Message):
         stage_failure: _stages_pb2.StageFailure | None = ...,
         decision: _stages_pb2.Decision | None = ...,
         run_control: _stages_pb2.RunControl | None = ...,
+        stage_progress: _stages_pb2.StageProgress | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["acquire_command", b"acquire_command", "acquire_result", b"acquire_result", "decision", b"decision", "evaluate_command", b"evaluate_command", "evaluate_result", b"evaluate_result", "payload", b"payload", "refine_command", b"refine_command", "refine_result", b"refine_result", "run_control", b"run_control", "select_command", b"select_command", "select_result", b"select_result", "stage_failure", b"stage_failure", "time", b"time", "train_command", b"train_command", "train_result", b"train_result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acquire_command", b"acquire_command", "acquire_result", b"acquire_result", "decision", b"decision", "evaluate_command", b"evaluate_command", "evaluate_result", b"evaluate_result", "payload", b"payload", "refine_command", b"refine_command", "refine_result", b"refine_result", "run_control", b"run_control", "select_command", b"select_command", "select_result", b"select_result", "stage_failure", b"stage_failure", "stage_progress", b"stage_progress", "time", b"time", "train_command", b"train_command", "train_result", b"train_result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acquire_command", b"acquire_command", "acquire_result", b"acquire_result", "attempt", b"attempt", "causation_id", b"causation_id", "decision", b"decision", "evaluate_command", b"evaluate_command", "evaluate_result", b"evaluate_result", "event_id", b"event_id", "iteration", b"iteration", "payload", b"payload", "producer", b"producer", "refine_command", b"refine_command", "refine_result", b"refine_result", "run_control", b"run_control", "run_id", b"run_id", "select_command", b"select_command", "select_result", b"select_result", "shard", b"shard", "stage", b"stage", "stage_failure", b"stage_failure", "time", b"time", "train_command", b"train_command", "train_result", b"train_result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acquire_command", b"acquire_command", "acquire_result", b"acquire_result", "attempt", b"attempt", "causation_id", b"causation_id", "decision", b"decision", "evaluate_command", b"evaluate_command", "evaluate_result", b"evaluate_result", "event_id", b"event_id", "iteration", b"iteration", "payload", b"payload", "producer", b"producer", "refine_command", b"refine_command", "refine_result", b"refine_result", "run_control", b"run_control", "run_id", b"run_id", "select_command", b"select_command", "select_result", b"select_result", "shard", b"shard", "stage", b"stage", "stage_failure", b"stage_failure", "stage_progress", b"stage_progress", "time", b"time", "train_command", b"train_command", "train_result", b"train_result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["acquire_command", "acquire_result", "select_command", "select_result", "train_command", "train_result", "evaluate_command", "evaluate_result", "refine_command", "refine_result", "stage_failure", "decision", "run_control"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["acquire_command", "acquire_result", "select_command", "select_result", "train_command", "train_result", "evaluate_command", "evaluate_result", "refine_command", "refine_result", "stage_failure", "decision", "run_control", "stage_progress"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 

@@ -1112,6 +1112,38 @@ class RefineStats(_message.Message):
 Global___RefineStats: _TypeAlias = RefineStats  # noqa: Y015
 
 @_typing.final
+class StageProgress(_message.Message):
+    """How far a stage's attempt has come, sent now and then while it works (on its result topic).
+    Advisory: the controller shows the latest in the run status and never decides on it; losing
+    one, or reading one twice, changes nothing.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DONE_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    done: _builtins.int
+    """Units done so far, of total (0: not known yet)."""
+    total: _builtins.int
+    unit: _builtins.str
+    """What is counted: "prompts", "steps", "problems"."""
+    def __init__(
+        self,
+        *,
+        done: _builtins.int = ...,
+        total: _builtins.int = ...,
+        unit: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "total", b"total", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StageProgress: _TypeAlias = StageProgress  # noqa: Y015
+
+@_typing.final
 class StageFailure(_message.Message):
     """A stage could not complete this attempt."""
 

@@ -10,7 +10,8 @@ entry repeats):
 - ``agreement``, ``diversity``: acquisition ``agreement_mean`` and selection ``diversity``
 - ``yield``, ``majority_share``: acquisition's verified ``yield`` (and ``answered``) and its share of
   prompts with a majority answer
-- ``samples`` (per shard), ``kept``, ``loss``: ``[initial, final]``
+- ``samples`` (per shard), ``kept``, ``loss``: ``[initial, final]`` (the adapter's ``loss_curve.json``
+  goes from one to the other in 10 steps)
 - ``drop``: ``["train:1", ...]`` slot:attempt commands left unanswered (to test timeouts)
 - ``duplicate``: stages whose result is published twice under different event ids (two replicas)
 - ``fail``: ``["select:1"]`` answer that attempt with a retryable ``StageFailure``
@@ -114,7 +115,12 @@ def respond(env: Envelope, script: dict, refs=None) -> list[Envelope]:
     elif stage == "train":
         initial, final = _pick(script.get("loss"), it, [2.0, 1.0])
         stats = TrainStats(steps=10, tokens=500, initial_loss=initial, final_loss=final)
-        files = {"adapter_config.json": b"{}", "adapter_model.safetensors": os.urandom(16)}
+        curve = [{"step": i + 1, "loss": initial + (final - initial) * i / 9} for i in range(10)]
+        files = {
+            "adapter_config.json": b"{}",
+            "adapter_model.safetensors": os.urandom(16),
+            "loss_curve.json": json.dumps(curve).encode(),
+        }
         ref = refs("adapter", files, {"stats": stats_dict(stats)})
         cand = ModelRef(base=env.train_command.policy.base, adapter=ref)
         result = envelopes.caused_by(env, PRODUCER, train_result=TrainResult(candidate=cand, stats=stats))

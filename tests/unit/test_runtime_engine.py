@@ -83,3 +83,11 @@ def test_unknown_backend_and_bad_params():
         make_engine("onnx")
     with pytest.raises(ValueError):
         SamplingParams(top_p=0)
+
+
+def test_on_done_tells_each_prompt_once_when_all_its_samples_end(tiny):
+    engine = TransformersEngine(*tiny, batch_size=3)
+    told = []
+    params = SamplingParams(n=2, temperature=0.7, max_new_tokens=6, seed=0)
+    results = engine.generate(GenerationRequest(PROMPTS, params, on_done=told.append))
+    assert len(results) == len(PROMPTS) and told == [1] * len(PROMPTS)
