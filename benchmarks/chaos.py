@@ -242,6 +242,8 @@ def check(loop, prefix: str, run_id: str, status, fail) -> dict:
     by_id = {}
     for s in STAGES:
         for e in events[topics.result(s)]:
+            if e.HasField("stage_progress"):
+                continue  # a progress report, not a result
             by_id[e.event_id] = e
             if not e.HasField("stage_failure"):
                 results[(e.iteration, e.stage, e.shard, e.attempt)].add(_refs(e))

@@ -116,7 +116,9 @@ def test_a_tiny_qwen2_folder_runs_one_iteration_through_every_service(tmp_path, 
                 read_topic(stack.kafka_bootstrap, topics.result(stage), expect=10_000, timeout=3)
             )
             results[stage] = [
-                e for e in (envelopes.decode(r.value) for r in records) if e.run_id == summary["run_id"]
+                e
+                for e in (envelopes.decode(r.value) for r in records)
+                if e.run_id == summary["run_id"] and e.WhichOneof("payload") != "stage_progress"
             ]
             assert results[stage], stage
             assert not any(e.WhichOneof("payload") == "stage_failure" for e in results[stage]), (

@@ -80,7 +80,9 @@ def test_svamp_config_runs_one_iteration_through_every_service(tmp_path, unique_
             for topic in (topics.command(stage), topics.result(stage)):
                 records = asyncio.run(read_topic(stack.kafka_bootstrap, topic, expect=10_000, timeout=3))
                 events[topic] = [
-                    e for e in (envelopes.decode(r.value) for r in records) if e.run_id == summary["run_id"]
+                    e
+                    for e in (envelopes.decode(r.value) for r in records)
+                    if e.run_id == summary["run_id"] and e.WhichOneof("payload") != "stage_progress"
                 ]
         for stage in (1, 2, 3, 4):  # acquire, select, train, evaluate: each answered without a failure
             results = events[topics.result(stage)]

@@ -69,7 +69,9 @@ def test_a_label_free_self_instruct_iteration_with_the_real_model(tmp_path, uniq
             for topic in (topics.command(stage), topics.result(stage)):
                 records = asyncio.run(read_topic(stack.kafka_bootstrap, topic, expect=10_000, timeout=3))
                 events[topic] = [
-                    e for e in (envelopes.decode(r.value) for r in records) if e.run_id == summary["run_id"]
+                    e
+                    for e in (envelopes.decode(r.value) for r in records)
+                    if e.run_id == summary["run_id"] and e.WhichOneof("payload") != "stage_progress"
                 ]
         store = artifact_store(stack)
 
