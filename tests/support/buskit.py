@@ -38,8 +38,19 @@ def artifact_store(stack) -> ArtifactStore:
     return store
 
 
-async def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 20.0):
-    """Every record of ``topic`` from the start, waiting until ``expect`` arrived or ``timeout``."""
+def is_progress(record) -> bool:
+    """Whether a record is a stage's progress report (advisory; it shares the result topics)."""
+    from selfimprove.core import envelope as envelopes
+
+    try:
+        return envelopes.decode(record.value).WhichOneof("payload") == "stage_progress"
+    except Exception:  # noqa: BLE001 (not an envelope: a record of its own kind)
+        return False
+
+
+async def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 20.0, progress: bool = False):
+    """Every record of ``topic`` from the start, waiting until ``expect`` arrived or ``timeout``;
+    stage progress reports are left out unless ``progress``."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
     )
@@ -50,7 +61,7 @@ async def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 2
         while time.monotonic() < deadline and len(records) < expect:
             batch = await consumer.getmany(timeout_ms=300)
             for recs in batch.values():
-                records.extend(recs)
+                records.extend(r for r in recs if progress or not is_progress(r))
     finally:
         await consumer.stop()
     return records
