@@ -124,6 +124,11 @@ class Consumer:
             "fetch_max_bytes": 64 * 1024 * 1024,
             "fetch_max_wait_ms": settings.fetch_max_wait_ms,
             "max_partition_fetch_bytes": 16 * 1024 * 1024,
+            # A group joined while the broker could not describe a topic (Tansu during an object-store
+            # outage) is assigned none of its partitions; the next metadata refresh that shows them
+            # makes the group rejoin. Refresh every 30 s instead of aiokafka's 5 minutes, so such a
+            # consumer takes its partitions back well within a stage's timeout.
+            "metadata_max_age_ms": 30_000,
         }
 
     async def run(self, stop: asyncio.Event) -> None:
