@@ -148,6 +148,7 @@ class Consumer:
                     await start
                 return
             start.result()
+            watch = AssignmentWatch()
             while not stop.is_set():
                 # A poll can block while the group (re)balances: never let it delay a shutdown.
                 poll = asyncio.create_task(consumer.getmany(timeout_ms=self.poll_ms, max_records=1))
@@ -168,6 +169,15 @@ class Consumer:
                 for tp, records in batch.items():
                     for record in records:
                         await self._dispatch(consumer, tp, record, stop)
+                known = any(consumer.partitions_for_topic(t) for t in self.topics)
+                if watch.stale(bool(consumer.assignment()), known, time.monotonic()):
+                    log.warning(
+                        "no partition of %s assigned for %.0f s: rejoining the group",
+                        self.topics,
+                        watch.grace_s,
+                    )
+                    consumer.unsubscribe()
+                    consumer.subscribe(self.topics, listener=_Listener(self))
         finally:
             stopping.cancel()
             self._consumer = None
@@ -321,6 +331,37 @@ def _stamp(out: Envelope, cause: Envelope, topic: str, index: int) -> Envelope:
     stamped.event_id = envelopes.derived_event_id(cause.event_id, topic, index)
     stamped.causation_id = stamped.causation_id or cause.event_id
     return stamped
+
+
+@dataclass
+class AssignmentWatch:
+    """Notices a consumer left without partitions. A group joined while the broker could not describe
+    its topics (Tansu during an object-store outage) assigns none of them, and a member that is not the
+    group's leader never rejoins by itself; a member with no partition for ``grace_s`` while the topics
+    do have partitions rejoins. (More members than partitions is the one legitimate case: such a
+    member rejoins once per ``grace_s``, a cheap rebalance.)
+
+    >>> watch = AssignmentWatch(grace_s=60)
+    >>> [watch.stale(False, True, t) for t in (0, 30, 61)], watch.stale(False, True, 62)
+    ([False, False, True], False)
+    >>> watch.stale(True, True, 200), watch.stale(False, False, 300), watch.stale(False, True, 301)
+    (False, False, False)
+    """
+
+    grace_s: float = 60.0
+    since: float | None = None
+
+    def stale(self, assigned: bool, partitions_known: bool, now: float) -> bool:
+        if assigned or not partitions_known:
+            self.since = None
+            return False
+        if self.since is None:
+            self.since = now
+            return False
+        if now - self.since >= self.grace_s:
+            self.since = None
+            return True
+        return False
 
 
 class _Listener(ConsumerRebalanceListener):
