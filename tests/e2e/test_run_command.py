@@ -22,7 +22,7 @@ budget: {iterations: 1, wall_time_s: 900}
 acquisition: {shards: 1, prompts_per_shard: 8, samples_per_prompt: 2, max_new_tokens: 32}
 selection: {params: {band: [-0.01, 1.01], embed: false}}
 training: {method: sft, hparams: {epochs: 1, batch_size: 4}, require_loss_drop: false}
-evaluation: {max_new_tokens: 24}
+evaluation: {max_new_tokens: 24, test_sets: [{label: 2D+, gpt3: two_digit_addition}]}
 refinement: {strategies: [greedy], token_budget: 64, dev_size: 4}
 """
 
@@ -44,7 +44,7 @@ def test_run_local_writes_the_report(tmp_path):
     if not report.is_absolute():
         report = tmp_path / report
     text = report.read_text()
-    assert "cli-e2e" in text and "two_digit_addition" in text, text[:2000]
+    assert "cli-e2e" in text and "2D+" in text, text[:2000]  # the declared test set was scored
     assert list(report.parent.glob("*.png")), "no plots next to the report"
     assert "## Refinement (calibration on the dev set)" in text  # the calibration table was found
     wall = text.split("## Wall time per stage (s)")[1].strip().splitlines()
