@@ -31,6 +31,7 @@ PROCESS_LEVEL = {
     "runs",  # runs per state
     "control_plane_rate_limited_total",  # refused before the request is decoded
     "refinement_model_swap_failures_total",  # the failed promotion is in the log
+    "tracking_errors_total",  # per tracking backend; the failed call's run is in the log
 }
 DEFINED = re.compile(r"\b(\w+)\.(counter|gauge|histogram)\(\s*\"([a-z_0-9]+)\"")
 
