@@ -27,7 +27,6 @@ def benchmark_sets(benchmark: str) -> list[TestSet]:
     (['two_digit_addition', 'two_digit_subtraction'], 'two_digit_addition')
     """
     from selfimprove.runtime.benchmarks import GPT3_SETS
-    from selfimprove.runtime.evaluate import GPT3_VERIFIER
     from selfimprove.runtime.tasks.datafile import DataSource
 
     if benchmark == "gpt3":
@@ -38,7 +37,7 @@ def benchmark_sets(benchmark: str) -> list[TestSet]:
         path = Path(benchmark).expanduser()
         if not path.is_file():
             raise EvalSetError(f"benchmark file {path} does not exist")
-        source = DataSource(path=str(path), prompt="context", answer="completion", verifier=GPT3_VERIFIER)
+        source = DataSource(path=str(path), prompt="context", answer="completion", verifier="integer")
         return [TestSet(label=path.stem, data=source)]
     raise EvalSetError(
         f"unknown benchmark {benchmark!r}: use 'gpt3', one of {', '.join(GPT3_SETS)}, or a .jsonl path"

@@ -129,16 +129,6 @@ def score(reply: str, item: BenchItem) -> bool:
     return value is not None and str(value) == item.answer
 
 
-def gpt3_match(reply: str, answer: str) -> bool:
-    """:func:`score` as a data-file verifier (``evaluation.test_sets`` entries with ``gpt3:``).
-
-    >>> gpt3_match("So 98 + 45 = 143.", " 143"), gpt3_match("143 - 1 = 142", "143")
-    (True, False)
-    """
-    value = last_integer(reply)
-    return value is not None and str(value) == answer.strip()
-
-
 def decontamination_keys(directory: Path | None = None) -> set[Key]:
     """Keys of every problem in the six GPT-3 sets, for selection to drop from training data."""
     return {item.key for path in resolve_sets("gpt3", directory).values() for item in load_set(path)}

@@ -1,6 +1,6 @@
 """Score a model on evaluation items: any items with reference answers, judged by a verifier, under
 an inference strategy. The GPT-3 arithmetic sets go through the same path as a test set whose
-verifier is the fixed GPT-3 rule (:data:`GPT3_RULE`).
+verifier is ``integer``, the fixed GPT-3 rule (:mod:`.tasks.verifiers`).
 
     loaded = load_test_set(TestSet(label="2D+", gpt3="two_digit_addition"), limit=200)
     result = evaluate_set(engine, loaded)
@@ -16,13 +16,11 @@ from pathlib import Path
 from selfimprove.runtime.engine import Engine
 from selfimprove.runtime.stats import Accuracy, accuracy
 from selfimprove.runtime.tasks.base import Item
-from selfimprove.runtime.tasks.datafile import DataSource
 from selfimprove.runtime.tasks.verifiers import Verifier
 from selfimprove.runtime.testsets import TestSet
 
 STRATEGIES = ("greedy", "self_consistency@k", "best_of_n@n", "self_refine@r", "prompt_ensemble@k")
 EVAL_MAX_NEW_TOKENS = 128
-GPT3_VERIFIER = "selfimprove.runtime.benchmarks:gpt3_match"
 
 
 @dataclass(frozen=True)
@@ -33,29 +31,6 @@ class SetResult:
     replies: tuple[str, ...]
     tokens: int
     seconds: float
-
-
-def _last_integer_text(reply: str) -> str | None:
-    from selfimprove.runtime.extract import last_integer
-
-    value = last_integer(reply)
-    return None if value is None else str(value)
-
-
-#: The fixed GPT-3 rule as a verifier: the reply's last signed integer, exact match with the stripped
-#: reference. Strategies that vote (self_consistency, prompt_ensemble) vote on that integer.
-GPT3_RULE = Verifier("gpt3", _last_integer_text, lambda got, answer: got == answer.strip())
-
-
-def verifier_of(source: DataSource) -> Verifier:
-    """How a test set's replies are judged: its named verifier, the GPT-3 rule for GPT-3 sets.
-
-    >>> verifier_of(DataSource(path="x.jsonl", verifier=GPT3_VERIFIER)).verify("98 + 45 = 143", " 143")
-    True
-    >>> verifier_of(DataSource(path="x.jsonl", verifier="numeric")).name
-    'numeric'
-    """
-    return GPT3_RULE if source.verifier == GPT3_VERIFIER else source.make_verifier()
 
 
 def check_strategy(strategy: str) -> None:
@@ -113,7 +88,7 @@ def load_test_set(test_set: TestSet, benchmarks_dir: Path | None = None, limit: 
     source = test_set.source(benchmarks_dir)
     if source.answer is None:
         raise ValueError(f"test set {test_set.label!r}: {source.path} names no answer field to score against")
-    return EvalSet(test_set.label, tuple(test_set.items(benchmarks_dir, limit)), verifier_of(source))
+    return EvalSet(test_set.label, tuple(test_set.items(benchmarks_dir, limit)), source.make_verifier())
 
 
 def evaluate_set(

@@ -58,7 +58,7 @@ class TestSet(BaseModel):
             path=str(path),
             prompt="context",
             answer="completion",
-            verifier="selfimprove.runtime.benchmarks:gpt3_match",
+            verifier="integer",
         )
 
     def items(self, benchmarks_dir: Path | None = None, limit: int | None = None) -> list[Item]:

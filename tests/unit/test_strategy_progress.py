@@ -5,8 +5,9 @@ import pytest
 
 from selfimprove.runtime import strategies
 from selfimprove.runtime.engine import GenerationRequest, PromptResult, Sample
-from selfimprove.runtime.evaluate import GPT3_RULE, evaluate_items
+from selfimprove.runtime.evaluate import evaluate_items
 from selfimprove.runtime.tasks.base import Item
+from selfimprove.runtime.tasks.verifiers import make_verifier
 
 pytestmark = pytest.mark.unit
 
@@ -62,7 +63,7 @@ def test_no_progress_callback_means_no_hook_on_the_request():
 def test_evaluate_items_reports_each_item():
     told = []
     items = [Item(id=str(i), prompt=f"q{i}", category="c", difficulty=1, answer="4") for i in range(5)]
-    result = evaluate_items(ReportingEngine(), "set", items, GPT3_RULE, progress=told.append)
+    result = evaluate_items(ReportingEngine(), "set", items, make_verifier("integer"), progress=told.append)
     assert result.accuracy.correct == 5 and sum(told) == 5
 
 

@@ -9,6 +9,8 @@ reference answer, for tasks read from a data file (:mod:`selfimprove.runtime.tas
   equal to the reference letter;
 - ``regex``: the last match of ``pattern`` (its first group when it has one), normalised like
   ``exact``;
+- ``integer``: the reply's last signed integer, equal to the stripped reference as text (the fixed
+  rule of the GPT-3 arithmetic sets: ``1,234`` reads as ``234``, ``2.5`` as ``5``);
 - ``package.module:function``: any function ``(reply: str, answer: str) -> bool | None``.
 
 A verifier is pure: the same reply and answer always give the same verdict.
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
-BUILTIN = ("numeric", "exact", "choice", "regex")
+BUILTIN = ("numeric", "integer", "exact", "choice", "regex")
 
 
 class VerifierError(ValueError):
@@ -97,6 +99,17 @@ def _numeric(tolerance: float = 1e-6, relative: float = 0.0) -> Verifier:
     return Verifier("numeric", last_number, equal)
 
 
+def _last_integer(reply: str) -> str | None:
+    from selfimprove.runtime.extract import last_integer
+
+    value = last_integer(reply)
+    return None if value is None else str(value)
+
+
+def _integer() -> Verifier:
+    return Verifier("integer", _last_integer, lambda got, answer: got == answer.strip())
+
+
 def _last_line(reply: str) -> str | None:
     lines = [line for line in reply.strip().splitlines() if line.strip()]
     return normalise(lines[-1]) if lines else None
@@ -154,6 +167,7 @@ def _imported(path: str) -> Verifier:
 
 _MAKERS: dict[str, Callable[..., Verifier]] = {
     "numeric": _numeric,
+    "integer": _integer,
     "exact": _exact,
     "choice": _choice,
     "regex": _regex,
@@ -168,7 +182,7 @@ def make_verifier(name: str, params: Mapping[str, Any] | None = None) -> Verifie
     >>> make_verifier("numbers")
     Traceback (most recent call last):
     ...
-    selfimprove.runtime.tasks.verifiers.VerifierError: unknown verifier 'numbers': use numeric, exact, choice, regex or 'package.module:function'
+    selfimprove.runtime.tasks.verifiers.VerifierError: unknown verifier 'numbers': use numeric, integer, exact, choice, regex or 'package.module:function'
     """
     params = dict(params or {})
     if ":" in name:
