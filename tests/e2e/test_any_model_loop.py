@@ -7,17 +7,15 @@ evaluation), not of quality."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
-from selfimprove.core import envelope as envelopes
 from selfimprove.core.local_loop import LocalLoop
 from selfimprove.core.stack import LocalStack
 from selfimprove.core.topics import Topics
-from tests.support.buskit import artifact_store, read_topic
+from tests.support.buskit import artifact_store, run_events
 
 pytestmark = pytest.mark.e2e
 
@@ -110,16 +108,11 @@ def test_a_tiny_qwen2_folder_runs_one_iteration_through_every_service(tmp_path, 
         assert summary["state"] == "completed", summary
         assert "budget" in str(summary.get("stop_reason", "budget")), summary
         topics = Topics(prefix)
-        results = {}
+        events = run_events(
+            stack.kafka_bootstrap, [topics.result(s) for s in (1, 2, 3, 4)], summary["run_id"]
+        )
+        results = {stage: events[topics.result(stage)] for stage in (1, 2, 3, 4)}
         for stage in (1, 2, 3, 4):
-            records = asyncio.run(
-                read_topic(stack.kafka_bootstrap, topics.result(stage), expect=10_000, timeout=3)
-            )
-            results[stage] = [
-                e
-                for e in (envelopes.decode(r.value) for r in records)
-                if e.run_id == summary["run_id"] and e.WhichOneof("payload") != "stage_progress"
-            ]
             assert results[stage], stage
             assert not any(e.WhichOneof("payload") == "stage_failure" for e in results[stage]), (
                 stage,

@@ -6,21 +6,19 @@ none of a test file), and selection and evaluation answered."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from selfimprove.core import envelope as envelopes
 from selfimprove.core.local_loop import LocalLoop
 from selfimprove.core.stack import LocalStack
 from selfimprove.core.topics import Topics
 from selfimprove.runtime.tasks import load_task
 from selfimprove.runtime.tasks.base import TooFewProblems
 from selfimprove.runtime.tasks.datafile import normalise
-from tests.support.buskit import artifact_store, read_topic
+from tests.support.buskit import artifact_store, run_events
 
 pytestmark = pytest.mark.e2e
 
@@ -75,15 +73,11 @@ def test_svamp_config_runs_one_iteration_through_every_service(tmp_path, unique_
         summary = follow(loop.grpc_address("evaluator"), config, run_id=f"svamp-{unique_name}", quiet=True)
         assert summary["state"] == "completed", summary
         topics = Topics(prefix)
-        events = {}
-        for stage in (1, 2, 3, 4):
-            for topic in (topics.command(stage), topics.result(stage)):
-                records = asyncio.run(read_topic(stack.kafka_bootstrap, topic, expect=10_000, timeout=3))
-                events[topic] = [
-                    e
-                    for e in (envelopes.decode(r.value) for r in records)
-                    if e.run_id == summary["run_id"] and e.WhichOneof("payload") != "stage_progress"
-                ]
+        events = run_events(
+            stack.kafka_bootstrap,
+            [t for s in (1, 2, 3, 4) for t in (topics.command(s), topics.result(s))],
+            summary["run_id"],
+        )
         for stage in (1, 2, 3, 4):  # acquire, select, train, evaluate: each answered without a failure
             results = events[topics.result(stage)]
             assert results and not any(e.WhichOneof("payload") == "stage_failure" for e in results), stage

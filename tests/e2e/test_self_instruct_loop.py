@@ -7,17 +7,15 @@ it; acquisition wrote new prompts (no reference answer, none a seed example, cou
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 
-from selfimprove.core import envelope as envelopes
 from selfimprove.core.local_loop import LocalLoop
 from selfimprove.core.stack import LocalStack
 from selfimprove.core.topics import Topics
 from selfimprove.runtime.tasks.datafile import text_key
-from tests.support.buskit import artifact_store, read_topic
+from tests.support.buskit import artifact_store, run_events
 
 pytestmark = pytest.mark.e2e
 
@@ -64,15 +62,11 @@ def test_a_label_free_self_instruct_iteration_with_the_real_model(tmp_path, uniq
         summary = follow(loop.grpc_address("evaluator"), config, run_id=f"si-{unique_name}", quiet=True)
         assert summary["state"] == "completed", summary
         topics = Topics(prefix)
-        events = {}
-        for stage in (1, 2):
-            for topic in (topics.command(stage), topics.result(stage)):
-                records = asyncio.run(read_topic(stack.kafka_bootstrap, topic, expect=10_000, timeout=3))
-                events[topic] = [
-                    e
-                    for e in (envelopes.decode(r.value) for r in records)
-                    if e.run_id == summary["run_id"] and e.WhichOneof("payload") != "stage_progress"
-                ]
+        events = run_events(
+            stack.kafka_bootstrap,
+            [t for s in (1, 2) for t in (topics.command(s), topics.result(s))],
+            summary["run_id"],
+        )
         store = artifact_store(stack)
 
         commands = [e.acquire_command for e in events[topics.command(1)]]

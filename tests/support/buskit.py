@@ -67,6 +67,21 @@ async def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 2
     return records
 
 
+def run_events(bootstrap: str, topics: list[str], run_id: str) -> dict[str, list]:
+    """The envelopes of one run on each of ``topics`` (progress reports left out, as by
+    :func:`read_topic`), read from the start."""
+    from selfimprove.core import envelope as envelopes
+
+    async def go() -> dict[str, list]:
+        out = {}
+        for topic in topics:
+            records = await read_topic(bootstrap, topic, expect=10_000, timeout=3)
+            out[topic] = [e for e in (envelopes.decode(r.value) for r in records) if e.run_id == run_id]
+        return out
+
+    return asyncio.run(go())
+
+
 def free_port() -> int:
     return free_ports(1)[0]
 
