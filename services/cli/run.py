@@ -59,9 +59,9 @@ def prepare_config(path: Path, iterations: int | None, label_mode: str | None, r
 
 
 def absolute_paths(data: dict, base: Path) -> None:
-    """Data-file paths of a run config (the data task's ``path``, each test set's ``data.path``, the
-    self-instruct ``acquisition.seed_set``) made absolute from ``base`` (the directory the command runs
-    in), so services started elsewhere read the same files.
+    """Data-file paths of a run config (the data task's ``path``, each test set's ``data.path``) made
+    absolute from ``base`` (the directory the command runs in), so services started elsewhere read the
+    same files. (``acquisition.seed_set`` is made absolute by the config model itself.)
 
     >>> cfg = {"task": {"name": "data", "params": {"path": "d/train.jsonl"}},
     ...        "evaluation": {"test_sets": [{"label": "t", "data": {"path": "/abs/test.jsonl"}}]}}
@@ -84,7 +84,6 @@ def absolute_paths(data: dict, base: Path) -> None:
     for test_set in (evaluation or {}).get("test_sets") or [] if isinstance(evaluation, dict) else []:
         if isinstance(test_set, dict):
             fix(test_set.get("data"), "path")
-    fix(data.get("acquisition"), "seed_set")
 
 
 def interrupt_on_signals() -> None:
