@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from selfimprove.core import envelope as envelopes
+from selfimprove.core.assignor import MetadataGaps, watched_round_robin
 from selfimprove.core.bus import Bus
 from selfimprove.core.dedup import Dedup
 from selfimprove.core.kafka_config import client_kwargs
@@ -105,6 +106,7 @@ class Consumer:
         self._consumer: AIOKafkaConsumer | None = None
         self._inflight: _InFlight | None = None
         self.assigned = asyncio.Event()
+        self.gaps = MetadataGaps()  # topics this member, as the group's leader, could not assign
 
     # -- loop -----------------------------------------------------------------------------------
 
@@ -115,6 +117,7 @@ class Consumer:
         return {
             **client_kwargs(settings),
             "group_id": self.group,
+            "partition_assignment_strategy": (watched_round_robin(self.gaps),),
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
             "max_poll_interval_ms": settings.max_poll_interval_ms,
@@ -169,6 +172,11 @@ class Consumer:
                 for tp, records in batch.items():
                     for record in records:
                         await self._dispatch(consumer, tp, record, stop)
+                missing = sorted(self.gaps.missing)
+                if self.gaps.filled(consumer.partitions_for_topic):
+                    log.warning("the group was assigned while %s had no partitions: rejoining", missing)
+                    self._rejoin(consumer)
+                    continue
                 known = any(consumer.partitions_for_topic(t) for t in self.topics)
                 if watch.stale(bool(consumer.assignment()), known, time.monotonic()):
                     log.warning(
@@ -176,12 +184,17 @@ class Consumer:
                         self.topics,
                         watch.grace_s,
                     )
-                    consumer.unsubscribe()
-                    consumer.subscribe(self.topics, listener=_Listener(self))
+                    self._rejoin(consumer)
         finally:
             stopping.cancel()
             self._consumer = None
             await consumer.stop()
+
+    def _rejoin(self, consumer: AIOKafkaConsumer) -> None:
+        if self.metrics:
+            self.metrics.rejoins.labels(self.group).inc()
+        consumer.unsubscribe()
+        consumer.subscribe(self.topics, listener=_Listener(self))
 
     async def _dispatch(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, record, stop: asyncio.Event

@@ -40,6 +40,16 @@ def run_state_key(run_id: str) -> str:
     return run_prefix(run_id) + "state/snapshot.json"
 
 
+def incumbent_key(topic_prefix: str) -> str:
+    """The deployment's last promotion (:mod:`selfimprove.core.incumbent`): written by the evaluator,
+    read by a serving replica when it starts.
+
+    >>> incumbent_key("selfimprove")
+    'serving/selfimprove/promotion.pb'
+    """
+    return f"serving/{check_name('topic prefix', topic_prefix)}/promotion.pb"
+
+
 def run_end_key(run_id: str) -> str:
     """Whether a run has ended, as stage services read it (:mod:`selfimprove.core.runend`).
 

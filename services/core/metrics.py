@@ -67,6 +67,11 @@ class Metrics:
             "dlq_messages_total", "Messages sent to a dead-letter topic", ["topic", "reason"]
         )
         self.broker_retries = self.counter("broker_retries_total", "Broker operations retried", ["operation"])
+        self.rejoins = self.counter(
+            "consumer_rejoins_total",
+            "Consumer groups rejoined because a topic was left unassigned (core.assignor)",
+            ["group"],
+        )
         self.handler_seconds = self.histogram("handler_seconds", "Time in a message handler", ["topic"])
         self.lag = self.gauge(
             "consumer_lag", "Messages behind the end of the partition", ["topic", "partition"]

@@ -1,7 +1,8 @@
 """The controller's I/O around the pure decisions: runs in memory, the handler of every stage
 result and run-control event, the timer, publishing, snapshots and metrics.
 
-Order for every input: decide (pure) -> publish every output (acks=all) -> write the snapshot ->
+Order for every input: decide (pure) -> publish every output (acks=all) -> record a promotion as the
+deployment's incumbent (``core.incumbent``) -> write the snapshot ->
 experiment tracking, when the run's config asks (``trackers``: best effort, never raises) -> return
 (the consumer then marks the input handled and commits it). A crash before the snapshot
 leaves the input uncommitted: it is redelivered and decided again, producing the same event ids
@@ -17,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from selfimprove.core import incumbent
 from selfimprove.core.bus import Bus
 from selfimprove.core.logs import fields
 from selfimprove.core.outgoing import Outgoing
@@ -33,7 +35,7 @@ from selfimprove.evaluator.state import RunState
 from selfimprove.evaluator.trackers import TrackingSink
 from selfimprove.evaluator.transition import Transition
 from selfimprove.v2.envelope_pb2 import Envelope
-from selfimprove.v2.stages_pb2 import Decision, RunControl
+from selfimprove.v2.stages_pb2 import RunControl
 
 log = logging.getLogger(__name__)
 RESULTS = {
@@ -198,10 +200,10 @@ class Controller:
             if any(o.envelope.WhichOneof("payload") != "decision" for o in tr.out)
             else None
         )
-        if any(
-            o.envelope.HasField("decision") and o.envelope.decision.kind == Decision.KIND_PROMOTE
-            for o in tr.out
-        ):
+        promoted = [o.envelope for o in tr.out if incumbent.is_promotion(o.envelope)]
+        if promoted:
+            # What a serving replica loads when it starts; before the snapshot, so a crash repeats it.
+            await asyncio.to_thread(incumbent.write, self.store, self.bus.topics.prefix, promoted[-1])
             self.crash.at("after_promote", "decision")
         if acked is not None and cause:
             self.latencies.append(acked - consumed)

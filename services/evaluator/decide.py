@@ -5,10 +5,16 @@ result is first checked against the run's open slots: the first complete result 
 accepted, anything else (another attempt, a duplicate, a late result of an earlier stage or an
 abandoned round) is ignored. An accepted result that completes a stage gets its verdict
 (``verdicts``) and the run advances (``advance``).
+
+A result *ahead* of the run (a later stage of this iteration, or a later iteration) is parked in the
+state rather than ignored: after a controller crash its cause (the result that commanded that stage)
+may be redelivered after it, since results travel on different topics. Every transition then
+accepts the parked results its new commands match (``_drain``), so recovery needs no timeout.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 
 from selfimprove.core.stage import stats_dict
@@ -23,6 +29,8 @@ from selfimprove.v2.common_pb2 import ModelRef
 from selfimprove.v2.envelope_pb2 import Envelope
 
 IGNORED_KEEP = 512
+PARKED_KEEP = 64  # results ahead of the run kept until their slot is commanded (oldest dropped)
+ORDER = ("acquire", "select", "train", "evaluate", "refine")  # the stages of one iteration, in order
 
 
 def start(
@@ -65,6 +73,7 @@ def resume(topics: Topics, state: RunState, cfg: RunConfig, now: float, cause: s
     tr.decide("continue", f"run resumed at iteration {s.iteration}, stage {s.stage}")
     for slot in sorted(open_slots):
         tr.command(slot)
+    _drain(tr)
     return tr
 
 
@@ -76,8 +85,14 @@ def stop(topics: Topics, state: RunState, cfg: RunConfig, reason: str, now: floa
 
 
 def on_result(topics: Topics, state: RunState, cfg: RunConfig, env: Envelope, now: float) -> Transition:
-    """Apply a stage's result or failure event to the run."""
+    """Apply a stage's result or failure event to the run, then any parked result it unblocks."""
     tr = Transition(topics, copy.deepcopy(state), cfg, env.event_id, now)
+    _apply(tr, env)
+    _drain(tr)
+    return tr
+
+
+def _apply(tr: Transition, env: Envelope) -> None:
     s = tr.state
     stage = STAGE_NAME.get(env.stage, "")
     slot = slot_name(stage, env.shard if stage == "acquire" else None)
@@ -86,6 +101,9 @@ def on_result(topics: Topics, state: RunState, cfg: RunConfig, env: Envelope, no
     if not s.active:
         why, reason = f"run is {s.status}", "run_ended"
     elif env.iteration != s.iteration or stage != s.stage or current is None:
+        if ahead(s.iteration, s.stage, env.iteration, stage) and env.event_id not in s.accepted_ids:
+            _park(tr, env, stage)
+            return
         why = f"late result of iteration {env.iteration} {stage} (now iteration {s.iteration} {s.stage})"
         reason = "late"
     elif slot in s.accepted:
@@ -98,16 +116,16 @@ def on_result(topics: Topics, state: RunState, cfg: RunConfig, env: Envelope, no
         s.ignored_ids.append(env.event_id)
         del s.ignored_ids[:-IGNORED_KEEP]
         tr.signal("ignored", stage, why, reason)
-        return tr
+        return
     assert current is not None
     if env.WhichOneof("payload") == "stage_failure":
         _failure(tr, slot, env)
-        return tr
+        return
     record = result_record(env, stage)
     s.accepted[slot] = record
     s.accepted_ids.append(env.event_id)
     s.tokens_used += _tokens(env)
-    s.last_progress = now
+    s.last_progress = tr.now
     s.lineage.setdefault("artifacts", []).append(
         {
             "iteration": s.iteration,
@@ -120,7 +138,67 @@ def on_result(topics: Topics, state: RunState, cfg: RunConfig, env: Envelope, no
     )
     tr.signal("accepted", stage)
     advance.after_accept(tr, stage)
-    return tr
+
+
+def ahead(iteration: int, stage: str, result_iteration: int, result_stage: str) -> bool:
+    """Whether a result belongs to a stage the run has not reached yet.
+
+    >>> ahead(2, "select", 2, "train"), ahead(2, "select", 3, "acquire"), ahead(2, "train", 2, "select")
+    (True, True, False)
+    >>> ahead(2, "acquire", 1, "refine"), ahead(2, "train", 2, "train")
+    (False, False)
+    """
+    if result_iteration != iteration:
+        return result_iteration > iteration
+    if stage not in ORDER or result_stage not in ORDER:
+        return False
+    return ORDER.index(result_stage) > ORDER.index(stage)
+
+
+def _park(tr: Transition, env: Envelope, stage: str) -> None:
+    """Keep a result ahead of the run (its cause not yet applied) until its slot is commanded."""
+    s = tr.state
+    if any(p["event_id"] == env.event_id for p in s.parked):
+        return
+    s.parked.append(
+        {
+            "event_id": env.event_id,
+            "iteration": env.iteration,
+            "stage": stage,
+            "envelope": base64.b64encode(env.SerializeToString()).decode(),
+        }
+    )
+    for dropped in s.parked[:-PARKED_KEEP]:
+        tr.signal("ignored", dropped["stage"], "parked result dropped (too many parked)", "parked_dropped")
+    del s.parked[:-PARKED_KEEP]
+    tr.signal("parked", stage)
+
+
+def _drain(tr: Transition) -> None:
+    """Accept the parked results of the stage the run is now at, until none matches; drop those the
+    run has passed (an earlier iteration, or a stage behind it, or the run completed or failed). A
+    stopped run keeps them for its resume."""
+    s = tr.state
+    if s.status == STOPPED:
+        return
+    while s.parked:
+        keep, ready = [], None
+        for p in s.parked:
+            if not s.active or not (
+                ahead(s.iteration, s.stage, p["iteration"], p["stage"])
+                or (p["iteration"], p["stage"]) == (s.iteration, s.stage)
+            ):
+                tr.signal("ignored", p["stage"], "parked result the run has passed", "late")
+            elif ready is None and (p["iteration"], p["stage"]) == (s.iteration, s.stage):
+                ready = p
+            else:
+                keep.append(p)
+        s.parked = keep
+        if ready is None:
+            return
+        env = Envelope()
+        env.ParseFromString(base64.b64decode(ready["envelope"]))
+        _apply(tr, env)
 
 
 def artifact_refs(record: dict) -> dict[str, dict]:

@@ -28,6 +28,11 @@ class LoopMetrics:
             "stage_retries_total", "Stage commands re-sent with a higher attempt", ["stage"]
         )
         self.failures = r.counter("stage_failures_total", "Stage failures and timeouts", ["stage"])
+        self.parked = r.counter(
+            "results_parked_total",
+            "Stage results that arrived before the event that caused them, kept until it is applied",
+            ["stage"],
+        )
         self.incumbent = r.gauge("incumbent_accuracy", "Dev accuracy of the run's incumbent")
         self.candidate = r.gauge("candidate_accuracy", "Dev accuracy of the run's last candidate")
         self.promotions = r.counter("promotions_total", "Candidates promoted")
@@ -88,6 +93,8 @@ class LoopMetrics:
                 of(self.candidate).set(sig[2])
             elif kind == "ignored":
                 self.ignored_result(sig[1], sig[3] if len(sig) > 3 else "")
+            elif kind == "parked":
+                of(self.parked, sig[1]).inc()
         if state.status != RUNNING:
             self.runs_series.end(run)
 

@@ -64,6 +64,9 @@ class RunState:
     accepted_ids: list[str] = field(default_factory=list)
     # every result event id seen and ignored (late, duplicate, abandoned round)
     ignored_ids: list[str] = field(default_factory=list)
+    # results ahead of the run, kept until their slot is commanded: {event_id, iteration, stage,
+    # envelope (base64 of the serialized event)}; see decide._park
+    parked: list[dict[str, Any]] = field(default_factory=list)
     incumbent: dict[str, Any] = field(default_factory=dict)
     incumbent_accuracy: float | None = None
     candidate: dict[str, Any] = field(default_factory=dict)

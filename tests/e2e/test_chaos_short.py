@@ -40,7 +40,7 @@ def test_chaos_short(tmp_path):
     command += ["--max-delay", "12", "--config", str(config), "--no-require-promotion", "--timeout", "900"]
     command += ["--root", str(tmp_path / "loop"), "--json", str(out)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1100)
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-20000:] + done.stderr[-3000:]
     figures = json.loads(out.read_text())
     print(done.stdout)
     assert figures["kill_count"] == 6 and figures["broker_restarts"] == 1

@@ -14,18 +14,12 @@ from tests.support.evaluator_kit import Loop, control_events, topic_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
-# Short stage timeouts: a result that raced ahead of the redelivered event that caused it is not
-# kept by the controller, so the stage is recovered by its re-command (the next attempt).
+# The normal stage timeouts (30 minutes): a result that raced ahead of the redelivered event that
+# caused it is parked and accepted when that event is applied, so no stage is re-commanded.
 CONFIG = """
 budget: {iterations: 2}
 acquisition: {shards: 2}
 task: {dev_size: 20}
-stages:
-  acquire: {timeout_s: 8, max_attempts: 5}
-  select: {timeout_s: 8, max_attempts: 5}
-  train: {timeout_s: 8, max_attempts: 5}
-  evaluate: {timeout_s: 8, max_attempts: 5}
-  refine: {timeout_s: 8, max_attempts: 5}
 """
 POINTS = [
     # after consuming a result, before publishing the next command
@@ -77,5 +71,8 @@ async def test_killed_evaluator_resumes_without_duplicates(stack, unique_name, t
             for c in await topic_events(stack, f"{unique_name}.cmd.{stage}"):
                 ids[(c.iteration, c.shard, c.attempt)].add(c.event_id)
             assert all(len(v) == 1 for v in ids.values()), (stage, ids)
+            # recovered at once, never by a timeout's next attempt
+            assert {attempt for _, _, attempt in ids} == {1}, (stage, sorted(ids))
+        assert not [d for d in state.decisions if d["kind"] == "retry"]
     finally:
         loop.stop()

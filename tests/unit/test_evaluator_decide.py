@@ -184,6 +184,70 @@ def test_redelivered_result_gives_the_same_outputs():
     assert [o.envelope.event_id for o in a.out] == [o.envelope.event_id for o in b.out]
 
 
+def _payloads(tr, kind: str) -> list:
+    return [o.envelope for o in tr.out if o.envelope.WhichOneof("payload") == kind]
+
+
+def test_a_result_ahead_of_its_cause_is_parked_then_accepted_when_the_cause_arrives():
+    """After a controller crash the train result can come back before the redelivered select result
+    that commanded training: it is kept, and accepted (with no retry) once the select result is applied."""
+    cfg = load_config(BASE)
+    tr = decide.start(TOPICS, cfg, dump_config(cfg), "r1", 0.0, "start", {})
+    state = tr.state
+    for command in _payloads(tr, "acquire_command"):
+        [result] = respond(command, {})
+        state = decide.on_result(TOPICS, state, cfg, result, 1.0).state
+    assert state.stage == "select"
+    crashed = decide.on_result(TOPICS, state, cfg, respond(state_command(state, cfg, "select"), {})[0], 2.0)
+    [train_command] = _payloads(crashed, "train_command")
+    [train_result] = respond(train_command, {})
+    [select_result] = respond(state_command(state, cfg, "select"), {})
+
+    early = decide.on_result(TOPICS, state, cfg, train_result, 3.0)  # the snapshot still says "select"
+    assert early.state.stage == "select" and not early.out
+    assert [p["event_id"] for p in early.state.parked] == [train_result.event_id]
+    assert ("parked", "train") in early.signals
+    assert train_result.event_id not in early.state.ignored_ids
+    assert RunState.from_json(early.state.to_json()) == early.state  # parked results survive the snapshot
+
+    cause = decide.on_result(TOPICS, early.state, cfg, select_result, 4.0)  # redelivered
+    assert cause.state.stage == "evaluate" and not cause.state.parked
+    assert cause.state.accepted["train"]["event_id"] == train_result.event_id
+    assert [e.attempt for e in _payloads(cause, "evaluate_command")] == [1]
+    assert [e.event_id for e in _payloads(cause, "train_command")] == [
+        train_command.event_id
+    ]  # same id again
+    assert not any(d["kind"] == "retry" for d in cause.state.decisions)
+
+
+def test_results_behind_the_run_are_ignored_and_parked_ones_it_passed_are_dropped():
+    cfg = load_config(BASE)
+    state, _ = run(BASE, {"eval": [[0.6, 0.4, 0.01]]}, max_steps=6)
+    assert state.stage == "train" and not state.parked
+    [select_result] = respond(state_command(state, cfg, "select"), {})
+    behind = decide.on_result(TOPICS, state, cfg, select_result, 2000.0)  # another copy of a done stage
+    assert not behind.state.parked and behind.signals[0][:2] == ("ignored", "select")
+    future = respond(state_command(state, cfg, "select"), {})[0]
+    future.iteration, future.stage = state.iteration + 5, 1  # an acquire result five iterations ahead
+    parked = decide.on_result(TOPICS, state, cfg, future, 2001.0).state
+    assert len(parked.parked) == 1
+    stopped = decide.stop(TOPICS, parked, cfg, "enough", 2002.0, "stop")
+    assert stopped.state.status == "stopped"
+    kept = decide.on_result(TOPICS, stopped.state, cfg, select_result, 2003.0)
+    assert len(kept.state.parked) == 1  # a stopped run may be resumed
+    kept.state.status = COMPLETED
+    later = decide.on_result(TOPICS, kept.state, cfg, select_result, 2004.0)
+    assert not later.state.parked  # the run ended: nothing parked is kept
+
+
+def state_command(state: RunState, cfg, stage: str):
+    """The command the run sent (or would resend) for ``stage``'s current attempt."""
+    from selfimprove.evaluator import commands
+
+    slot = state.slots[stage]
+    return commands.command(TOPICS, state, cfg, stage, slot.attempt, "cause").envelope
+
+
 def test_state_survives_its_snapshot_format():
     state, _ = run(BASE, {"eval": [[0.6, 0.4, 0.01]]})
     assert RunState.from_json(state.to_json()) == state

@@ -23,6 +23,7 @@ PROCESS_LEVEL = {
     "messages_published_total",
     "dlq_messages_total",  # a dead letter may not decode to a run
     "broker_retries_total",
+    "consumer_rejoins_total",  # per consumer group, which serves every run
     "handler_seconds",
     "consumer_lag",  # per topic and partition of the consumer group
     "service_up",
@@ -30,6 +31,7 @@ PROCESS_LEVEL = {
     "control_latency_seconds",  # the controller's own latency, whatever the run
     "runs",  # runs per state
     "control_plane_rate_limited_total",  # refused before the request is decoded
+    "auth_refusals_total",  # refused before the request is decoded (a caller without a credential)
     "refinement_model_swap_failures_total",  # the failed promotion is in the log
     "tracking_errors_total",  # per tracking backend; the failed call's run is in the log
 }
