@@ -5,7 +5,10 @@ local loop running from the stack folder (``.stack/addresses.json``, see ``core.
 store settings it records apply too), else ``127.0.0.1:50052``. The serving endpoint is found the
 same way (``--address``, ``SELFIMPROVE_REFINEMENT_ADDRESS``, the local loop, ``127.0.0.1:50051``). When
 ``SELFIMPROVE_EVALUATOR_TLS_CA`` names a PEM file (the CA, or the server's own self-signed
-certificate) the channel uses TLS and checks the server's certificate against it.
+certificate) the channel uses TLS and checks the server's certificate against it;
+``SELFIMPROVE_EVALUATOR_TLS_CLIENT_CERT`` and ``..._TLS_CLIENT_KEY`` add a client certificate (mutual
+TLS). When ``selfimprove --token-file PATH`` or ``SELFIMPROVE_TOKEN_FILE`` names a file holding a
+bearer token, every call (control plane and serving) sends ``authorization: Bearer <token>``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ ADDRESS_ENV = "SELFIMPROVE_EVALUATOR_ADDRESS"
 DEFAULT_SERVING_ADDRESS = "127.0.0.1:50051"
 SERVING_ADDRESS_ENV = "SELFIMPROVE_REFINEMENT_ADDRESS"
 TLS_CA_ENV = "SELFIMPROVE_EVALUATOR_TLS_CA"
+TLS_CLIENT_ENV = ("SELFIMPROVE_EVALUATOR_TLS_CLIENT_CERT", "SELFIMPROVE_EVALUATOR_TLS_CLIENT_KEY")
+TOKEN_FILE_ENV = "SELFIMPROVE_TOKEN_FILE"
 
 
 def control_target(address: str | None = None) -> str:
@@ -79,13 +84,85 @@ def tls_ca() -> bytes | None:
         raise typer.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint=TLS_CA_ENV) from None
 
 
-def channel(target: str, ca: bytes | None) -> Any:
-    """A blocking gRPC channel to ``target``: TLS checked against the ``ca`` PEM, or plaintext."""
+def read_pem(path: str | Path, hint: str) -> bytes:
+    """A PEM file's bytes; an unreadable one ends the command naming ``hint`` (a flag or variable)."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint=hint) from None
+
+
+def client_cert() -> tuple[bytes, bytes] | None:
+    """``(cert, key)`` PEM bytes of the client certificate the TLS client variables name, or None."""
+    cert, key = (os.environ.get(name, "").strip() for name in TLS_CLIENT_ENV)
+    if not cert and not key:
+        return None
+    if not (cert and key):
+        raise typer.BadParameter("set both or neither", param_hint=" and ".join(TLS_CLIENT_ENV))
+    return read_pem(cert, TLS_CLIENT_ENV[0]), read_pem(key, TLS_CLIENT_ENV[1])
+
+
+def bearer_token() -> str | None:
+    """The token of the file ``SELFIMPROVE_TOKEN_FILE`` (or ``--token-file``) names, or None."""
+    path = os.environ.get(TOKEN_FILE_ENV, "").strip()
+    if not path:
+        return None
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint="--token-file") from None
+    if not token or len(token.split()) != 1:
+        raise typer.BadParameter(f"{path} must hold just the token", param_hint="--token-file")
+    return token
+
+
+def channel(target: str, ca: bytes | None, client: tuple[bytes, bytes] | None = None) -> Any:
+    """A blocking gRPC channel to ``target``: TLS checked against the ``ca`` PEM (with the
+    ``(cert, key)`` client certificate when given), or plaintext; it sends the bearer token, if any."""
     import grpc
 
     if ca is None:
-        return grpc.insecure_channel(target)
-    return grpc.secure_channel(target, grpc.ssl_channel_credentials(ca))
+        if client is not None:
+            raise typer.BadParameter("a client certificate needs TLS: give the CA too", param_hint=TLS_CA_ENV)
+        opened = grpc.insecure_channel(target)
+    else:
+        cert, key = client or (None, None)
+        creds = grpc.ssl_channel_credentials(ca, private_key=key, certificate_chain=cert)
+        opened = grpc.secure_channel(target, creds)
+    token = bearer_token()
+    return opened if token is None else grpc.intercept_channel(opened, _bearer(token))
+
+
+def _bearer(token: str) -> Any:
+    """A client interceptor adding ``authorization: Bearer <token>`` to every unary and streaming call."""
+    import collections
+
+    import grpc
+
+    fields = ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+
+    class Details(collections.namedtuple("Details", fields), grpc.ClientCallDetails):  # type: ignore[misc]
+        pass
+
+    class Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+        def _with(self, details: Any) -> Any:
+            metadata = [*(details.metadata or ()), ("authorization", f"Bearer {token}")]
+            return Details(  # type: ignore[call-arg]
+                details.method,
+                details.timeout,
+                metadata,
+                details.credentials,
+                details.wait_for_ready,
+                details.compression,
+            )
+
+        def intercept_unary_unary(self, continuation, details, request):
+            return continuation(self._with(details), request)
+
+        def intercept_unary_stream(self, continuation, details, request):
+            return continuation(self._with(details), request)
+
+    return Bearer()
 
 
 def control_stub(address: str | None = None) -> tuple[Any, str]:
@@ -93,7 +170,7 @@ def control_stub(address: str | None = None) -> tuple[Any, str]:
     from selfimprove.v2 import control_pb2_grpc
 
     target = control_target(address)
-    return control_pb2_grpc.ControlPlaneServiceStub(channel(target, tls_ca())), target
+    return control_pb2_grpc.ControlPlaneServiceStub(channel(target, tls_ca(), client_cert())), target
 
 
 def call(what: str, rpc: Callable[[], T]) -> T:

@@ -2,6 +2,7 @@
 
 selfimprove generate "What is 48 + 27?"
 selfimprove generate --strategy self_consistency@5 --address refinement:50051 --tls-ca ca.pem --json "..."
+selfimprove --token-file token generate --tls-ca ca.pem --tls-cert me.pem --tls-key me.key "..."
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ def generate_cmd(
     tls_ca: Annotated[
         Path | None, typer.Option("--tls-ca", help="CA certificate (PEM): connect with TLS.")
     ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="Client certificate (PEM), for mutual TLS.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Client private key (PEM).")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="0: the server's default.")] = 0,
     temperature: Annotated[float, typer.Option(help="0: the server's default.")] = 0.0,
     seed: Annotated[int, typer.Option(help="0: unseeded.")] = 0,
@@ -45,14 +50,20 @@ def generate_cmd(
     from google.protobuf.json_format import MessageToDict
 
     from selfimprove.cli.control import channel as open_channel
-    from selfimprove.cli.control import serving_target
+    from selfimprove.cli.control import read_pem, serving_target
     from selfimprove.v2 import refinement_pb2 as pb
     from selfimprove.v2 import refinement_pb2_grpc as pb_grpc
 
     request = pb.GenerateRequest(
         prompt=prompt, strategy=strategy, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
     )
-    channel = open_channel(serving_target(address), tls_ca.read_bytes() if tls_ca else None)
+    if (tls_cert is None) != (tls_key is None):
+        raise typer.BadParameter("give both or neither", param_hint="--tls-cert and --tls-key")
+    client = (
+        (read_pem(tls_cert, "--tls-cert"), read_pem(tls_key, "--tls-key")) if tls_cert and tls_key else None
+    )
+    ca = read_pem(tls_ca, "--tls-ca") if tls_ca else None
+    channel = open_channel(serving_target(address), ca, client)
     stub = pb_grpc.RefinementServiceStub(channel)
     try:
         if stream:

@@ -8,6 +8,22 @@ import typer
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="A language model that improves itself.")
 
 
+@app.callback()
+def _options(
+    token_file: str | None = typer.Option(
+        None,
+        "--token-file",
+        envvar="SELFIMPROVE_TOKEN_FILE",
+        help="File holding a bearer token sent to the control plane and the serving endpoint.",
+    ),
+) -> None:
+    """A language model that improves itself."""
+    if token_file:
+        import os
+
+        os.environ["SELFIMPROVE_TOKEN_FILE"] = token_file
+
+
 def _register() -> None:
     from selfimprove.cli import evalcmd, generate
     from selfimprove.cli import up as up_cmd

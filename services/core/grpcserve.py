@@ -2,8 +2,11 @@
 
 ``serve`` starts a ``grpc.aio`` server with the given servicers and the standard health service
 (each named service ``SERVING``), a request size cap (``grpc.max_receive_message_length``: a larger
-request is refused with ``RESOURCE_EXHAUSTED`` before any handler runs), optional TLS and an optional
-:class:`TokenBucket` rate limit applied by :class:`RateLimitInterceptor` (health is never limited).
+request is refused with ``RESOURCE_EXHAUSTED`` before any handler runs), optional TLS (with client
+certificates required when a client CA is given), an optional credential check by
+:class:`AuthInterceptor` (``core.guard``: ``UNAUTHENTICATED`` / ``PERMISSION_DENIED``) and an optional
+:class:`TokenBucket` rate limit applied by :class:`RateLimitInterceptor`. Health is never checked or
+limited; the credential check comes first, so refused callers take nothing from the rate limit.
 
 >>> bucket = TokenBucket(rate=1.0, burst=2, now=0.0)
 >>> [bucket.take(now=0.0) for _ in range(3)], bucket.take(now=1.0)
@@ -22,6 +25,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from selfimprove.core import auth
+from selfimprove.core.guard import Guard
 from selfimprove.core.settings import SettingsError
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
@@ -68,8 +73,10 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
         self.on_refused = on_refused
 
     async def intercept_service(self, continuation, handler_call_details):
-        method = handler_call_details.method
-        handler = await continuation(handler_call_details)
+        return self.limit(handler_call_details.method, await continuation(handler_call_details))
+
+    def limit(self, method: str, handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | None:
+        """``handler`` when the bucket admits the call (or it is exempt), else a refusal."""
         if handler is None or method.startswith(self.exempt) or self.bucket.take():
             return handler
         if self.on_refused is not None:
@@ -77,11 +84,90 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
         return _refusal(handler)
 
 
-def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses a call without the credential its method needs (``core.auth.PERMISSIONS``): no or an
+    invalid bearer token ``UNAUTHENTICATED``, a credential without the permission ``PERMISSION_DENIED``.
+
+    The token comes from the ``authorization: Bearer <token>`` metadata. With client certificates the
+    check runs inside the call, where the verified certificate's subject is known. ``limiter`` (the
+    rate limit) applies after the token check, so a refused caller takes nothing from the bucket.
+    """
+
+    def __init__(self, guard: Guard, limiter: RateLimitInterceptor | None = None) -> None:
+        self.guard, self.limiter = guard, limiter
+
+    async def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method
+        handler = await continuation(handler_call_details)
+        if handler is None or auth.needed(method) is None:
+            return handler if self.limiter is None else self.limiter.limit(method, handler)
+        header = None
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "authorization":
+                header = value if isinstance(value, str) else value.decode(errors="replace")
+        if not self.guard.client_certs:
+            refusal = self.guard.check(method, header, None)
+            if refusal is not None:
+                return _refusal(handler, *_status(refusal))
+        else:
+            handler = _checked(
+                handler, lambda context: self.guard.check(method, header, _cert_units(context))
+            )
+        return handler if self.limiter is None else self.limiter.limit(method, handler)
+
+
+def _status(refusal: auth.Refusal) -> tuple[grpc.StatusCode, str]:
+    if refusal.status == "unauthenticated":
+        return grpc.StatusCode.UNAUTHENTICATED, refusal.message
+    return grpc.StatusCode.PERMISSION_DENIED, refusal.message
+
+
+def _cert_units(context) -> list[str]:
+    """The OUs of the call's verified client certificate (gRPC's ``x509_subject``)."""
+    subjects = context.auth_context().get("x509_subject") or [b""]
+    return auth.units_of_subject(subjects[0].decode(errors="replace"))
+
+
+def _checked(
+    handler: grpc.RpcMethodHandler, check: Callable[[Any], auth.Refusal | None]
+) -> grpc.RpcMethodHandler:
+    """``handler`` with ``check(context)`` run before it (the request methods have no streamed input)."""
+    if handler.request_streaming:
+        raise ValueError("client-certificate roles do not cover request-streaming methods")
+    deserialize, serialize = handler.request_deserializer, handler.response_serializer
+
+    async def refuse_or_go(context) -> None:
+        refusal = check(context)
+        if refusal is not None:
+            await context.abort(*_status(refusal))
+
+    if handler.response_streaming:
+        inner = handler.unary_stream
+
+        async def stream(request, context):
+            await refuse_or_go(context)
+            async for item in inner(request, context):
+                yield item
+
+        return grpc.unary_stream_rpc_method_handler(stream, deserialize, serialize)
+    unary = handler.unary_unary
+
+    async def call(request, context):
+        await refuse_or_go(context)
+        return await unary(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(call, deserialize, serialize)
+
+
+def _refusal(
+    handler: grpc.RpcMethodHandler,
+    code: grpc.StatusCode = grpc.StatusCode.RESOURCE_EXHAUSTED,
+    message: str = "rate limit: too many requests, retry later",
+) -> grpc.RpcMethodHandler:
     """A handler of the same kind as ``handler`` that aborts without reading the request."""
 
     async def refuse(request_or_iterator, context) -> None:
-        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limit: too many requests, retry later")
+        await context.abort(code, message)
 
     serialize = handler.response_serializer
     # No request deserializer: the refused request is never decoded.
@@ -110,10 +196,29 @@ def read_tls(
     return out[0], out[1]
 
 
-def check_tls_pair(cert_file: Path | None, key_file: Path | None) -> None:
-    """Settings validators: TLS needs both files or neither."""
+def read_client_ca(ca_file: Path | None, env_prefix: str = "") -> bytes | None:
+    """The client CA's PEM bytes when set; an unreadable file names ``<env_prefix>TLS_CLIENT_CA_FILE``."""
+    if ca_file is None:
+        return None
+    try:
+        return Path(ca_file).read_bytes()
+    except OSError as exc:
+        raise SettingsError(
+            f"{env_prefix}TLS_CLIENT_CA_FILE: cannot read {ca_file}: {exc.strerror}"
+        ) from None
+
+
+def check_tls_pair(cert_file: Path | None, key_file: Path | None, client_ca_file: Path | None = None) -> None:
+    """Settings validators: TLS needs both files or neither; client certificates need TLS."""
     if (cert_file is None) != (key_file is None):
         raise ValueError("set both tls_cert_file and tls_key_file, or neither")
+    if client_ca_file is not None and cert_file is None:
+        raise ValueError("tls_client_ca_file needs TLS: set tls_cert_file and tls_key_file too")
+
+
+def empty_is_none(value: object) -> object:
+    """Settings validators (mode="before"): an empty path setting is unset (compose's ``${VAR:-}``)."""
+    return None if isinstance(value, str) and not value.strip() else value
 
 
 @dataclass
@@ -141,16 +246,24 @@ async def serve(
     tls: tuple[bytes, bytes] | None = None,
     rate_limit: TokenBucket | None = None,
     on_rate_limited: Callable[[str], None] | None = None,
+    client_ca: bytes | None = None,
+    guard: Guard | None = None,
 ) -> RunningServer:
     """Start a ``grpc.aio`` server on ``host:port`` (0 picks a free port) with ``registrations``
     and the health service; ``""`` and each of ``health_names`` answer ``SERVING``.
 
-    ``tls`` is a ``(key, cert)`` PEM pair; ``rate_limit`` a bucket every call but health takes from.
-    Raises ``OSError`` when the address cannot be bound.
+    ``tls`` is a ``(key, cert)`` PEM pair; ``client_ca`` (with ``tls``) requires client certificates
+    it signed; ``guard`` checks every call but health; ``rate_limit`` a bucket every call but health
+    takes from. Raises ``OSError`` when the address cannot be bound.
     """
-    interceptors = []
-    if rate_limit is not None:
-        interceptors.append(RateLimitInterceptor(rate_limit, on_refused=on_rate_limited))
+    if client_ca is not None and tls is None:
+        raise ValueError("client certificates need TLS: give tls with client_ca")
+    limiter = None if rate_limit is None else RateLimitInterceptor(rate_limit, on_refused=on_rate_limited)
+    interceptors: list[grpc.aio.ServerInterceptor] = []
+    if guard is not None:
+        interceptors.append(AuthInterceptor(guard, limiter))
+    elif limiter is not None:
+        interceptors.append(limiter)
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
@@ -166,7 +279,10 @@ async def serve(
     address = f"{host}:{port}"
     try:
         if tls is not None:
-            bound = server.add_secure_port(address, grpc.ssl_server_credentials([tls]))
+            creds = grpc.ssl_server_credentials(
+                [tls], root_certificates=client_ca, require_client_auth=client_ca is not None
+            )
+            bound = server.add_secure_port(address, creds)
         else:
             bound = server.add_insecure_port(address)
     except RuntimeError as exc:  # grpc raises instead of returning 0 in recent versions

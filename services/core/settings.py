@@ -107,7 +107,13 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
 
-    instance: str = Field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
+    instance: str = Field(
+        default_factory=lambda: os.uname().nodename,
+        min_length=1,
+        description="This replica's name, stable across its restarts (the pod name, the container's "
+        "host name): it names the replica's own consumer groups, so a restarted replica goes on where it "
+        "stopped. Two replicas on one host need different names.",
+    )
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(0, ge=0, le=65535, description="Port of /metrics and /health; 0 picks one.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -121,9 +127,12 @@ S = TypeVar("S", bound=BaseSettings)
 
 def _read_secret_files(prefix: str, fields: Container[str] = ()) -> dict[str, str]:
     """Values of ``<VAR>_FILE`` variables (mounted secrets), keyed by field name. A variable that
-    is itself a setting (``tls_cert_file``: a path the service reads) is not a secret mount."""
+    is itself a setting (``tls_cert_file``: a path the service reads) is not a secret mount, and an
+    empty one is unset (compose's ``${VAR:-}``)."""
     out: dict[str, str] = {}
     for key, path in os.environ.items():
+        if not path.strip():
+            continue
         if key.startswith(prefix) and key.endswith("_FILE") and key[len(prefix) :].lower() not in fields:
             name = key[len(prefix) : -len("_FILE")].lower()
             try:

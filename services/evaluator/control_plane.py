@@ -3,7 +3,9 @@
 ``StartRun`` validates the config, publishes a ``run_control`` start event on the control topic (the
 run's own log) and waits until the controller has applied it; an existing run id resumes that run.
 ``StopRun`` publishes a stop event the same way. Status calls read the controller's memory.
-The server (``core.grpcserve``) caps request size, may serve TLS and rate-limits every call but health.
+The server (``core.grpcserve``) caps request size, may serve TLS, checks credentials when a guard is
+given (status calls need ``read``, starting and stopping ``control``: ``core.auth``) and rate-limits
+every call but health.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import grpc
 
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.grpcserve import RunningServer, TokenBucket, serve
+from selfimprove.core.guard import Guard
 from selfimprove.core.keys import check_name
 from selfimprove.evaluator.commands import STAGE_ENUM
 from selfimprove.evaluator.config import ConfigError, dump_config, load_config
@@ -122,6 +125,8 @@ async def start_server(
     tls: tuple[bytes, bytes] | None = None,
     rate_limit: TokenBucket | None = None,
     on_rate_limited: Callable[[str], None] | None = None,
+    client_ca: bytes | None = None,
+    guard: Guard | None = None,
 ) -> RunningServer:
     """Serve the control plane and health (``core.grpcserve``); the result holds the bound port.
 
@@ -137,4 +142,6 @@ async def start_server(
         tls=tls,
         rate_limit=rate_limit,
         on_rate_limited=on_rate_limited,
+        client_ca=client_ca,
+        guard=guard,
     )

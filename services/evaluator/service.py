@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from selfimprove.core.grpcserve import TokenBucket, read_tls
+from selfimprove.core.grpcserve import TokenBucket, read_client_ca, read_tls
+from selfimprove.core.guard import make_guard, refusal_counter
 from selfimprove.core.runner import Context, Runnable
 from selfimprove.core.settings import load
 from selfimprove.core.topics import STAGES
@@ -22,6 +23,16 @@ log = logging.getLogger(__name__)
 
 async def setup(ctx: Context) -> list[Runnable]:
     settings = load(EvaluatorSettings)
+    env = "SELFIMPROVE_EVALUATOR_"
+    tls = read_tls(settings.tls_cert_file, settings.tls_key_file, env)
+    client_ca = read_client_ca(settings.tls_client_ca_file, env)
+    guard = make_guard(  # read before anything starts: a bad token file fails fast
+        "control_plane",
+        settings.auth_tokens_file,
+        settings.tls_client_ca_file,
+        refusal_counter(ctx.metrics),
+        env,
+    )
     topics = ctx.bus.topics
     controller = Controller(
         ctx.bus,
@@ -31,7 +42,6 @@ async def setup(ctx: Context) -> list[Runnable]:
         CrashHooks(settings.crash_at),
     )
     await controller.load()
-    tls = read_tls(settings.tls_cert_file, settings.tls_key_file, "SELFIMPROVE_EVALUATOR_")
     refused = ctx.metrics.counter(
         "control_plane_rate_limited_total", "Control-plane calls refused by the rate limit", ["method"]
     )
@@ -43,11 +53,20 @@ async def setup(ctx: Context) -> list[Runnable]:
         tls=tls,
         rate_limit=TokenBucket(settings.rate_per_s, settings.burst),
         on_rate_limited=lambda method: refused.labels(method.rsplit("/", 1)[-1]).inc(),
+        client_ca=client_ca,
+        guard=guard,
     )
     port = served.port
     ctx.metrics.details["grpc_port"] = port
     ctx.metrics.details["grpc_tls"] = tls is not None
-    log.info("control plane on %s:%d (%s)", settings.grpc_host, port, "TLS" if tls else "plaintext")
+    ctx.metrics.details["grpc_auth"] = guard is not None
+    log.info(
+        "control plane on %s:%d (%s, %s)",
+        settings.grpc_host,
+        port,
+        "mutual TLS" if client_ca else "TLS" if tls else "plaintext",
+        "credentials required" if guard else "no credentials required",
+    )
     print(f"evaluator control plane listening on port {port}", flush=True)
     consumer = ctx.consumer(
         [topics.result(s) for s in STAGES] + [topics.control], controller.handle, max_handler_seconds=120

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from selfimprove.core.grpcserve import check_tls_pair
+from selfimprove.core.grpcserve import check_tls_pair, empty_is_none
 
 
 class EvaluatorSettings(BaseSettings):
@@ -19,6 +19,16 @@ class EvaluatorSettings(BaseSettings):
         None, description="Control-plane certificate (PEM); with the key, the control plane serves TLS."
     )
     tls_key_file: Path | None = Field(None, description="Control-plane private key (PEM).")
+    auth_tokens_file: Path | None = Field(
+        None,
+        description="Bearer tokens of the control plane, one '<role> <token>' per line (roles: read, control); "
+        "a mounted secret, re-read when it changes. Unset (and no client CA): every call is open.",
+    )
+    tls_client_ca_file: Path | None = Field(
+        None,
+        description="CA (PEM) whose client certificates are required (mutual TLS); a certificate's "
+        "OU=read or OU=control is its role. Needs tls_cert_file and tls_key_file.",
+    )
     max_request_bytes: int = Field(
         1024 * 1024, ge=1024, description="Largest control-plane request (grpc.max_receive_message_length)."
     )
@@ -38,9 +48,14 @@ class EvaluatorSettings(BaseSettings):
         "(after_consume, before_commit, after_promote). Never set it in production.",
     )
 
+    @field_validator("auth_tokens_file", "tls_client_ca_file", mode="before")
+    @classmethod
+    def _unset(cls, value: object) -> object:
+        return empty_is_none(value)
+
     @model_validator(mode="after")
     def _tls_pair(self) -> EvaluatorSettings:
-        check_tls_pair(self.tls_cert_file, self.tls_key_file)
+        check_tls_pair(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
         return self
 
 

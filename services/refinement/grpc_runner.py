@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from selfimprove.core import grpcserve
+from selfimprove.core.guard import Guard
 from selfimprove.core.runner import Context, Runnable
 from selfimprove.core.settings import PREFIX
 from selfimprove.refinement.limits import Limits
@@ -29,9 +30,11 @@ async def grpc_runnable(
     model: ServedModel,
     metrics: RefinementMetrics,
     bucket: grpcserve.TokenBucket | None = None,
+    guard: Guard | None = None,
 ) -> Runnable:
     """Start the server now (so the port is known before ready) and return what waits for stop;
-    ``bucket`` is the rate limit it shares with the HTTP API (its own when None)."""
+    ``bucket`` is the rate limit it shares with the HTTP API (its own when None), ``guard`` the
+    credential check (none: every call open)."""
     limits = Limits(s.max_prompt_chars, s.max_prompt_tokens, s.max_new_tokens, s.max_n)
     sampling = strategies.Settings(s.temperature, s.top_p, s.default_max_new_tokens, None)
     servicer = RefinementServicer(model, limits, sampling, metrics)
@@ -48,11 +51,15 @@ async def grpc_runnable(
         tls,
         rate_limit=bucket or grpcserve.TokenBucket(s.rate_per_second, s.rate_burst),
         on_rate_limited=refused,
+        client_ca=grpcserve.read_client_ca(s.tls_client_ca_file, PREFIX + "REFINEMENT_"),
+        guard=guard,
     )
     port = served.port
     ctx.metrics.details["grpc_port"] = port
     ctx.metrics.details["grpc_tls"] = tls is not None
-    log.info("gRPC on %s:%d (%s)", s.grpc_host, port, "TLS" if tls else "plaintext")
+    ctx.metrics.details["auth"] = guard is not None
+    mode = "mutual TLS" if s.tls_client_ca_file else "TLS" if tls else "plaintext"
+    log.info("gRPC on %s:%d (%s, %s)", s.grpc_host, port, mode, "credentials required" if guard else "open")
 
     async def run(stop: asyncio.Event) -> None:
         try:

@@ -12,11 +12,15 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Iterator
+from typing import Any
 
 from selfimprove.core.grpcserve import TokenBucket
+from selfimprove.core.guard import Guard
 from selfimprove.core.runner import Context, Runnable
 from selfimprove.refinement.http_api import HttpApi, make_app
+from selfimprove.refinement.http_auth import peer_cert_protocol
 from selfimprove.refinement.limits import Limits
 from selfimprove.refinement.metrics import RefinementMetrics
 from selfimprove.refinement.served import ServedModel
@@ -46,6 +50,7 @@ async def http_runnable(
     model: ServedModel,
     metrics: RefinementMetrics | None,
     bucket: TokenBucket | None,
+    guard: Guard | None = None,
 ) -> Runnable:
     """Start serving now (the port is known before ready) and return what stops it on ``stop``."""
     import uvicorn
@@ -57,8 +62,22 @@ async def http_runnable(
 
     limits = Limits(s.max_prompt_chars, s.max_prompt_tokens, s.max_new_tokens, s.max_n)
     sampling = strategies.Settings(s.temperature, s.top_p, s.default_max_new_tokens, None)
-    api = HttpApi(model, limits, sampling, s.max_request_bytes, lambda: ctx.metrics.ready, bucket, metrics)
+    api = HttpApi(
+        model, limits, sampling, s.max_request_bytes, lambda: ctx.metrics.ready, bucket, metrics, guard
+    )
     tls = s.tls_cert_file is not None and s.tls_key_file is not None
+    mutual = tls and s.tls_client_ca_file is not None
+    # Mutual TLS: the handshake refuses a client without a certificate the CA signed; the protocol
+    # hands the verified certificate's OUs (its role) to the credential check.
+    peer: dict[str, Any] = (
+        {
+            "ssl_ca_certs": str(s.tls_client_ca_file),
+            "ssl_cert_reqs": ssl.CERT_REQUIRED,
+            "http": peer_cert_protocol(),
+        }
+        if mutual
+        else {}
+    )
     config = uvicorn.Config(
         make_app(api),
         host=s.http_host,
@@ -69,6 +88,7 @@ async def http_runnable(
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=GRACE_S,
+        **peer,
     )
     config.load()  # a bad certificate fails the start, not the first request
     sock = bind(s.http_host, s.http_port)
@@ -77,7 +97,14 @@ async def http_runnable(
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="refinement-http")
     ctx.metrics.details["http_port"] = port
     ctx.metrics.details["http_tls"] = tls
-    log.info("OpenAI-compatible HTTP API on %s:%d (%s)", s.http_host, port, "TLS" if tls else "plaintext")
+    mode = "mutual TLS" if mutual else "TLS" if tls else "plaintext"
+    log.info(
+        "OpenAI-compatible HTTP API on %s:%d (%s, %s)",
+        s.http_host,
+        port,
+        mode,
+        "credentials required" if guard else "open",
+    )
 
     async def run(stop: asyncio.Event) -> None:
         stopping = asyncio.create_task(stop.wait())

@@ -3,7 +3,7 @@
 Each request takes the current :class:`~.served.Served` snapshot, checks the limits (an
 ``INVALID_ARGUMENT`` naming the limit) and runs the strategy in a worker thread; the server's rate
 limit is the shared interceptor of ``core.grpcserve`` (``RESOURCE_EXHAUSTED``, counted in the
-request metrics). ``GenerateStream`` sends the text in chunks once the strategy
+request metrics), as is the credential check when a guard is given (both methods need ``read``). ``GenerateStream`` sends the text in chunks once the strategy
 has finished (strategies such as self-consistency only know their answer at the end), then a final
 message with the usage.
 """
@@ -17,6 +17,7 @@ import grpc
 
 from selfimprove.core import compute
 from selfimprove.core.grpcserve import RunningServer, TokenBucket, serve
+from selfimprove.core.guard import Guard
 from selfimprove.refinement import answering
 from selfimprove.refinement.limits import Limits
 from selfimprove.refinement.metrics import RefinementMetrics
@@ -97,6 +98,8 @@ async def start_server(
     tls: tuple[bytes, bytes] | None = None,
     rate_limit: TokenBucket | None = None,
     on_rate_limited: Callable[[str], None] | None = None,
+    client_ca: bytes | None = None,
+    guard: Guard | None = None,
 ) -> RunningServer:
     """Start the gRPC server with the refinement and health services (``core.grpcserve``)."""
     return await serve(
@@ -108,4 +111,6 @@ async def start_server(
         tls=tls,
         rate_limit=rate_limit,
         on_rate_limited=on_rate_limited,
+        client_ca=client_ca,
+        guard=guard,
     )

@@ -5,19 +5,24 @@
   ``targets.jsonl`` of refined answers on train prompts) as the attempt's artifact, answer
   ``refine_result``; the server then serves the chosen strategy.
 - ``<prefix>.evt.control`` (group ``<prefix>.refinement-serving-<instance>``, so every replica sees
-  every decision): a PROMOTE decision loads its model and swaps it in without a restart; of
+  every decision, and a restarted replica, whose instance name is stable, goes on where it stopped):
+  a PROMOTE decision loads its model and swaps it in without a restart; at start the replica serves
+  the deployment's incumbent record (``core.incumbent``) before reading any decision; of
   promotions that arrive within ``swap_settle_s`` of each other (a new replica reading the topic
   from its start) only the newest is loaded.
 - gRPC ``selfimprove.v2.RefinementService`` and the standard health service; the bound port is in
   ``/health`` as ``grpc_port``.
 - An OpenAI-compatible HTTP API (``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``;
   ``http_api``) with the same limits, rate limit and TLS; its port is in ``/health`` as ``http_port``.
+- Both endpoints require a bearer token or a client certificate when ``auth_tokens_file`` or
+  ``tls_client_ca_file`` is set (``core.guard``; every method needs the ``read`` role).
 
 Run it: ``python -m selfimprove.refinement``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -27,6 +32,7 @@ from typing import Any
 from selfimprove.core import compute
 from selfimprove.core.keys import split_uri
 from selfimprove.core.outgoing import Outgoing
+from selfimprove.core.retry import RetryableError, retrying
 from selfimprove.core.runner import Context, Runnable
 from selfimprove.core.settings import load
 from selfimprove.core.stage import StageInputError, failure, result, run_once, stats_dict
@@ -139,6 +145,30 @@ class Refiner:
             self.promotions.offer(env)
         return []
 
+    async def restore(self) -> None:
+        """Serve the deployment's incumbent at start (``core.incumbent``): the promotion listener's
+        group survives restarts, so it does not replay the decisions that promoted it."""
+        from selfimprove.core import incumbent
+
+        prefix = self.ctx.kafka.topic_prefix
+        try:
+            env = await retrying(
+                lambda: asyncio.to_thread(incumbent.read, self.ctx.store, prefix),
+                retry_on=(RetryableError,),
+                what="reading the incumbent record",
+                attempts=20,
+            )
+        except RetryableError as exc:
+            log.warning("incumbent record unreadable (%s): serving the base model until a promotion", exc)
+            return
+        if env is None:
+            return
+        try:
+            await self.swap(env)
+        except Exception as exc:  # a model that does not load: serve the base, say why
+            self.metrics.swap_failures.inc()
+            log.error("the incumbent %s does not load (%s): serving the base model", env.decision.model, exc)
+
     async def swap(self, env: Envelope) -> None:
         """Load the model ``env`` promoted and serve it, without a restart."""
         ref = env.decision.model
@@ -154,7 +184,9 @@ class Refiner:
 
 
 async def setup(ctx: Context) -> list[Runnable]:
+    from selfimprove.core import guard
     from selfimprove.core.grpcserve import TokenBucket
+    from selfimprove.core.settings import PREFIX
     from selfimprove.refinement.grpc_runner import grpc_runnable
     from selfimprove.refinement.http_runner import http_runnable
     from selfimprove.runtime.policy import PolicyCache
@@ -162,6 +194,17 @@ async def setup(ctx: Context) -> list[Runnable]:
 
     s = load(RefinementSettings)
     strategies.parse(s.strategy, serving=True)
+    # One token file for both endpoints, read before the model loads: a bad one fails the start at once.
+    tokens = None
+    if s.auth_tokens_file is not None:
+        tokens = guard.TokenFile(s.auth_tokens_file, PREFIX + "REFINEMENT_AUTH_TOKENS_FILE")
+    on_refused = guard.refusal_counter(ctx.metrics)
+    guards = {
+        endpoint: guard.make_guard(
+            endpoint, s.auth_tokens_file, s.tls_client_ca_file, on_refused, tokens=tokens
+        )
+        for endpoint in ("refinement_grpc", "refinement_http")
+    }
     options = (
         {"threads": ctx.settings.threads, "batch_size": s.batch_size} if s.backend == "transformers" else {}
     )
@@ -172,6 +215,7 @@ async def setup(ctx: Context) -> list[Runnable]:
     engine = LockedEngine(await compute.run(policies.engine, ref), lock)
     model = ServedModel(Served(ref, engine, s.strategy, task.extract))
     refiner = Refiner(ctx, s, model, policies, lock)
+    await refiner.restore()
     refiner.metrics.serving(s.strategy, model.current().version)
     topics, prefix = ctx.bus.topics, ctx.kafka.topic_prefix
     calibrate = ctx.consumer(
@@ -181,6 +225,6 @@ async def setup(ctx: Context) -> list[Runnable]:
         [topics.control], refiner.on_control, group=f"{prefix}.refinement-serving-{ctx.settings.instance}"
     )
     bucket = TokenBucket(s.rate_per_second, s.rate_burst)  # one rate limit for gRPC and HTTP together
-    serve = await grpc_runnable(ctx, s, model, refiner.metrics, bucket)
-    http = await http_runnable(ctx, s, model, refiner.metrics, bucket)
+    serve = await grpc_runnable(ctx, s, model, refiner.metrics, bucket, guards["refinement_grpc"])
+    http = await http_runnable(ctx, s, model, refiner.metrics, bucket, guards["refinement_http"])
     return [calibrate.run, promotions.run, refiner.promotions.run, serve, http]

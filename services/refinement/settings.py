@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from selfimprove.core.grpcserve import check_tls_pair
+from selfimprove.core.grpcserve import check_tls_pair, empty_is_none
 from selfimprove.core.settings import PREFIX
 
 
@@ -36,6 +36,16 @@ class RefinementSettings(BaseSettings):
     max_prompt_tokens: int = Field(1024, ge=1, description="Longest prompt accepted, in tokens.")
     max_new_tokens: int = Field(512, ge=1, description="Most tokens a request may ask to generate.")
     max_n: int = Field(16, ge=1, description="Largest k/n/r of a requested strategy.")
+    auth_tokens_file: Path | None = Field(
+        None,
+        description="Bearer tokens of the gRPC and HTTP API, one '<role> <token>' per line (roles: read, control); "
+        "a mounted secret, re-read when it changes. Unset (and no client CA): every call is open.",
+    )
+    tls_client_ca_file: Path | None = Field(
+        None,
+        description="CA (PEM) whose client certificates are required (mutual TLS); a certificate's "
+        "OU=read or OU=control is its role. Needs tls_cert_file and tls_key_file.",
+    )
     max_request_bytes: int = Field(
         64 * 1024, ge=1024, description="Largest request body: grpc.max_receive_message_length, HTTP 413."
     )
@@ -54,7 +64,12 @@ class RefinementSettings(BaseSettings):
         3600.0, gt=0, description="Longest calibration before it is abandoned."
     )
 
+    @field_validator("auth_tokens_file", "tls_client_ca_file", mode="before")
+    @classmethod
+    def _unset(cls, value: object) -> object:
+        return empty_is_none(value)
+
     @model_validator(mode="after")
     def _tls_pair(self) -> RefinementSettings:
-        check_tls_pair(self.tls_cert_file, self.tls_key_file)
+        check_tls_pair(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
         return self

@@ -269,3 +269,49 @@ async def test_tls_and_rate_limit(stack, unique_name, tmp_path, tiny_models):
         )
     finally:
         assert proc.stop() == 0
+
+
+async def test_a_restarted_replica_serves_the_incumbent_record_and_reads_only_new_decisions(
+    stack, unique_name, tmp_path, tiny_models
+):
+    """A replica keeps its name across restarts: it serves the deployment's incumbent (the record the
+    evaluator writes with each promotion) before reading any decision, and its promotion listener's
+    group goes on from its committed offsets, so it reads no decision it already handled."""
+    from selfimprove.core import incumbent
+
+    base, adapters = tiny_models
+    store = artifact_store(stack)
+    ref = store.publish_folder(f"runs/{unique_name}/adapter-0/", adapters[0])
+    model = ModelRef(base=str(base), adapter=ref, version=f"{unique_name}/iter-001")
+    promotion = envelopes.make(
+        run_id=unique_name,
+        iteration=1,
+        stage=Stage.STAGE_CONTROL,
+        producer="test",
+        decision=Decision(kind=Decision.KIND_PROMOTE, reason="better", model=model),
+    )
+    proc, port = start(stack, unique_name, tmp_path, base, name="replica-0")
+    try:
+        async with Bus(kafka_settings(stack, unique_name)) as bus:
+            await bus.publish(bus.topics.control, promotion)
+        await eventually(
+            lambda: proc.counter("selfimprove_refinement_model_swaps_total", run_id=unique_name) == 1
+        )
+        handled = proc.counter(
+            "selfimprove_messages_consumed_total", topic=f"{unique_name}.evt.control", outcome="handled"
+        )
+        assert handled >= 1
+    finally:
+        assert proc.stop() == 0
+    incumbent.write(store, unique_name, promotion)  # as the evaluator does when it publishes one
+
+    again, port = start(stack, unique_name, tmp_path, base, name="replica-0")
+    try:
+        reply = await generate(port, prompt="What is 12 + 30?")
+        assert reply.model_version == model.version, "the restarted replica serves the incumbent at once"
+        await asyncio.sleep(8)  # time to read the control topic, were it replayed
+        topic = f"{unique_name}.evt.control"
+        assert again.counter("selfimprove_messages_consumed_total", topic=topic, outcome="handled") == 0
+        assert again.counter("selfimprove_messages_consumed_total", topic=topic, outcome="duplicate") == 0
+    finally:
+        assert again.stop() == 0
