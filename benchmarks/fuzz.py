@@ -1,7 +1,9 @@
-"""Fuzz suite: malformed messages on every topic and malformed gRPC requests against the whole loop.
+"""Fuzz suite: malformed messages on every topic, malformed gRPC and HTTP requests against the whole
+loop, and malformed data files and model folders through the CLI and the loaders.
 
     .venv/bin/python benchmarks/fuzz.py --messages 10000 --seed 1            # make fuzz
     .venv/bin/python benchmarks/fuzz.py --messages 500 --huge 2 --json out.json
+    .venv/bin/python benchmarks/fuzz.py --inputs-only                        # no loop: files and folders
 
 Starts the local stack and every service (``LocalLoop``), sends the cases of ``selfimprove.core.fuzz``
 to every command, result and control topic, fuzzes both gRPC servers, waits until every service has
@@ -10,7 +12,12 @@ Accounting rule, per consumer group and topic: messages in = fuzz messages sent 
 services themselves published there meanwhile (stage failures answering fuzzed commands), and
 messages in = handled + duplicate + dead-lettered (``selfimprove_messages_consumed_total``). Handled
 fuzz messages are the ones refused with a ``stage_failure`` result or legitimately ignored (results
-and stops for runs that do not exist, decisions); the rest are in a DLQ. Exit status 1 on a failure.
+and stops for runs that do not exist, decisions); the rest are in a DLQ. The new inputs
+(``inputfuzz``): every bad data file through the task loader, ``config check`` and ``eval --task``;
+every malformed request to the refinement service's OpenAI-compatible endpoint (then a valid one,
+and its request metrics: no ``INTERNAL``); every corrupt model folder through the engine loader and
+``eval --model``. Each is counted clear / unclear / crash / accepted. Exit status 1 on a failure:
+a crash, a 5xx, an unclear refusal or an unexpected acceptance among them.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import grpcfuzz
+import inputfuzz
 from aiokafka import AIOKafkaProducer
 from suitekit import make_loop, read_topics, snapshot, total, wait_for
 
@@ -137,8 +145,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", type=Path, default=Path(".fuzz"), help="Stack data and service logs.")
     p.add_argument("--settle-timeout", type=float, default=1800.0)
     p.add_argument("--json", type=Path, help="Write the figures here too.")
+    p.add_argument(
+        "--no-inputs", action="store_true", help="Skip the data-file, HTTP and model-folder fuzzing."
+    )
+    p.add_argument(
+        "--inputs-only",
+        action="store_true",
+        help="Only the data files and model folders (no loop, so no HTTP endpoint to fuzz).",
+    )
     args = p.parse_args(argv)
     rng = random.Random(args.seed)
+    if args.inputs_only:
+        return inputs_only(args)
     loop, prefix = make_loop(args.root / f"seed-{args.seed}")
     topics = Topics(prefix)
     figures: dict = {"seed": args.seed, "prefix": prefix, "failures": []}
@@ -152,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         before = snapshot(loop)
         figures["send_seconds"] = round(asyncio.run(send(loop.stack.kafka_bootstrap, cases)), 1)
         figures["grpc"] = grpcfuzz.run(loop, rng, fail)
+        if not args.no_inputs:
+            figures["inputs"] = fuzz_inputs(loop, random.Random(args.seed), args.root, fail)
         t1 = time.monotonic()
         rows: dict = {}
 
@@ -207,6 +227,61 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if figures["failures"] else 0
 
 
+def refinement_codes(loop) -> Counter:
+    """The refinement service's request counter by code (gRPC and HTTP share it)."""
+    out: Counter = Counter()
+    for (name, labels), value in snapshot(loop).get("refinement", {}).items():
+        if name == "selfimprove_refinement_requests_total":
+            out[dict(labels).get("code", "?")] += value
+    return out
+
+
+def fuzz_inputs(loop, rng: random.Random, root: Path, fail) -> dict:
+    """The new inputs (``inputfuzz``) with the loop's refinement HTTP endpoint; failures to ``fail``."""
+    from selfimprove.refinement.settings import RefinementSettings
+
+    port = int(loop.health("refinement")["http_port"])
+    limit = RefinementSettings().max_request_bytes
+    t = time.monotonic()
+    figures, failures = inputfuzz.run_all(root / "inputs", rng, port, limit, lambda: refinement_codes(loop))
+    figures["seconds"] = round(time.monotonic() - t, 1)
+    for failure in failures:
+        fail(failure)
+    return figures
+
+
+def inputs_only(args) -> int:
+    """``--inputs-only``: the data files and model folders, without a loop."""
+    t = time.monotonic()
+    inputs, failures = inputfuzz.run_all(args.root / "inputs", random.Random(args.seed), None, 0)
+    figures = {"seed": args.seed, "inputs": inputs, "failures": failures}
+    figures["total_seconds"] = round(time.monotonic() - t, 1)
+    print_inputs(inputs)
+    print("FAILURES: " + "; ".join(failures) if failures else "OK")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 1 if failures else 0
+
+
+def print_inputs(inputs: dict) -> None:
+    for part in ("data_files", "model_folders"):
+        if part not in inputs:
+            continue
+        table = inputs[part]
+        print(
+            f"{part} ({len(table)} kinds, {inputs.get(part + '_seconds')} s): {dict(inputfuzz.summary(table))}"
+        )
+        for kind, entries in table.items():
+            print(f"  {kind:28} " + "  ".join(f"{e}: {dict(c)}" for e, c in entries.items()))
+    if "http" in inputs:
+        cases = inputs["http"]["cases"]
+        outcomes = Counter(c["outcome"] for c in cases.values())
+        print(f"http ({len(cases)} requests, {inputs.get('http_seconds')} s): {dict(outcomes)}")
+        for kind, c in cases.items():
+            print(f"  {kind:28} {c['status']:>4} {c['outcome']}")
+        print(f"  request metrics by code (delta): {inputs['http'].get('metric_codes')}")
+
+
 def print_figures(f: dict) -> None:
     print(f"fuzz seed {f['seed']}: {f.get('messages_sent', 0)} messages, sent in {f.get('send_seconds')} s")
     print(f"{'kind':16} {'sent':>6} {'dlq copies (per group)':40} {'stage_failure':>13}")
@@ -222,6 +297,8 @@ def print_figures(f: dict) -> None:
     print(f"findings: {f.get('grpc', {}).get('findings')}")
     print(f"evaluator results_ignored delta: {f.get('evaluator_results_ignored')}")
     print(f"settled in {f.get('settle_seconds')} s; run after: {f.get('run')}")
+    if "inputs" in f:
+        print_inputs(f["inputs"])
     print(f"crashed services: {f.get('dead_at_end')}; total {f.get('total_seconds')} s")
     print("FAILURES: " + "; ".join(f["failures"]) if f["failures"] else "OK")
 

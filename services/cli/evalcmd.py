@@ -106,7 +106,10 @@ def eval_cmd(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     options = {"threads": threads, "batch_size": batch_size} if backend == "transformers" else {}
-    results = [_evaluate(name, a, loaded, strategy, backend, options, quiet=json_out) for name, a in models]
+    results = [
+        _evaluate(name, a, loaded, strategy, backend, options, quiet=json_out, option=opt)
+        for (name, a), opt in zip(models, ("--model", "--against"), strict=False)
+    ]
     if json_out:
         typer.echo(json.dumps(_json(models, results, strategy, task), indent=2))
     else:
@@ -114,18 +117,30 @@ def eval_cmd(
 
 
 def _evaluate(
-    name: str, adapter, loaded: list, strategy: str, backend: str, options: dict, quiet: bool
+    name: str,
+    adapter,
+    loaded: list,
+    strategy: str,
+    backend: str,
+    options: dict,
+    quiet: bool,
+    option: str = "--model",
 ) -> list:
     """Every loaded set scored by one model (loaded here, freed after: one model in memory at a
-    time), with a spinner while it loads and a bar per set on stderr (none when ``quiet``)."""
+    time), with a spinner while it loads and a bar per set on stderr (none when ``quiet``). A model
+    that cannot be loaded (a missing or corrupt folder) is ``typer.BadParameter`` naming ``option``."""
     from selfimprove.cli.progress import bars, quiet_loading, spinner
     from selfimprove.runtime.engine import make_engine
     from selfimprove.runtime.evaluate import evaluate_set
+    from selfimprove.runtime.models import ModelNotFoundError
 
     label = f"{name} + {Path(adapter).name}" if adapter else name
     quiet_loading()
-    with spinner(f"loading {label} ...", quiet):
-        engine = make_engine(backend, base=name, adapters=[adapter] if adapter else [], **options)
+    try:
+        with spinner(f"loading {label} ...", quiet):
+            engine = make_engine(backend, base=name, adapters=[adapter] if adapter else [], **options)
+    except ModelNotFoundError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
     out = []
     with bars(quiet) as progress:
         tasks = [

@@ -7,6 +7,7 @@ loading, or the process is stopping), then goes through the same limits and stra
 ``Generate`` (``answering``; a limit is a 400 naming it). Errors carry OpenAI's error body. Every
 answer names the model version that produced it: ``system_fingerprint`` and the
 ``x-selfimprove-model-version`` header (a promotion swaps the model between two requests).
+With a guard, every route but ``/health`` needs a credential first (``http_auth``: 401 / 403).
 The mapping itself is pure (``openai_api``); this module is the I/O around it.
 """
 
@@ -21,13 +22,16 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from selfimprove.core import compute
 from selfimprove.core.grpcserve import TokenBucket
+from selfimprove.core.guard import Guard
 from selfimprove.refinement import answering, openai_api
+from selfimprove.refinement.http_auth import AuthMiddleware
 from selfimprove.refinement.limits import Limits
 from selfimprove.refinement.metrics import RefinementMetrics
 from selfimprove.refinement.openai_api import ApiError, ChatRequest, CompletionRequest
@@ -59,6 +63,7 @@ class HttpApi:
     ready: Callable[[], bool]
     bucket: TokenBucket | None = None
     metrics: RefinementMetrics | None = None
+    guard: Guard | None = None  # the credential check; None: every route open
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -69,10 +74,17 @@ async def read_body(request: Request, limit: int) -> bytes:
             413, f"the request is {declared} bytes, over max_request_bytes={limit}", None, "request_too_large"
         )
     body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            raise ApiError(413, f"the request is over max_request_bytes={limit}", None, "request_too_large")
+    try:
+        async for part in request.stream():
+            body += part
+            if len(body) > limit:
+                raise ApiError(
+                    413, f"the request is over max_request_bytes={limit}", None, "request_too_large"
+                )
+    except ClientDisconnect:  # nobody reads the answer: a 400 in the metrics, not an internal error
+        raise ApiError(
+            400, "the client disconnected before sending the whole body", None, "client_disconnected"
+        ) from None
     return bytes(body)
 
 
@@ -171,6 +183,7 @@ def make_app(api: HttpApi) -> Starlette:
         return error_response(ApiError(status, f"{request.method} {request.url.path}: {detail}"))
 
     return Starlette(
+        middleware=[Middleware(AuthMiddleware, guard=api.guard)] if api.guard is not None else [],
         exception_handlers={HTTPException: http_error},
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),

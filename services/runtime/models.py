@@ -28,6 +28,15 @@ class ModelNotFoundError(FileNotFoundError):
     """A base model or adapter reference points at nothing loadable."""
 
 
+class ModelFolderError(ModelNotFoundError):
+    """A model folder that exists but cannot be loaded (a config, weights or tokenizer that is missing
+    or corrupt); the message names the folder, the file and what is wrong."""
+
+
+# Any one of these makes a tokenizer that AutoTokenizer can load from a folder.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
 def default_cache_dir() -> Path:
     """The local model cache of this process (``SELFIMPROVE_CACHE_DIR``)."""
     from selfimprove.core.settings import ServiceSettings
@@ -60,20 +69,58 @@ def resolve_base(base: str = DEFAULT_BASE, cache_dir: Path | None = None) -> Pat
             f"model reference {base!r} is not supported yet (only a base name or a folder)"
         )
     path = Path(base).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ModelNotFoundError(
+            f"base model {base!r} is a file, not a folder: give a Hugging Face model folder"
+        )
     if not (path / "config.json").is_file():
         raise ModelNotFoundError(
             f"base model {base!r} is neither {DEFAULT_BASE!r} nor a Hugging Face folder with config.json"
         )
+    check_folder(path)
     return path
+
+
+def check_folder(path: Path) -> None:
+    """Refuse a model folder whose ``config.json`` is not a JSON object naming a ``model_type`` this
+    transformers knows, or that has no tokenizer file (``ModelFolderError`` naming what is wrong),
+    before transformers fails on it with a message that does not name the folder."""
+    config = path / "config.json"
+    try:
+        data = json.loads(config.read_bytes())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelFolderError(f"{config}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ModelFolderError(f"{config}: a JSON object is needed, got {type(data).__name__}")
+    model_type = data.get("model_type")
+    if not isinstance(model_type, str) or not model_type:
+        raise ModelFolderError(f'{config}: no model_type (e.g. "llama", "qwen2")')
+    from transformers import CONFIG_MAPPING
+
+    if model_type not in CONFIG_MAPPING:
+        raise ModelFolderError(
+            f"{config}: model_type {model_type!r} is not an architecture this transformers version knows"
+        )
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelFolderError(f"{path}: no tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
 
 
 def load_tokenizer(folder: Path | str):
     """The tokenizer of ``folder``, set up for batched generation: a pad token and left padding."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except Exception as exc:  # transformers and tokenizers raise many types for a corrupt file
+        raise ModelFolderError(f"{folder}: cannot load the tokenizer: {_first_line(exc)}") from None
     prepare_tokenizer(tokenizer, folder)
     return tokenizer
+
+
+def _first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (transformers' messages run to paragraphs)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 def base_tokenizer(base: str = DEFAULT_BASE, cache_dir: Path | None = None):
@@ -123,7 +170,13 @@ def _configured_eos(source) -> list[int]:
     """The end ids a model declares: its generation config's ``eos_token_id`` (a loaded model's
     ``generation_config``, or a folder's ``generation_config.json``, else its ``config.json``)."""
     if hasattr(source, "generation_config"):
-        return _ids(getattr(source.generation_config, "eos_token_id", None))
+        try:
+            return _ids(getattr(source.generation_config, "eos_token_id", None))
+        except (ValueError, TypeError) as exc:
+            where = getattr(source, "name_or_path", "") or "the model"
+            raise ModelFolderError(
+                f"{where}: generation_config.json's eos_token_id is not an id or a list of ids ({exc})"
+            ) from None
     folder = Path(source)
     for name in ("generation_config.json", "config.json"):
         path = folder / name
@@ -185,7 +238,11 @@ def load_model(
     base, adapters = split_model(base, adapters, cache_dir)
     folder = resolve_base(base, cache_dir)
     tokenizer = load_tokenizer(folder)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=getattr(torch, dtype))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=getattr(torch, dtype))
+    except Exception as exc:  # missing or corrupt weights, shapes that do not match config.json
+        hint = " (the weights' shapes do not match config.json)" if "mismatched_sizes" in str(exc) else ""
+        raise ModelFolderError(f"{folder}: cannot load the weights{hint}: {_first_line(exc)}") from None
     model = apply_adapters(model, adapters, merge=merge)
     model.eval()
     return model, tokenizer

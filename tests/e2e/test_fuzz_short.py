@@ -18,6 +18,7 @@ def test_fuzz_short(tmp_path):
     out = tmp_path / "fuzz.json"
     command = [sys.executable, "benchmarks/fuzz.py", "--messages", "500", "--huge", "2", "--seed", "7"]
     command += ["--root", str(tmp_path / "loop"), "--json", str(out)]
+    command += ["--no-inputs"]  # the data files, HTTP requests and model folders: test_fuzz_inputs.py
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     report = done.stdout[-6000:] + done.stderr[-3000:]
     assert done.returncode == 0, report

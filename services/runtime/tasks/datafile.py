@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ from selfimprove.runtime.tasks.verifiers import Verifier, VerifierError, make_ve
 Format = Literal["auto", "json", "csv", "parquet", "arrow"]
 SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
 _FIELD = re.compile(r"{([^{}:!]+)[^{}]*}")
+# A longer field is refused: no prompt this long fits a model served here, and no answer is this long.
+MAX_FIELD_CHARS = 100_000
 
 
 class DataFileError(ValueError):
@@ -102,8 +105,32 @@ def _format(source: DataSource, path: Path) -> str:
     return fmt
 
 
+def _text_error(path: Path, fmt: str) -> str | None:
+    """The first line of a text file (JSONL or CSV) that is not UTF-8, named as the row it holds (a
+    CSV's first line is its header), or a file of blank lines: ``datasets`` fails on both without
+    saying where or why."""
+    blank = True
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                where = f"row {number}" if fmt == "json" else f"row {number - 1} (line {number})"
+                return f"{where}: not valid UTF-8 (byte {line[exc.start]:#04x} at column {exc.start + 1})"
+            blank = blank and not line.strip()
+    return "the file has no rows (only blank lines)" if blank else None
+
+
+def _kind(value: Any) -> str:
+    return (
+        "number" if isinstance(value, int | float) and not isinstance(value, bool) else type(value).__name__
+    )
+
+
 def _json_row_error(path: Path) -> str | None:
-    """The first unparseable line of a JSONL file, for a message ``datasets`` does not give."""
+    """The first unparseable line of a JSONL file, or the first whose field changes type from the row
+    before (the two ways ``datasets`` fails on a JSONL file without saying where)."""
+    kinds: dict[str, tuple[str, int]] = {}
     with path.open(encoding="utf-8", errors="replace") as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
@@ -114,7 +141,20 @@ def _json_row_error(path: Path) -> str | None:
                 return f"row {number}: not valid JSON ({exc.msg} at column {exc.colno})"
             if not isinstance(obj, dict):
                 return f"row {number}: a JSON object is needed, got {type(obj).__name__}"
+            for key, value in obj.items():
+                if value is None:
+                    continue
+                first = kinds.setdefault(key, (_kind(value), number))
+                if first[0] != _kind(value):
+                    return f"row {number}: field {key!r} is a {_kind(value)}, row {first[1]} has a {first[0]}"
     return None
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The innermost cause of ``exc`` (``datasets`` wraps the parser's error that names the line)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
 
 
 def read_rows(source: DataSource) -> list[dict[str, Any]]:
@@ -138,18 +178,41 @@ def read_rows(source: DataSource) -> list[dict[str, Any]]:
         else:
             if path.is_file() and path.stat().st_size == 0:
                 raise DataFileError(f"{path}: the file is empty")
+            bad = _text_error(path, fmt) if fmt in ("json", "csv") and path.is_file() else None
+            if bad:
+                raise DataFileError(f"{path}: {bad}")
             loaded = datasets.load_dataset(fmt, data_files=str(path), split="train")
+        rows = loaded.to_list()
     except DataFileError:
         raise
     except Exception as exc:  # datasets wraps parser errors in several types
         where = _json_row_error(path) if fmt == "json" and path.is_file() else None
+        cause = _cause(exc)
         raise DataFileError(
-            f"{path}: {where or f'cannot read it as {fmt}: {type(exc).__name__}: {exc}'}"
+            f"{path}: {where or f'cannot read it as {fmt}: {type(cause).__name__}: {cause}'.strip()}"
         ) from None
-    rows = loaded.to_list()
     if not rows:
         raise DataFileError(f"{path}: the file has no rows")
     return rows
+
+
+def _bad_value(value: Any) -> str | None:
+    """What is wrong with a field's value, or None: a field is text or a finite number (or a
+    bool), present, not blank and at most :data:`MAX_FIELD_CHARS` characters.
+
+    >>> _bad_value("12"), _bad_value(float("nan")), _bad_value([1]), _bad_value("  ")
+    (None, 'is nan, not a finite number', 'is a list; text or a number is needed', 'is empty')
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return "is empty"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"is {value}, not a finite number"
+    if not isinstance(value, str | int | float):
+        kind = "an object" if isinstance(value, dict) else f"a {type(value).__name__}"
+        return f"is {kind}; text or a number is needed"
+    if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+        return f"is {len(value):,} characters, over the limit of {MAX_FIELD_CHARS:,}"
+    return None
 
 
 def _template_fields(template: str) -> list[str]:
@@ -177,9 +240,9 @@ def problems(source: DataSource) -> list[Problem]:
     seen: dict[str, int] = {}
     for number, row in enumerate(rows, start=1):
         for field in needed:
-            value = row.get(field)
-            if value is None or (isinstance(value, str) and not value.strip()):
-                raise DataFileError(f"{path}: row {number}: field {field!r} is empty")
+            bad = _bad_value(row.get(field))
+            if bad:
+                raise DataFileError(f"{path}: row {number}: field {field!r} {bad}")
         if source.template is None:
             prompt = str(row[source.prompt]).strip()
         else:
@@ -239,7 +302,10 @@ class DataTask(Task):
         if not 0 < dev_share < 1:
             raise DataFileError(f"task data: dev_share must be between 0 and 1, got {dev_share}")
         self.dev_share = dev_share
-        self.verifier = self.source.make_verifier()
+        try:
+            self.verifier = self.source.make_verifier()
+        except VerifierError as exc:
+            raise DataFileError(f"{self.source.path}: {exc}") from None
         rows = load_problems(self.source)
         self._split: dict[str, list[Problem]] = {"train": [], "dev": []}
         for p in rows:
