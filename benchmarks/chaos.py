@@ -34,7 +34,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from suitekit import make_loop, read_topics, snapshot, total
+from suitekit import artifact_store, log_tails, make_loop, read_topics, snapshot, total
 
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.topics import STAGES, Topics
@@ -226,7 +226,7 @@ def check(loop, prefix: str, run_id: str, status, fail) -> dict:
         f"iter {i} {STAGES[s]}/{sh} attempt {a}" for i, s, sh, a in commands if a > 1
     )
     # Every manifest of the run verifies.
-    store = _store(loop)
+    store = artifact_store(loop)
     manifests = [k for k in store.list_keys(f"runs/{run_id}/") if k.endswith("/manifest.json")]
     bad = []
     for key in manifests:
@@ -303,17 +303,6 @@ def _refs(env) -> str:
     return ",".join(shas)
 
 
-def _store(loop):
-    from selfimprove.core.settings import StoreSettings
-    from selfimprove.core.store import ArtifactStore
-
-    s = loop.stack
-    settings = StoreSettings(
-        endpoint=s.s3_endpoint, access_key=s.access_key, secret_key=s.secret_key, bucket=s.bucket
-    )
-    return ArtifactStore.from_settings(settings)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kills", type=int, default=20)
@@ -342,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     with loop:
         figures["startup_seconds"] = round(time.monotonic() - t0, 1)
-        control = Control(loop.grpc_address("evaluator"), _store(loop))
+        control = Control(loop.grpc_address("evaluator"), artifact_store(loop))
         if args.baseline:
             t = time.monotonic()
             control.start(config, f"calm-{prefix}")
@@ -385,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
             fail(f"dead at the end: {loop.dead()}")
     figures["total_seconds"] = round(time.monotonic() - t0, 1)
     print_figures(figures)
+    if figures["failures"]:
+        for service, lines in log_tails(args.root / f"seed-{args.seed}" / "logs").items():
+            print(f"--- {service}: last warnings and errors", *lines, sep="\n")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=str))
     return 1 if figures["failures"] else 0

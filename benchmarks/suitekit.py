@@ -70,6 +70,18 @@ def make_loop(root: Path, prefix: str | None = None, **env: str) -> tuple[LocalL
     return loop, prefix
 
 
+def artifact_store(loop: LocalLoop):
+    """The run artifacts' store of the loop's stack (as the services see it)."""
+    from selfimprove.core.settings import StoreSettings
+    from selfimprove.core.store import ArtifactStore
+
+    s = loop.stack
+    settings = StoreSettings(
+        endpoint=s.s3_endpoint, access_key=s.access_key, secret_key=s.secret_key, bucket=s.bucket
+    )
+    return ArtifactStore.from_settings(settings)
+
+
 async def read_all(bootstrap: str, topic: str, idle_s: float = 3.0, timeout_s: float = 300.0) -> list:
     """Every record of ``topic`` (to its end offsets, or until it stays idle for ``idle_s``)."""
     consumer = AIOKafkaConsumer(
@@ -108,6 +120,21 @@ def read_topics(bootstrap: str, topics: list[str]) -> dict[str, list]:
         return {t: await read_all(bootstrap, t) for t in topics}
 
     return asyncio.run(go())
+
+
+def log_tails(logs: Path, lines: int = 8, width: int = 320) -> dict[str, list[str]]:
+    """The last ``lines`` warning and error lines of each service log under ``logs`` (what a failed
+    suite prints, so a failure on a machine whose files are gone still says what went wrong)."""
+    tails: dict[str, list[str]] = {}
+    for path in sorted(logs.glob("*.log")):
+        picked = [
+            line[:width]
+            for line in path.read_text(errors="replace").splitlines()
+            if '"level": "warning"' in line or '"level": "error"' in line
+        ]
+        if picked:
+            tails[path.stem] = picked[-lines:]
+    return tails
 
 
 def wait_for(check: Callable[[], bool], timeout: float, every: float = 2.0) -> bool:
