@@ -67,7 +67,12 @@ class KafkaSettings(BaseSettings):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     ssl_cafile: Path | None = Field(None, description="CA bundle for SSL and SASL_SSL.")
-    topic_prefix: str = Field("selfimprove", description="Prefix of every topic name.")
+    topic_prefix: str = Field(
+        "selfimprove",
+        pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$",
+        description="Prefix of every topic name (it also names the deployment's keys in the object "
+        "store): 1-64 letters, digits, '.', '_' or '-', not starting with '.'.",
+    )
     partitions: int = Field(4, ge=1, description="Partitions of topics the project creates.")
     replication_factor: int = Field(1, ge=1)
     request_timeout_ms: int = Field(30_000, ge=1000)
