@@ -1,4 +1,5 @@
-"""The model-facing part of a shard: self-instruct prompts, K samples per prompt, self-judge scores.
+"""The model-facing part of a shard: self-instruct prompts, K samples per prompt, self-judge scores,
+restated prompts (:func:`paraphrase`).
 
 Everything here runs in a worker thread (it is CPU-bound); the rows are built by :mod:`.shard`.
 """
@@ -6,11 +7,12 @@ Everything here runs in a worker thread (it is CPU-bound); the rows are built by
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from selfimprove.acquisition import prompts
+from selfimprove.acquisition import paraphrases, prompts
 from selfimprove.acquisition.selfjudge import judge_prompt, judge_score
 from selfimprove.acquisition.shard import make_row
 from selfimprove.contracts.samples import BY_MAJORITY, BY_VERIFIER, Row
@@ -247,3 +249,76 @@ def run_shard(
             row["check"] = check
     rows += [make_row(item, ss, task.extract, task.verify, hinted=hs) for item, ss, hs in steps]
     return rows, sampling_seconds, time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class ParaphraseJob:
+    """What a shard's paraphrasing asks for (the command's ``AcquireParaphrase``); ``rule`` is the
+    evaluation sets' guard a restatement must pass (:meth:`~selfimprove.runtime.evalguard.EvalGuard.rule`)."""
+
+    per_prompt: int
+    max_new_tokens: int = 64
+    by_majority: bool = False
+    rule: paraphrases.Rule | None = None
+
+
+def paraphrase(
+    engine: Engine,
+    task: Task,
+    items: Sequence[Item],
+    rows: Sequence[Row],
+    job: ParaphraseJob,
+    sampling: SamplingParams,
+) -> tuple[list[Row], paraphrases.Paraphrased]:
+    """Rows of the restated prompts of ``items`` (whose rows are ``rows``) that kept their meaning,
+    and the counts (:mod:`selfimprove.acquisition.paraphrases`).
+
+    ``per_prompt`` restatements are sampled per item in one batch (temperature 0.9, for variety);
+    the usable ones are answered in a second batch with the shard's ``sampling``, like any prompt.
+    An item none of whose restatements could be kept gets none asked: without a reference answer in
+    a verified run, without a majority answer in a label-free one.
+    """
+    by_id = {r["id"]: r for r in rows}
+    sources = [
+        (item, answer)
+        for item in items
+        if (answer := paraphrases.answer_for(item, by_id[item.id], job.by_majority)) is not None
+    ]
+    if job.per_prompt < 1 or not sources:
+        return [], paraphrases.Paraphrased()
+    seed = None if sampling.seed is None else sampling.seed + 1
+    restate = SamplingParams(
+        n=job.per_prompt, temperature=0.9, top_p=0.95, max_new_tokens=job.max_new_tokens, seed=seed
+    )
+    replies = engine.generate(
+        GenerationRequest([paraphrases.restate_prompt(item.prompt) for item, _ in sources], restate)
+    )
+    tokens = sum(s.tokens for r in replies for s in r.samples)
+    refused: Counter[str] = Counter()
+    asked: list[tuple[Item, Item]] = []
+    for (item, answer), reply in zip(sources, replies, strict=True):
+        texts, why = paraphrases.screen([s.text for s in reply.samples], item.prompt, answer, job.rule)
+        # the held-out wordings stay untrained, whoever writes them (the transfer measurement)
+        held = [text for text in texts if task.heldout_wording(text)]
+        if held:
+            why["heldout_wording"] += len(held)
+            texts = [text for text in texts if text not in held]
+        refused.update(why)
+        asked += [(item, paraphrases.restated(item, t, k, job.by_majority)) for k, t in enumerate(texts, 1)]
+    answers = engine.generate(GenerationRequest([p.prompt for _, p in asked], sampling)) if asked else []
+    kept: list[Row] = []
+    for (item, restated), result in zip(asked, answers, strict=True):
+        row = make_row(restated, result.samples, task.extract, task.verify)
+        row["paraphrase_of"] = item.id
+        if paraphrases.survived(by_id[item.id], row, job.by_majority):
+            kept.append(row)
+        else:
+            tokens += sum(s.tokens for s in result.samples)
+    counts = paraphrases.Paraphrased(
+        asked=len(sources) * job.per_prompt,
+        sampled=len(asked),
+        kept=len(kept),
+        tokens=tokens,
+        refused=dict(refused),
+    )
+    return kept, counts

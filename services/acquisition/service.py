@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from selfimprove.acquisition.settings import AcquisitionSettings
 from selfimprove.acquisition.shard import shard_stats
@@ -23,6 +25,12 @@ from selfimprove.core.store import ArtifactError, ArtifactStore
 from selfimprove.v2.common_pb2 import Stage
 from selfimprove.v2.envelope_pb2 import Envelope
 from selfimprove.v2.stages_pb2 import AcquireCommand, AcquireResult, AcquireStats
+
+if TYPE_CHECKING:
+    from selfimprove.acquisition.paraphrases import Paraphrased, Rule
+    from selfimprove.contracts.samples import Row
+    from selfimprove.runtime.engine import Engine, SamplingParams
+    from selfimprove.runtime.tasks.base import Item, Task
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +126,7 @@ class Acquirer:
                 raise StageInputError(f"num_prompts must be at least 1, got {cmd.num_prompts}")
             task = load_task(cmd.task.name or "arithmetic", json.loads(cmd.task.params_json or "{}"))
             engine = self.policies.engine(cmd.policy)
+            guard = self.guard(cmd.test_sets_json)
             if cmd.self_instruct:
                 with tempfile.TemporaryDirectory() as tmp:
                     seeds = read_seed_set(self.ctx.store, cmd, Path(tmp) / "seed.jsonl")
@@ -125,10 +134,9 @@ class Acquirer:
                 written = generate.self_instruct(
                     engine, seeds, cmd.num_prompts, seed, self.settings.instruct_max_new_tokens
                 )
-                screened = instruct.screen(written, seeds, self.guard(cmd.test_sets_json).rule)
+                screened = instruct.screen(written, seeds, guard.rule)
                 items = screened.items
             else:
-                guard = self.guard(cmd.test_sets_json)
                 items = prompts.shard_items(
                     task,
                     cmd.seed,
@@ -169,7 +177,10 @@ class Acquirer:
         if report is not None:
             report.update(0, len(items))
         rows, _, seconds = generate.run_shard(engine, task, job, report.advance if report else None)
-        figures = shard_stats(rows, seconds)
+        restated, counts = self.paraphrase(engine, task, items, rows, cmd, sampling, guard.rule)
+        rows += restated
+        figures = shard_stats(rows, seconds + counts.seconds, counts.tokens)
+        figures.paraphrases_asked, figures.paraphrases_sampled = counts.asked, counts.sampled
         if cmd.self_instruct:
             figures.instruct_asked = cmd.num_prompts
             figures.instruct_dropped = cmd.num_prompts - len(items)
@@ -209,11 +220,43 @@ class Acquirer:
                 "rationalize_steps": tactics.rationalize_steps,
                 "check_labels": tactics.check_labels,
             },
+            "paraphrase": {
+                "per_prompt": cmd.paraphrase.per_prompt,
+                "max_new_tokens": cmd.paraphrase.max_new_tokens,
+                "by_majority": cmd.paraphrase.by_majority,
+                "refused": dict(counts.refused or {}),
+            },
             "instance": self.ctx.settings.instance,
             "stats": stats_dict(figures),
         }
         log.info("shard %d of %s iter %d: %s", cmd.shard, env.run_id, env.iteration, meta["stats"])
         return {"samples.jsonl": to_jsonl(rows)}, meta
+
+    def paraphrase(
+        self,
+        engine: Engine,
+        task: Task,
+        items: Sequence[Item],
+        rows: Sequence[Row],
+        cmd: AcquireCommand,
+        sampling: SamplingParams,
+        rule: Rule | None,
+    ) -> tuple[list[Row], Paraphrased]:
+        """The shard's kept restated prompts and their counts (``cmd.paraphrase``; none when off), each
+        restatement screened by the evaluation sets' guard ``rule`` like the prompts."""
+        import time
+
+        from selfimprove.acquisition import generate
+        from selfimprove.acquisition.paraphrases import Paraphrased
+
+        spec = cmd.paraphrase
+        if spec.per_prompt < 1:
+            return [], Paraphrased()
+        started = time.perf_counter()
+        job = generate.ParaphraseJob(spec.per_prompt, spec.max_new_tokens or 64, spec.by_majority, rule)
+        kept, counts = generate.paraphrase(engine, task, items, rows, job, sampling)
+        log.info("shard %d: paraphrases %s", cmd.shard, counts)
+        return kept, replace(counts, seconds=time.perf_counter() - started)
 
     async def handle(self, env: Envelope) -> list[Outgoing]:
         if env.WhichOneof("payload") != "acquire_command":

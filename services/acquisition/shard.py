@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from selfimprove.acquisition.selfjudge import bucket
-from selfimprove.contracts.samples import Row, is_step, jsonable
+from selfimprove.contracts.samples import Row, is_paraphrase, is_step, jsonable
 from selfimprove.contracts.voting import agreement, majority, pass_rate
 from selfimprove.runtime.tasks.base import Item
 from selfimprove.v2.stages_pb2 import AcquireStats, CategoryStats
@@ -64,25 +64,33 @@ def make_row(
     }
 
 
-def shard_stats(rows: Sequence[Row], seconds: float) -> AcquireStats:
+def shard_stats(rows: Sequence[Row], seconds: float, extra_tokens: int = 0) -> AcquireStats:
     """The shard's :class:`AcquireStats`: counts, tokens/s, pass-rate histogram (prompt counts), yield,
     agreement, and per category its prompts asked, verified, their pass rate and open labels
     (:func:`open_label`). Sub-question rows (:func:`is_step`) are left out of every prompt figure and
-    counted apart (``step_*``); ``tokens`` counts every sample generated (see the message's comments).
+    counted apart (``step_*``); so are restated prompts (:func:`is_paraphrase`, ``paraphrases_kept``;
+    the caller sets how many were asked and sampled). ``tokens`` counts every sample generated (see
+    the message's comments), with ``extra_tokens`` generated for no stored row.
 
     >>> row = {"samples": [{"tokens": 5, "verified": True}, {"tokens": 3, "verified": False}],
     ...        "pass_rate": 0.5, "agreement": 0.5}
     >>> s = shard_stats([row], 2.0)
     >>> s.tokens, s.tokens_per_second, s.yield_rate, s.pass_rate_0_50
     (8, 4.0, 1.0, 1)
+    >>> s = shard_stats([row, {**row, "paraphrase_of": "a"}], 2.0, extra_tokens=4)
+    >>> s.prompts, s.tokens, s.paraphrases_kept
+    (1, 20, 1)
     >>> s = shard_stats([{**row, "category": "add2"}, {**row, "category": "add2", "pass_rate": 1.0}], 1.0)
     >>> c = s.categories[0]
     >>> c.category, c.pass_rate, c.verified, c.asked, c.open_labels
     ('add2', 0.75, 2, 2, 0)
     """
     steps = [r for r in rows if is_step(r)]
-    tokens = sum(s["tokens"] for r in steps for s in [*r["samples"], *r.get("rationales", ())])
-    rows = [r for r in rows if not is_step(r)]
+    restated = [r for r in rows if is_paraphrase(r)]
+    tokens = extra_tokens + sum(
+        s["tokens"] for r in [*steps, *restated] for s in [*r["samples"], *r.get("rationales", ())]
+    )
+    rows = [r for r in rows if not is_step(r) and not is_paraphrase(r)]
     samples = [s for r in rows for s in r["samples"]]
     hinted = [s for r in rows for s in r.get("rationales", ())]
     worked = [s for r in rows for s in r.get("worked", ())]
@@ -128,6 +136,7 @@ def shard_stats(rows: Sequence[Row], seconds: float) -> AcquireStats:
         step_prompts=len(steps),
         step_yield=share([any_verified(r["samples"]) for r in steps], len(steps)),
         steps_rationalized=sum(any_verified(r.get("rationales", ())) for r in steps),
+        paraphrases_kept=len(restated),
         categories=[categories[k] for k in sorted(categories)],
         **{name: n for name, n in Counter(bucket(rate) for rate in rates).items()},
     )

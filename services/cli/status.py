@@ -62,6 +62,27 @@ def stop_cmd(
     typer.echo(f"run {run_id}: {reply.state}")
 
 
+def phrasing_line(history: list[dict]) -> str:
+    """The held-out-phrasing split beside dev, per evaluated iteration (empty: the task has none).
+
+    >>> phrasing_line([{"iteration": 1, "incumbent_accuracy": 0.4, "candidate_accuracy": 0.6,
+    ...                 "heldout_phrasing_incumbent_accuracy": 0.3, "heldout_phrasing_candidate_accuracy": 0.35}])
+    'held-out phrasing per iteration (incumbent→candidate, dev in brackets): 1: 0.300→0.350 (0.400→0.600)'
+    >>> phrasing_line([{"iteration": 1, "incumbent_accuracy": 0.4}])
+    ''
+    """
+    cells = [
+        f"{r['iteration']}: {r['heldout_phrasing_incumbent_accuracy']:.3f}→"
+        f"{r['heldout_phrasing_candidate_accuracy']:.3f} "
+        f"({r.get('incumbent_accuracy', 0.0):.3f}→{r.get('candidate_accuracy', 0.0):.3f})"
+        for r in history
+        if "heldout_phrasing_candidate_accuracy" in r
+    ]
+    if not cells:
+        return ""
+    return "held-out phrasing per iteration (incumbent→candidate, dev in brackets): " + ", ".join(cells)
+
+
 def _print(status, lineage: dict) -> None:
     from selfimprove.v2.common_pb2 import Stage
     from selfimprove.v2.stages_pb2 import Decision
@@ -76,6 +97,8 @@ def _print(status, lineage: dict) -> None:
         )
     echo(f"  incumbent {status.incumbent.version or status.incumbent.base}")
     echo("  accuracy per iteration: " + ", ".join(f"{a:.3f}" for a in status.accuracy))
+    if phrasing := phrasing_line(lineage.get("history", [])):
+        echo("  " + phrasing)
     echo(f"  code {lineage.get('code_version', '?')}, tokens used {lineage.get('tokens_used', 0):.0f}")
     echo("decisions:")
     for d in status.decisions:

@@ -19,6 +19,11 @@ apart, so ``pass_rate``, ``majority`` and ``agreement`` describe the model's own
 ``pick`` (:data:`BY_VERIFIER`, or :data:`BY_MAJORITY` in label-free runs); kept apart likewise. The
 sub-questions themselves follow the prompts' rows as rows of their own, marked ``meta.step`` (1 or 2,
 and ``meta.pick`` ``majority`` when chosen so), so selection can train the steps too (:func:`is_step`).
+A prompt the model restated in its own words (``acquisition.paraphrase``) has a row of its own too,
+marked ``paraphrase_of`` (the source prompt's id; :func:`is_paraphrase`), stored only when the
+restatement kept its meaning: it is the same item (category, reference answer, ``meta.key``) asked in
+other words, and ``meta.pick`` is ``majority`` when it was kept by agreement with the source's
+majority answer (label-free) rather than by the verifier.
 ``check`` is label-free mode's consistency check of the majority answer (``check_labels``; ``null``
 when off, or when the prompt has no majority or the task no check question for it): the task's check
 question, the answer it expects if the label is right, and the model's greedy reply to it.
@@ -133,7 +138,12 @@ class _PromptRowBase(TypedDict):
 
 
 class PromptRow(_PromptRowBase, total=False):
-    """One ``samples.jsonl`` row: a prompt (or a sub-question) and everything generated for it."""
+    """One ``samples.jsonl`` row: a prompt (or a sub-question, or a restated prompt) and everything
+    generated for it."""
+
+    paraphrase_of: str
+    """Only on a restated prompt's row: the id of the prompt it restates (whose row is in the same
+    shard). The row's ``prompt`` is the model's restatement; everything else is the source item's."""
 
 
 def jsonable(value: Any) -> Any:
@@ -156,6 +166,15 @@ def is_step(row: Mapping[str, Any]) -> bool:
     (True, False, False)
     """
     return bool((row.get("meta") or {}).get("step"))
+
+
+def is_paraphrase(row: Mapping[str, Any]) -> bool:
+    """Whether ``row`` is a restated prompt (``paraphrase_of``) rather than a task prompt.
+
+    >>> is_paraphrase({"paraphrase_of": "ab"}), is_paraphrase({"id": "ab"})
+    (True, False)
+    """
+    return bool(row.get("paraphrase_of"))
 
 
 def to_jsonl(rows: Sequence[Mapping[str, Any]]) -> bytes:

@@ -107,9 +107,13 @@ def ended_before(end: RunEnd | None, env: Envelope) -> str | None:
     return end.status
 
 
-async def run_once(store: ArtifactStore, env: Envelope, build: Build) -> tuple[ArtifactRef, dict[str, Any]]:
+async def run_once(
+    store: ArtifactStore, env: Envelope, build: Build, on_compute: bool = True
+) -> tuple[ArtifactRef, dict[str, Any]]:
     """The attempt's artifact: the existing one, or ``build()`` run on the compute thread
-    (:mod:`.compute`) and published; ``StageInputError`` when the run has ended."""
+    (:mod:`.compute`) and published; ``StageInputError`` when the run has ended. With
+    ``on_compute=False`` ``build`` runs on a worker thread and sends its model calls to the compute
+    thread itself (``compute.call``), so the thread is free between them."""
     prefix = prefix_for(env)
     existing = await asyncio.to_thread(store.find_manifest, prefix)
     if existing is not None:
@@ -118,7 +122,7 @@ async def run_once(store: ArtifactStore, env: Envelope, build: Build) -> tuple[A
     status = ended_before(await asyncio.to_thread(read_run_end, store, env.run_id), env)
     if status is not None:
         raise StageInputError(f"run {env.run_id} has ended ({status}): its command is not carried out")
-    files, meta = await compute.run(build)
+    files, meta = await (compute.run(build) if on_compute else asyncio.to_thread(build))
     ref = await asyncio.to_thread(store.publish, prefix, files, meta)
     return ref, meta
 

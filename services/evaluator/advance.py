@@ -178,7 +178,12 @@ def _evaluated(tr: Transition) -> None:
     rec = s.accepted["evaluate"]
     suites = rec["suites"]
     verdict = verdicts.evaluation_verdict(
-        suites, e.alpha, e.regression_margin, tr.cfg.training.pending_tolerance, e.regression_alpha
+        suites,
+        e.alpha,
+        e.regression_margin,
+        tr.cfg.training.pending_tolerance,
+        e.regression_alpha,
+        e.max_phrasing_gap,
     )
     main = suites[0] if suites else {}
     n, full = int(main.get("n", 0)), e.dev_size or tr.cfg.task.dev_size
@@ -195,6 +200,13 @@ def _evaluated(tr: Transition) -> None:
         p_value=verdict.p_value,
         evaluated=[n, full],
     )
+    if verdict.phrasing_candidate is not None and verdict.phrasing_incumbent is not None:
+        # the held-out-phrasing split, beside dev (the report's columns, the metrics' gauges)
+        row.update(
+            heldout_phrasing_candidate_accuracy=verdict.phrasing_candidate,
+            heldout_phrasing_incumbent_accuracy=verdict.phrasing_incumbent,
+        )
+        tr.signal("phrasing_accuracy", verdict.phrasing_incumbent, verdict.phrasing_candidate)
     s.runner_up = {}
     if verdict.ok and not already:
         _promote(

@@ -13,14 +13,16 @@ import zlib
 from selfimprove.core import envelope as envelopes
 from selfimprove.core.outgoing import Outgoing
 from selfimprove.core.topics import Topics
-from selfimprove.evaluator.config import RunConfig, tactics_of
+from selfimprove.evaluator.config import RunConfig, phrasing_size, tactics_of
 from selfimprove.evaluator.focus import next_weights
 from selfimprove.evaluator.refs import base_version, to_model, to_ref
 from selfimprove.evaluator.state import RunState, slot_shard, slot_stage, training_sets
 from selfimprove.runtime.evalguard import dump_test_sets
+from selfimprove.runtime.tasks.base import HELDOUT_PHRASING
 from selfimprove.v2.common_pb2 import ModelRef, SamplingParams, Stage, TaskSpec
 from selfimprove.v2.stages_pb2 import (
     AcquireCommand,
+    AcquireParaphrase,
     AcquireTactics,
     EvalSuite,
     EvaluateCommand,
@@ -120,6 +122,25 @@ def tactics_at(cfg: RunConfig, iteration: int) -> AcquireTactics:
     )
 
 
+def paraphrase_at(cfg: RunConfig, iteration: int) -> AcquireParaphrase:
+    """The paraphrasing of ``iteration``'s acquire commands (``acquisition.paraphrase``): restatements
+    per prompt from ``from_iteration`` on, kept by majority agreement in label-free runs (which read
+    no reference answer), by the verifier otherwise.
+
+    >>> from selfimprove.evaluator.config import load_config
+    >>> cfg = load_config("acquisition: {paraphrase: {per_prompt: 2, from_iteration: 2}}")
+    >>> paraphrase_at(cfg, 1).per_prompt, paraphrase_at(cfg, 2).per_prompt, paraphrase_at(cfg, 2).by_majority
+    (0, 2, False)
+    """
+    p = cfg.acquisition.paraphrase
+    per_prompt = p.at(iteration)
+    if not per_prompt:
+        return AcquireParaphrase()
+    return AcquireParaphrase(
+        per_prompt=per_prompt, max_new_tokens=p.max_new_tokens, by_majority=cfg.label_free
+    )
+
+
 def focus_of(state: RunState, cfg: RunConfig) -> dict[str, float]:
     """The category weights of this iteration's acquire commands (``acquisition.focus``; none: the
     task's even mix). A label-free run reads only acquisitions a trained model sampled: while the base
@@ -161,6 +182,7 @@ def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
             category_weights=focus_of(state, cfg),
             tactics=tactics_at(cfg, state.iteration),
             test_sets_json=dump_test_sets(cfg.evaluation.test_sets),
+            paraphrase=paraphrase_at(cfg, state.iteration),
         )
     if stage == "select":
         shards = [
@@ -188,6 +210,11 @@ def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
     if stage == "evaluate":
         e = cfg.evaluation
         main = EvalSuite(name="dev", task=main_task(cfg), dev_size=e.dev_size or cfg.task.dev_size)
+        # the same dev problems in the task's held-out wordings (a worker skips it for a task without them)
+        size = phrasing_size(cfg)
+        phrasing = [
+            EvalSuite(name=HELDOUT_PHRASING, task=main_task(cfg), dev_size=size, split=HELDOUT_PHRASING)
+        ]
         suites = [
             EvalSuite(
                 name=s.label, task=task_spec(s.name, s.params), dev_size=s.dev_size or cfg.task.dev_size
@@ -198,7 +225,7 @@ def _payload(state: RunState, cfg: RunConfig, slot: str, attempt: int):
             candidate=to_model(state.candidate),
             incumbent=incumbent,
             seed=e.seed,
-            suites=[main, *suites],
+            suites=[main, *(phrasing if size else []), *suites],
             max_new_tokens=e.max_new_tokens,
             interim_looks=e.interim_looks,
             interim_alpha=e.interim_alpha if e.interim_looks else 0.0,

@@ -73,6 +73,23 @@ class BudgetConfig(_Strict):
     tokens: int = Field(10_000_000, ge=1, description="Most tokens generated or trained on, all stages.")
 
 
+class ParaphraseConfig(_Strict):
+    """Paraphrased training prompts: the model restates each prompt in its own words, and its answers
+    to a restatement that kept its meaning are trained on too (docs/data.md, "Paraphrased prompts")."""
+
+    per_prompt: int = Field(0, ge=0, le=16, description="Restatements asked per training prompt (0: off).")
+    from_iteration: int = Field(1, ge=1, description="The first iteration that paraphrases.")
+    max_new_tokens: int = Field(64, ge=8, le=512, description="Tokens of one restatement.")
+
+    def at(self, iteration: int) -> int:
+        """Restatements per prompt in ``iteration``.
+
+        >>> ParaphraseConfig(per_prompt=2, from_iteration=2).at(1), ParaphraseConfig(per_prompt=2, from_iteration=2).at(3)
+        (0, 2)
+        """
+        return self.per_prompt if iteration >= self.from_iteration else 0
+
+
 class AcquisitionConfig(_Strict):
     shards: int = Field(2, ge=1, le=256)
     prompts_per_shard: int = Field(32, ge=1)
@@ -110,6 +127,11 @@ class AcquisitionConfig(_Strict):
     )
     more_prompts_factor: float = Field(2.0, ge=1, description="Prompts grow by this on a data retry.")
     max_data_retries: int = Field(1, ge=0, description="Re-acquisitions for too little data, then stop.")
+    paraphrase: ParaphraseConfig = Field(
+        default_factory=ParaphraseConfig,
+        description="Restated training prompts, kept when their meaning survived (verifier, or in "
+        "label-free runs the agreement of majority answers).",
+    )
 
     @field_validator("seed_set")
     @classmethod
@@ -179,6 +201,20 @@ class EvaluationConfig(_Strict):
     )
     interim_alpha: float = Field(
         0.001, gt=0, lt=1, description="Significance an interim look needs (below alpha)."
+    )
+    heldout_phrasing_size: int | None = Field(
+        None,
+        ge=0,
+        description="Dev problems asked in the task's held-out phrasings (the heldout_phrasing split, "
+        "docs/tasks.md), scored beside the dev split at every evaluation; default: the dev size; 0: not "
+        "scored. A task without the split (a data file) scores none.",
+    )
+    max_phrasing_gap: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="A candidate whose gap (dev accuracy minus held-out-phrasing accuracy) is wider than "
+        "the incumbent's by more than this is not promoted; unset: the gap is reported, never judged.",
     )
     test_sets: list[TestSet] = Field(
         default_factory=list,
@@ -309,6 +345,7 @@ def load_config(text: str, *, files: bool = True) -> RunConfig:
     check_tactics(cfg)
     check_refine_when(cfg)
     check_interim_looks(cfg)
+    check_phrasing_gap(cfg)
     check_self_instruct(cfg, files)
     if files:
         check_tracking(cfg)
@@ -484,6 +521,46 @@ def check_interim_looks(cfg: RunConfig) -> None:
         )
 
 
+def phrasing_size(cfg: RunConfig) -> int:
+    """Held-out-phrasing problems per evaluation (0: none): ``evaluation.heldout_phrasing_size``, by
+    default the evaluation's dev size.
+
+    >>> phrasing_size(RunConfig()), phrasing_size(RunConfig.model_validate({"evaluation": {"heldout_phrasing_size": 0}}))
+    (100, 0)
+    """
+    e = cfg.evaluation
+    return (e.dev_size or cfg.task.dev_size) if e.heldout_phrasing_size is None else e.heldout_phrasing_size
+
+
+def check_phrasing_gap(cfg: RunConfig) -> None:
+    """A gap gate needs the held-out-phrasing split scored, on a task that has it.
+
+    >>> check_phrasing_gap(RunConfig.model_validate({"evaluation": {"max_phrasing_gap": 0.05, "heldout_phrasing_size": 0}}))
+    Traceback (most recent call last):
+    ...
+    selfimprove.evaluator.config.ConfigError: invalid run config: evaluation.max_phrasing_gap: 0.05 needs the held-out-phrasing split scored (evaluation.heldout_phrasing_size is 0)
+    """
+    from selfimprove.runtime.tasks import HELDOUT_PHRASING, TaskLoadError, load_task
+
+    gap = cfg.evaluation.max_phrasing_gap
+    if gap is None:
+        return
+    if phrasing_size(cfg) == 0:
+        raise ConfigError(
+            f"invalid run config: evaluation.max_phrasing_gap: {gap} needs the held-out-phrasing split "
+            "scored (evaluation.heldout_phrasing_size is 0)"
+        )
+    try:
+        task = load_task(cfg.task.name, cfg.task.params)
+    except (TaskLoadError, ImportError, ValueError, TypeError):
+        return  # reported by check_dev_sizes, or a plug-in this process cannot import
+    if HELDOUT_PHRASING not in task.splits:
+        raise ConfigError(
+            f"invalid run config: evaluation.max_phrasing_gap: task {cfg.task.name!r} has no "
+            f"{HELDOUT_PHRASING} split (it has {', '.join(task.splits)}), so there is no gap to judge"
+        )
+
+
 def check_dev_sizes(cfg: RunConfig) -> None:
     """Refuse dev sizes the task's dev split cannot fill, before a run spends hours reaching them.
 
@@ -495,7 +572,7 @@ def check_dev_sizes(cfg: RunConfig) -> None:
     ...
     selfimprove.evaluator.config.ConfigError: invalid run config: task.dev_size: categories ['add1'] have too few distinct dev problems for n=30 (they have 12)
     """
-    from selfimprove.runtime.tasks import TaskLoadError, load_task
+    from selfimprove.runtime.tasks import HELDOUT_PHRASING, TaskLoadError, load_task
 
     main = cfg.evaluation.dev_size or cfg.task.dev_size
     wanted = [("task.dev_size", cfg.task.name, cfg.task.params, main)]
@@ -511,6 +588,7 @@ def check_dev_sizes(cfg: RunConfig) -> None:
     for i, suite in enumerate(cfg.task.regression_suites):
         n = suite.dev_size or cfg.task.dev_size
         wanted.append((f"task.regression_suites.{i}.dev_size", suite.name, suite.params, n))
+    wanted.append(("evaluation.heldout_phrasing_size", cfg.task.name, cfg.task.params, phrasing_size(cfg)))
     for where, name, params, n in wanted:
         try:
             task = load_task(name, params)
@@ -521,8 +599,11 @@ def check_dev_sizes(cfg: RunConfig) -> None:
             continue
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"invalid run config: {where.rsplit('.', 1)[0]}: {exc}") from None
+        split = HELDOUT_PHRASING if where == "evaluation.heldout_phrasing_size" else "dev"
+        if n == 0 or split not in task.splits:
+            continue  # not scored
         try:
-            task.items("dev", n)
+            task.items(split, n)
         except ValueError as exc:
             raise ConfigError(f"invalid run config: {where}: {exc}") from None
 

@@ -35,6 +35,12 @@ class LoopMetrics:
         )
         self.incumbent = r.gauge("incumbent_accuracy", "Dev accuracy of the run's incumbent")
         self.candidate = r.gauge("candidate_accuracy", "Dev accuracy of the run's last candidate")
+        self.phrasing = r.gauge(
+            "heldout_phrasing_accuracy",
+            "Accuracy on the held-out-phrasing split (the dev problems in wordings never trained on) of "
+            "the incumbent and the candidate at the run's last evaluation",
+            ["model"],
+        )
         self.promotions = r.counter("promotions_total", "Candidates promoted")
         self.rejections = r.counter("rejections_total", "Candidates rejected")
         self.progress = r.gauge(
@@ -91,6 +97,9 @@ class LoopMetrics:
                 of(self.rejections).inc()
             elif kind == "accuracy":
                 of(self.candidate).set(sig[2])
+            elif kind == "phrasing_accuracy":
+                of(self.phrasing, "incumbent").set(sig[1])
+                of(self.phrasing, "candidate").set(sig[2])
             elif kind == "ignored":
                 self.ignored_result(sig[1], sig[3] if len(sig) > 3 else "")
             elif kind == "parked":

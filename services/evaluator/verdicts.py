@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from selfimprove.runtime.tasks.base import HELDOUT_PHRASING
 from selfimprove.v2.stages_pb2 import AcquireStats, SelectStats, TrainStats
 
 
@@ -67,6 +68,10 @@ class EvaluationVerdict(Verdict):
     pending: bool = False
     """Rejected, but worth training further: a gain not yet significant, or a fall within the
     pending tolerance."""
+    phrasing_candidate: float | None = None
+    """The candidate's accuracy on the held-out-phrasing split; ``None`` when it was not scored."""
+    phrasing_incumbent: float | None = None
+    """The incumbent's accuracy on the held-out-phrasing split; ``None`` when it was not scored."""
 
 
 def weighted(pairs: Sequence[tuple[float, float]]) -> float:
@@ -209,6 +214,7 @@ def evaluation_verdict(
     margin: float,
     pending_tolerance: float = 0.0,
     regression_alpha: float | None = None,
+    max_phrasing_gap: float | None = None,
 ) -> EvaluationVerdict:
     """Promote only a significant gain on the main suite (the first) with no regression beyond
     ``margin`` on any other suite. A rejected candidate is ``pending`` (worth training further) when
@@ -216,6 +222,11 @@ def evaluation_verdict(
     With ``regression_alpha``, a drop beyond the margin is a regression only when it is also
     significant (the suite's exact McNemar p below it): on a small suite a few items either way are
     noise, and the main-suite rules decide.
+
+    The held-out-phrasing suite (``split`` ``heldout_phrasing``: the main suite's problems in wordings
+    never trained on) is no regression suite: its accuracies are reported (figures and the verdict's
+    ``phrasing_*`` fields), and with ``max_phrasing_gap`` a candidate whose gap (main accuracy minus
+    held-out-phrasing accuracy) is wider than the incumbent's by more than that is rejected.
 
     >>> main = {"name": "dev", "candidate_accuracy": 0.6, "incumbent_accuracy": 0.4, "p_value": 0.01, "n": 100}
     >>> evaluation_verdict([main], 0.05, 0.05).ok
@@ -234,6 +245,13 @@ def evaluation_verdict(
     'regression on add1: 0.700 < 0.900 - margin 0.05 (p=0.0200 < 0.05)'
     >>> evaluation_verdict([main, {**reg, "p_value": 0.25}], 0.05, 0.05, regression_alpha=0.05).reason
     'significant gain +0.200 (p=0.0100 < alpha 0.05); add1 fell 0.900 -> 0.700, not significant (p=0.2500)'
+    >>> worded = {"name": "heldout_phrasing", "split": "heldout_phrasing", "candidate_accuracy": 0.3,
+    ...           "incumbent_accuracy": 0.3, "p_value": 1.0, "n": 100}
+    >>> v = evaluation_verdict([main, worded], 0.05, 0.05, max_phrasing_gap=0.1)
+    >>> v.ok, v.reason, v.phrasing_candidate, v.phrasing_incumbent
+    (False, 'phrasing gap widened: dev 0.600 - held-out phrasing 0.300 = 0.300 > incumbent 0.400 - 0.300 = 0.100 + margin 0.1', 0.3, 0.3)
+    >>> evaluation_verdict([main, worded], 0.05, 0.05).ok, evaluation_verdict([main, worded], 0.05, 0.05, max_phrasing_gap=0.2).ok
+    (True, True)
     """
     if not suites:
         return EvaluationVerdict(False, "evaluation returned no suites")
@@ -241,17 +259,44 @@ def evaluation_verdict(
     cand, inc = float(main.get("candidate_accuracy", 0)), float(main.get("incumbent_accuracy", 0))
     p = float(main.get("p_value", 1.0))
     figures = {"candidate_accuracy": cand, "incumbent_accuracy": inc, "delta": cand - inc, "p_value": p}
+    worded = next((s for s in suites[1:] if s.get("split") == HELDOUT_PHRASING), None)
+    w_cand: float | None = None
+    w_inc: float | None = None
+    if worded is not None:
+        w_cand = float(worded.get("candidate_accuracy", 0))
+        w_inc = float(worded.get("incumbent_accuracy", 0))
+        figures.update(
+            heldout_phrasing_candidate_accuracy=w_cand,
+            heldout_phrasing_incumbent_accuracy=w_inc,
+            phrasing_gap_candidate=cand - w_cand,
+            phrasing_gap_incumbent=inc - w_inc,
+        )
+        gap, was = cand - w_cand, inc - w_inc
+        if max_phrasing_gap is not None and gap > was + max_phrasing_gap + 1e-12:
+            reason = (
+                f"phrasing gap widened: dev {cand:.3f} - held-out phrasing {w_cand:.3f} = {gap:.3f} > "
+                f"incumbent {inc:.3f} - {w_inc:.3f} = {was:.3f} + margin {max_phrasing_gap:g}"
+            )
+            return EvaluationVerdict(
+                False, reason, figures, p_value=p, phrasing_candidate=w_cand, phrasing_incumbent=w_inc
+            )
     noise = ""  # drops beyond the margin that regression_alpha judged not significant
     for s in suites[1:]:
+        if s is worded:
+            continue
         c, i = float(s.get("candidate_accuracy", 0)), float(s.get("incumbent_accuracy", 0))
         if c < i - margin - 1e-12:
             reason = f"regression on {s.get('name')}: {c:.3f} < {i:.3f} - margin {margin}"
             p_drop = float(s.get("p_value", 1.0))
             if regression_alpha is None:
-                return EvaluationVerdict(False, reason, figures, p_value=p)
+                return EvaluationVerdict(
+                    False, reason, figures, p_value=p, phrasing_candidate=w_cand, phrasing_incumbent=w_inc
+                )
             if p_drop < regression_alpha:
                 said = f"{reason} (p={p_drop:.4f} < {regression_alpha:g})"
-                return EvaluationVerdict(False, said, figures, p_value=p)
+                return EvaluationVerdict(
+                    False, said, figures, p_value=p, phrasing_candidate=w_cand, phrasing_incumbent=w_inc
+                )
             noise += f"; {s.get('name')} fell {i:.3f} -> {c:.3f}, not significant (p={p_drop:.4f})"
     if cand <= inc:
         reason = f"no gain: candidate {cand:.3f} <= incumbent {inc:.3f}"
@@ -260,13 +305,25 @@ def evaluation_verdict(
         if pending:
             figures["pending"] = 1.0
             reason += f" (within the pending tolerance {pending_tolerance:g})"
-        return EvaluationVerdict(False, reason + noise, figures, p_value=p, pending=pending)
+        return EvaluationVerdict(
+            False,
+            reason + noise,
+            figures,
+            p_value=p,
+            pending=pending,
+            phrasing_candidate=w_cand,
+            phrasing_incumbent=w_inc,
+        )
     if p >= alpha:
         figures["pending"] = 1.0  # a gain, no regression, not (yet) significant
         said = f"gain {cand - inc:+.3f} not significant (p={p:.4f} >= alpha {alpha}){noise}"
-        return EvaluationVerdict(False, said, figures, p_value=p, pending=True)
+        return EvaluationVerdict(
+            False, said, figures, p_value=p, pending=True, phrasing_candidate=w_cand, phrasing_incumbent=w_inc
+        )
     said = f"significant gain {cand - inc:+.3f} (p={p:.4f} < alpha {alpha}){noise}"
-    return EvaluationVerdict(True, said, figures, p_value=p)
+    return EvaluationVerdict(
+        True, said, figures, p_value=p, phrasing_candidate=w_cand, phrasing_incumbent=w_inc
+    )
 
 
 def collapse_verdict(

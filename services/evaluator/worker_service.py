@@ -1,14 +1,17 @@
 """Evaluation workers: run candidate and incumbent greedily on the same held-out dev items (the task's
 dev split, never the training stream) and publish paired scores per suite.
 
-The command's suites (``EvalSuite``: a name, a task, a dev size) are scored in order; the first is
-the run's task, the others its regression suites. Per-item results of each model version are cached
-in the store (``evalcache``), so an incumbent is evaluated once per (version, suite, dev seed).
+The command's suites (``EvalSuite``: a name, a task, a dev size, a split) are scored in order; the
+first is the run's task, the others its held-out-phrasing split (the same dev problems in the wordings
+the task never trains on; skipped for a task without that split) and its regression suites. Per-item
+results of each model version are cached in the store (``evalcache``), so an incumbent is evaluated
+once per (version, suite, split, dev seed).
 
 With interim looks (``interim_looks``, ``interim_alpha``: ``evaluation.interim_looks``), the main suite is
 evaluated in chunks, up to each look in turn, and stops at the first look where the candidate's
 gain is already significant at the interim level (:func:`~selfimprove.evaluator.paired.decided_early`);
-the suite then scores the items evaluated so far.
+the suite then scores the items evaluated so far, and the held-out-phrasing suite as many (the same
+problems, as the split gives them in the same order).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from selfimprove.evaluator import evalcache
 from selfimprove.evaluator.paired import chunks, decided_early, suite_score, task_params
 from selfimprove.evaluator.refs import to_suite
 from selfimprove.evaluator.settings import WorkerSettings
+from selfimprove.runtime.tasks.base import HELDOUT_PHRASING
 from selfimprove.v2.common_pb2 import Stage
 from selfimprove.v2.envelope_pb2 import Envelope
 from selfimprove.v2.stages_pb2 import EvaluateResult, EvaluateStats
@@ -87,9 +91,8 @@ class Evaluation:
         suites, lines, tokens, hits = [], [], 0, 0
         start = time.perf_counter()
         max_new = cmd.max_new_tokens or self.settings.max_new_tokens
-        if report is not None:
-            report.update(0, 2 * sum(max(0, s.dev_size) for s in cmd.suites))
-        for index, suite in enumerate(cmd.suites):
+        planned = []
+        for suite in cmd.suites:
             spec = suite.task
             params = task_params(spec.params_json)
             name = suite.name or spec.name
@@ -98,9 +101,21 @@ class Evaluation:
                     f"suite {name}: dev_size must be at least 1, got {suite.dev_size}"
                 )
             task = load_task(spec.name, params)
-            items = task.items("dev", suite.dev_size, seed=cmd.seed)
+            split = suite.split or "dev"
+            if split not in task.splits:  # a task without held-out phrasings (a data file)
+                log.info("suite %s skipped: task %s has no %s split", name, spec.name, split)
+                continue
+            planned.append((suite, spec, params, name, task, split))
+        if report is not None:
+            report.update(0, 2 * sum(p[0].dev_size for p in planned))
+        settled = None  # the main suite's items when it settled at an interim look
+        for index, (suite, spec, params, name, task, split) in enumerate(planned):
+            items = task.items(split, suite.dev_size, seed=cmd.seed)
+            if split == HELDOUT_PHRASING and settled is not None:
+                items = items[:settled]  # the same problems the main suite scored, in held-out wordings
             suite_key = json.dumps(
-                {"task": spec.name, "params": params, "max_new_tokens": max_new}, sort_keys=True
+                {"task": spec.name, "params": params, "max_new_tokens": max_new, "split": split},
+                sort_keys=True,
             )
             inc, cand = {"replies": [], "ok": []}, {"replies": [], "ok": []}
             looks = list(cmd.interim_looks) if index == 0 else []
@@ -121,8 +136,9 @@ class Evaluation:
                 if hi < len(items) and decided_early(inc["ok"], cand["ok"], alpha):
                     log.info("%s settled at an interim look: %d of %d items", name, hi, len(items))
                     items = items[:hi]
+                    settled = hi
                     break
-            suites.append(suite_score(name, inc["ok"], cand["ok"]))
+            suites.append({**suite_score(name, inc["ok"], cand["ok"]), "split": suite.split})
             for i, it in enumerate(items):
                 lines.append(
                     {

@@ -28,6 +28,8 @@ class RunFacts:
     paired: dict[str, dict[str, Any]] = field(default_factory=dict)
     # why there is no benchmark table (e.g. the run declares no test sets); empty: nothing to say
     benchmark_note: str = ""
+    # iteration -> restated prompts asked, sampled and kept by acquisition over its shards
+    paraphrases: dict[int, dict[str, int]] = field(default_factory=dict)
 
 
 def _json_file(store: ArtifactStore, ref: dict, names: tuple[str, ...]) -> Any | None:
@@ -60,13 +62,17 @@ def collect(status, store: ArtifactStore | None) -> RunFacts:
     if store is None:
         return facts
     created: dict[int, dict[str, float]] = {}
+    restated: dict[tuple[int, int], dict[str, int]] = {}  # the last accepted acquisition of each shard
     for art in facts.lineage.get("artifacts", []):
         iteration, stage, refs = art.get("iteration", 0), art.get("stage", ""), art.get("refs", {})
         for ref in refs.values():
             try:
-                when = store.manifest(ArtifactRef(**ref)).created
+                manifest = store.manifest(ArtifactRef(**ref))
             except (ArtifactError, ValueError, TypeError):
                 continue
+            when = manifest.created
+            if stage == "acquire" and (counts := paraphrase_counts(manifest.meta)):
+                restated[(iteration, art.get("shard", 0))] = counts
             slot = created.setdefault(iteration, {})
             slot[stage] = max(slot.get(stage, 0.0), when)
         if stage == "select":
@@ -89,6 +95,10 @@ def collect(status, store: ArtifactStore | None) -> RunFacts:
                     facts.refine_tables[iteration] = (
                         table if isinstance(table, list) else table.get("table", [])
                     )
+    for (iteration, _), counts in sorted(restated.items()):
+        total = facts.paraphrases.setdefault(iteration, dict.fromkeys(counts, 0))
+        for name, n in counts.items():
+            total[name] += n
     started = facts.lineage.get("started_at") or 0.0
     order = ("acquire", "select", "train", "evaluate", "refine")
     for iteration in sorted(created):
@@ -101,3 +111,17 @@ def collect(status, store: ArtifactStore | None) -> RunFacts:
                 previous = times[stage]
         facts.stage_seconds[iteration] = seconds
     return facts
+
+
+def paraphrase_counts(meta: dict[str, Any]) -> dict[str, int]:
+    """Restated prompts asked, sampled and kept, from an acquisition manifest's stats (empty when the
+    shard asked none).
+
+    >>> paraphrase_counts({"stats": {"paraphrases_asked": 8, "paraphrases_sampled": 5, "paraphrases_kept": 3}})
+    {'asked': 8, 'sampled': 5, 'kept': 3}
+    >>> paraphrase_counts({"stats": {"prompts": 4}}), paraphrase_counts({})
+    ({}, {})
+    """
+    stats = meta.get("stats") or {}
+    counts = {k: int(stats.get(f"paraphrases_{k}") or 0) for k in ("asked", "sampled", "kept")}
+    return counts if counts["asked"] else {}

@@ -51,6 +51,15 @@ def _plot_accuracy(facts: RunFacts, out: Path) -> str | None:
     its = [r["iteration"] for r in rows]
     ax.plot(its, [r.get("incumbent_accuracy") for r in rows], "o-", label="incumbent")
     ax.plot(its, [r.get("candidate_accuracy") for r in rows], "s--", label="candidate")
+    if any("heldout_phrasing_candidate_accuracy" in r for r in rows):
+        for key, style in (("incumbent", "o:"), ("candidate", "s:")):
+            values = [r.get(f"heldout_phrasing_{key}_accuracy") for r in rows]
+            ax.plot(
+                its,
+                [float("nan") if v is None else v for v in values],
+                style,
+                label=f"{key}, held-out phrasing",
+            )
     ax.set(xlabel="iteration", ylabel="dev accuracy", ylim=(0, 1), title="Dev accuracy per iteration")
     ax.set_xticks(its)
     ax.legend()
@@ -136,21 +145,45 @@ def _test_set_lines(facts: RunFacts) -> list[str]:
     return lines
 
 
+def _accuracy_table(history: list[dict[str, Any]]) -> list[str]:
+    """Dev accuracy per iteration, with the held-out-phrasing split beside it (the same dev problems in
+    wordings never trained on) when the run's task has it.
+
+    >>> rows = [{"iteration": 1, "incumbent_accuracy": 0.2, "candidate_accuracy": 0.5, "p_value": 0.01,
+    ...          "promoted": True, "heldout_phrasing_incumbent_accuracy": 0.1,
+    ...          "heldout_phrasing_candidate_accuracy": 0.25}]
+    >>> print("\\n".join(_accuracy_table(rows)))
+    | iteration | incumbent | candidate | held-out phrasing: incumbent | held-out phrasing: candidate | p-value | promoted |
+    | --- | --- | --- | --- | --- | --- | --- |
+    | 1 | 20.0 % | 50.0 % | 10.0 % | 25.0 % | 0.01 | True |
+    >>> _accuracy_table([{"iteration": 1, "incumbent_accuracy": 0.2}])[2]
+    '| 1 | 20.0 % | - | - | - |'
+    """
+    phrasing = any("heldout_phrasing_candidate_accuracy" in r for r in history)
+    extra = ["held-out phrasing: incumbent", "held-out phrasing: candidate"] if phrasing else []
+    columns = ["iteration", "incumbent", "candidate", *extra, "p-value", "promoted"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    for r in history:
+        cells = [
+            str(r.get("iteration")),
+            _pct(r.get("incumbent_accuracy")),
+            _pct(r.get("candidate_accuracy")),
+        ]
+        if phrasing:
+            cells += [
+                _pct(r.get("heldout_phrasing_incumbent_accuracy")),
+                _pct(r.get("heldout_phrasing_candidate_accuracy")),
+            ]
+        cells += [_num(r.get("p_value")), str(r.get("promoted", "-"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def render(facts: RunFacts, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Run {facts.run_id}", "", f"State: **{facts.state}**. {facts.stop_reason}", ""]
     lines += [f"Code: `{facts.lineage.get('code_version', '')}`", ""]
-    lines += [
-        "## Dev accuracy per iteration",
-        "",
-        "| iteration | incumbent | candidate | p-value | promoted |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for r in facts.lineage.get("history", []):
-        lines.append(
-            f"| {r.get('iteration')} | {_pct(r.get('incumbent_accuracy'))} | {_pct(r.get('candidate_accuracy'))} "
-            f"| {_num(r.get('p_value'))} | {r.get('promoted', '-')} |"
-        )
+    lines += ["## Dev accuracy per iteration", "", *_accuracy_table(facts.lineage.get("history", []))]
     if plot := _plot_accuracy(facts, out):
         lines += ["", f"![dev accuracy]({plot})"]
     if facts.benchmark:
@@ -178,6 +211,7 @@ def render(facts: RunFacts, out: Path) -> Path:
             f"| {_num(counts.get('prompts_worked'), '.0f')} | {_num(counts.get('prompts_steps'), '.0f')} "
             f"| {_num(r.get('diversity'), '.3f')} | {_mix(r.get('asked'))} | {drop_text or '-'} |"
         )
+    lines += _paraphrase_lines(facts)
     if plot := _plot_losses(facts, out):
         lines += ["", "## Training", "", f"![loss]({plot})"]
     if facts.refine_tables:
@@ -213,3 +247,25 @@ def render(facts: RunFacts, out: Path) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _paraphrase_lines(facts: RunFacts) -> list[str]:
+    """The restated prompts of each iteration (``acquisition.paraphrase``): asked, answered (past the
+    cleaning and the evaluation-set guard) and kept by acquisition, then kept by selection; none when
+    the run paraphrased nothing."""
+    if not facts.paraphrases:
+        return []
+    lines = [
+        "",
+        "## Paraphrased prompts",
+        "",
+        "| iteration | asked | answered | kept (meaning survived) | kept by selection |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for iteration, n in sorted(facts.paraphrases.items()):
+        card = (facts.cards.get(iteration) or {}).get("counts") or {}
+        lines.append(
+            f"| {iteration} | {n['asked']} | {n['sampled']} | {n['kept']} "
+            f"| {_num(card.get('paraphrases_kept'), '.0f')} |"
+        )
+    return lines

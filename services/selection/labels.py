@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from selfimprove.contracts.samples import BY_MAJORITY, is_step
+from selfimprove.contracts.samples import BY_MAJORITY, is_paraphrase, is_step
 from selfimprove.contracts.voting import agreement, majority
 
 VERIFIED, LABEL_FREE = "verified", "label_free"
@@ -20,9 +20,9 @@ Row = dict[str, Any]
 def blind(rows: Sequence[Row]) -> list[Row]:
     """Copies of ``rows`` without ground truth: no ``answer``, ``pass_rate``, sample ``verified``,
     ``rationales`` (replies to a prompt that carried the answer), and no worked reply or sub-question
-    row the verifier chose (which sub-question was asked second depended on it). Worked replies and
-    sub-questions chosen by their samples' majority (``pick`` ``majority``, label-free acquisition)
-    stay, without their verdicts.
+    row the verifier chose (which sub-question was asked second depended on it), nor a restated
+    prompt the verifier kept. Worked replies, sub-questions and restated prompts chosen by majority
+    (``pick`` ``majority``, label-free acquisition) stay, without their verdicts.
 
     >>> blind([{"id": "a", "answer": "5", "pass_rate": 1.0, "samples": [{"text": "5", "verified": True}],
     ...         "rationales": [{"text": "5", "verified": True}]}, {"id": "a.s1", "meta": {"step": 1}, "samples": []}])
@@ -31,6 +31,9 @@ def blind(rows: Sequence[Row]) -> list[Row]:
     >>> step = {"id": "a.s1", "meta": {"step": 1, "pick": "majority"}, "samples": []}
     >>> blind([{"id": "a", "samples": [], "worked": worked}, step])
     [{'id': 'a', 'samples': [], 'worked': [{'text': '5', 'pick': 'majority'}]}, {'id': 'a.s1', 'meta': {'step': 1, 'pick': 'majority'}, 'samples': [], 'worked': []}]
+    >>> restated = {"id": "a.p1", "paraphrase_of": "a", "meta": {}, "samples": []}
+    >>> [r["id"] for r in blind([restated, {**restated, "id": "a.p2", "meta": {"pick": "majority"}}])]
+    ['a.p2']
     """
     hidden = {"answer", "pass_rate", "rationales", "worked", "samples"}
     return [
@@ -40,7 +43,7 @@ def blind(rows: Sequence[Row]) -> list[Row]:
             "worked": [_unverified(s) for s in r.get("worked", ()) if _by_majority(s)],
         }
         for r in rows
-        if not is_step(r) or _by_majority(r.get("meta") or {})
+        if not (is_step(r) or is_paraphrase(r)) or _by_majority(r.get("meta") or {})
     ]
 
 

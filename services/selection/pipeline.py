@@ -1,6 +1,10 @@
 """The selection pipeline over acquisition rows: labels, filters, SFT set, preference pairs, data card.
 
-Order: prompt deduplication, decontamination (exact problem keys of the evaluation sets and the
+Restated prompts (rows marked ``paraphrase_of``) go through every step as prompts of their own:
+rows are taken in id order, so a source prompt (``<id>``) comes before its restatements
+(``<id>.p<k>``) and a restatement that is an exact or near duplicate of it, or of another, is the
+one dropped (``duplicate_prompt``); its problem key is the source's, so decontamination drops both
+together. Order: prompt deduplication, decontamination (exact problem keys of the evaluation sets and the
 task's dev split, ``decontaminated_key``; then n-gram overlap with the evaluation sets' texts,
 ``decontaminated_ngram``), difficulty band, labels (verified or label-free; a
 label-free label whose consistency check failed is dropped, ``label_check``),
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from selfimprove.contracts.params import SelectParams
-from selfimprove.contracts.samples import is_step
+from selfimprove.contracts.samples import is_paraphrase, is_step
 from selfimprove.selection import filters, labels
 from selfimprove.selection.dedup import near_dedup
 from selfimprove.selection.diversity import Embedder, greedy_distinct, mean_pairwise_distance
@@ -77,6 +81,7 @@ def select(
     )
     drops = dict.fromkeys(DROP_UNITS, 0)
     prompts_in, samples_in = len(work), sum(len(r["samples"]) for r in work)
+    paraphrases_in = sum(is_paraphrase(r) for r in work)
 
     kept_idx, drops["duplicate_prompt"] = filters.exact_dedup([r["prompt"] for r in work])
     work = _keep(work, kept_idx)
@@ -157,6 +162,7 @@ def select(
     idx, drops["balance"] = filters.cap_per_group([categories[i] for i in row_ids], cap)
     final_ids = set(_keep(row_ids, idx))
     step_ids = {r["id"] for r, _ in candidates if is_step(r)}
+    paraphrase_ids = {r["id"] for r, _ in candidates if is_paraphrase(r)}
     candidates = [(r, s) for r, s in candidates if r["id"] in final_ids]
     if embed is not None and drops["balance"] and candidates:
         diversity = mean_pairwise_distance(embed([f"{r['prompt']}\n{s['text']}" for r, s in candidates]))
@@ -174,6 +180,8 @@ def select(
             "prompts_rationalized": len(final_ids & hinted_ids),
             "prompts_worked": len(final_ids & worked_ids),
             "prompts_steps": len(final_ids & step_ids),
+            "paraphrases_in": paraphrases_in,
+            "paraphrases_kept": len(final_ids & paraphrase_ids),
             "worked_repeats": sum(1 for x in sft if x.get("repeat")),
         },
         "dropped": drops,

@@ -58,6 +58,8 @@ def result_stats(card: dict) -> SelectStats:
         prompts_rationalized=counts.get("prompts_rationalized", 0),
         prompts_worked=counts.get("prompts_worked", 0),
         prompts_steps=counts.get("prompts_steps", 0),
+        paraphrases_in=counts.get("paraphrases_in", 0),
+        paraphrases_kept=counts.get("paraphrases_kept", 0),
         diversity=card["diversity"],
         yield_rate=card["yield"],
         dropped=[

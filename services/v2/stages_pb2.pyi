@@ -100,6 +100,7 @@ class AcquireCommand(_message.Message):
     CATEGORY_WEIGHTS_FIELD_NUMBER: _builtins.int
     TACTICS_FIELD_NUMBER: _builtins.int
     TEST_SETS_JSON_FIELD_NUMBER: _builtins.int
+    PARAPHRASE_FIELD_NUMBER: _builtins.int
     shard: _builtins.int
     num_shards: _builtins.int
     num_prompts: _builtins.int
@@ -130,6 +131,12 @@ class AcquireCommand(_message.Message):
         the task's tactics model says for this iteration; docs/tasks.md).
         """
 
+    @_builtins.property
+    def paraphrase(self) -> Global___AcquireParaphrase:
+        """Paraphrased training prompts (the run config's acquisition.paraphrase, when it applies in this
+        iteration); unset or per_prompt 0: none.
+        """
+
     def __init__(
         self,
         *,
@@ -145,10 +152,11 @@ class AcquireCommand(_message.Message):
         category_weights: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         tactics: Global___AcquireTactics | None = ...,
         test_sets_json: _builtins.str = ...,
+        paraphrase: Global___AcquireParaphrase | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "sampling", b"sampling", "tactics", b"tactics", "task", b"task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["paraphrase", b"paraphrase", "policy", b"policy", "sampling", b"sampling", "tactics", b"tactics", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_weights", b"category_weights", "num_prompts", b"num_prompts", "num_shards", b"num_shards", "policy", b"policy", "sampling", b"sampling", "seed", b"seed", "self_instruct", b"self_instruct", "self_judge", b"self_judge", "shard", b"shard", "tactics", b"tactics", "task", b"task", "test_sets_json", b"test_sets_json"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_weights", b"category_weights", "num_prompts", b"num_prompts", "num_shards", b"num_shards", "paraphrase", b"paraphrase", "policy", b"policy", "sampling", b"sampling", "seed", b"seed", "self_instruct", b"self_instruct", "self_judge", b"self_judge", "shard", b"shard", "tactics", b"tactics", "task", b"task", "test_sets_json", b"test_sets_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -209,6 +217,40 @@ class AcquireTactics(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AcquireTactics: _TypeAlias = AcquireTactics  # noqa: Y015
+
+@_typing.final
+class AcquireParaphrase(_message.Message):
+    """Paraphrased training prompts: the model restates each task prompt in its own words, answers the
+    restatements like any prompt, and a restatement is stored (a row marked paraphrase_of) only when
+    its meaning survived: a verified answer against the source item's reference answer, or with
+    by_majority (label-free runs, which read no truth) the same majority answer as the source prompt.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PER_PROMPT_FIELD_NUMBER: _builtins.int
+    MAX_NEW_TOKENS_FIELD_NUMBER: _builtins.int
+    BY_MAJORITY_FIELD_NUMBER: _builtins.int
+    per_prompt: _builtins.int
+    """Restatements asked per prompt (0: off)."""
+    max_new_tokens: _builtins.int
+    """Tokens of one restatement."""
+    by_majority: _builtins.bool
+    """Keep a restatement by the agreement of its majority answer with the source's, never the verifier."""
+    def __init__(
+        self,
+        *,
+        per_prompt: _builtins.int = ...,
+        max_new_tokens: _builtins.int = ...,
+        by_majority: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_majority", b"by_majority", "max_new_tokens", b"max_new_tokens", "per_prompt", b"per_prompt"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcquireParaphrase: _TypeAlias = AcquireParaphrase  # noqa: Y015
 
 @_typing.final
 class AcquireResult(_message.Message):
@@ -274,6 +316,9 @@ class AcquireStats(_message.Message):
     INSTRUCT_ASKED_FIELD_NUMBER: _builtins.int
     INSTRUCT_DROPPED_FIELD_NUMBER: _builtins.int
     INSTRUCT_CONTAMINATED_FIELD_NUMBER: _builtins.int
+    PARAPHRASES_ASKED_FIELD_NUMBER: _builtins.int
+    PARAPHRASES_SAMPLED_FIELD_NUMBER: _builtins.int
+    PARAPHRASES_KEPT_FIELD_NUMBER: _builtins.int
     prompts: _builtins.int
     samples: _builtins.int
     """The prompts' own samples (not hinted, worked or check replies)."""
@@ -319,6 +364,13 @@ class AcquireStats(_message.Message):
     """
     instruct_dropped: _builtins.int
     instruct_contaminated: _builtins.int
+    paraphrases_asked: _builtins.int
+    """Paraphrases (AcquireParaphrase): restatements asked, those sampled (they passed the cleaning and
+    the evaluation-set guard), and those kept as rows because their meaning survived. Kept rows are
+    left out of every prompt figure above; their tokens, and those of every restatement, are counted.
+    """
+    paraphrases_sampled: _builtins.int
+    paraphrases_kept: _builtins.int
     @_builtins.property
     def categories(self) -> _containers.RepeatedCompositeFieldContainer[Global___CategoryStats]:
         """Per category, sorted by name."""
@@ -355,10 +407,13 @@ class AcquireStats(_message.Message):
         instruct_asked: _builtins.int = ...,
         instruct_dropped: _builtins.int = ...,
         instruct_contaminated: _builtins.int = ...,
+        paraphrases_asked: _builtins.int = ...,
+        paraphrases_sampled: _builtins.int = ...,
+        paraphrases_kept: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement_mean", b"agreement_mean", "answered", b"answered", "categories", b"categories", "duration_seconds", b"duration_seconds", "hinted_samples", b"hinted_samples", "instruct_asked", b"instruct_asked", "instruct_contaminated", b"instruct_contaminated", "instruct_dropped", b"instruct_dropped", "labels_checked", b"labels_checked", "labels_confirmed", b"labels_confirmed", "majority_share", b"majority_share", "pass_rate_0", b"pass_rate_0", "pass_rate_0_25", b"pass_rate_0_25", "pass_rate_0_50", b"pass_rate_0_50", "pass_rate_0_75", b"pass_rate_0_75", "pass_rate_1", b"pass_rate_1", "pass_rate_lt_1", b"pass_rate_lt_1", "pass_rate_mean", b"pass_rate_mean", "prompts", b"prompts", "rationalized", b"rationalized", "samples", b"samples", "step_prompts", b"step_prompts", "step_yield", b"step_yield", "steps_rationalized", b"steps_rationalized", "tokens", b"tokens", "tokens_per_second", b"tokens_per_second", "worked", b"worked", "worked_replies", b"worked_replies", "yield_rate", b"yield_rate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement_mean", b"agreement_mean", "answered", b"answered", "categories", b"categories", "duration_seconds", b"duration_seconds", "hinted_samples", b"hinted_samples", "instruct_asked", b"instruct_asked", "instruct_contaminated", b"instruct_contaminated", "instruct_dropped", b"instruct_dropped", "labels_checked", b"labels_checked", "labels_confirmed", b"labels_confirmed", "majority_share", b"majority_share", "paraphrases_asked", b"paraphrases_asked", "paraphrases_kept", b"paraphrases_kept", "paraphrases_sampled", b"paraphrases_sampled", "pass_rate_0", b"pass_rate_0", "pass_rate_0_25", b"pass_rate_0_25", "pass_rate_0_50", b"pass_rate_0_50", "pass_rate_0_75", b"pass_rate_0_75", "pass_rate_1", b"pass_rate_1", "pass_rate_lt_1", b"pass_rate_lt_1", "pass_rate_mean", b"pass_rate_mean", "prompts", b"prompts", "rationalized", b"rationalized", "samples", b"samples", "step_prompts", b"step_prompts", "step_yield", b"step_yield", "steps_rationalized", b"steps_rationalized", "tokens", b"tokens", "tokens_per_second", b"tokens_per_second", "worked", b"worked", "worked_replies", b"worked_replies", "yield_rate", b"yield_rate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -493,6 +548,8 @@ class SelectStats(_message.Message):
     PSEUDO_LABEL_PRECISION_FIELD_NUMBER: _builtins.int
     SFT_ANSWER_PRECISION_FIELD_NUMBER: _builtins.int
     DROPPED_FIELD_NUMBER: _builtins.int
+    PARAPHRASES_IN_FIELD_NUMBER: _builtins.int
+    PARAPHRASES_KEPT_FIELD_NUMBER: _builtins.int
     kept: _builtins.int
     """SFT rows and preference pairs kept."""
     pairs: _builtins.int
@@ -510,6 +567,9 @@ class SelectStats(_message.Message):
     """Label-free runs: the kept pseudo-labels' precision against the truth (reporting only)."""
     sft_answer_precision: _builtins.float
     """The SFT rows' answers' precision against the truth (reporting only; unset without a truth)."""
+    paraphrases_in: _builtins.int
+    """Kept rows of restated prompts (acquisition's paraphrases), and of them, those kept here."""
+    paraphrases_kept: _builtins.int
     @_builtins.property
     def dropped(self) -> _containers.RepeatedCompositeFieldContainer[Global___FilterDrops]:
         """Items each filter dropped, in pipeline order."""
@@ -529,10 +589,12 @@ class SelectStats(_message.Message):
         pseudo_label_precision: _builtins.float | None = ...,
         sft_answer_precision: _builtins.float | None = ...,
         dropped: _abc.Iterable[Global___FilterDrops] | None = ...,
+        paraphrases_in: _builtins.int = ...,
+        paraphrases_kept: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_pseudo_label_precision", b"_pseudo_label_precision", "_sft_answer_precision", b"_sft_answer_precision", "pseudo_label_precision", b"pseudo_label_precision", "sft_answer_precision", b"sft_answer_precision"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_pseudo_label_precision", b"_pseudo_label_precision", "_sft_answer_precision", b"_sft_answer_precision", "diversity", b"diversity", "dropped", b"dropped", "kept", b"kept", "pairs", b"pairs", "prompts_in", b"prompts_in", "prompts_kept", b"prompts_kept", "prompts_rationalized", b"prompts_rationalized", "prompts_steps", b"prompts_steps", "prompts_worked", b"prompts_worked", "pseudo_label_precision", b"pseudo_label_precision", "sft_answer_precision", b"sft_answer_precision", "yield_rate", b"yield_rate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_pseudo_label_precision", b"_pseudo_label_precision", "_sft_answer_precision", b"_sft_answer_precision", "diversity", b"diversity", "dropped", b"dropped", "kept", b"kept", "pairs", b"pairs", "paraphrases_in", b"paraphrases_in", "paraphrases_kept", b"paraphrases_kept", "prompts_in", b"prompts_in", "prompts_kept", b"prompts_kept", "prompts_rationalized", b"prompts_rationalized", "prompts_steps", b"prompts_steps", "prompts_worked", b"prompts_worked", "pseudo_label_precision", b"pseudo_label_precision", "sft_answer_precision", b"sft_answer_precision", "yield_rate", b"yield_rate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__pseudo_label_precision: _TypeAlias = _typing.Literal["pseudo_label_precision"]  # noqa: Y015
     _WhichOneofArgType__pseudo_label_precision: _TypeAlias = _typing.Literal["_pseudo_label_precision", b"_pseudo_label_precision"]  # noqa: Y015
@@ -812,10 +874,16 @@ class EvalSuite(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     TASK_FIELD_NUMBER: _builtins.int
     DEV_SIZE_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The name its scores carry ("dev" for the run's task, a regression suite's label)."""
     dev_size: _builtins.int
     """Dev problems to evaluate."""
+    split: _builtins.str
+    """The task split its problems come from: empty for dev; "heldout_phrasing" for the dev problems
+    asked in the wordings the task holds out of train and dev prompts (a task without that split,
+    such as a data file, scores no such suite).
+    """
     @_builtins.property
     def task(self) -> _common_pb2.TaskSpec: ...
     def __init__(
@@ -824,10 +892,11 @@ class EvalSuite(_message.Message):
         name: _builtins.str = ...,
         task: _common_pb2.TaskSpec | None = ...,
         dev_size: _builtins.int = ...,
+        split: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dev_size", b"dev_size", "name", b"name", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dev_size", b"dev_size", "name", b"name", "split", b"split", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -846,6 +915,7 @@ class SuiteScore(_message.Message):
     DELTA_LOW_FIELD_NUMBER: _builtins.int
     DELTA_HIGH_FIELD_NUMBER: _builtins.int
     P_VALUE_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     candidate_accuracy: _builtins.float
     incumbent_accuracy: _builtins.float
@@ -853,6 +923,10 @@ class SuiteScore(_message.Message):
     delta_low: _builtins.float
     delta_high: _builtins.float
     p_value: _builtins.float
+    split: _builtins.str
+    """The split it was scored on, as its EvalSuite named it (empty: dev). The verdict judges a
+    "heldout_phrasing" suite by its gap to the dev split, not as a regression suite.
+    """
     def __init__(
         self,
         *,
@@ -863,10 +937,11 @@ class SuiteScore(_message.Message):
         delta_low: _builtins.float = ...,
         delta_high: _builtins.float = ...,
         p_value: _builtins.float = ...,
+        split: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_accuracy", b"candidate_accuracy", "delta_high", b"delta_high", "delta_low", b"delta_low", "incumbent_accuracy", b"incumbent_accuracy", "n", b"n", "name", b"name", "p_value", b"p_value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_accuracy", b"candidate_accuracy", "delta_high", b"delta_high", "delta_low", b"delta_low", "incumbent_accuracy", b"incumbent_accuracy", "n", b"n", "name", b"name", "p_value", b"p_value", "split", b"split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -173,7 +173,16 @@ async def test_commands_sent_before_a_run_ended_are_not_carried_out(stack, uniqu
 async def test_two_replicas_split_a_four_shard_iteration(stack, unique_name, tmp_path, tiny_base):
     run_id = unique_name  # any run id: the shards go to partitions 0-3 whatever their keys hash to
     replicas = [
-        ServiceProcess("-m selfimprove.acquisition", stack, unique_name, tmp_path / f"{i}.log", **SERVICE_ENV)
+        ServiceProcess(
+            "-m selfimprove.acquisition",
+            stack,
+            unique_name,
+            tmp_path / f"{i}.log",
+            **{
+                **SERVICE_ENV,
+                "SELFIMPROVE_INSTANCE": f"acquisition-{i}",
+            },  # two replicas on one host: two names
+        )
         for i in range(2)
     ]
     try:

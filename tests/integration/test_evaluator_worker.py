@@ -36,6 +36,12 @@ def command(run_id: str, base: str, attempt: int) -> object:
         seed=7,
         suites=[
             EvalSuite(name="dev", task=task_spec("arithmetic", {"categories": ["add2"]}), dev_size=4),
+            EvalSuite(
+                name="heldout_phrasing",
+                task=task_spec("arithmetic", {"categories": ["add2"]}),
+                dev_size=4,
+                split="heldout_phrasing",
+            ),
             EvalSuite(name="add1", task=task_spec("arithmetic", {"categories": ["add1"]}), dev_size=2),
         ],
         max_new_tokens=6,
@@ -75,16 +81,21 @@ async def test_worker_scores_suites_and_caches_the_incumbent(stack, unique_name,
         worker.stop()
     assert first and first[0].WhichOneof("payload") == "evaluate_result", first
     result = first[0].evaluate_result
-    assert [s.name for s in result.suites] == ["dev", "add1"]
-    assert [s.n for s in result.suites] == [4, 2]
+    assert [s.name for s in result.suites] == ["dev", "heldout_phrasing", "add1"]
+    assert [s.split for s in result.suites] == ["", "heldout_phrasing", ""]
+    assert [s.n for s in result.suites] == [4, 4, 2]
     # the same model on both sides: identical outcomes, no difference, p = 1
     assert all(s.candidate_accuracy == s.incumbent_accuracy and s.p_value == 1.0 for s in result.suites)
     lines = artifact_store(stack).read_file(result.details, "details.jsonl").decode().splitlines()
     rows = [json.loads(x) for x in lines]
-    assert len(rows) == 6 and {"incumbent_reply", "candidate_reply", "answer"} <= set(rows[0])
-    assert result.stats.cache_hits == 2  # the candidate is the same version as the incumbent
+    assert len(rows) == 10 and {"incumbent_reply", "candidate_reply", "answer"} <= set(rows[0])
+    # the held-out-phrasing suite asks the dev problems, in other wordings
+    dev, worded = ([r for r in rows if r["suite"] == name] for name in ("dev", "heldout_phrasing"))
+    assert [r["id"] for r in worded] == [r["id"] for r in dev]
+    assert all(w["prompt"] != d["prompt"] for w, d in zip(worded, dev, strict=True))
+    assert result.stats.cache_hits == 3  # the candidate is the same version as the incumbent
     second = both[1].evaluate_result
-    assert second.stats.cache_hits == 4 and second.stats.tokens == 0
+    assert second.stats.cache_hits == 6 and second.stats.tokens == 0
 
 
 def looked_command(run_id: str, candidate: ModelRef, incumbent: ModelRef) -> object:
@@ -112,7 +123,8 @@ async def test_interim_looks_settle_a_clear_gain_early_and_go_on_otherwise(
 
     store = artifact_store(stack)
     suite = json.dumps(
-        {"task": "arithmetic", "params": {"categories": ["add2"]}, "max_new_tokens": 6}, sort_keys=True
+        {"task": "arithmetic", "params": {"categories": ["add2"]}, "max_new_tokens": 6, "split": "dev"},
+        sort_keys=True,
     )
     first4 = [it.id for it in ArithmeticTask(["add2"]).items("dev", 8, seed=7)[:4]]
     # outcomes of the first chunk already in the cache: the incumbent missed all 4, the candidate

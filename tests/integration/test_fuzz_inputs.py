@@ -6,7 +6,6 @@ or field named), nothing may crash or be half-written, and the HTTP app must sti
 
 import asyncio
 import random
-import threading
 from collections import Counter
 from types import SimpleNamespace
 
@@ -19,7 +18,7 @@ from selfimprove.core.grpcserve import TokenBucket
 from selfimprove.core.metrics import Metrics
 from selfimprove.refinement.http_runner import http_runnable
 from selfimprove.refinement.metrics import RefinementMetrics
-from selfimprove.refinement.served import LockedEngine, Served, ServedModel
+from selfimprove.refinement.served import ComputeEngine, Served, ServedModel
 from selfimprove.refinement.settings import RefinementSettings
 from selfimprove.runtime.engine import GenerationRequest, PromptResult, Sample, to_messages
 from selfimprove.v2.common_pb2 import ModelRef
@@ -61,7 +60,7 @@ def inputfuzz_parse(text):
 async def test_malformed_http_requests_get_openai_errors_and_the_app_keeps_serving():
     served = Served(
         ModelRef(base="fake", version="v0"),
-        LockedEngine(EchoEngine(), threading.Lock()),
+        ComputeEngine(EchoEngine()),
         "greedy",
         lambda t: "5",
     )

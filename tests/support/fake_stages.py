@@ -5,7 +5,8 @@ topic with the real consume loop (dedup included) and publishes small real artif
 ``$FAKE_SCRIPT`` (JSON) shapes the answers per iteration (lists are indexed by iteration - 1, the last
 entry repeats):
 
-- ``eval``: ``[[candidate, incumbent, p_value, {suite: [candidate, incumbent]}], ...]``
+- ``eval``: ``[[candidate, incumbent, p_value, {suite: [candidate, incumbent]}], ...]``; a suite not
+  named scores 0.9 for both (``heldout_phrasing`` names the held-out-phrasing split's suite)
 - ``eval_n``: ``{iteration: n}``, the main suite's size when it was settled at an interim look
 - ``agreement``, ``diversity``: acquisition ``agreement_mean`` and selection ``diversity``
 - ``yield``, ``majority_share``: acquisition's verified ``yield`` (and ``answered``) and its share of
@@ -144,6 +145,7 @@ def respond(env: Envelope, script: dict, refs=None) -> list[Envelope]:
             suites.append(
                 SuiteScore(
                     name=label,
+                    split=suite.split,
                     candidate_accuracy=c,
                     incumbent_accuracy=i,
                     n=50,

@@ -87,7 +87,8 @@ def test_regression_blocks_promotion():
     state, _ = run(cfg, {"eval": [[0.7, 0.4, 0.001, {"add1": [0.6, 0.9]}]]})
     rejects = [d for d in state.decisions if d["kind"] == "reject"]
     assert rejects and rejects[0]["reason"].startswith("regression on add1")
-    assert [e["name"] for e in rejects[0]["evidence"]] == ["dev", "add1"]
+    # the held-out-phrasing split beside dev, then the regression suites
+    assert [e["name"] for e in rejects[0]["evidence"]] == ["dev", "heldout_phrasing", "add1"]
     assert not state.promotions
 
 
@@ -347,7 +348,10 @@ def test_interim_looks_ride_in_the_evaluate_command_and_an_early_verdict_says_so
     ]
     cmd = evaluates[0]
     assert list(cmd.interim_looks) == [100, 200] and cmd.interim_alpha == 0.001
-    assert [(s.name, s.dev_size) for s in cmd.suites] == [("dev", 400)]
+    assert [(s.name, s.dev_size, s.split) for s in cmd.suites] == [
+        ("dev", 400, ""),
+        ("heldout_phrasing", 400, "heldout_phrasing"),
+    ]
     reasons = [d["reason"] for d in state.decisions if d["kind"] in ("promote", "reject")]
     assert reasons[0].endswith("at an interim look (100 of 400 dev problems)")
     assert "interim" not in reasons[1]
@@ -603,3 +607,55 @@ def test_the_runs_test_sets_ride_in_the_acquire_and_select_commands():
         assert [s.label for s in parsed] == ["2D+", "s"] and parsed[1].data.path == "x.jsonl"
     _, log = run(BASE, {})
     assert all(o.envelope.select_command.test_sets_json == "" for o in log)
+
+
+def test_the_heldout_phrasing_split_is_reported_beside_dev_and_can_gate_a_promotion():
+    # dev 0.4 -> 0.6, held-out phrasing 0.3 -> 0.3: the gap between them widens from 0.1 to 0.3
+    widened = {"eval": [[0.6, 0.4, 0.01, {"heldout_phrasing": [0.3, 0.3]}]]}
+    state, log = run(BASE, widened)  # no gate (the default): reported, not judged
+    evaluate = next(
+        o.envelope.evaluate_command for o in log if o.envelope.WhichOneof("payload") == "evaluate_command"
+    )
+    assert [(s.name, s.split, s.dev_size) for s in evaluate.suites] == [
+        ("dev", "", 100),
+        ("heldout_phrasing", "heldout_phrasing", 100),
+    ]
+    assert state.promotions and state.promotions[0]["iteration"] == 1
+    row = state.history[0]
+    assert (row["heldout_phrasing_incumbent_accuracy"], row["heldout_phrasing_candidate_accuracy"]) == (
+        0.3,
+        0.3,
+    )
+    promote = next(d for d in state.decisions if d["kind"] == "promote")
+    assert promote["figures"]["phrasing_gap_candidate"] == pytest.approx(0.3)
+    assert promote["figures"]["phrasing_gap_incumbent"] == pytest.approx(0.1)
+
+    gate = BASE + "evaluation: {max_phrasing_gap: 0.05}\n"
+    state, _ = run(gate, widened)
+    assert not state.promotions
+    reject = next(d for d in state.decisions if d["kind"] == "reject")
+    assert reject["reason"] == (
+        "phrasing gap widened: dev 0.600 - held-out phrasing 0.300 = 0.300 > incumbent 0.400 - 0.300 = "
+        "0.100 + margin 0.05"
+    )
+    assert state.history[0]["promoted"] is False and not state.train_parent  # not trained further
+
+    held = {"eval": [[0.6, 0.4, 0.01, {"heldout_phrasing": [0.5, 0.3]}]]}  # gap 0.1 -> 0.1: kept
+    state, _ = run(gate, held)
+    assert state.promotions and state.promotions[0]["iteration"] == 1
+
+
+def test_the_heldout_phrasing_split_can_be_left_out_but_not_gated_then():
+    state, log = run(BASE + "evaluation: {heldout_phrasing_size: 0}\n", {"eval": [[0.6, 0.4, 0.01]]})
+    evaluate = next(
+        o.envelope.evaluate_command for o in log if o.envelope.WhichOneof("payload") == "evaluate_command"
+    )
+    assert [s.name for s in evaluate.suites] == ["dev"]
+    assert "heldout_phrasing_candidate_accuracy" not in state.history[0]
+    sized = run(BASE + "evaluation: {heldout_phrasing_size: 40}\n", {"eval": [[0.6, 0.4, 0.01]]})[1]
+    evaluate = next(
+        o.envelope.evaluate_command for o in sized if o.envelope.WhichOneof("payload") == "evaluate_command"
+    )
+    assert [(s.name, s.dev_size) for s in evaluate.suites] == [("dev", 100), ("heldout_phrasing", 40)]
+    with pytest.raises(ConfigError, match="max_phrasing_gap: 0.05 needs the held-out-phrasing split scored"):
+        load_config(BASE + "evaluation: {heldout_phrasing_size: 0, max_phrasing_gap: 0.05}\n")

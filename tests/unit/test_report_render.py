@@ -115,3 +115,34 @@ def test_a_run_without_test_sets_says_so(tmp_path):
     text = render(facts, tmp_path / "out").read_text()
     assert "## Test sets\n\nNo test sets declared" in text
     assert not (tmp_path / "out" / "benchmark.png").exists()
+
+
+def test_the_heldout_phrasing_split_has_columns_beside_dev_accuracy(tmp_path):
+    history = [
+        {
+            "iteration": 1,
+            "incumbent_accuracy": 0.4,
+            "candidate_accuracy": 0.6,
+            "heldout_phrasing_incumbent_accuracy": 0.3,
+            "heldout_phrasing_candidate_accuracy": 0.35,
+            "p_value": 0.01,
+            "promoted": True,
+        },
+        {"iteration": 2, "incumbent_accuracy": 0.6},  # not evaluated (a training was rejected)
+    ]
+    facts = RunFacts(
+        run_id="r1", state="completed", stop_reason="", lineage={"history": history}, decisions=[]
+    )
+    text = render(facts, tmp_path / "out").read_text()
+    assert (
+        "| iteration | incumbent | candidate | held-out phrasing: incumbent | held-out phrasing: candidate |"
+        in text
+    )
+    assert "| 1 | 40.0 % | 60.0 % | 30.0 % | 35.0 % | 0.01 | True |" in text
+    assert "| 2 | 60.0 % | - | - | - | - | - |" in text
+    assert "(accuracy.png)" in text
+    # a task without the split (a data file): no such columns
+    plain = RunFacts(
+        run_id="r2", state="completed", stop_reason="", lineage={"history": history[1:]}, decisions=[]
+    )
+    assert "held-out phrasing" not in render(plain, tmp_path / "plain").read_text()

@@ -112,3 +112,12 @@ def test_every_metric_of_the_services_is_per_run_or_documented_process_level() -
         f"metrics without run_id that are not documented process-level: {sorted(process - PROCESS_LEVEL)}; "
         f"documented but not found: {sorted(PROCESS_LEVEL - process)}"
     )
+
+
+def test_the_heldout_phrasing_accuracy_is_a_gauge_per_run_and_model() -> None:
+    metrics = Metrics("unit")
+    loop = LoopMetrics(metrics)
+    state = RunState(run_id="r1", config_yaml="", iteration=1)
+    loop.apply(state, [("accuracy", 0.4, 0.6), ("phrasing_accuracy", 0.3, 0.35)])
+    assert sample(metrics, "heldout_phrasing_accuracy", run_id="r1", model="incumbent") == 0.3
+    assert sample(metrics, "heldout_phrasing_accuracy", run_id="r1", model="candidate") == 0.35

@@ -65,6 +65,10 @@ def test_splits_are_disjoint_stable_and_cover_the_file(tmp_path: Path) -> None:
     assert dev <= {i.id for i in grown.value.found}
     assert [i.id for i in t.items("train", 5, seed=1)] == [i.id for i in t.items("train", 5, seed=1)]
     assert [i.id for i in t.items("train", 5, seed=1)] != [i.id for i in t.items("train", 5, seed=2)]
+    # a data file has no templates: no held-out-phrasing split (evaluations score none)
+    assert t.splits == ("train", "dev")
+    with pytest.raises(ValueError, match="no 'heldout_phrasing' split"):
+        t.items("heldout_phrasing", 5)
 
 
 def test_the_template_and_the_verifier_shape_prompt_and_verdict(tmp_path: Path) -> None:
@@ -198,3 +202,11 @@ def test_bad_verifier_parameters_are_named() -> None:
         make_verifier("numeric", {"tol": 1})
     with pytest.raises(VerifierError, match="cannot import it"):
         make_verifier("no_such_module:fn")
+
+
+def test_a_data_task_has_no_phrasing_gap_to_judge(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "d.jsonl", ROWS)
+    body = {"task": {"name": "data", "params": {"path": str(path), "answer": "answer"}, "dev_size": 5}}
+    load_config(json.dumps(body))  # the held-out-phrasing suite is sent, and skipped by the workers
+    with pytest.raises(ConfigError, match="max_phrasing_gap: task 'data' has no heldout_phrasing split"):
+        load_config(json.dumps({**body, "evaluation": {"max_phrasing_gap": 0.05}}))

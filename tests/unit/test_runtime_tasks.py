@@ -1,13 +1,17 @@
+import random
 from collections import Counter
 
 import pytest
 
 from selfimprove.runtime.tasks import TaskLoadError, load_task
 from selfimprove.runtime.tasks.arithmetic import (
+    FRAMES,
+    TEMPLATES,
     ArithmeticTask,
     canonical_key,
     evaluate,
     in_words,
+    phrase,
     phrasing,
     split_of,
 )
@@ -98,3 +102,51 @@ def test_seed_set_format(tmp_path):
     path.write_text('{"input": "x"}\n')
     with pytest.raises(ValueError, match="seeds.jsonl:1"):
         load_seed_set(path)
+
+
+def test_heldout_phrasing_templates_are_disjoint_from_train_and_dev_prompts():
+    task = ArithmeticTask(categories=("add2", "sub2", "chain1"))
+    assert len(task.heldout) == 9 and not set(task.heldout) & set(task.trained)
+    assert set(task.heldout) | set(task.trained) == set(TEMPLATES)
+    assert {t.frame for t in task.heldout} == set(FRAMES)  # every frame kind has held-out wordings
+    for split in ("train", "dev"):
+        for item in task.items(split, 600 if split == "train" else 150, seed=7):
+            e = item.meta["expression"]
+            held = {t.render(e) for t in task.heldout if t.fits(e)}
+            assert item.prompt not in held, (split, item.prompt)
+    # over many draws of one problem, train prompts use every trained template and no held-out one
+    rng = random.Random(0)
+    seen = {phrase("86 + 29", rng, task.trained) for _ in range(3000)}
+    assert seen == {t.render("86 + 29") for t in task.trained}
+
+
+def test_heldout_phrasing_split_asks_the_dev_problems_in_heldout_templates_only():
+    task = ArithmeticTask(categories=("add2", "sub2", "chain1"))
+    dev = task.items("dev", 120, seed=1234)
+    held = task.items("heldout_phrasing", 120, seed=1234)
+    assert [i.meta for i in held] == [i.meta for i in dev]  # the same problems, in the same order
+    assert all(split_of(i.meta["key"]) == "dev" for i in held)
+    for item in held:
+        e = item.meta["expression"]
+        assert item.prompt in {t.render(e) for t in task.heldout if t.fits(e)}, item.prompt
+    assert len({phrasing(i.prompt)[0] for i in held}) == 3  # every frame kind
+    # a prefix of the split is the split at that size (an interim look trims it so)
+    assert [i.prompt for i in task.items("heldout_phrasing", 40, seed=1234)] == [i.prompt for i in held[:40]]
+
+
+def test_heldout_phrasing_keeps_the_problems_and_only_drops_wordings():
+    every = ArithmeticTask(heldout_phrasing_share=0)
+    held_out = ArithmeticTask()
+    assert "heldout_phrasing" not in every.splits and "heldout_phrasing" in held_out.splits
+    for split in ("train", "dev"):
+        a, b = every.items(split, 200, seed=3), held_out.items(split, 200, seed=3)
+        assert [i.meta for i in a] == [i.meta for i in b]
+        same = sum(x.prompt == y.prompt for x, y in zip(a, b, strict=True))
+        assert 0.6 * len(a) < same < len(a)  # the prompts in held-out wordings were asked otherwise
+    with pytest.raises(ValueError, match="no 'heldout_phrasing' split"):
+        every.items("heldout_phrasing", 5)
+    with pytest.raises(ValueError, match="heldout_phrasing_share must be from 0 to 0.5"):
+        ArithmeticTask(heldout_phrasing_share=0.75)
+    sub = ArithmeticTask(("sub2",))
+    [parent] = sub.items("train", 1)
+    assert sub.step_item(parent, "61 - 20", 1).prompt == "What is 61 - 20?"  # a trained wording

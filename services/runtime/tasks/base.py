@@ -1,7 +1,8 @@
 """The task interface: where prompts come from and how an answer is judged.
 
 A task generates :class:`Item` prompts from a seed for a split (``"train"`` or ``"dev"``, disjoint
-streams) at a difficulty, extracts an answer from a reply, and verifies it. Users implement their
+streams; a task with templates may also have ``"heldout_phrasing"``, the dev problems asked in wordings
+that train and dev prompts never use) at a difficulty, extracts an answer from a reply, and verifies it. Users implement their
 own by subclassing :class:`Task` and naming it in a run config as ``"package.module:Class"``
 (see :func:`selfimprove.runtime.tasks.load_task`).
 """
@@ -18,8 +19,9 @@ from selfimprove.runtime.tasks.tactics import Tactics
 if TYPE_CHECKING:
     from selfimprove.runtime.tasks.worked import Plan
 
-Split = Literal["train", "dev"]
-SPLITS: tuple[Split, ...] = ("train", "dev")
+Split = Literal["train", "dev", "heldout_phrasing"]
+SPLITS: tuple[Split, ...] = ("train", "dev")  # the splits every task has
+HELDOUT_PHRASING: Split = "heldout_phrasing"  # dev problems in held-out wordings (arithmetic)
 
 
 @dataclass(frozen=True)
@@ -71,10 +73,23 @@ class Task(ABC):
     def categories(self) -> tuple[str, ...]:
         """Category names, for balancing and per-category reports."""
 
+    @property
+    def splits(self) -> tuple[Split, ...]:
+        """The splits :meth:`items` takes: train and dev, and ``heldout_phrasing`` where the task
+        holds some of its wordings out (evaluations score it beside dev when it is here)."""
+        return SPLITS
+
+    def heldout_wording(self, prompt: str) -> bool:
+        """Whether ``prompt`` is asked in one of the wordings the task holds out of training (the
+        ``heldout_phrasing`` split's): text the model writes itself (a restated prompt) in such a
+        wording is not trained on, so that split keeps measuring wordings the loop never trained on."""
+        return False
+
     @abstractmethod
     def items(self, split: Split, n: int, seed: int = 0, difficulty: int | None = None) -> list[Item]:
         """``n`` prompts of ``split``, the same for the same arguments; train and dev never share one.
-        A finite task raises :class:`TooFewProblems` when the split has fewer than ``n``."""
+        A finite task raises :class:`TooFewProblems` when the split has fewer than ``n``; a split
+        not in :attr:`splits` is a ``ValueError``."""
 
     @abstractmethod
     def extract(self, reply: str) -> str | None:

@@ -337,6 +337,8 @@ class DataTask(Task):
         )
 
     def items(self, split: Split, n: int, seed: int = 0, difficulty: int | None = None) -> list[Item]:
+        if split not in self._split:  # a data file has no templates, so no held-out phrasings
+            raise ValueError(f"{self.source.path}: a data task has no {split!r} split (it has train, dev)")
         pool = sorted(self._split[split], key=lambda p: _order(p.id, seed))
         chosen = [self.item(p) for p in pool[:n]]
         if len(pool) < n:
