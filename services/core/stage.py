@@ -141,13 +141,14 @@ def stats_dict(stats: Message) -> dict[str, Any]:
 
 
 def parse_stats(data: Mapping[str, Any] | None, into: M) -> M:
-    """The typed statistics that :func:`stats_dict` wrote; a field the message lacks is an error.
+    """The typed statistics that :func:`stats_dict` wrote. A field the message lacks was written by a
+    newer version of the project (a snapshot or result read during a rolling upgrade) and is ignored.
 
     >>> from selfimprove.v2.stages_pb2 import EvaluateStats
-    >>> parse_stats({"tokens": "5", "cache_hits": 2}, EvaluateStats()).tokens
+    >>> parse_stats({"tokens": "5", "cache_hits": 2, "added_later": 1}, EvaluateStats()).tokens
     5
     """
-    return json_format.ParseDict(dict(data or {}), into)
+    return json_format.ParseDict(dict(data or {}), into, ignore_unknown_fields=True)
 
 
 def result(topics: Topics, cause: Envelope, producer: str, **payload: object) -> Outgoing:

@@ -63,4 +63,10 @@ def suite_dict(s: SuiteScore) -> dict[str, Any]:
 
 
 def to_suite(data: dict[str, Any]) -> SuiteScore:
-    return json_format.ParseDict(data, SuiteScore())
+    """A suite's score as :func:`suite_dict` stored it; a field added by a newer version (a snapshot
+    read during a rolling upgrade) is ignored.
+
+    >>> to_suite({"name": "dev", "n": 8, "added_later": "x"}).n
+    8
+    """
+    return json_format.ParseDict(data, SuiteScore(), ignore_unknown_fields=True)
