@@ -1,6 +1,7 @@
-"""The deployment's incumbent: the last PROMOTE decision, kept in the object store.
+"""The deployment's incumbent: the last decision that chose what serves (PROMOTE, or ROLLBACK to an
+earlier promoted model), kept in the object store.
 
-The evaluator writes it when it publishes a promotion (before the run's snapshot, so a crash repeats
+The evaluator writes it when it publishes such a decision (before the run's snapshot, so a crash repeats
 the write with the same decision); a serving replica reads it when it starts and serves that model at
 once. Its promotion listener keeps a consumer group of its own that survives restarts (named by the
 replica's stable instance name), so a restarted replica reads only the decisions it has not seen and
@@ -24,8 +25,12 @@ from selfimprove.v2.stages_pb2 import Decision
 log = logging.getLogger(__name__)
 
 
+SERVES = (Decision.KIND_PROMOTE, Decision.KIND_ROLLBACK)  # the decisions that choose the served model
+
+
 def is_promotion(env: Envelope) -> bool:
-    return env.WhichOneof("payload") == "decision" and env.decision.kind == Decision.KIND_PROMOTE
+    """Whether ``env`` decides what is served: a promotion, or a rollback to an earlier model."""
+    return env.WhichOneof("payload") == "decision" and env.decision.kind in SERVES
 
 
 def write(store: ArtifactStore, topic_prefix: str, promotion: Envelope) -> None:

@@ -6,6 +6,8 @@ data after acquisition or selection re-acquires with more prompts and another se
 incumbent (with ``training.continue_pending``, a candidate rejected only for a gain not yet
 significant, or within ``training.pending_tolerance`` below the incumbent, is what the next training
 continues); the stopping rules run at the end of each iteration (collapse also after selection).
+With ``evaluation.rollback``, every promotion is re-checked against the earlier incumbents, and drift
+over several promotions or a collapse serves the last good model again (``rollback``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from selfimprove.core.stage import parse_stats
-from selfimprove.evaluator import verdicts
+from selfimprove.evaluator import rollback, verdicts
 from selfimprove.evaluator.commands import sampler
 from selfimprove.evaluator.config import train_problems
 from selfimprove.evaluator.focus import category_asked, category_open, category_pass
@@ -134,6 +136,11 @@ def _selected(tr: Transition) -> None:
     )
     if not collapse.ok:
         tr.signal("collapse")
+        if cfg.evaluation.rollback.enabled:
+            since = rollback.collapse_since(s.history, c.window)
+            back = rollback.after_collapse(s.scorecards, s.incumbent, since, collapse.reason)
+            if back.target is not None:
+                _rollback(tr, back)
         conclude(tr, collapse.reason, collapse.figures)
         return
     tr.decide("continue", verdict.reason, figures=verdict.figures)
@@ -253,6 +260,10 @@ def _promote(
     the lineage."""
     s = tr.state
     decision_id = tr.decide("promote", reason, model=model, evidence=suites, figures=figures)
+    if not s.scorecards:  # the first card: the model this promotion replaced, on the same items
+        promoted_in = s.promotions[-1]["iteration"] if s.promotions else 0
+        s.scorecards.append(rollback.card(s.incumbent, promoted_in, suites, "incumbent"))
+    s.scorecards.append(rollback.card(model, iteration, suites, "candidate"))
     s.promotions.append(
         {
             "iteration": iteration,
@@ -269,6 +280,49 @@ def _promote(
     s.incumbent, s.incumbent_accuracy = dict(model), accuracy
     s.train_parent, s.runner_up = {}, {}
     tr.signal("promote", accuracy)
+    r = tr.cfg.evaluation.rollback
+    if r.enabled:
+        drift = rollback.after_promotion(s.scorecards, s.drift_streak, r.margin, r.over_promotions)
+        s.scorecards[-1]["drifted"], s.drift_streak = drift.drifted, drift.streak
+        if drift.target is not None:
+            _rollback(tr, drift)
+
+
+def _rollback(tr: Transition, verdict: rollback.RollbackVerdict) -> None:
+    """Serve ``verdict.target`` again: the decision (the refinement servers swap to it, the
+    deployment's incumbent record names it), the models after it marked rolled back in the scorecards
+    and the lineage, the rollback recorded."""
+    s, target = tr.state, verdict.target
+    assert target is not None
+    at = max(
+        i for i, c in enumerate(s.scorecards) if c["version"] == target["version"] and not c["rolled_back"]
+    )
+    gone = [c for c in s.scorecards[at + 1 :] if not c["rolled_back"]]
+    decision_id = tr.decide(
+        "rollback", verdict.reason, model=target["model"], evidence=verdict.evidence, figures=verdict.figures
+    )
+    for c in gone:
+        c["rolled_back"] = True
+    versions = [c["version"] for c in gone]
+    for m in s.lineage.get("models", []):
+        if m.get("version") in versions:
+            m.update(rolled_back=True, rolled_back_at=tr.now, rolled_back_by=decision_id)
+    s.rollbacks.append(
+        {
+            "iteration": s.iteration,
+            "version": target["version"],
+            "previous": s.incumbent.get("version", ""),
+            "rolled_back": versions,
+            "decision_event_id": decision_id,
+            "time": tr.now,
+            "reason": verdict.reason,
+        }
+    )
+    s.incumbent = dict(target["model"])
+    s.incumbent_accuracy = target["scores"].get(target["main"], s.incumbent_accuracy)
+    s.train_parent, s.runner_up, s.drift_streak = {}, {}, 0
+    _row(tr)["rolled_back_to"] = target["version"]
+    tr.signal("rollback")
 
 
 def _final_pick(tr: Transition) -> None:
@@ -299,7 +353,7 @@ def _final_pick(tr: Transition) -> None:
         if row["iteration"] == up["iteration"]:
             row.update(promoted=True, final_pick=True)
     if s.accuracy:
-        s.accuracy[-1] = up["accuracy"]
+        s.accuracy[-1] = float(s.incumbent_accuracy or 0.0)  # a rollback may have followed the pick
 
 
 def _unrefined(tr: Transition) -> bool:

@@ -180,6 +180,26 @@ class TrainingConfig(_Strict):
         return self
 
 
+class RollbackConfig(_Strict):
+    """Re-checking each promotion against the best earlier incumbent (``selfimprove.evaluator.rollback``)."""
+
+    enabled: bool = Field(
+        False,
+        description="Serve the last good model again when promotions drift below an earlier one, or when "
+        "collapse stops the run.",
+    )
+    margin: float = Field(
+        0.03,
+        ge=0,
+        le=1,
+        description="Largest drop allowed below the best earlier incumbent on the dev split or any "
+        "regression suite, each as recorded when that model was promoted.",
+    )
+    over_promotions: int = Field(
+        2, ge=1, description="Consecutive promotions a drop beyond the margin must hold before rollback."
+    )
+
+
 class EvaluationConfig(_Strict):
     dev_size: int | None = Field(None, ge=1, description="Overrides task.dev_size for evaluation.")
     seed: int = Field(1234, ge=0, description="Dev seed: the same dev items every iteration.")
@@ -228,6 +248,7 @@ class EvaluationConfig(_Strict):
         "the whole dev set with no significant regression, though not significantly (a choice on the "
         "point estimate, made once at the end; every promotion inside the loop still needs alpha).",
     )
+    rollback: RollbackConfig = Field(default_factory=RollbackConfig)
 
 
 class RefinementConfig(_Strict):

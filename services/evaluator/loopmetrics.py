@@ -43,6 +43,9 @@ class LoopMetrics:
         )
         self.promotions = r.counter("promotions_total", "Candidates promoted")
         self.rejections = r.counter("rejections_total", "Candidates rejected")
+        self.rollbacks = r.counter(
+            "rollbacks_total", "Served models rolled back to an earlier promoted one (evaluation.rollback)"
+        )
         self.progress = r.gauge(
             "last_progress_timestamp_seconds",
             "Unix time a stage result of the run was last accepted (0 once the run is not running)",
@@ -70,7 +73,7 @@ class LoopMetrics:
 
         if run_label(run) not in self.runs_series.runs():
             # A new run's counters start at 0, so that rate() and "no promotion yet" see them.
-            for counter in (self.promotions, self.rejections):
+            for counter in (self.promotions, self.rejections, self.rollbacks):
                 of(counter)
             for stage in STAGE_ENUM:
                 of(self.retries, stage)
@@ -95,6 +98,8 @@ class LoopMetrics:
                 of(self.promotions).inc()
             elif kind == "reject":
                 of(self.rejections).inc()
+            elif kind == "rollback":
+                of(self.rollbacks).inc()
             elif kind == "accuracy":
                 of(self.candidate).set(sig[2])
             elif kind == "phrasing_accuracy":

@@ -79,6 +79,11 @@ class RunState:
     history: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     promotions: list[dict[str, Any]] = field(default_factory=list)
+    # each promoted model's scores as measured when it was promoted, the base model first (see
+    # ``rollback.card``), and how many promotions in a row drifted below an earlier one
+    scorecards: list[dict[str, Any]] = field(default_factory=list)
+    drift_streak: int = 0
+    rollbacks: list[dict[str, Any]] = field(default_factory=list)  # served models rolled back
     tokens_used: float = 0.0
     prompts_per_shard: int = 0
     data_retries: int = 0

@@ -13,7 +13,8 @@ from selfimprove.v2.stages_pb2 import Decision
 
 
 def lineage(state: RunState) -> dict:
-    """Every artifact and model version of the run, what trained what, promotions, code and config."""
+    """Every artifact and model version of the run, what trained what, promotions and rollbacks (with
+    each promoted model's scores as recorded then), code and config."""
     return {
         "run_id": state.run_id,
         "code_version": state.lineage.get("code_version", ""),
@@ -22,6 +23,8 @@ def lineage(state: RunState) -> dict:
         "artifacts": state.lineage.get("artifacts", []),
         "models": state.lineage.get("models", []),
         "promotions": state.promotions,
+        "rollbacks": state.rollbacks,
+        "scorecards": state.scorecards,
         "incumbent": state.incumbent,
         "history": state.history,
         "tokens_used": state.tokens_used,

@@ -6,7 +6,7 @@ says what is new. Metric names, each at step = the iteration:
 
 - ``loop/<field>``: the iteration's history row as it fills (samples, yield, kept, diversity,
   candidate_accuracy, incumbent_accuracy, p_value, promoted, stage seconds ...)
-- ``decision/<kind>``: 1 for each decision of that kind (promote, reject, continue, retry, stop)
+- ``decision/<kind>``: 1 for each decision of that kind (promote, reject, continue, retry, stop, rollback)
 - ``<stage>/<stat>``: an accepted select, train, evaluate or refine result's statistics
 - ``eval/<suite>/<field>``: each evaluated suite's scores; ``refine/<strategy>/<field>``: the
   refinement table

@@ -27,6 +27,7 @@ KINDS = {
     "continue": Decision.KIND_CONTINUE,
     "retry": Decision.KIND_RETRY,
     "stop": Decision.KIND_STOP,
+    "rollback": Decision.KIND_ROLLBACK,
 }
 
 

@@ -179,6 +179,48 @@ def _accuracy_table(history: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _lineage_lines(lineage: dict[str, Any]) -> list[str]:
+    """The served model's lineage: the base model, each promotion and each rollback, in order; a model
+    a rollback took back is marked so. None for a run that never promoted.
+
+    >>> lineage = {"models": [{"version": "r/base"}, {"version": "r/iter-002", "rolled_back": True}],
+    ...            "promotions": [{"iteration": 1, "version": "r/iter-001", "previous": "r/base", "time": 1.0},
+    ...                           {"iteration": 2, "version": "r/iter-002", "previous": "r/iter-001", "time": 2.0}],
+    ...            "rollbacks": [{"iteration": 2, "version": "r/iter-001", "previous": "r/iter-002", "time": 2.0,
+    ...                           "rolled_back": ["r/iter-002"], "reason": "drift"}]}
+    >>> print("\\n".join(_lineage_lines(lineage)))
+    <BLANKLINE>
+    ## Model lineage
+    <BLANKLINE>
+    | iteration | event | serves | replaces | why |
+    | --- | --- | --- | --- | --- |
+    | 0 | start | r/base | - | - |
+    | 1 | promote | r/iter-001 | r/base | - |
+    | 2 | promote | r/iter-002 (rolled back) | r/iter-001 | - |
+    | 2 | rollback | r/iter-001 | r/iter-002 | drift |
+    """
+    promotions, rollbacks = lineage.get("promotions") or [], lineage.get("rollbacks") or []
+    if not promotions:
+        return []
+    gone = {m.get("version") for m in lineage.get("models", []) if m.get("rolled_back")}
+
+    def name(version: str) -> str:
+        return f"{version} (rolled back)" if version in gone else version
+
+    events = [("promote", p) for p in promotions] + [("rollback", r) for r in rollbacks]
+    events.sort(key=lambda e: (float(e[1].get("time", 0.0)), e[0] == "rollback"))
+    lines = ["", "## Model lineage", "", "| iteration | event | serves | replaces | why |"]
+    lines.append("|" + " --- |" * 5)
+    first = (lineage.get("models") or [{}])[0].get("version") or promotions[0].get("previous", "-")
+    lines.append(f"| 0 | start | {name(first)} | - | - |")
+    for kind, e in events:
+        why = e.get("reason", "-") if kind == "rollback" else "-"
+        lines.append(
+            f"| {e.get('iteration')} | {kind} | {name(e.get('version', ''))} | {e.get('previous') or '-'} | {why} |"
+        )
+    return lines
+
+
 def render(facts: RunFacts, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Run {facts.run_id}", "", f"State: **{facts.state}**. {facts.stop_reason}", ""]
@@ -186,6 +228,7 @@ def render(facts: RunFacts, out: Path) -> Path:
     lines += ["## Dev accuracy per iteration", "", *_accuracy_table(facts.lineage.get("history", []))]
     if plot := _plot_accuracy(facts, out):
         lines += ["", f"![dev accuracy]({plot})"]
+    lines += _lineage_lines(facts.lineage)
     if facts.benchmark:
         lines += _test_set_lines(facts)
         if plot := _plot_benchmark(facts, out):

@@ -18,12 +18,17 @@ def decision_line(decision) -> str:
     'promote: better [dev 0.500→0.625 (p=0.01)]'
     >>> decision_line(Decision(kind=Decision.KIND_STOP, reason="budget"))
     'stop: budget'
+    >>> back = [SuiteScore(name="add1", incumbent_accuracy=0.83, candidate_accuracy=0.9)]
+    >>> decision_line(Decision(kind=Decision.KIND_ROLLBACK, reason="drift", evidence=back))
+    'rollback: drift [add1 0.830→0.900]'
     """
     from selfimprove.v2.stages_pb2 import Decision
 
     kind = Decision.Kind.Name(decision.kind).removeprefix("KIND_").lower()
+    tested = decision.kind != Decision.KIND_ROLLBACK  # a rollback compares recorded scores: no test
     scores = "; ".join(
-        f"{s.name} {s.incumbent_accuracy:.3f}→{s.candidate_accuracy:.3f} (p={s.p_value:.3g})"
+        f"{s.name} {s.incumbent_accuracy:.3f}→{s.candidate_accuracy:.3f}"
+        + (f" (p={s.p_value:.3g})" if tested else "")
         for s in decision.evidence
     )
     return f"{kind}: {decision.reason}" + (f" [{scores}]" if scores else "")

@@ -550,6 +550,8 @@ class SelectStats(_message.Message):
     DROPPED_FIELD_NUMBER: _builtins.int
     PARAPHRASES_IN_FIELD_NUMBER: _builtins.int
     PARAPHRASES_KEPT_FIELD_NUMBER: _builtins.int
+    SELF_JUDGE_PROMPTS_DROPPED_FIELD_NUMBER: _builtins.int
+    SELF_JUDGE_RESPONSES_DROPPED_FIELD_NUMBER: _builtins.int
     kept: _builtins.int
     """SFT rows and preference pairs kept."""
     pairs: _builtins.int
@@ -570,6 +572,11 @@ class SelectStats(_message.Message):
     paraphrases_in: _builtins.int
     """Kept rows of restated prompts (acquisition's paraphrases), and of them, those kept here."""
     paraphrases_kept: _builtins.int
+    self_judge_prompts_dropped: _builtins.int
+    """Label-free self-judged selection (params self_judge): prompts dropped because the model doubted
+    their majority answer, and majority responses of kept prompts it left out.
+    """
+    self_judge_responses_dropped: _builtins.int
     @_builtins.property
     def dropped(self) -> _containers.RepeatedCompositeFieldContainer[Global___FilterDrops]:
         """Items each filter dropped, in pipeline order."""
@@ -591,10 +598,12 @@ class SelectStats(_message.Message):
         dropped: _abc.Iterable[Global___FilterDrops] | None = ...,
         paraphrases_in: _builtins.int = ...,
         paraphrases_kept: _builtins.int = ...,
+        self_judge_prompts_dropped: _builtins.int = ...,
+        self_judge_responses_dropped: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_pseudo_label_precision", b"_pseudo_label_precision", "_sft_answer_precision", b"_sft_answer_precision", "pseudo_label_precision", b"pseudo_label_precision", "sft_answer_precision", b"sft_answer_precision"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_pseudo_label_precision", b"_pseudo_label_precision", "_sft_answer_precision", b"_sft_answer_precision", "diversity", b"diversity", "dropped", b"dropped", "kept", b"kept", "pairs", b"pairs", "paraphrases_in", b"paraphrases_in", "paraphrases_kept", b"paraphrases_kept", "prompts_in", b"prompts_in", "prompts_kept", b"prompts_kept", "prompts_rationalized", b"prompts_rationalized", "prompts_steps", b"prompts_steps", "prompts_worked", b"prompts_worked", "pseudo_label_precision", b"pseudo_label_precision", "sft_answer_precision", b"sft_answer_precision", "yield_rate", b"yield_rate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_pseudo_label_precision", b"_pseudo_label_precision", "_sft_answer_precision", b"_sft_answer_precision", "diversity", b"diversity", "dropped", b"dropped", "kept", b"kept", "pairs", b"pairs", "paraphrases_in", b"paraphrases_in", "paraphrases_kept", b"paraphrases_kept", "prompts_in", b"prompts_in", "prompts_kept", b"prompts_kept", "prompts_rationalized", b"prompts_rationalized", "prompts_steps", b"prompts_steps", "prompts_worked", b"prompts_worked", "pseudo_label_precision", b"pseudo_label_precision", "self_judge_prompts_dropped", b"self_judge_prompts_dropped", "self_judge_responses_dropped", b"self_judge_responses_dropped", "sft_answer_precision", b"sft_answer_precision", "yield_rate", b"yield_rate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__pseudo_label_precision: _TypeAlias = _typing.Literal["pseudo_label_precision"]  # noqa: Y015
     _WhichOneofArgType__pseudo_label_precision: _TypeAlias = _typing.Literal["_pseudo_label_precision", b"_pseudo_label_precision"]  # noqa: Y015
@@ -618,7 +627,8 @@ class FilterDrops(_message.Message):
     UNIT_FIELD_NUMBER: _builtins.int
     filter: _builtins.str
     """The filter: duplicate_prompt, decontaminated_key, decontaminated_ngram, difficulty, label,
-    label_check, format, duplicate, near_duplicate, per_prompt_cap, diversity, balance.
+    label_check, self_judge_prompt, self_judge, format, duplicate, near_duplicate, per_prompt_cap,
+    diversity, balance.
     """
     count: _builtins.int
     unit: _builtins.str
@@ -1264,6 +1274,11 @@ class Decision(_message.Message):
         KIND_CONTINUE: Decision._Kind.ValueType  # 3
         KIND_RETRY: Decision._Kind.ValueType  # 4
         KIND_STOP: Decision._Kind.ValueType  # 5
+        KIND_ROLLBACK: Decision._Kind.ValueType  # 6
+        """The served model goes back to an earlier promoted one (evaluation.rollback): ``model`` is the
+        model restored; each evidence suite's incumbent_accuracy is the model rolled back's score and
+        candidate_accuracy the restored model's, both as recorded when each was promoted.
+        """
 
     class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
     KIND_UNSPECIFIED: Decision.Kind.ValueType  # 0
@@ -1272,6 +1287,11 @@ class Decision(_message.Message):
     KIND_CONTINUE: Decision.Kind.ValueType  # 3
     KIND_RETRY: Decision.Kind.ValueType  # 4
     KIND_STOP: Decision.Kind.ValueType  # 5
+    KIND_ROLLBACK: Decision.Kind.ValueType  # 6
+    """The served model goes back to an earlier promoted one (evaluation.rollback): ``model`` is the
+    model restored; each evidence suite's incumbent_accuracy is the model rolled back's score and
+    candidate_accuracy the restored model's, both as recorded when each was promoted.
+    """
 
     @_typing.final
     class FiguresEntry(_message.Message):
