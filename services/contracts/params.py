@@ -42,6 +42,30 @@ class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SelfJudgeParams(_Params):
+    """Label-free selection by the model's own P(Yes) verdicts (acquisition's ``self_judge``) on the
+    samples that give a prompt's majority answer (see selfimprove.selection.selfjudge)."""
+
+    mode: Literal["off", "filter", "rank"] = Field(
+        default="off",
+        description="off; filter: keep the majority samples judged at least min_p_yes; rank: keep the "
+        "keep_top majority samples judged best. Label-free runs only (verified runs have a verifier).",
+    )
+    min_p_yes: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="filter: least P(Yes) of a kept sample; with drop_prompts, both modes: least mean "
+        "P(Yes) of a kept prompt's majority samples.",
+    )
+    keep_top: int = Field(default=1, ge=1, description="rank: majority samples kept per prompt.")
+    drop_prompts: StrictBool = Field(
+        default=True,
+        description="Drop a prompt whose majority samples' mean P(Yes) is below min_p_yes "
+        "(card drop reason self_judge_prompt).",
+    )
+
+
 class SelectParams(_Params):
     """How selection filters and balances acquisition rows (see selfimprove.selection.pipeline)."""
 
@@ -77,6 +101,11 @@ class SelectParams(_Params):
     # false: the band drops such prompts like any other, for shorter trainings
     worked_mastered: bool = Field(
         True, description="Verified: a worked reply keeps a prompt every sample already answered."
+    )
+    self_judge: SelfJudgeParams = Field(
+        default_factory=SelfJudgeParams,
+        description="Label-free: keep the majority samples the model judges right (needs acquisition's "
+        "self_judge).",
     )
 
 

@@ -8,7 +8,10 @@ together. Order: prompt deduplication, decontamination (exact problem keys of th
 task's dev split, ``decontaminated_key``; then n-gram overlap with the evaluation sets' texts,
 ``decontaminated_ngram``), difficulty band, labels (verified or label-free; a
 label-free label whose consistency check failed is dropped, ``label_check``),
-refined targets, worked replies (preferred to the model's own right answers; verified mode: when
+self-judge (label-free, ``params.self_judge``: the model's own P(Yes) on the majority samples
+keeps those it judges right, ``self_judge``, and drops a prompt whose label it doubts,
+``self_judge_prompt``; :mod:`~selfimprove.selection.selfjudge`), refined targets, worked replies
+(preferred to the model's own right answers; verified mode: when
 the verifier accepts them, and a prompt with one is kept at any pass rate; label-free: chosen by the
 sub-questions' majorities, when their answer is the label), rationales
 (verified mode: hinted replies, for prompts no sample or worked reply answered), format sanity, exact
@@ -27,7 +30,7 @@ from typing import Any
 
 from selfimprove.contracts.params import SelectParams
 from selfimprove.contracts.samples import is_paraphrase, is_step
-from selfimprove.selection import filters, labels
+from selfimprove.selection import filters, labels, selfjudge
 from selfimprove.selection.dedup import near_dedup
 from selfimprove.selection.diversity import Embedder, greedy_distinct, mean_pairwise_distance
 
@@ -39,6 +42,8 @@ DROP_UNITS = {
     "difficulty": "prompts",
     "label": "prompts",
     "label_check": "prompts",
+    "self_judge_prompt": "prompts",
+    "self_judge": "responses",
     "format": "responses",
     "duplicate": "responses",
     "near_duplicate": "responses",
@@ -108,12 +113,24 @@ def select(
     used_labels: dict[str, str | None] = {}
     hinted_ids: set[str] = set()
     worked_ids: set[str] = set()
+    judged_ids: set[str] = set()
     for row in work:
         label = labels.label_of(row, mode, params.agreement_threshold)
         if mode == labels.LABEL_FREE and labels.refused(row, label):
             drops["label_check"] += 1
             continue
         right, wrong = labels.split(row, mode, label)
+        if mode == labels.LABEL_FREE:
+            judged = selfjudge.judge_majority(
+                right, params.self_judge, lambda s: filters.sane(s, params.max_tokens, params.max_chars)
+            )
+            if judged.drop_prompt:
+                drops["self_judge_prompt"] += 1
+                continue
+            drops["self_judge"] += judged.dropped
+            right = judged.kept
+            if judged.judged:
+                judged_ids.add(row["id"])
         target = by_id.get(row["id"]) or by_prompt.get(row["prompt"])
         if target is not None:
             sample = _refined_sample(target, extract)
@@ -183,6 +200,7 @@ def select(
             "paraphrases_in": paraphrases_in,
             "paraphrases_kept": len(final_ids & paraphrase_ids),
             "worked_repeats": sum(1 for x in sft if x.get("repeat")),
+            "prompts_self_judged": len(final_ids & judged_ids),
         },
         "dropped": drops,
         "drop_units": DROP_UNITS,

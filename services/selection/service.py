@@ -20,7 +20,7 @@ from selfimprove.core.runner import Context, Runnable
 from selfimprove.core.settings import SettingsError, load
 from selfimprove.core.stage import StageInputError, failure, parse_stats, result, run_once, stats_dict
 from selfimprove.core.store import ArtifactError
-from selfimprove.selection import labels
+from selfimprove.selection import labels, selfjudge
 from selfimprove.selection.filters import row_key
 from selfimprove.selection.settings import SelectionSettings
 from selfimprove.v2.common_pb2 import Stage
@@ -44,10 +44,12 @@ def result_stats(card: dict) -> SelectStats:
 
     >>> card = {"counts": {"sft": 3, "pairs": 1, "prompts_in": 4, "prompts_kept": 2}, "diversity": 0.5,
     ...         "yield": 0.5, "pseudo_label_precision": None, "sft_answer_precision": 1.0,
-    ...         "dropped": {"format": 2}, "drop_units": {"format": "responses"}}
+    ...         "dropped": {"format": 2, "self_judge_prompt": 1}, "drop_units": {"format": "responses"}}
     >>> s = result_stats(card)
-    >>> s.kept, s.HasField("pseudo_label_precision"), [(d.filter, d.count, d.unit) for d in s.dropped]
-    (3, False, [('format', 2, 'responses')])
+    >>> s.kept, s.HasField("pseudo_label_precision"), [(d.filter, d.count, d.unit) for d in s.dropped][0]
+    (3, False, ('format', 2, 'responses'))
+    >>> s.self_judge_prompts_dropped, s.self_judge_responses_dropped
+    (1, 0)
     """
     counts = card["counts"]
     out = SelectStats(
@@ -60,6 +62,8 @@ def result_stats(card: dict) -> SelectStats:
         prompts_steps=counts.get("prompts_steps", 0),
         paraphrases_in=counts.get("paraphrases_in", 0),
         paraphrases_kept=counts.get("paraphrases_kept", 0),
+        self_judge_prompts_dropped=card["dropped"].get("self_judge_prompt", 0),
+        self_judge_responses_dropped=card["dropped"].get("self_judge", 0),
         diversity=card["diversity"],
         yield_rate=card["yield"],
         dropped=[
@@ -133,6 +137,12 @@ class Selector:
             raise StageInputError("the shards hold no prompts")
         if mode == labels.VERIFIED and not any(labels.has_verdict(r) for r in rows):
             raise StageInputError("verified mode needs a task with a verifier; use LABEL_MODE_LABEL_FREE")
+        judging = params.self_judge.mode != "off" and mode == labels.LABEL_FREE
+        if judging and not selfjudge.has_judgements(rows):
+            raise StageInputError(
+                f"params self_judge.mode {params.self_judge.mode} needs the model's judgements, and no "
+                "sample of the shards has one: turn on acquisition.self_judge"
+            )
         guard = self.guard(cmd.test_sets_json)
         keys = guard.keys | dev_keys(task, rows)
         embed = self.embedder() if params.embed else None

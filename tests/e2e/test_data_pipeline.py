@@ -226,3 +226,87 @@ async def test_label_free_worked_replies_follow_the_steps_majorities_on_the_real
         assert extract_int(x["response"]) == row["majority"], (x, row)
         assert row["check"] is not None and row["check"]["passed"], row
     assert "label_witness" not in card["dropped"]
+
+
+async def test_self_judged_selection_on_the_real_model_reports_label_precision(stack, unique_name, tmp_path):
+    """Label-free acquisition with the model's own verdicts (``self_judge``), then selection with and
+    without ``params.self_judge``: the kept majority labels' precision against the hidden truth is
+    reported for both (whether the filter raises it is measured, not asserted), and the judged
+    selection keeps a subset of the plain one's prompts. Other filters that could reorder what is kept
+    (embedding diversity, category balance) are off, so the two differ by the self-judge alone."""
+    prompts = 16
+    command = AcquireCommand(
+        policy=ModelRef(base="smollm2-135m-instruct", version="base"),
+        task=TaskSpec(
+            name="arithmetic", params_json=json.dumps({"categories": ["add1", "sub1", "add2", "sub2"]})
+        ),
+        shard=0,
+        num_shards=1,
+        num_prompts=prompts,
+        sampling=SamplingParams(n=4, temperature=0.7, top_p=0.95, max_new_tokens=48),
+        seed=2,
+        self_judge=True,
+        test_sets_json=GPT3_SETS,
+    )
+    env = envelopes.make(
+        run_id=unique_name, iteration=1, stage=Stage.STAGE_ACQUIRE, producer="test", acquire_command=command
+    )
+    started = time.monotonic()
+    [record] = await run_stage(stack, unique_name, tmp_path, Stage.STAGE_ACQUIRE, [env], timeout=1200)
+    report = {"prompts": prompts, "acquire_wall_seconds": time.monotonic() - started}
+    acquired = envelopes.decode(record.value).acquire_result
+    store = artifact_store(stack)
+    rows = [json.loads(line) for line in store.read_file(acquired.samples, "samples.jsonl").splitlines()]
+    samples = [(r, s) for r in rows for s in r["samples"]]
+    assert samples and all(0.0 <= s["judge"] <= 1.0 for _, s in samples)
+    right = [s["judge"] for r, s in samples if s["extracted"] == r["answer"]]
+    wrong = [s["judge"] for r, s in samples if s["extracted"] != r["answer"]]
+    report["mean_p_yes"] = {
+        "right_samples": sum(right) / len(right) if right else None,
+        "wrong_samples": sum(wrong) / len(wrong) if wrong else None,
+    }
+
+    base = {"embed": False, "category_cap": 1000, "band": [0.0, 1.5], "max_per_prompt": 4}
+    variants = {1: base, 2: {**base, "self_judge": {"mode": "filter", "min_p_yes": 0.5}}}
+    envs = [
+        envelopes.make(
+            run_id=unique_name,
+            iteration=iteration,
+            stage=Stage.STAGE_SELECT,
+            producer="test",
+            select_command=SelectCommand(
+                shards=[acquired.samples],
+                label_mode=LabelMode.LABEL_MODE_LABEL_FREE,
+                params_json=json.dumps(params),
+                test_sets_json=GPT3_SETS,
+            ),
+        )
+        for iteration, params in variants.items()
+    ]
+    records = await run_stage(stack, unique_name, tmp_path, Stage.STAGE_SELECT, envs, timeout=600)
+    kept = {}
+    for rec in records:
+        env = envelopes.decode(rec.value)
+        assert env.WhichOneof("payload") == "select_result", env
+        name = "plain" if env.iteration == 1 else "self_judged"
+        stats = env.select_result.stats
+        sft = [json.loads(x) for x in store.read_file(env.select_result.dataset, "sft.jsonl").splitlines()]
+        kept[name] = {x["id"].rsplit("-", 1)[0] for x in sft}
+        report[name] = {
+            "pseudo_label_precision": stats.pseudo_label_precision
+            if stats.HasField("pseudo_label_precision")
+            else None,
+            "prompts_kept": stats.prompts_kept,
+            "sft": stats.kept,
+            "self_judge_prompts_dropped": stats.self_judge_prompts_dropped,
+            "self_judge_responses_dropped": stats.self_judge_responses_dropped,
+        }
+    print(json.dumps(report, indent=2, sort_keys=True))
+    if os.environ.get("SELFJUDGE_E2E_REPORT"):
+        with open(os.environ["SELFJUDGE_E2E_REPORT"], "w") as f:
+            json.dump(report, f, indent=2, sort_keys=True)
+    plain, judged = report["plain"], report["self_judged"]
+    assert plain["pseudo_label_precision"] is not None and judged["pseudo_label_precision"] is not None
+    assert kept["self_judged"] <= kept["plain"]
+    assert plain["self_judge_prompts_dropped"] == plain["self_judge_responses_dropped"] == 0
+    assert judged["prompts_kept"] == len(kept["self_judged"]) <= plain["prompts_kept"]

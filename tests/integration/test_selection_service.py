@@ -11,7 +11,7 @@ from selfimprove.core.keys import attempt_prefix
 from selfimprove.v2.common_pb2 import Stage
 from selfimprove.v2.stages_pb2 import LabelMode, SelectCommand
 from tests.support.buskit import ServiceProcess, artifact_store, kafka_settings, read_topic
-from tests.support.selection_rows import synthetic_rows
+from tests.support.selection_rows import judged, synthetic_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 SERVICE_ENV = dict(SELFIMPROVE_KAFKA_SESSION_TIMEOUT_MS="6000", SELFIMPROVE_THREADS="1")
@@ -29,7 +29,7 @@ def publish_shards(store, run_id, rows, shards=2):
     ]
 
 
-def select_command(run_id, iteration, shards, mode, test_sets=""):
+def select_command(run_id, iteration, shards, mode, test_sets="", params=None):
     return envelopes.make(
         run_id=run_id,
         iteration=iteration,
@@ -38,7 +38,7 @@ def select_command(run_id, iteration, shards, mode, test_sets=""):
         select_command=SelectCommand(
             shards=shards,
             label_mode=mode,
-            params_json=json.dumps({"max_per_prompt": 2}),
+            params_json=json.dumps(params or {"max_per_prompt": 2}),
             test_sets_json=test_sets,
         ),
     )
@@ -73,7 +73,14 @@ async def test_selection_in_both_modes(stack, unique_name, tmp_path):
             )
             missing = data_test_set("gone", tmp_path / "gone.jsonl")
             await bus.publish(topic, select_command(unique_name, 5, shards, verified, missing))
-        records = await read_topic(stack.kafka_bootstrap, f"{unique_name}.evt.select", expect=5, timeout=180)
+            # self-judged selection: refused on shards acquired without judgements (6), and on judged
+            # shards its drops come back typed (7)
+            judging = {"max_per_prompt": 2, "band": [0.0, 1.01], "self_judge": {"mode": "filter"}}
+            free = LabelMode.LABEL_MODE_LABEL_FREE
+            await bus.publish(topic, select_command(unique_name, 6, shards, free, params=judging))
+            judged_shards = publish_shards(store, f"{unique_name}-judged", judged(rows))
+            await bus.publish(topic, select_command(unique_name, 7, judged_shards, free, params=judging))
+        records = await read_topic(stack.kafka_bootstrap, f"{unique_name}.evt.select", expect=7, timeout=180)
         dropped = service.counter("selfimprove_selection_dropped_total", filter="difficulty")
         metrics = service.metrics()
     finally:
@@ -108,3 +115,9 @@ async def test_selection_in_both_modes(stack, unique_name, tmp_path):
     assert json.loads(store.read_file(declared.dataset, "card.json"))["decontamination_sets"] == ["held"]
     assert by_iter[5].WhichOneof("payload") == "stage_failure"
     assert "'gone'" in by_iter[5].stage_failure.message and "gone.jsonl" in by_iter[5].stage_failure.message
+    assert by_iter[6].WhichOneof("payload") == "stage_failure"
+    assert "acquisition.self_judge" in by_iter[6].stage_failure.message
+    judged_stats = by_iter[7].select_result.stats
+    card = json.loads(store.read_file(by_iter[7].select_result.dataset, "card.json"))
+    assert judged_stats.self_judge_prompts_dropped == card["dropped"]["self_judge_prompt"] > 0
+    assert judged_stats.self_judge_responses_dropped == card["dropped"]["self_judge"]

@@ -1,6 +1,9 @@
 """Acquisition rows for selection's tests: a fixed mix of all-right, all-wrong, majority-right,
 majority-wrong, unanswered and cut-off samples over arithmetic prompts (unit and integration tests)."""
 
+import json
+import random
+
 from selfimprove.acquisition.shard import make_row
 from selfimprove.runtime.engine import Sample
 from selfimprove.runtime.tasks.arithmetic import ArithmeticTask
@@ -26,3 +29,15 @@ def synthetic_rows(n=30):
             samples.append(Sample(options[k % len(options)], 8 + k, "length" if c == "-" else "stop"))
         rows.append(make_row(item, samples, TASK.extract, TASK.verify))
     return rows
+
+
+def judged(rows, right=(0.6, 1.0), wrong=(0.0, 0.5), seed=0):
+    """``rows`` with the model's P(Yes) on each sample (``judge``), drawn from ``right`` when its answer
+    is the truth and from ``wrong`` otherwise: overlapping ranges make an informative, imperfect judge."""
+    rng = random.Random(seed)
+    out = json.loads(json.dumps(rows))
+    for row in out:
+        for s in row["samples"]:
+            low, high = right if s["extracted"] == row["answer"] else wrong
+            s["judge"] = rng.uniform(low, high)
+    return out
