@@ -4,7 +4,7 @@ A request belongs to the run whose model is served (the run of the last promotio
 or of the last calibration; ``none`` while the base model is served): requests, their latency, tokens,
 the strategy and the model served are labelled with that ``run_id``; a calibration's accuracies and a
 swap with the run of the command or promotion. Process-level: the swap failures (the promotion that
-failed is in the log).
+failed is in the log) and the calibrations in progress.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ class RefinementMetrics:
         self.swap_failures = m.counter(
             "refinement_model_swap_failures_total",
             "Promoted models that could not be loaded (still serving the old one)",
+        )
+        self.calibrating = m.gauge(
+            "refinement_calibrations_in_progress", "Calibrations measuring strategies now (served beside)"
         )
         self.model = r.gauge("refinement_model_info", "1 for the model version served now", ["version"])
         self.run_id = NO_RUN  # the run whose model (or calibration) is served now

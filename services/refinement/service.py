@@ -17,6 +17,12 @@
 - Both endpoints require a bearer token or a client certificate when ``auth_tokens_file`` or
   ``tls_client_ca_file`` is set (``core.guard``; every method needs the ``read`` role).
 
+Serving goes on while a calibration runs: the calibration's loop runs on a worker thread and only
+its engine calls, one engine batch each, queue on the compute thread beside requests and swaps
+(``served``); it measures the engine of the command's incumbent, whatever a swap serves meanwhile.
+A calibration whose handler stops waiting (the service stops, ``max_handler_seconds``) is abandoned
+at its next engine call.
+
 Run it: ``python -m selfimprove.refinement``.
 """
 
@@ -39,7 +45,7 @@ from selfimprove.core.stage import StageInputError, failure, result, run_once, s
 from selfimprove.core.store import ArtifactError
 from selfimprove.refinement import artifacts, calibration
 from selfimprove.refinement.metrics import RefinementMetrics
-from selfimprove.refinement.served import LockedEngine, Served, ServedModel, model_version
+from selfimprove.refinement.served import ComputeEngine, Served, ServedModel, model_version
 from selfimprove.refinement.settings import RefinementSettings
 from selfimprove.refinement.swaps import LatestOnly
 from selfimprove.runtime import strategies
@@ -60,20 +66,23 @@ def targets_seed(seed: int, iteration: int) -> int:
 
 
 class Refiner:
-    def __init__(
-        self, ctx: Context, settings: RefinementSettings, model: ServedModel, policies, lock
-    ) -> None:
-        self.ctx, self.settings, self.model, self.policies, self.lock = ctx, settings, model, policies, lock
+    def __init__(self, ctx: Context, settings: RefinementSettings, model: ServedModel, policies) -> None:
+        self.ctx, self.settings, self.model, self.policies = ctx, settings, model, policies
         self.metrics = RefinementMetrics(ctx.metrics)
         self.producer = f"refinement/{ctx.settings.instance}"
         self.promotions: LatestOnly[Envelope] = LatestOnly(
             self.swap, settings.swap_settle_s, on_error=lambda env, exc: self.metrics.swap_failures.inc()
         )
 
-    def engine(self, ref: ModelRef) -> LockedEngine:
-        return LockedEngine(self.policies.engine(ref), self.lock)
+    def engine(
+        self, ref: ModelRef, max_sequences: int = 0, abandon: threading.Event | None = None
+    ) -> ComputeEngine:
+        """The engine of ``ref``, loaded on the compute thread (from any thread)."""
+        return ComputeEngine(compute.call(self.policies.engine, ref), max_sequences, abandon)
 
-    def build(self, env: Envelope) -> tuple[dict[str, bytes], dict[str, Any]]:
+    def build(self, env: Envelope, abandon: threading.Event) -> tuple[dict[str, bytes], dict[str, Any]]:
+        """Calibrate (on a worker thread: each engine call, one batch, goes to the compute thread);
+        ``abandon`` set stops it at its next engine call."""
         from selfimprove.runtime.models import ModelNotFoundError
         from selfimprove.runtime.tasks import load_task
 
@@ -86,13 +95,17 @@ class Refiner:
             specs = calibration.with_greedy(cmd.strategies)
             task = load_task(cmd.task.name or "arithmetic", json.loads(cmd.task.params_json or "{}"))
             items = task.items("dev", cmd.dev_size, seed=cmd.seed)
-            engine = self.engine(cmd.incumbent)
+            engine = self.engine(cmd.incumbent, self.settings.batch_size, abandon)
         except (ValueError, FileNotFoundError, ModelNotFoundError, ArtifactError) as exc:
             raise StageInputError(f"{type(exc).__name__}: {exc}") from exc
         start = time.perf_counter()
         s = self.settings
         sampling = strategies.Settings(s.temperature, s.top_p, s.calibration_max_new_tokens, cmd.seed)
-        rows = calibration.measure(engine, task, items, specs, sampling)
+        self.metrics.calibrating.inc()
+        try:
+            rows = calibration.measure(engine, task, items, specs, sampling)
+        finally:
+            self.metrics.calibrating.dec()
         chosen = calibration.choose(rows, cmd.token_budget)
         files = {"table.json": b""}
         targets = 0
@@ -121,20 +134,26 @@ class Refiner:
         if env.WhichOneof("payload") != "refine_command":
             raise ValueError(f"refinement expects refine_command, got {env.WhichOneof('payload')}")
         topics = self.ctx.bus.topics
+        abandon = threading.Event()  # set once this handler stops waiting for the calibration
         try:
-            ref, meta = await run_once(self.ctx.store, env, lambda: self.build(env))
+            ref, meta = await run_once(
+                self.ctx.store, env, lambda: self.build(env, abandon), on_compute=False
+            )
         except StageInputError as exc:
             log.warning("refine command %s refused: %s", env.event_id, exc)
             return [failure(topics, env, self.producer, exc)]
+        finally:
+            abandon.set()
         self.metrics.calibrated(env.run_id, ((r["strategy"], r["accuracy"]) for r in meta["table"]))
         served = self.model.use_strategy(meta["chosen"])
         self.metrics.serving(served.strategy, served.version, env.run_id)
         return [result(topics, env, self.producer, refine_result=artifacts.refine_result(meta, ref))]
 
     async def on_control(self, env: Envelope) -> list[Outgoing]:
-        """Offer a promoted model to the swapper (a malformed one is dead-lettered); every other
-        control event is ignored."""
-        if env.WhichOneof("payload") == "decision" and env.decision.kind == Decision.KIND_PROMOTE:
+        """Offer a promoted model (or one a rollback serves again) to the swapper (a malformed one is
+        dead-lettered); every other control event is ignored."""
+        serves = (Decision.KIND_PROMOTE, Decision.KIND_ROLLBACK)
+        if env.WhichOneof("payload") == "decision" and env.decision.kind in serves:
             ref = env.decision.model
             if not ref.base:
                 raise ValueError(f"promotion {env.event_id} names no base model")
@@ -209,12 +228,11 @@ async def setup(ctx: Context) -> list[Runnable]:
         {"threads": ctx.settings.threads, "batch_size": s.batch_size} if s.backend == "transformers" else {}
     )
     policies = PolicyCache(ctx.store, s.backend, keep=2, cache_dir=ctx.settings.cache_dir, **options)
-    lock = threading.Lock()
     task = load_task(s.task, json.loads(s.task_params_json))
     ref = ModelRef(base=s.base)
-    engine = LockedEngine(await compute.run(policies.engine, ref), lock)
+    engine = ComputeEngine(await compute.run(policies.engine, ref))
     model = ServedModel(Served(ref, engine, s.strategy, task.extract))
-    refiner = Refiner(ctx, s, model, policies, lock)
+    refiner = Refiner(ctx, s, model, policies)
     await refiner.restore()
     refiner.metrics.serving(s.strategy, model.current().version)
     topics, prefix = ctx.bus.topics, ctx.kafka.topic_prefix

@@ -315,3 +315,54 @@ async def test_a_restarted_replica_serves_the_incumbent_record_and_reads_only_ne
         assert again.counter("selfimprove_messages_consumed_total", topic=topic, outcome="duplicate") == 0
     finally:
         assert again.stop() == 0
+
+
+async def test_requests_and_swaps_are_served_while_calibrating(stack, unique_name, service, tiny_models):
+    """A calibration holds the compute thread one engine call at a time: a request and a hot swap
+    made mid-calibration complete before its result is published, and it still measures the model
+    its command named."""
+    proc, port = service
+    base, adapters = tiny_models
+    calibrating = "selfimprove_refinement_calibrations_in_progress"
+    cmd = RefineCommand(
+        incumbent=ModelRef(base=str(base), version="run/iter-000"),
+        task=TaskSpec(name="arithmetic"),
+        dev_size=200,  # long enough (dozens of engine calls) to outlast a request and a swap
+        seed=3,
+        strategies=["self_consistency@5"],
+    )
+    env = envelopes.make(
+        run_id=unique_name, iteration=1, stage=Stage.STAGE_REFINE, producer="test", refine_command=cmd
+    )
+    ref = artifact_store(stack).publish_folder(f"runs/{unique_name}/adapter/", adapters[0])
+    promoted = ModelRef(base=str(base), adapter=ref, version=f"{unique_name}/iter-001")
+    promotion = envelopes.make(
+        run_id=unique_name,
+        iteration=1,
+        stage=Stage.STAGE_CONTROL,
+        producer="test",
+        decision=Decision(kind=Decision.KIND_PROMOTE, reason="better", model=promoted),
+    )
+    async with Bus(kafka_settings(stack, unique_name)) as bus:
+        await bus.publish(bus.topics.command(Stage.STAGE_REFINE), env)
+        await eventually(lambda: proc.counter(calibrating) == 1, timeout=120, every=0.05)
+        reply = await generate(port, prompt="What is 2 + 3?")
+        assert reply.completion_tokens > 0
+        assert proc.counter(calibrating) == 1, "the request waited for the whole calibration"
+        await bus.publish(bus.topics.control, promotion)
+
+        async def swapped():
+            return (await generate(port, prompt="What is 2 + 3?")).model_version == promoted.version
+
+        for _ in range(600):
+            if await swapped():
+                break
+            await asyncio.sleep(0.1)
+        assert await swapped(), "never served the promoted model"
+        assert proc.counter(calibrating) == 1, "the swap waited for the whole calibration"
+    [record] = await read_topic(stack.kafka_bootstrap, f"{unique_name}.evt.refine", 1, timeout=600)
+    out = Envelope.FromString(record.value)
+    assert out.WhichOneof("payload") == "refine_result", out
+    table = json.loads(artifact_store(stack).read_file(out.refine_result.calibration, "table.json"))
+    assert table["model_version"] == "run/iter-000"  # the command's incumbent, not the swapped-in model
+    assert proc.counter(calibrating) == 0

@@ -3,7 +3,6 @@ on a free port) over a fake engine, driven by the official ``openai`` client."""
 
 import asyncio
 import json
-import threading
 import urllib.error
 import urllib.request
 from types import SimpleNamespace
@@ -16,7 +15,7 @@ from selfimprove.refinement import openai_api
 from selfimprove.refinement.answering import Reply
 from selfimprove.refinement.http_runner import http_runnable
 from selfimprove.refinement.openai_api import ApiError, ChatRequest, CompletionRequest
-from selfimprove.refinement.served import LockedEngine, Served, ServedModel
+from selfimprove.refinement.served import ComputeEngine, Served, ServedModel
 from selfimprove.refinement.settings import RefinementSettings
 from selfimprove.runtime.engine import GenerationRequest, PromptResult, Sample, to_messages
 from selfimprove.v2.common_pb2 import ModelRef
@@ -134,7 +133,7 @@ class EchoEngine:
 
 
 def served(tag, version):
-    engine = LockedEngine(EchoEngine(tag), threading.Lock())
+    engine = ComputeEngine(EchoEngine(tag))
     return Served(ModelRef(base="fake", version=version), engine, "greedy", lambda t: "5")
 
 
