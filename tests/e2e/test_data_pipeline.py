@@ -24,7 +24,7 @@ from selfimprove.v2.stages_pb2 import AcquireCommand, AcquireTactics, LabelMode,
 from tests.support.buskit import ServiceProcess, artifact_store, kafka_settings, read_topic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
-PROMPTS = int(os.environ.get("DATA_E2E_PROMPTS", "24"))
+PROMPTS = int(os.environ.get("DATA_E2E_PROMPTS", "32"))
 RATIONALIZE = os.environ.get("DATA_E2E_RATIONALIZE", "1") == "1"
 WORKED = os.environ.get("DATA_E2E_WORKED", "1") == "1"
 ENV = dict(SELFIMPROVE_KAFKA_SESSION_TIMEOUT_MS="6000", SELFIMPROVE_THREADS="2")
