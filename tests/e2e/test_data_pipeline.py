@@ -24,7 +24,7 @@ from selfimprove.v2.stages_pb2 import AcquireCommand, AcquireTactics, LabelMode,
 from tests.support.buskit import ServiceProcess, artifact_store, kafka_settings, read_topic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
-PROMPTS = int(os.environ.get("DATA_E2E_PROMPTS", "32"))
+PROMPTS = int(os.environ.get("DATA_E2E_PROMPTS", "24"))
 RATIONALIZE = os.environ.get("DATA_E2E_RATIONALIZE", "1") == "1"
 WORKED = os.environ.get("DATA_E2E_WORKED", "1") == "1"
 ENV = dict(SELFIMPROVE_KAFKA_SESSION_TIMEOUT_MS="6000", SELFIMPROVE_THREADS="2")
@@ -91,8 +91,13 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
     hinted = [r for r in rows[:PROMPTS] if any(s["verified"] for s in r["rationales"])]
     assert acquired.stats.rationalized == len(hinted)
     assert all(r["pass_rate"] == 0.0 for r in hinted)  # only prompts the model never answered
-    if RATIONALIZE:
-        assert hinted, "no prompt was rescued by a hint"
+    # none to a few of 24 with the base model: measured, not asserted
+    report["rescued_by_a_hint"] = len(hinted)
+    if RATIONALIZE:  # every prompt no sample (nor worked reply) answered was asked again with its hint
+        todo = [
+            r for r in rows[:PROMPTS] if r["pass_rate"] == 0.0 and not any(w["verified"] for w in r["worked"])
+        ]
+        assert all(r["rationales"] for r in todo), [r["id"] for r in todo if not r["rationales"]]
     worked = [w for r in rows for w in r["worked"]]
     assert acquired.stats.worked == sum(any(w["verified"] for w in r["worked"]) for r in rows)
     assert not any(r["worked"] for r in rows if r["category"] == "mul1")  # no plan for a product
