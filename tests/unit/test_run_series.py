@@ -33,6 +33,7 @@ PROCESS_LEVEL = {
     "control_plane_rate_limited_total",  # refused before the request is decoded
     "auth_refusals_total",  # refused before the request is decoded (a caller without a credential)
     "refinement_model_swap_failures_total",  # the failed promotion is in the log
+    "refinement_calibrations_in_progress",  # one service calibrates for any run, one at a time
     "tracking_errors_total",  # per tracking backend; the failed call's run is in the log
 }
 DEFINED = re.compile(r"\b(\w+)\.(counter|gauge|histogram)\(\s*\"([a-z_0-9]+)\"")
