@@ -22,19 +22,20 @@ class MetadataGaps:
 
     >>> gaps = MetadataGaps({"t.evt.refine"})
     >>> gaps.filled(lambda topic: None), gaps.filled(lambda topic: {0, 1})
-    (False, True)
+    ([], ['t.evt.refine'])
     >>> gaps.missing, gaps.filled(lambda topic: {0})
-    (set(), False)
+    (set(), [])
     """
 
     missing: set[str] = field(default_factory=set)
 
-    def filled(self, partitions_for_topic: Callable[[str], set[int] | None]) -> bool:
-        """Whether a missing topic now has partitions (then the group must rejoin); forgets the gaps."""
+    def filled(self, partitions_for_topic: Callable[[str], set[int] | None]) -> list[str]:
+        """The missing topics, once one of them has partitions (then the group must rejoin, and the
+        gaps are forgotten); else nothing."""
         if not any(partitions_for_topic(topic) for topic in self.missing):
-            return False
-        self.missing = set()
-        return True
+            return []
+        missing, self.missing = sorted(self.missing), set()
+        return missing
 
 
 def watched_round_robin(gaps: MetadataGaps) -> type[RoundRobinPartitionAssignor]:

@@ -172,8 +172,8 @@ class Consumer:
                 for tp, records in batch.items():
                     for record in records:
                         await self._dispatch(consumer, tp, record, stop)
-                missing = sorted(self.gaps.missing)
-                if self.gaps.filled(consumer.partitions_for_topic):
+                missing = self.gaps.filled(consumer.partitions_for_topic)
+                if missing:
                     log.warning("the group was assigned while %s had no partitions: rejoining", missing)
                     self._rejoin(consumer)
                     continue

@@ -32,9 +32,9 @@ def test_a_topic_without_metadata_is_recorded_and_assigned_to_nobody():
     assigned = {topic for topic, _ in out["m1"].assignment}
     assert assigned == {"t.evt.train"}
     assert gaps.missing == {"t.evt.refine"}
-    assert not gaps.filled(cluster.partitions_for_topic)  # still unknown: no rejoin yet
+    assert gaps.filled(cluster.partitions_for_topic) == []  # still unknown: no rejoin yet
     cluster.partitions["t.evt.refine"] = {0, 1, 2, 3}
-    assert gaps.filled(cluster.partitions_for_topic) and not gaps.missing
+    assert gaps.filled(cluster.partitions_for_topic) == ["t.evt.refine"] and not gaps.missing
 
 
 def test_a_complete_assignment_records_no_gap():
