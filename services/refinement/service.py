@@ -35,7 +35,7 @@ import threading
 import time
 from typing import Any
 
-from selfimprove.core import compute
+from selfimprove.core import compute, incumbent
 from selfimprove.core.keys import split_uri
 from selfimprove.core.outgoing import Outgoing
 from selfimprove.core.retry import RetryableError, retrying
@@ -167,8 +167,6 @@ class Refiner:
     async def restore(self) -> None:
         """Serve the deployment's incumbent at start (``core.incumbent``): the promotion listener's
         group survives restarts, so it does not replay the decisions that promoted it."""
-        from selfimprove.core import incumbent
-
         prefix = self.ctx.kafka.topic_prefix
         try:
             env = await retrying(
