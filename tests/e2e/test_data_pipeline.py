@@ -39,6 +39,23 @@ async def send(stack, prefix, stage, env):
         await bus.publish(topic, env)
 
 
+def acquire(run_id: str, categories: list[str], prompts: int, seed: int, max_new_tokens: int, **fields):
+    """A one-shard acquire command of the base model on ``categories``, 4 samples a prompt at T=0.7."""
+    command = AcquireCommand(
+        policy=ModelRef(base="smollm2-135m-instruct", version="base"),
+        task=TaskSpec(name="arithmetic", params_json=json.dumps({"categories": categories})),
+        shard=0,
+        num_shards=1,
+        num_prompts=prompts,
+        sampling=SamplingParams(n=4, temperature=0.7, top_p=0.95, max_new_tokens=max_new_tokens),
+        seed=seed,
+        **fields,
+    )
+    return envelopes.make(
+        run_id=run_id, iteration=1, stage=Stage.STAGE_ACQUIRE, producer="test", acquire_command=command
+    )
+
+
 async def run_stage(stack, name, tmp_path, stage, envs, timeout):
     """Start the stage's service, send it ``envs`` and return its result records (one per envelope)."""
     module, topic = {
@@ -59,16 +76,12 @@ async def run_stage(stack, name, tmp_path, stage, envs, timeout):
 
 async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name, tmp_path):
     report = {"prompts": PROMPTS}
-    command = AcquireCommand(
-        policy=ModelRef(base="smollm2-135m-instruct", version="base"),
-        task=TaskSpec(
-            name="arithmetic", params_json=json.dumps({"categories": ["add1", "add2", "sub1", "mul1"]})
-        ),
-        shard=0,
-        num_shards=1,
-        num_prompts=PROMPTS,
-        sampling=SamplingParams(n=4, temperature=0.7, top_p=0.95, max_new_tokens=64),
+    env = acquire(
+        unique_name,
+        ["add1", "add2", "sub1", "mul1"],
+        PROMPTS,
         seed=1,
+        max_new_tokens=64,
         tactics=AcquireTactics(
             rationalize=RATIONALIZE,
             worked=WORKED,
@@ -76,9 +89,6 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
             check_labels=True,  # stored beside the rows; only the label-free selection reads it
         ),
         test_sets_json=GPT3_SETS,
-    )
-    env = envelopes.make(
-        run_id=unique_name, iteration=1, stage=Stage.STAGE_ACQUIRE, producer="test", acquire_command=command
     )
     started = time.monotonic()
     [record] = await run_stage(stack, unique_name, tmp_path, Stage.STAGE_ACQUIRE, [env], timeout=1800)
@@ -128,7 +138,10 @@ async def test_real_model_gives_sft_data_in_both_label_modes(stack, unique_name,
             assert s["verified"] == (s["extracted"] == r["answer"] and all(equations(s["text"]))), s
         # rationalize_steps: a sub-question is hinted exactly when none of its own samples was right
         hinted_step = RATIONALIZE and WORKED and not any(s["verified"] for s in r["samples"])
-        assert bool(r["rationales"]) == hinted_step and len(r["rationales"]) in (0, command.sampling.n), r
+        assert bool(r["rationales"]) == hinted_step and len(r["rationales"]) in (
+            0,
+            env.acquire_command.sampling.n,
+        ), r
     by_id = {r["id"]: r for r in steps}
     assert acquired.stats.steps_rationalized == sum(
         any(s["verified"] for s in r["rationales"]) for r in steps
@@ -187,18 +200,13 @@ async def test_label_free_worked_replies_follow_the_steps_majorities_on_the_real
     """Label-free acquisition with worked replies: each step's answer is its samples' majority (never
     the verifier's pick), and label-free selection trains a worked reply only when it gives the label."""
     prompts = 12
-    command = AcquireCommand(
-        policy=ModelRef(base="smollm2-135m-instruct", version="base"),
-        task=TaskSpec(name="arithmetic", params_json=json.dumps({"categories": ["add1", "sub1"]})),
-        shard=0,
-        num_shards=1,
-        num_prompts=prompts,
-        sampling=SamplingParams(n=4, temperature=0.7, top_p=0.95, max_new_tokens=48),
+    env = acquire(
+        unique_name,
+        ["add1", "sub1"],
+        prompts,
         seed=3,
+        max_new_tokens=48,
         tactics=AcquireTactics(worked=True, worked_by_majority=True, check_labels=True),
-    )
-    env = envelopes.make(
-        run_id=unique_name, iteration=1, stage=Stage.STAGE_ACQUIRE, producer="test", acquire_command=command
     )
     [record] = await run_stage(stack, unique_name, tmp_path, Stage.STAGE_ACQUIRE, [env], timeout=1200)
     acquired = envelopes.decode(record.value).acquire_result
@@ -240,21 +248,14 @@ async def test_self_judged_selection_on_the_real_model_reports_label_precision(s
     selection keeps a subset of the plain one's prompts. Other filters that could reorder what is kept
     (embedding diversity, category balance) are off, so the two differ by the self-judge alone."""
     prompts = 16
-    command = AcquireCommand(
-        policy=ModelRef(base="smollm2-135m-instruct", version="base"),
-        task=TaskSpec(
-            name="arithmetic", params_json=json.dumps({"categories": ["add1", "sub1", "add2", "sub2"]})
-        ),
-        shard=0,
-        num_shards=1,
-        num_prompts=prompts,
-        sampling=SamplingParams(n=4, temperature=0.7, top_p=0.95, max_new_tokens=48),
+    env = acquire(
+        unique_name,
+        ["add1", "sub1", "add2", "sub2"],
+        prompts,
         seed=2,
+        max_new_tokens=48,
         self_judge=True,
         test_sets_json=GPT3_SETS,
-    )
-    env = envelopes.make(
-        run_id=unique_name, iteration=1, stage=Stage.STAGE_ACQUIRE, producer="test", acquire_command=command
     )
     started = time.monotonic()
     [record] = await run_stage(stack, unique_name, tmp_path, Stage.STAGE_ACQUIRE, [env], timeout=1200)

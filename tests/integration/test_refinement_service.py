@@ -77,6 +77,17 @@ async def service(stack, unique_name, tmp_path, tiny_models):
     assert proc.stop() == 0
 
 
+def promotion(run_id: str, model: ModelRef, iteration: int = 1) -> Envelope:
+    """The PROMOTE decision the evaluator publishes for ``model``."""
+    return envelopes.make(
+        run_id=run_id,
+        iteration=iteration,
+        stage=Stage.STAGE_CONTROL,
+        producer="test",
+        decision=Decision(kind=Decision.KIND_PROMOTE, reason="better", model=model),
+    )
+
+
 async def generate(port, channel=None, **fields):
     async with channel or grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
         return await pb_grpc.RefinementServiceStub(ch).Generate(pb.GenerateRequest(**fields), timeout=60)
@@ -184,17 +195,7 @@ async def test_promotion_swaps_adapter_without_restart(stack, unique_name, servi
     async with Bus(kafka_settings(stack, unique_name)) as bus:
         for i, ref in enumerate(refs, start=1):
             model = ModelRef(base=str(base), adapter=ref, version=f"{unique_name}/iter-00{i}")
-            decision = Decision(kind=Decision.KIND_PROMOTE, reason="better", model=model)
-            await bus.publish(
-                bus.topics.control,
-                envelopes.make(
-                    run_id=unique_name,
-                    iteration=i,
-                    stage=Stage.STAGE_CONTROL,
-                    producer="test",
-                    decision=decision,
-                ),
-            )
+            await bus.publish(bus.topics.control, promotion(unique_name, model, iteration=i))
 
             async def served(version=model.version):
                 reply = await generate(port, prompt=prompt)
@@ -283,17 +284,11 @@ async def test_a_restarted_replica_serves_the_incumbent_record_and_reads_only_ne
     store = artifact_store(stack)
     ref = store.publish_folder(f"runs/{unique_name}/adapter-0/", adapters[0])
     model = ModelRef(base=str(base), adapter=ref, version=f"{unique_name}/iter-001")
-    promotion = envelopes.make(
-        run_id=unique_name,
-        iteration=1,
-        stage=Stage.STAGE_CONTROL,
-        producer="test",
-        decision=Decision(kind=Decision.KIND_PROMOTE, reason="better", model=model),
-    )
+    promoted = promotion(unique_name, model)
     proc, port = start(stack, unique_name, tmp_path, base, name="replica-0")
     try:
         async with Bus(kafka_settings(stack, unique_name)) as bus:
-            await bus.publish(bus.topics.control, promotion)
+            await bus.publish(bus.topics.control, promoted)
         await eventually(
             lambda: proc.counter("selfimprove_refinement_model_swaps_total", run_id=unique_name) == 1
         )
@@ -303,7 +298,7 @@ async def test_a_restarted_replica_serves_the_incumbent_record_and_reads_only_ne
         assert handled >= 1
     finally:
         assert proc.stop() == 0
-    incumbent.write(store, unique_name, promotion)  # as the evaluator does when it publishes one
+    incumbent.write(store, unique_name, promoted)  # as the evaluator does when it publishes one
 
     again, port = start(stack, unique_name, tmp_path, base, name="replica-0")
     try:
@@ -336,20 +331,14 @@ async def test_requests_and_swaps_are_served_while_calibrating(stack, unique_nam
     )
     ref = artifact_store(stack).publish_folder(f"runs/{unique_name}/adapter/", adapters[0])
     promoted = ModelRef(base=str(base), adapter=ref, version=f"{unique_name}/iter-001")
-    promotion = envelopes.make(
-        run_id=unique_name,
-        iteration=1,
-        stage=Stage.STAGE_CONTROL,
-        producer="test",
-        decision=Decision(kind=Decision.KIND_PROMOTE, reason="better", model=promoted),
-    )
+    swap = promotion(unique_name, promoted)
     async with Bus(kafka_settings(stack, unique_name)) as bus:
         await bus.publish(bus.topics.command(Stage.STAGE_REFINE), env)
         await eventually(lambda: proc.counter(calibrating) == 1, timeout=120, every=0.05)
         reply = await generate(port, prompt="What is 2 + 3?")
         assert reply.completion_tokens > 0
         assert proc.counter(calibrating) == 1, "the request waited for the whole calibration"
-        await bus.publish(bus.topics.control, promotion)
+        await bus.publish(bus.topics.control, swap)
 
         async def swapped():
             return (await generate(port, prompt="What is 2 + 3?")).model_version == promoted.version
